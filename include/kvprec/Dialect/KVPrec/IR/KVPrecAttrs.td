@@ -1,0 +1,141 @@
+//===- KVPrecAttrs.td - kvprec attributes ------------------*- tablegen -*-===//
+
+#ifndef KVPREC_DIALECT_KVPREC_IR_KVPRECATTRS_TD
+#define KVPREC_DIALECT_KVPREC_IR_KVPRECATTRS_TD
+
+include "kvprec/Dialect/KVPrec/IR/KVPrecDialect.td"
+include "kvprec/Dialect/KVPrec/IR/KVPrecEnums.td"
+include "mlir/IR/AttrTypeBase.td"
+include "mlir/IR/BuiltinAttributeInterfaces.td"
+
+class KVPrec_Attr<string name, string attrMnemonic, list<Trait> traits = []>
+    : AttrDef<KVPrec_Dialect, name, traits> {
+  let mnemonic = attrMnemonic;
+}
+
+def KVPrec_StorageFormatAttr : KVPrec_Attr<"StorageFormat", "format"> {
+  let summary = "How one segment of a KV cache is stored";
+  let description = [{
+    A storage format names the element type that holds the data and, for
+    scaled formats, how the scales are shared.
+
+    - Unscaled floats: `f32`, `f16`, `bf16` hold each value rounded to that
+      type: `#kvprec.format<f16>`.
+    - Scaled formats: the 8-bit floats `f8E4M3FN` and `f8E5M2` (symmetric
+      only) and the integers `i8`, `i4` (two per byte) and `i2` (four per
+      byte), symmetric or asymmetric (with a zero point). One scale (and zero
+      point) is shared by a group of `token_group = g` consecutive head_dim
+      channels of one token, or by one channel over `channel_group = g`
+      consecutive tokens (KIVI's key layout). Scales are stored as
+      `scale = f16|bf16|f32`:
+
+      `#kvprec.format<i4, asymmetric, channel_group = 32, scale = f16>`
+
+    The error a format introduces is the per-element bound of
+    docs/error-bounds.md section 6, computed with the stored (rounded) scale.
+  }];
+  let parameters = (ins
+    "::mlir::Type":$storageType,
+    EnumParameter<KVPrec_QuantScheme>:$scheme,
+    EnumParameter<KVPrec_Granularity>:$granularity,
+    "unsigned":$groupSize,
+    OptionalParameter<"::mlir::Type">:$scaleType
+  );
+  let builders = [
+    // An unscaled float format (f32, f16 or bf16).
+    AttrBuilder<(ins "::mlir::Type":$storageType), [{
+      return $_get($_ctxt, storageType, QuantScheme::symmetric,
+                   Granularity::token_group, 0u, ::mlir::Type());
+    }]>
+  ];
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// True for formats that store codes plus a shared scale.
+    bool isScaled() const { return static_cast<bool>(getScaleType()); }
+    /// Bits of one stored element, excluding scale overhead.
+    unsigned getElementBits() const;
+    /// Storage bytes (including scales and zero points) of a segment of
+    /// `tokens` tokens of `headDim` channels.
+    double getSegmentBytes(int64_t tokens, int64_t headDim) const;
+  }];
+}
+
+def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
+  let summary = "The error certificate of a precision plan";
+  let description = [{
+    Records what the analysis proved about a plan: the user's `tolerance`
+    on the attention-output error (infinity norm, per layer and head), the
+    certified `bound` (docs/error-bounds.md section 2 with the calibrated
+    envelopes of section 5, never above the tolerance for a valid plan), the
+    HNF `necessary_bits` figure (a lower bound only: section 3), the plan's
+    `average_bits` per cached element including scale overhead, and its
+    storage as a fraction of an fp16 cache (`bytes_vs_f16`).
+
+    `#kvprec.certificate<tolerance = 1.0e-03, bound = 9.5e-04,
+      necessary_bits = 2.5, average_bits = 5.25, bytes_vs_f16 = 0.33>`
+  }];
+  let parameters = (ins
+    APFloatParameter<"error tolerance">:$tolerance,
+    APFloatParameter<"certified bound">:$bound,
+    APFloatParameter<"HNF necessary bits (lower bound)">:$necessaryBits,
+    APFloatParameter<"average stored bits per element">:$averageBits,
+    APFloatParameter<"bytes relative to fp16">:$bytesVsF16
+  );
+  let hasCustomAssemblyFormat = 1;
+  let genVerifyDecl = 1;
+}
+
+def KVPrec_PlanAttr : KVPrec_Attr<"Plan", "plan"> {
+  let summary = "Per layer, head and position class storage formats";
+  let description = [{
+    A precision plan covers a cache of `layers x heads x capacity`
+    positions. Positions `[0, sink)` form the sink prefix; positions
+    `[sink, capacity)` form the body, cut into blocks of `block` positions
+    (the last one may be short); the `window` most recent positions before
+    the current length are kept in the window format and take their body
+    block's format when they age out of the window.
+
+    `formats` is a table of `#kvprec.format`s; the three `array<i8>`s index
+    into it. `sink_formats` and `window_formats` hold one entry per
+    (layer, head, K/V) in the order `((layer * heads) + head) * 2 + kv` with
+    `kv` 0 for K and 1 for V, or a single entry that applies to all.
+    `body_formats` holds one entry per (layer, head, K/V) (a uniform body),
+    a single entry, or one entry per body block of each (layer, head, K/V)
+    (`index * num_blocks + block`), the compact per-block form.
+
+    `certificate` is present when the plan was derived from calibration and
+    its bound checked.
+  }];
+  let parameters = (ins
+    "int64_t":$layers,
+    "int64_t":$heads,
+    "int64_t":$capacity,
+    "int64_t":$block,
+    "int64_t":$sink,
+    "int64_t":$window,
+    "::mlir::ArrayAttr":$formats,
+    "::mlir::DenseI8ArrayAttr":$sink_formats,
+    "::mlir::DenseI8ArrayAttr":$body_formats,
+    "::mlir::DenseI8ArrayAttr":$window_formats,
+    OptionalParameter<"CertificateAttr">:$certificate
+  );
+  let assemblyFormat = "`<` struct(params) `>`";
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Number of body blocks: ceil((capacity - sink) / block).
+    int64_t getNumBodyBlocks() const;
+    /// True when body_formats has one entry per body block.
+    bool isPerBlock() const;
+    /// Formats of one (layer, head, kv) item; kv is 0 for K and 1 for V.
+    StorageFormatAttr getSinkFormat(int64_t layer, int64_t head, int kv) const;
+    StorageFormatAttr getWindowFormat(int64_t layer, int64_t head, int kv) const;
+    StorageFormatAttr getBodyFormat(int64_t layer, int64_t head, int kv,
+                                    int64_t block) const;
+    /// Storage bytes of the whole cache under this plan with `headDim`
+    /// channels, counting the window at its window format.
+    double getTotalBytes(int64_t headDim) const;
+  }];
+}
+
+#endif // KVPREC_DIALECT_KVPREC_IR_KVPRECATTRS_TD

@@ -1,0 +1,184 @@
+//===- KVPrecOps.cpp - kvprec operations ----------------------------------===//
+
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::kvprec;
+
+#define GET_OP_CLASSES
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.cpp.inc"
+
+/// Checks that `layer` exists in `cache`.
+static LogicalResult verifyLayer(Operation *op, CacheType cache,
+                                 int64_t layer) {
+  if (layer >= cache.getLayers())
+    return op->emitOpError() << "layer " << layer << " is out of range: the "
+                             << "cache has " << cache.getLayers() << " layers";
+  return success();
+}
+
+/// Checks a [tokens, kv_heads, head_dim] memref against the cache.
+static LogicalResult verifyTokenMemRef(Operation *op, StringRef name,
+                                       MemRefType type, CacheType cache) {
+  if (type.getElementType() != cache.getElementType())
+    return op->emitOpError() << name << " element type "
+                             << type.getElementType()
+                             << " does not match the cache element type "
+                             << cache.getElementType();
+  ArrayRef<int64_t> shape = type.getShape();
+  if (!ShapedType::isDynamic(shape[1]) && shape[1] != cache.getHeads())
+    return op->emitOpError() << name << " has " << shape[1]
+                             << " heads but the cache has " << cache.getHeads()
+                             << " KV heads";
+  if (!ShapedType::isDynamic(shape[2]) && shape[2] != cache.getHeadDim())
+    return op->emitOpError() << name << " has head_dim " << shape[2]
+                             << " but the cache has head_dim "
+                             << cache.getHeadDim();
+  if (!ShapedType::isDynamic(shape[0]) && shape[0] > cache.getCapacity())
+    return op->emitOpError() << name << " holds " << shape[0]
+                             << " tokens, more than the cache capacity "
+                             << cache.getCapacity();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AllocOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult
+AllocOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+  if (!getCalibration())
+    return success();
+  auto calibration = symbolTable.lookupNearestSymbolFrom<CalibrationOp>(
+      *this, getCalibrationAttr());
+  if (!calibration)
+    return emitOpError() << "calibration " << getCalibrationAttr()
+                         << " does not name a kvprec.calibration op";
+  CacheType cache = getCache().getType();
+  if (calibration.getLayers() != cache.getLayers() ||
+      calibration.getKvHeads() != cache.getHeads() ||
+      calibration.getHeadDim() != cache.getHeadDim())
+    return emitOpError() << "calibration " << getCalibrationAttr()
+                         << " describes " << calibration.getLayers()
+                         << " layers x " << calibration.getKvHeads()
+                         << " KV heads x head_dim " << calibration.getHeadDim()
+                         << " but the cache is " << cache.getLayers() << "x"
+                         << cache.getHeads() << "x" << cache.getCapacity()
+                         << "x" << cache.getHeadDim();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AppendOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AppendOp::verify() {
+  CacheType cache = getCache().getType();
+  if (failed(verifyLayer(*this, cache, getLayer())))
+    return failure();
+  if (getKeys().getType().getShape() != getValues().getType().getShape())
+    return emitOpError() << "keys " << getKeys().getType() << " and values "
+                         << getValues().getType() << " differ in shape";
+  if (failed(verifyTokenMemRef(*this, "keys", getKeys().getType(), cache)) ||
+      failed(verifyTokenMemRef(*this, "values", getValues().getType(), cache)))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// AttendOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttendOp::verify() {
+  CacheType cache = getCache().getType();
+  if (failed(verifyLayer(*this, cache, getLayer())))
+    return failure();
+  MemRefType queryType = getQuery().getType();
+  MemRefType outputType = getOutput().getType();
+  if (queryType.getElementType() != cache.getElementType())
+    return emitOpError() << "query element type " << queryType.getElementType()
+                         << " does not match the cache element type "
+                         << cache.getElementType();
+  if (outputType.getElementType() != cache.getElementType())
+    return emitOpError() << "output element type "
+                         << outputType.getElementType()
+                         << " does not match the cache element type "
+                         << cache.getElementType();
+  if (queryType.getShape() != outputType.getShape())
+    return emitOpError() << "query " << queryType << " and output "
+                         << outputType << " differ in shape";
+  int64_t queryHeads = queryType.getDimSize(0);
+  int64_t headDim = queryType.getDimSize(1);
+  if (!ShapedType::isDynamic(headDim) && headDim != cache.getHeadDim())
+    return emitOpError() << "query head_dim " << headDim
+                         << " does not match the cache head_dim "
+                         << cache.getHeadDim();
+  if (!ShapedType::isDynamic(queryHeads) &&
+      (queryHeads == 0 || queryHeads % cache.getHeads() != 0))
+    return emitOpError() << queryHeads
+                         << " query heads cannot be grouped over "
+                         << cache.getHeads()
+                         << " KV heads: the GQA ratio must be a whole number";
+  if (std::optional<APFloat> scale = getScale()) {
+    double value = scale->convertToDouble();
+    if (!std::isfinite(value) || value <= 0)
+      return emitOpError() << "scale must be finite and positive, got "
+                           << value;
+  }
+  return success();
+}
+
+double AttendOp::getEffectiveScale() {
+  if (std::optional<APFloat> scale = getScale())
+    return scale->convertToDouble();
+  return 1.0 / std::sqrt(static_cast<double>(getCache().getType().getHeadDim()));
+}
+
+//===----------------------------------------------------------------------===//
+// LoadOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LoadOp::verify() {
+  CacheType cache = getCache().getType();
+  if (failed(verifyLayer(*this, cache, getLayer())))
+    return failure();
+  if (getKeys().getType().getShape() != getValues().getType().getShape())
+    return emitOpError() << "keys " << getKeys().getType() << " and values "
+                         << getValues().getType() << " differ in shape";
+  if (failed(verifyTokenMemRef(*this, "keys", getKeys().getType(), cache)) ||
+      failed(verifyTokenMemRef(*this, "values", getValues().getType(), cache)))
+    return failure();
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// CalibrationOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult CalibrationOp::verify() {
+  if (getQHeads() % getKvHeads() != 0)
+    return emitOpError() << getQHeads() << " query heads cannot be grouped over "
+                         << getKvHeads() << " KV heads";
+  for (NamedAttribute stat : getStats()) {
+    auto elements = dyn_cast<ElementsAttr>(stat.getValue());
+    if (!elements)
+      return emitOpError() << "statistic '" << stat.getName().getValue()
+                           << "' is not an elements attribute";
+    Type elementType = elements.getShapedType().getElementType();
+    if (!elementType.isF32() && !elementType.isSignlessInteger(64))
+      return emitOpError() << "statistic '" << stat.getName().getValue()
+                           << "' has element type " << elementType
+                           << "; expected f32 or i64";
+  }
+  return success();
+}
+
+ElementsAttr CalibrationOp::getStat(StringRef name) {
+  return dyn_cast_or_null<ElementsAttr>(getStats().get(name));
+}
