@@ -74,8 +74,18 @@ Type CacheType::parse(AsmParser &parser) {
         << dims.size();
     return {};
   }
-  if (succeeded(parser.parseOptionalComma()) && parser.parseAttribute(plan))
-    return {};
+  if (succeeded(parser.parseOptionalComma())) {
+    SMLoc planLoc = parser.getCurrentLocation();
+    Attribute encoding;
+    if (parser.parseAttribute(encoding))
+      return {};
+    plan = dyn_cast<PlanAttr>(encoding);
+    if (!plan) {
+      parser.emitError(planLoc, "expected a #kvprec.plan encoding, got ")
+          << encoding;
+      return {};
+    }
+  }
   if (parser.parseGreater())
     return {};
   return parser.getChecked<CacheType>(loc, parser.getContext(), dims[0],

@@ -1,0 +1,67 @@
+// RUN: kvprec-opt %s | kvprec-opt | FileCheck %s
+// RUN: kvprec-opt %s --mlir-print-op-generic | kvprec-opt | FileCheck %s
+// RUN: kvprec-opt %s --verify-roundtrip | FileCheck %s
+
+// Every op, type and attribute of the dialect, in custom form; the second
+// RUN line reads them back from the generic form.
+
+// CHECK: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f16>, #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>, #kvprec.format<i8, symmetric, token_group = 8, scale = f32>, #kvprec.format<f8E4M3FN, symmetric, token_group = 4, scale = bf16>, #kvprec.format<f8E5M2, symmetric, token_group = 8, scale = f16>, #kvprec.format<i2, asymmetric, token_group = 8, scale = f16>, #kvprec.format<bf16>, #kvprec.format<f32>], sink_formats = [0], body_formats = [1, 2, 3, 4, 5, 6, 7, 0], window_formats = [0], certificate = <tolerance = 1.0e-03, bound = 9.5e-04, necessary_bits = 2.5e+00, average_bits = 5.25e+00, bytes_vs_f16 = 3.3e-01>>
+#plan = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16,
+  formats = [#kvprec.format<f16>,
+             #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>,
+             #kvprec.format<i8, symmetric, token_group = 8, scale = f32>,
+             #kvprec.format<f8E4M3FN, symmetric, token_group = 4, scale = bf16>,
+             #kvprec.format<f8E5M2, symmetric, token_group = 8, scale = f16>,
+             #kvprec.format<i2, asymmetric, token_group = 8, scale = f16>,
+             #kvprec.format<bf16>, #kvprec.format<f32>],
+  sink_formats = [0], body_formats = [1, 2, 3, 4, 5, 6, 7, 0], window_formats = [0],
+  certificate = #kvprec.certificate<tolerance = 1.0e-3, bound = 9.5e-4, necessary_bits = 2.5,
+                                    average_bits = 5.25, bytes_vs_f16 = 0.33>>
+
+// CHECK: #[[BLOCKS:.+]] = #kvprec.plan<layers = 1, heads = 1, capacity = 40, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>, #kvprec.format<i8, symmetric, token_group = 4, scale = f16>], sink_formats = [0, 0], body_formats = [0, 1, 1, 0, 1, 1, 1, 1, 0, 0], window_formats = [0, 0]>
+#blocks = #kvprec.plan<layers = 1, heads = 1, capacity = 40, block = 8, sink = 0, window = 8,
+  formats = [#kvprec.format<f16>, #kvprec.format<i8, symmetric, token_group = 4, scale = f16>],
+  sink_formats = [0, 0], body_formats = [0, 1, 1, 0, 1, 1, 1, 1, 0, 0], window_formats = [0, 0]>
+
+module {
+  // CHECK: kvprec.calibration @toy <{block = 16 : i64, head_dim = 8 : i64, kv_heads = 2 : i64, layers = 2 : i64, max_positions = 64 : i64, model = "toy", q_heads = 4 : i64, sink = 4 : i64, stats = {q_absmax = dense<1.000000e+00> : tensor<2x2x8xf32>, query_count = dense<3> : tensor<2x2xi64>}, synthetic = true, window = 16 : i64}>
+  kvprec.calibration @toy <{layers = 2, kv_heads = 2, q_heads = 4, head_dim = 8, sink = 4,
+      window = 16, block = 16, max_positions = 64, model = "toy", synthetic = true,
+      stats = {q_absmax = dense<1.0> : tensor<2x2x8xf32>,
+               query_count = dense<3> : tensor<2x2xi64>}}>
+
+  // CHECK-LABEL: func.func @plain
+  func.func @plain(%pos: index, %len: index, %k: memref<1x2x8xf16>, %v: memref<1x2x8xf16>,
+                   %q: memref<2x8xf16>, %o: memref<2x8xf16>) {
+    // CHECK: %[[CACHE:.+]] = kvprec.alloc : !kvprec.cache<3x2x128x8xf16>
+    %c = kvprec.alloc : !kvprec.cache<3x2x128x8xf16>
+    // CHECK: kvprec.append %{{.+}}, %{{.+}} into %[[CACHE]][2] at %{{.+}} : memref<1x2x8xf16>, memref<1x2x8xf16> into !kvprec.cache<3x2x128x8xf16>
+    kvprec.append %k, %v into %c[2] at %pos : memref<1x2x8xf16>, memref<1x2x8xf16> into !kvprec.cache<3x2x128x8xf16>
+    // CHECK: kvprec.attend %{{.+}}, %[[CACHE]][2] len %{{.+}} into %{{.+}} : memref<2x8xf16>, !kvprec.cache<3x2x128x8xf16> into memref<2x8xf16>
+    kvprec.attend %q, %c[2] len %len into %o : memref<2x8xf16>, !kvprec.cache<3x2x128x8xf16> into memref<2x8xf16>
+    return
+  }
+
+  // CHECK-LABEL: func.func @planned
+  func.func @planned(%pos: index, %k: memref<?x2x8xf32>, %v: memref<?x2x8xf32>,
+                     %q: memref<4x8xf32>, %o: memref<4x8xf32>) -> f32 {
+    // CHECK: %[[CACHE:.+]] = kvprec.alloc calibration @toy : !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
+    %c = kvprec.alloc calibration @toy : !kvprec.cache<2x2x64x8xf32, #plan>
+    // CHECK: kvprec.append %{{.+}}, %{{.+}} into %[[CACHE]][1] at %{{.+}} : memref<?x2x8xf32>, memref<?x2x8xf32> into !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
+    kvprec.append %k, %v into %c[1] at %pos : memref<?x2x8xf32>, memref<?x2x8xf32> into !kvprec.cache<2x2x64x8xf32, #plan>
+    // CHECK: %[[BOUND:.+]] = kvprec.attend %{{.+}}, %[[CACHE]][1] len %{{.+}} into %{{.+}} {scale = 5.000000e-01 : f32} : memref<4x8xf32>, !kvprec.cache<2x2x64x8xf32, #[[PLAN]]> into memref<4x8xf32> -> f32
+    %b = kvprec.attend %q, %c[1] len %pos into %o {scale = 0.5 : f32} : memref<4x8xf32>, !kvprec.cache<2x2x64x8xf32, #plan> into memref<4x8xf32> -> f32
+    // CHECK: kvprec.load %[[CACHE]][0] from %{{.+}} into %{{.+}}, %{{.+}} : !kvprec.cache<2x2x64x8xf32, #[[PLAN]]> into memref<?x2x8xf32>, memref<?x2x8xf32>
+    kvprec.load %c[0] from %pos into %k, %v : !kvprec.cache<2x2x64x8xf32, #plan> into memref<?x2x8xf32>, memref<?x2x8xf32>
+    // CHECK: return %[[BOUND]]
+    return %b : f32
+  }
+
+  // CHECK-LABEL: func.func @per_block
+  // CHECK-SAME: !kvprec.cache<1x1x40x4xbf16, #[[BLOCKS]]>
+  func.func @per_block(%c: !kvprec.cache<1x1x40x4xbf16, #blocks>, %start: index,
+                       %k: memref<8x1x4xbf16>, %v: memref<8x1x4xbf16>) {
+    kvprec.load %c[0] from %start into %k, %v : !kvprec.cache<1x1x40x4xbf16, #blocks> into memref<8x1x4xbf16>, memref<8x1x4xbf16>
+    return
+  }
+}
