@@ -196,7 +196,28 @@ func.func @alloc_missing_calibration() {
 
 // -----
 
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false,
+  stats = {attn_sink_mass = dense<5.000000e-01> : tensor<2x4xf32>,
+    attn_window_mass = dense<6.000000e-01> : tensor<2x4xf32>,
+    attn_body_mass = dense<2.000000e-01> : tensor<2x4x3xf32>,
+    attn_sink_mass_mean = dense<3.000000e-01> : tensor<2x4xf32>,
+    attn_window_mass_mean = dense<4.000000e-01> : tensor<2x4xf32>,
+    attn_entropy_mean = dense<1.000000e+00> : tensor<2x4xf32>,
+    attn_max_weight = dense<4.000000e-01> : tensor<2x4xf32>,
+    q_absmax = dense<1.000000e+00> : tensor<2x4x8xf32>,
+    q_l1_max = dense<4.000000e+00> : tensor<2x4xf32>,
+    k_chan_min = dense<-2.000000e+00> : tensor<2x4x8xf32>,
+    k_chan_max = dense<2.000000e+00> : tensor<2x4x8xf32>,
+    v_chan_min = dense<-1.000000e+00> : tensor<2x4x8xf32>,
+    v_chan_max = dense<1.000000e+00> : tensor<2x4x8xf32>,
+    k_block_absmax = dense<2.000000e+00> : tensor<2x4x4xf32>,
+    v_block_absmax = dense<1.000000e+00> : tensor<2x4x4xf32>,
+    k_block_token_range = dense<3.000000e+00> : tensor<2x4x4xf32>,
+    v_block_token_range = dense<1.500000e+00> : tensor<2x4x4xf32>,
+    k_block_chan_span = dense<3.000000e+00> : tensor<2x4x4xf32>,
+    v_block_chan_span = dense<1.500000e+00> : tensor<2x4x4xf32>,
+    query_count = dense<10> : tensor<2x4xi64>,
+    position_count = dense<16> : tensor<4xi64>}}>
 func.func @alloc_calibration_mismatch() {
   // expected-error @+1 {{'kvprec.alloc' op calibration @calib describes 2 layers x 4 KV heads x head_dim 8 but the cache is 2x2x64x8}}
   %c = kvprec.alloc calibration @calib : !kvprec.cache<2x2x64x8xf32>
@@ -383,13 +404,33 @@ kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8,
 
 // -----
 
-// expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' has element type 'f16'; expected f32 or i64}}
+// expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' has element type 'f16'; expected f32}}
 kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {q_absmax = dense<1.0> : tensor<2x4x8xf16>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op attribute 'layers' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
 kvprec.calibration @calib <{layers = 0, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op statistic 'k_range' is not part of the kvprec-calib-v1 schema}}
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {k_range = dense<1.0> : tensor<2x4x8xf32>}}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op statistic 'attn_body_mass' has shape 'tensor<2x4x4xf32>' but the calibration's dimensions give [2, 4, 3]}}
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {attn_body_mass = dense<0.1> : tensor<2x4x4xf32>}}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op statistic 'query_count' has element type 'f32'; expected i64}}
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {query_count = dense<1.0> : tensor<2x4xf32>}}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op is missing statistic 'attn_sink_mass'}}
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
 
 // -----
 

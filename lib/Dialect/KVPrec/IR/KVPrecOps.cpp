@@ -1,10 +1,13 @@
 //===- KVPrecOps.cpp - kvprec operations ----------------------------------===//
 
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Calibration/CalibrationStats.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpImplementation.h"
+
+#include "llvm/ADT/StringMap.h"
 
 #include <cmath>
 
@@ -165,17 +168,51 @@ LogicalResult CalibrationOp::verify() {
   if (getQHeads() % getKvHeads() != 0)
     return emitOpError() << getQHeads() << " query heads cannot be grouped over "
                          << getKvHeads() << " KV heads";
+  ::kvprec::calib::CalibrationShape shape;
+  shape.layers = getLayers();
+  shape.kvHeads = getKvHeads();
+  shape.qHeads = getQHeads();
+  shape.headDim = getHeadDim();
+  shape.sink = getSink();
+  shape.window = getWindow();
+  shape.block = getBlock();
+  shape.maxPositions = getMaxPositions();
+  // Every statistic of the kvprec-calib-v1 schema, with the shape the
+  // dimensions above give it (docs/calibration.md).
+  llvm::StringMap<const ::kvprec::calib::CalibrationTensorSpec *> specs;
+  for (const ::kvprec::calib::CalibrationTensorSpec &spec :
+       ::kvprec::calib::getCalibrationTensorSpecs())
+    specs[spec.name] = &spec;
   for (NamedAttribute stat : getStats()) {
+    StringRef name = stat.getName().getValue();
     auto elements = dyn_cast<ElementsAttr>(stat.getValue());
     if (!elements)
-      return emitOpError() << "statistic '" << stat.getName().getValue()
+      return emitOpError() << "statistic '" << name
                            << "' is not an elements attribute";
+    const ::kvprec::calib::CalibrationTensorSpec *spec = specs.lookup(name);
+    if (!spec)
+      return emitOpError() << "statistic '" << name
+                           << "' is not part of the kvprec-calib-v1 schema";
     Type elementType = elements.getShapedType().getElementType();
-    if (!elementType.isF32() && !elementType.isSignlessInteger(64))
-      return emitOpError() << "statistic '" << stat.getName().getValue()
-                           << "' has element type " << elementType
-                           << "; expected f32 or i64";
+    bool isCount = spec->dtype == ::kvprec::calib::DType::I64;
+    if (isCount ? !elementType.isSignlessInteger(64) : !elementType.isF32())
+      return emitOpError() << "statistic '" << name << "' has element type "
+                           << elementType << "; expected "
+                           << (isCount ? "i64" : "f32");
+    SmallVector<int64_t, 3> expected = ::kvprec::calib::getTensorShape(shape, spec->kind);
+    if (elements.getShapedType().getShape() != ArrayRef<int64_t>(expected)) {
+      InFlightDiagnostic diag = emitOpError();
+      diag << "statistic '" << name << "' has shape "
+           << elements.getShapedType() << " but the calibration's dimensions "
+           << "give [";
+      llvm::interleaveComma(expected, diag);
+      return diag << "]";
+    }
   }
+  for (const ::kvprec::calib::CalibrationTensorSpec &spec :
+       ::kvprec::calib::getCalibrationTensorSpecs())
+    if (!getStats().get(spec.name))
+      return emitOpError() << "is missing statistic '" << spec.name << "'";
   return success();
 }
 
