@@ -1,0 +1,184 @@
+//===- CalibrationStats.h - kvprec-calib-v1 statistics ----------*- C++ -*-===//
+//
+// The calibration statistics that the precision analysis consumes
+// (docs/calibration.md, docs/error-bounds.md §5): attention mass per position
+// class (C1), per-channel query magnitudes (C2), and K/V ranges and spans per
+// channel and per absolute block. They travel as a safetensors file with
+// schema "kvprec-calib-v1"; this header holds the in-memory form, the schema
+// table, the validator, and the reader/writer.
+//
+// Notation: L layers, H KV heads, G = q_heads / H query heads per KV head,
+// D head_dim, S sink, W window, B block, P max_positions,
+// NB = ceil(max(P - W, 0) / B) relative body blocks, NA = ceil(P / B)
+// absolute blocks. All tensors are row-major.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_CALIBRATION_CALIBRATIONSTATS_H
+#define KVPREC_CALIBRATION_CALIBRATIONSTATS_H
+
+#include "kvprec/Calibration/SafeTensors.h"
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvprec::calib {
+
+/// Value of the "schema" metadata entry.
+inline constexpr llvm::StringLiteral kCalibrationSchema = "kvprec-calib-v1";
+
+/// Masses may exceed 1 by this much (float rounding of a sum of weights).
+inline constexpr double kMassTolerance = 1e-6;
+
+/// The dimensions every tensor shape is derived from.
+struct CalibrationShape {
+  int64_t layers = 0;
+  int64_t kvHeads = 0;
+  /// Total query heads of the model (not per group).
+  int64_t qHeads = 0;
+  int64_t headDim = 0;
+  int64_t sink = 0;
+  int64_t window = 0;
+  int64_t block = 0;
+  int64_t maxPositions = 0;
+
+  /// G: query heads sharing one KV head.
+  int64_t getQueryHeadsPerKVHead() const {
+    return kvHeads > 0 ? qHeads / kvHeads : 0;
+  }
+  /// NB = ceil(max(P - W, 0) / B).
+  int64_t getNumBodyBlocks() const;
+  /// NA = ceil(P / B).
+  int64_t getNumAbsoluteBlocks() const;
+};
+
+/// The shapes a schema tensor can have.
+enum class CalibrationTensorKind {
+  LayerHead,         ///< [L, H]
+  LayerHeadChannel,  ///< [L, H, D]
+  LayerHeadBody,     ///< [L, H, NB]
+  LayerHeadAbsBlock, ///< [L, H, NA]
+  AbsBlock,          ///< [NA]
+};
+
+/// What a tensor holds, which fixes the value checks the validator applies.
+enum class CalibrationValueKind {
+  Mass,        ///< attention mass, in [0, 1 + kMassTolerance]
+  NonNegative, ///< magnitudes, ranges, entropies
+  ChannelMin,  ///< lower end of a channel range; paired with a ChannelMax
+  ChannelMax,
+  Count, ///< I64 sample counts, >= 0
+};
+
+struct CalibrationStats;
+
+/// One row of the schema.
+struct CalibrationTensorSpec {
+  llvm::StringLiteral name;
+  DType dtype;
+  CalibrationTensorKind kind;
+  CalibrationValueKind valueKind;
+  /// Exactly one of these is set, matching dtype.
+  std::vector<float> CalibrationStats::*f32Member;
+  std::vector<int64_t> CalibrationStats::*i64Member;
+  llvm::StringLiteral description;
+};
+
+/// Calibration statistics in memory. Plain data: fill the vectors in the
+/// row-major shapes of the schema (allocate() sizes them) and validate().
+struct CalibrationStats {
+  CalibrationShape shape;
+  /// Checkpoint name, or "synthetic".
+  std::string model;
+  /// True for generated (not measured) statistics.
+  bool synthetic = false;
+  /// Number of prompts run and generated tokens per prompt.
+  int64_t prompts = 0;
+  int64_t steps = 0;
+
+  // (C1) attention mass per position class, [L, H] or [L, H, NB].
+  std::vector<float> attnSinkMass;
+  std::vector<float> attnWindowMass;
+  std::vector<float> attnBodyMass;
+  std::vector<float> attnSinkMassMean;
+  std::vector<float> attnWindowMassMean;
+  std::vector<float> attnEntropyMean;
+  std::vector<float> attnMaxWeight;
+  // (C2) query magnitudes: [L, H, D] and [L, H].
+  std::vector<float> qAbsMax;
+  std::vector<float> qL1Max;
+  // Per-channel K/V ranges over all cached positions, [L, H, D].
+  std::vector<float> kChanMin;
+  std::vector<float> kChanMax;
+  std::vector<float> vChanMin;
+  std::vector<float> vChanMax;
+  // Per absolute block of B positions, [L, H, NA].
+  std::vector<float> kBlockAbsMax;
+  std::vector<float> vBlockAbsMax;
+  std::vector<float> kBlockTokenRange;
+  std::vector<float> vBlockTokenRange;
+  std::vector<float> kBlockChanSpan;
+  std::vector<float> vBlockChanSpan;
+  // Sample counts: [L, H] and [NA].
+  std::vector<int64_t> queryCount;
+  std::vector<int64_t> positionCount;
+
+  /// Resizes every tensor to its schema shape and zero-fills it.
+  void allocate();
+
+  /// Flat index of [layer, head] and [layer, head, inner] elements.
+  size_t index(int64_t layer, int64_t head) const {
+    return static_cast<size_t>(layer * shape.kvHeads + head);
+  }
+  size_t index(int64_t layer, int64_t head, int64_t inner,
+               int64_t innerSize) const {
+    return static_cast<size_t>((layer * shape.kvHeads + head) * innerSize +
+                               inner);
+  }
+};
+
+/// The schema, in the order tensors are written.
+llvm::ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs();
+
+/// Shape of a tensor kind for given dimensions.
+llvm::SmallVector<int64_t, 3> getTensorShape(const CalibrationShape &shape,
+                                             CalibrationTensorKind kind);
+
+/// Checks the dimensions (positive sizes, q_heads divisible by kv_heads, ...).
+/// `context` (usually a file name) prefixes every message.
+llvm::Error validateCalibrationShape(const CalibrationShape &shape,
+                                     llvm::StringRef context);
+
+/// Checks everything a consumer relies on: shapes, tensor sizes, finite
+/// values, masses in [0, 1 + kMassTolerance], non-negative magnitudes and
+/// counts, chan_min <= chan_max, and the derived consistency of the block and
+/// query statistics (docs/calibration.md lists every rule).
+llvm::Error validateCalibrationStats(const CalibrationStats &stats,
+                                     llvm::StringRef context);
+
+/// Reads and validates a kvprec-calib-v1 file. Errors name the file and the
+/// offending tensor, metadata key or element.
+llvm::Expected<CalibrationStats> readCalibrationFile(llvm::StringRef path);
+/// Same, for a safetensors file that is already parsed.
+llvm::Expected<CalibrationStats>
+readCalibrationStats(const SafeTensorsFile &file);
+
+/// Validates `stats` and writes it to `path`.
+llvm::Error writeCalibrationFile(const CalibrationStats &stats,
+                                 llvm::StringRef path);
+
+/// Fills a writer with the metadata and tensors of `stats` without validating
+/// (the writer references the vectors of `stats`). Useful to build files that
+/// deviate from the schema on purpose, e.g. in tests.
+void addCalibrationTensors(SafeTensorsWriter &writer,
+                           const CalibrationStats &stats);
+
+} // namespace kvprec::calib
+
+#endif // KVPREC_CALIBRATION_CALIBRATIONSTATS_H

@@ -1,0 +1,159 @@
+//===- Model.h - llama2.c checkpoint and fp32 forward pass ------*- C++ -*-===//
+//
+// Loads a llama2.c "legacy" checkpoint (7 x int32 header, then fp32 weights)
+// and runs the reference fp32 forward pass one token at a time, exposing
+// every layer's attention step (q after RoPE, the K/V appended to the cache,
+// the softmax weights) to an observer. This is what kvprec-calib uses to
+// measure calibration statistics on a real model.
+//
+// The arithmetic follows llama2.c: RMSNorm with eps 1e-5, RoPE on adjacent
+// channel pairs inside each head with theta 10000, grouped-query attention
+// (query head h reads KV head h / (n_heads / n_kv_heads)), softmax attention
+// scaled by 1/sqrt(head_size), a SwiGLU feed-forward, and a classifier that
+// is either tied to the embedding or stored separately.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_CALIBRATION_MODEL_H
+#define KVPREC_CALIBRATION_MODEL_H
+
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvprec::calib {
+
+/// The checkpoint header, with the sign of vocab_size decoded.
+struct LlamaConfig {
+  int32_t dim = 0;
+  int32_t hiddenDim = 0;
+  int32_t numLayers = 0;
+  int32_t numHeads = 0;
+  int32_t numKVHeads = 0;
+  int32_t vocabSize = 0;
+  int32_t seqLen = 0;
+  /// True when the classifier is the embedding table (header vocab_size > 0).
+  bool sharedClassifier = true;
+
+  int32_t getHeadSize() const { return dim / numHeads; }
+  int32_t getKVDim() const { return getHeadSize() * numKVHeads; }
+  int32_t getQueryHeadsPerKVHead() const { return numHeads / numKVHeads; }
+
+  /// Number of float32 values the header implies, including the legacy RoPE
+  /// tables and the separate classifier when there is one.
+  uint64_t getNumWeightFloats() const;
+};
+
+/// Checks a decoded header: positive sizes, dim % n_heads == 0,
+/// n_heads % n_kv_heads == 0 and an even head size. `context` names the file.
+llvm::Error validateLlamaConfig(const LlamaConfig &config,
+                                llvm::StringRef context);
+
+/// A loaded checkpoint. Weights are stored in the file's layout; the
+/// accessors return row-major [out, in] matrices as llama2.c's matmul reads
+/// them.
+class LlamaModel {
+public:
+  /// Loads and validates `path`. Fails on a short or over-long file, a bad
+  /// header, or legacy RoPE tables that do not match theta = 10000.
+  static llvm::Expected<LlamaModel> load(llvm::StringRef path);
+
+  const LlamaConfig &getConfig() const { return config; }
+  /// The file name without directory and extension ("stories260K").
+  llvm::StringRef getName() const { return name; }
+  /// Largest |file table - computed cos/sin| over the legacy RoPE tables.
+  float getRopeTableDeviation() const { return ropeTableDeviation; }
+
+  llvm::ArrayRef<float> getEmbedding() const;              // [vocab, dim]
+  llvm::ArrayRef<float> getAttentionNorm(int layer) const; // [dim]
+  llvm::ArrayRef<float> getWq(int layer) const;            // [n_heads*hs, dim]
+  llvm::ArrayRef<float> getWk(int layer) const;            // [kv_dim, dim]
+  llvm::ArrayRef<float> getWv(int layer) const;            // [kv_dim, dim]
+  llvm::ArrayRef<float> getWo(int layer) const;            // [dim, n_heads*hs]
+  llvm::ArrayRef<float> getFFNNorm(int layer) const;       // [dim]
+  llvm::ArrayRef<float> getW1(int layer) const;            // [hidden, dim]
+  llvm::ArrayRef<float> getW2(int layer) const;            // [dim, hidden]
+  llvm::ArrayRef<float> getW3(int layer) const;            // [hidden, dim]
+  llvm::ArrayRef<float> getFinalNorm() const;              // [dim]
+  llvm::ArrayRef<float> getClassifier() const;             // [vocab, dim]
+  /// cos and sin of position * 10000^(-2i/head_size), [seq_len, hs/2], as
+  /// the forward pass uses them (computed, not read from the file).
+  llvm::ArrayRef<float> getRopeCos() const { return ropeCos; }
+  llvm::ArrayRef<float> getRopeSin() const { return ropeSin; }
+
+private:
+  LlamaModel() = default;
+  llvm::ArrayRef<float> slice(uint64_t offset, uint64_t count) const {
+    return llvm::ArrayRef<float>(weights).slice(offset, count);
+  }
+
+  LlamaConfig config;
+  std::string name;
+  std::vector<float> weights;
+  std::vector<float> ropeCos, ropeSin;
+  float ropeTableDeviation = 0.0f;
+  // Offsets (in floats) of each tensor inside `weights`.
+  uint64_t embeddingOffset = 0, attentionNormOffset = 0, wqOffset = 0,
+           wkOffset = 0, wvOffset = 0, woOffset = 0, ffnNormOffset = 0,
+           w1Offset = 0, w2Offset = 0, w3Offset = 0, finalNormOffset = 0,
+           classifierOffset = 0;
+};
+
+/// What one layer's attention step saw at one position. Valid only during
+/// the observer callback.
+struct AttentionStep {
+  int layer = 0;
+  /// The query position p; the step attends over positions [0, p].
+  int position = 0;
+  /// [n_heads, head_size]: the queries after RoPE (not scaled by 1/sqrt(hs)).
+  llvm::ArrayRef<float> queries;
+  /// [n_kv_heads, head_size]: the K (after RoPE) and V appended at `position`.
+  llvm::ArrayRef<float> key;
+  llvm::ArrayRef<float> value;
+  /// Softmax weights of query head h over positions [0, p].
+  llvm::ArrayRef<float> getWeights(int head) const {
+    return weights.slice(static_cast<size_t>(head) * weightStride,
+                         position + 1);
+  }
+
+  llvm::ArrayRef<float> weights;
+  size_t weightStride = 0;
+};
+
+/// Receives every attention step of a forward pass.
+class AttentionObserver {
+public:
+  virtual ~AttentionObserver();
+  virtual void observe(const AttentionStep &step) = 0;
+};
+
+/// Runs the forward pass of a LlamaModel, keeping its own KV cache. Feed a
+/// sequence position by position from 0; feeding position 0 again starts a
+/// new sequence (later positions of the old one are never read).
+class LlamaRunner {
+public:
+  explicit LlamaRunner(const LlamaModel &model);
+
+  /// Runs `token` at `position` and returns the logits (valid until the next
+  /// call). Requires 0 <= token < vocab, 0 <= position < seq_len, and that
+  /// positions [0, position) of this sequence were fed before.
+  llvm::ArrayRef<float> forward(int token, int position,
+                                AttentionObserver *observer = nullptr);
+
+  const LlamaModel &getModel() const { return model; }
+
+private:
+  const LlamaModel &model;
+  // Activations, sized once from the config.
+  std::vector<float> x, xb, xb2, hb, hb2, q, att, logits;
+  // [layer, seq_len, kv_dim]
+  std::vector<float> keyCache, valueCache;
+};
+
+} // namespace kvprec::calib
+
+#endif // KVPREC_CALIBRATION_MODEL_H

@@ -1,0 +1,585 @@
+//===- CalibrationStats.cpp - kvprec-calib-v1 statistics ------------------===//
+
+#include "kvprec/Calibration/CalibrationStats.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+
+namespace kvprec::calib {
+
+int64_t CalibrationShape::getNumBodyBlocks() const {
+  if (block <= 0)
+    return 0;
+  int64_t beyondWindow = std::max<int64_t>(maxPositions - window, 0);
+  return (beyondWindow + block - 1) / block;
+}
+
+int64_t CalibrationShape::getNumAbsoluteBlocks() const {
+  if (block <= 0)
+    return 0;
+  return (std::max<int64_t>(maxPositions, 0) + block - 1) / block;
+}
+
+using Kind = CalibrationTensorKind;
+using Value = CalibrationValueKind;
+using S = CalibrationStats;
+
+ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
+  static const CalibrationTensorSpec specs[] = {
+      {"attn_sink_mass", DType::F32, Kind::LayerHead, Value::Mass,
+       &S::attnSinkMass, nullptr,
+       "max over queries and group query heads of the attention weight on "
+       "positions t < sink"},
+      {"attn_window_mass", DType::F32, Kind::LayerHead, Value::Mass,
+       &S::attnWindowMass, nullptr,
+       "max of the weight on the recent window p - t < window, sink excluded"},
+      {"attn_body_mass", DType::F32, Kind::LayerHeadBody, Value::Mass,
+       &S::attnBodyMass, nullptr,
+       "max of the weight on relative body block j: t >= sink, "
+       "window + j*block <= p - t < window + (j+1)*block"},
+      {"attn_sink_mass_mean", DType::F32, Kind::LayerHead, Value::Mass,
+       &S::attnSinkMassMean, nullptr, "mean of the sink mass"},
+      {"attn_window_mass_mean", DType::F32, Kind::LayerHead, Value::Mass,
+       &S::attnWindowMassMean, nullptr, "mean of the window mass"},
+      {"attn_entropy_mean", DType::F32, Kind::LayerHead, Value::NonNegative,
+       &S::attnEntropyMean, nullptr, "mean attention entropy in nats"},
+      {"attn_max_weight", DType::F32, Kind::LayerHead, Value::Mass,
+       &S::attnMaxWeight, nullptr, "max single-position attention weight"},
+      {"q_absmax", DType::F32, Kind::LayerHeadChannel, Value::NonNegative,
+       &S::qAbsMax, nullptr,
+       "max |q_j| over queries and group query heads (after RoPE, unscaled)"},
+      {"q_l1_max", DType::F32, Kind::LayerHead, Value::NonNegative, &S::qL1Max,
+       nullptr, "max ||q||_1 over queries and group query heads"},
+      {"k_chan_min", DType::F32, Kind::LayerHeadChannel, Value::ChannelMin,
+       &S::kChanMin, nullptr, "per-channel min of cached K (after RoPE)"},
+      {"k_chan_max", DType::F32, Kind::LayerHeadChannel, Value::ChannelMax,
+       &S::kChanMax, nullptr, "per-channel max of cached K (after RoPE)"},
+      {"v_chan_min", DType::F32, Kind::LayerHeadChannel, Value::ChannelMin,
+       &S::vChanMin, nullptr, "per-channel min of cached V"},
+      {"v_chan_max", DType::F32, Kind::LayerHeadChannel, Value::ChannelMax,
+       &S::vChanMax, nullptr, "per-channel max of cached V"},
+      {"k_block_absmax", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::kBlockAbsMax, nullptr,
+       "max |K| over the positions of absolute block a and all channels"},
+      {"v_block_absmax", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::vBlockAbsMax, nullptr,
+       "max |V| over the positions of absolute block a and all channels"},
+      {"k_block_token_range", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::kBlockTokenRange, nullptr,
+       "max over tokens of block a of (max_j K - min_j K)"},
+      {"v_block_token_range", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::vBlockTokenRange, nullptr,
+       "max over tokens of block a of (max_j V - min_j V)"},
+      {"k_block_chan_span", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::kBlockChanSpan, nullptr,
+       "max over channels of (max_t K - min_t K) over the tokens of block a"},
+      {"v_block_chan_span", DType::F32, Kind::LayerHeadAbsBlock,
+       Value::NonNegative, &S::vBlockChanSpan, nullptr,
+       "max over channels of (max_t V - min_t V) over the tokens of block a"},
+      {"query_count", DType::I64, Kind::LayerHead, Value::Count, nullptr,
+       &S::queryCount, "number of (query, query head) samples reduced"},
+      {"position_count", DType::I64, Kind::AbsBlock, Value::Count, nullptr,
+       &S::positionCount, "number of cached vectors observed per block"},
+  };
+  return specs;
+}
+
+SmallVector<int64_t, 3> getTensorShape(const CalibrationShape &shape,
+                                       CalibrationTensorKind kind) {
+  switch (kind) {
+  case Kind::LayerHead:
+    return {shape.layers, shape.kvHeads};
+  case Kind::LayerHeadChannel:
+    return {shape.layers, shape.kvHeads, shape.headDim};
+  case Kind::LayerHeadBody:
+    return {shape.layers, shape.kvHeads, shape.getNumBodyBlocks()};
+  case Kind::LayerHeadAbsBlock:
+    return {shape.layers, shape.kvHeads, shape.getNumAbsoluteBlocks()};
+  case Kind::AbsBlock:
+    return {shape.getNumAbsoluteBlocks()};
+  }
+  llvm_unreachable("unknown tensor kind");
+}
+
+/// The symbolic form of a tensor kind's shape, for messages.
+static StringRef getSymbolicShape(CalibrationTensorKind kind) {
+  switch (kind) {
+  case Kind::LayerHead:
+    return "[L, H]";
+  case Kind::LayerHeadChannel:
+    return "[L, H, D]";
+  case Kind::LayerHeadBody:
+    return "[L, H, NB]";
+  case Kind::LayerHeadAbsBlock:
+    return "[L, H, NA]";
+  case Kind::AbsBlock:
+    return "[NA]";
+  }
+  llvm_unreachable("unknown tensor kind");
+}
+
+void CalibrationStats::allocate() {
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    size_t count = static_cast<size_t>(
+        getNumElements(getTensorShape(shape, spec.kind)).value_or(0));
+    if (spec.f32Member)
+      (this->*spec.f32Member).assign(count, 0.0f);
+    else
+      (this->*spec.i64Member).assign(count, 0);
+  }
+}
+
+static Error makeError(StringRef context, const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), context + ": " + message);
+}
+
+/// A value for a message: up to 7 significant digits, no trailing zeros.
+static std::string num(double value) {
+  std::string text;
+  raw_string_ostream(text) << format("%.7g", value);
+  return text;
+}
+
+/// "[l, h, j]" for a flat index into `shape`.
+static std::string formatMultiIndex(ArrayRef<int64_t> shape, size_t flat) {
+  SmallVector<int64_t, 3> index(shape.size());
+  for (size_t d = shape.size(); d-- > 0;) {
+    index[d] = static_cast<int64_t>(flat) % shape[d];
+    flat /= shape[d];
+  }
+  return formatShape(index);
+}
+
+Error validateCalibrationShape(const CalibrationShape &shape,
+                               StringRef context) {
+  auto requireAtLeast = [&](StringRef key, int64_t value,
+                            int64_t minimum) -> Error {
+    if (value < minimum)
+      return makeError(context, formatv("{0} is {1}, must be at least {2}", key,
+                                        value, minimum)
+                                    .str());
+    return Error::success();
+  };
+  if (Error e = requireAtLeast("layers", shape.layers, 1))
+    return e;
+  if (Error e = requireAtLeast("kv_heads", shape.kvHeads, 1))
+    return e;
+  if (Error e = requireAtLeast("q_heads", shape.qHeads, 1))
+    return e;
+  if (Error e = requireAtLeast("head_dim", shape.headDim, 1))
+    return e;
+  if (Error e = requireAtLeast("sink", shape.sink, 0))
+    return e;
+  if (Error e = requireAtLeast("window", shape.window, 0))
+    return e;
+  if (Error e = requireAtLeast("block", shape.block, 1))
+    return e;
+  if (Error e = requireAtLeast("max_positions", shape.maxPositions, 1))
+    return e;
+  if (shape.qHeads % shape.kvHeads != 0)
+    return makeError(context,
+                     formatv("q_heads {0} is not a multiple of kv_heads {1}",
+                             shape.qHeads, shape.kvHeads)
+                         .str());
+  // Every tensor must be addressable; a corrupt header must not make us
+  // allocate absurd amounts of memory.
+  constexpr int64_t kMaxElements = int64_t(1) << 34;
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    std::optional<int64_t> count =
+        getNumElements(getTensorShape(shape, spec.kind));
+    if (!count || *count > kMaxElements)
+      return makeError(context, "tensor '" + spec.name + "' with shape " +
+                                    getSymbolicShape(spec.kind) +
+                                    " would be too large");
+  }
+  return Error::success();
+}
+
+namespace {
+/// Runs the per-tensor and cross-tensor value checks.
+class StatsValidator {
+public:
+  StatsValidator(const CalibrationStats &stats, StringRef context)
+      : stats(stats), context(context) {}
+
+  Error run();
+
+private:
+  Error checkSizes();
+  Error checkTensorValues(const CalibrationTensorSpec &spec);
+  Error checkRanges();
+  Error checkMeansAndEntropy();
+  Error checkQueryNorms();
+  Error checkBlocks(StringRef prefix, const std::vector<float> &chanMin,
+                    const std::vector<float> &chanMax,
+                    const std::vector<float> &absMax,
+                    const std::vector<float> &tokenRange,
+                    const std::vector<float> &chanSpan);
+
+  Error elementError(StringRef tensor, CalibrationTensorKind kind, size_t flat,
+                     const Twine &what) {
+    return makeError(
+        context, "tensor '" + tensor + "' element " + Twine(flat) + " " +
+                     formatMultiIndex(getTensorShape(stats.shape, kind), flat) +
+                     " " + what);
+  }
+
+  const CalibrationStats &stats;
+  StringRef context;
+};
+} // namespace
+
+/// Relative slack for checks between quantities computed in float.
+static float slack(float reference) {
+  return 1e-5f * std::fabs(reference) + 1e-6f;
+}
+
+Error StatsValidator::run() {
+  if (Error e = validateCalibrationShape(stats.shape, context))
+    return e;
+  if (Error e = checkSizes())
+    return e;
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs())
+    if (Error e = checkTensorValues(spec))
+      return e;
+  if (Error e = checkRanges())
+    return e;
+  if (Error e = checkMeansAndEntropy())
+    return e;
+  if (Error e = checkQueryNorms())
+    return e;
+  if (Error e =
+          checkBlocks("k", stats.kChanMin, stats.kChanMax, stats.kBlockAbsMax,
+                      stats.kBlockTokenRange, stats.kBlockChanSpan))
+    return e;
+  return checkBlocks("v", stats.vChanMin, stats.vChanMax, stats.vBlockAbsMax,
+                     stats.vBlockTokenRange, stats.vBlockChanSpan);
+}
+
+Error StatsValidator::checkSizes() {
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    SmallVector<int64_t, 3> shape = getTensorShape(stats.shape, spec.kind);
+    size_t expected = static_cast<size_t>(*getNumElements(shape));
+    size_t actual = spec.f32Member ? (stats.*spec.f32Member).size()
+                                   : (stats.*spec.i64Member).size();
+    if (actual != expected)
+      return makeError(context, "tensor '" + spec.name + "' has " +
+                                    Twine(actual) + " values, expected " +
+                                    Twine(expected) + " for shape " +
+                                    getSymbolicShape(spec.kind) + " = " +
+                                    formatShape(shape));
+  }
+  return Error::success();
+}
+
+Error StatsValidator::checkTensorValues(const CalibrationTensorSpec &spec) {
+  if (spec.i64Member) {
+    const std::vector<int64_t> &values = stats.*spec.i64Member;
+    for (size_t i = 0; i < values.size(); ++i)
+      if (values[i] < 0)
+        return elementError(spec.name, spec.kind, i,
+                            "is negative (" + Twine(values[i]) + ")");
+    return Error::success();
+  }
+  const std::vector<float> &values = stats.*spec.f32Member;
+  for (size_t i = 0; i < values.size(); ++i) {
+    float value = values[i];
+    if (std::isnan(value))
+      return elementError(spec.name, spec.kind, i, "is NaN");
+    if (std::isinf(value))
+      return elementError(spec.name, spec.kind, i, "is infinite");
+    switch (spec.valueKind) {
+    case Value::Mass:
+      if (value < 0.0f || value > 1.0 + kMassTolerance)
+        return elementError(
+            spec.name, spec.kind, i,
+            formatv("is {0}, outside the mass range [0, 1]", num(value)).str());
+      break;
+    case Value::NonNegative:
+      if (value < 0.0f)
+        return elementError(spec.name, spec.kind, i,
+                            formatv("is negative ({0})", num(value)).str());
+      break;
+    case Value::ChannelMin:
+    case Value::ChannelMax:
+    case Value::Count:
+      break;
+    }
+  }
+  return Error::success();
+}
+
+Error StatsValidator::checkRanges() {
+  auto check = [&](StringRef minName, const std::vector<float> &minValues,
+                   StringRef maxName,
+                   const std::vector<float> &maxValues) -> Error {
+    for (size_t i = 0; i < minValues.size(); ++i)
+      if (minValues[i] > maxValues[i])
+        return elementError(
+            minName, Kind::LayerHeadChannel, i,
+            formatv("is {0}, greater than {1} = {2} (min > max)",
+                    num(minValues[i]), maxName, num(maxValues[i]))
+                .str());
+    return Error::success();
+  };
+  if (Error e =
+          check("k_chan_min", stats.kChanMin, "k_chan_max", stats.kChanMax))
+    return e;
+  return check("v_chan_min", stats.vChanMin, "v_chan_max", stats.vChanMax);
+}
+
+Error StatsValidator::checkMeansAndEntropy() {
+  // Entropy of a distribution over at most P positions is at most ln P.
+  float maxEntropy = std::log(static_cast<float>(stats.shape.maxPositions));
+  for (size_t i = 0; i < stats.attnSinkMass.size(); ++i) {
+    if (stats.attnSinkMassMean[i] > stats.attnSinkMass[i] + kMassTolerance)
+      return elementError("attn_sink_mass_mean", Kind::LayerHead, i,
+                          formatv("is {0}, above the max attn_sink_mass {1}",
+                                  num(stats.attnSinkMassMean[i]),
+                                  num(stats.attnSinkMass[i]))
+                              .str());
+    if (stats.attnWindowMassMean[i] > stats.attnWindowMass[i] + kMassTolerance)
+      return elementError("attn_window_mass_mean", Kind::LayerHead, i,
+                          formatv("is {0}, above the max attn_window_mass {1}",
+                                  num(stats.attnWindowMassMean[i]),
+                                  num(stats.attnWindowMass[i]))
+                              .str());
+    float meanSum = stats.attnSinkMassMean[i] + stats.attnWindowMassMean[i];
+    if (meanSum > 1.0 + kMassTolerance)
+      return elementError(
+          "attn_window_mass_mean", Kind::LayerHead, i,
+          formatv("plus attn_sink_mass_mean is {0}, above 1", num(meanSum))
+              .str());
+    if (stats.attnEntropyMean[i] > maxEntropy + slack(maxEntropy))
+      return elementError("attn_entropy_mean", Kind::LayerHead, i,
+                          formatv("is {0}, above ln(max_positions) = {1}",
+                                  num(stats.attnEntropyMean[i]),
+                                  num(maxEntropy))
+                              .str());
+  }
+  return Error::success();
+}
+
+Error StatsValidator::checkQueryNorms() {
+  // For every sample |q_j| <= ||q||_1 <= sum_j |q_j|, so the maxima obey
+  // max_j Q_j <= q_l1_max <= sum_j Q_j.
+  int64_t headDim = stats.shape.headDim;
+  for (size_t i = 0; i < stats.qL1Max.size(); ++i) {
+    double sum = 0.0;
+    float largest = 0.0f;
+    for (int64_t j = 0; j < headDim; ++j) {
+      float value = stats.qAbsMax[i * headDim + j];
+      sum += value;
+      largest = std::max(largest, value);
+    }
+    float l1 = stats.qL1Max[i];
+    if (l1 > sum + slack(sum))
+      return elementError(
+          "q_l1_max", Kind::LayerHead, i,
+          formatv("is {0}, above the sum of q_absmax {1}", num(l1), num(sum))
+              .str());
+    if (l1 + slack(largest) < largest)
+      return elementError("q_l1_max", Kind::LayerHead, i,
+                          formatv("is {0}, below the largest q_absmax {1}",
+                                  num(l1), num(largest))
+                              .str());
+  }
+  return Error::success();
+}
+
+Error StatsValidator::checkBlocks(StringRef prefix,
+                                  const std::vector<float> &chanMin,
+                                  const std::vector<float> &chanMax,
+                                  const std::vector<float> &absMax,
+                                  const std::vector<float> &tokenRange,
+                                  const std::vector<float> &chanSpan) {
+  // A block's values lie inside the per-channel ranges, so its absmax is
+  // bounded by the largest channel bound, its per-token range and per-channel
+  // span by twice its absmax, and its span by the widest channel range.
+  int64_t headDim = stats.shape.headDim;
+  int64_t numBlocks = stats.shape.getNumAbsoluteBlocks();
+  for (size_t lh = 0; lh < stats.attnSinkMass.size(); ++lh) {
+    float channelBound = 0.0f, widestChannel = 0.0f;
+    for (int64_t j = 0; j < headDim; ++j) {
+      float lo = chanMin[lh * headDim + j], hi = chanMax[lh * headDim + j];
+      channelBound = std::max({channelBound, std::fabs(lo), std::fabs(hi)});
+      widestChannel = std::max(widestChannel, hi - lo);
+    }
+    for (int64_t a = 0; a < numBlocks; ++a) {
+      size_t i = lh * numBlocks + a;
+      if (absMax[i] > channelBound + slack(channelBound))
+        return elementError(
+            (prefix + "_block_absmax").str(), Kind::LayerHeadAbsBlock, i,
+            formatv("is {0}, above the largest |{1}_chan_min|, |{1}_chan_max| "
+                    "= {2}",
+                    num(absMax[i]), prefix, num(channelBound))
+                .str());
+      float twiceAbsMax = 2.0f * absMax[i];
+      if (tokenRange[i] > twiceAbsMax + slack(twiceAbsMax))
+        return elementError((prefix + "_block_token_range").str(),
+                            Kind::LayerHeadAbsBlock, i,
+                            formatv("is {0}, above twice {1}_block_absmax {2}",
+                                    num(tokenRange[i]), prefix, num(absMax[i]))
+                                .str());
+      if (chanSpan[i] > twiceAbsMax + slack(twiceAbsMax))
+        return elementError((prefix + "_block_chan_span").str(),
+                            Kind::LayerHeadAbsBlock, i,
+                            formatv("is {0}, above twice {1}_block_absmax {2}",
+                                    num(chanSpan[i]), prefix, num(absMax[i]))
+                                .str());
+      if (chanSpan[i] > widestChannel + slack(widestChannel))
+        return elementError(
+            (prefix + "_block_chan_span").str(), Kind::LayerHeadAbsBlock, i,
+            formatv("is {0}, above the widest channel range {1}_chan_max - "
+                    "{1}_chan_min = {2}",
+                    num(chanSpan[i]), prefix, num(widestChannel))
+                .str());
+    }
+  }
+  return Error::success();
+}
+
+Error validateCalibrationStats(const CalibrationStats &stats,
+                               StringRef context) {
+  return StatsValidator(stats, context).run();
+}
+
+//===----------------------------------------------------------------------===//
+// File I/O
+//===----------------------------------------------------------------------===//
+
+/// The integer metadata entries and where they live; `StatsT` is
+/// CalibrationStats or const CalibrationStats, so one table serves the reader
+/// and the writer.
+template <typename StatsT> static auto getIntegerMetadata(StatsT &stats) {
+  using Slot = decltype(&stats.prompts);
+  struct Entry {
+    StringLiteral key;
+    Slot slot;
+  };
+  auto &shape = stats.shape;
+  return SmallVector<Entry, 10>{
+      {"layers", &shape.layers},   {"kv_heads", &shape.kvHeads},
+      {"q_heads", &shape.qHeads},  {"head_dim", &shape.headDim},
+      {"sink", &shape.sink},       {"window", &shape.window},
+      {"block", &shape.block},     {"max_positions", &shape.maxPositions},
+      {"prompts", &stats.prompts}, {"steps", &stats.steps}};
+}
+
+Expected<CalibrationStats> readCalibrationStats(const SafeTensorsFile &file) {
+  StringRef name = file.getName();
+  if (!file.hasMetadata())
+    return makeError(name, "missing \"__metadata__\" (a " + kCalibrationSchema +
+                               " file needs schema, shape and provenance "
+                               "metadata)");
+  const std::map<std::string, std::string> &metadata = file.getMetadata();
+  auto lookupKey = [&](StringRef key) -> const std::string * {
+    auto it = metadata.find(key.str());
+    return it == metadata.end() ? nullptr : &it->second;
+  };
+
+  const std::string *schema = lookupKey("schema");
+  if (!schema)
+    return makeError(name, "metadata has no \"schema\" entry (expected \"" +
+                               kCalibrationSchema + "\")");
+  if (*schema != kCalibrationSchema)
+    return makeError(name, "schema mismatch: metadata \"schema\" is \"" +
+                               *schema + "\", expected \"" +
+                               kCalibrationSchema + "\"");
+
+  CalibrationStats stats;
+  for (const auto &entry : getIntegerMetadata(stats)) {
+    const std::string *text = lookupKey(entry.key);
+    if (!text)
+      return makeError(name, "metadata has no \"" + entry.key + "\" entry");
+    if (StringRef(*text).getAsInteger(10, *entry.slot))
+      return makeError(name, "metadata \"" + entry.key + "\" is \"" + *text +
+                                 "\", not an integer");
+  }
+  if (stats.prompts < 0 || stats.steps < 0)
+    return makeError(name, "metadata \"prompts\" and \"steps\" must be "
+                           "non-negative");
+  const std::string *model = lookupKey("model");
+  if (!model)
+    return makeError(name, "metadata has no \"model\" entry");
+  stats.model = *model;
+  const std::string *synthetic = lookupKey("synthetic");
+  if (!synthetic)
+    return makeError(name, "metadata has no \"synthetic\" entry");
+  if (*synthetic != "true" && *synthetic != "false")
+    return makeError(name, "metadata \"synthetic\" is \"" + *synthetic +
+                               "\", expected \"true\" or \"false\"");
+  stats.synthetic = *synthetic == "true";
+  if (Error e = validateCalibrationShape(stats.shape, name))
+    return std::move(e);
+
+  const CalibrationShape &shape = stats.shape;
+  std::string dims =
+      formatv("layers={0}, kv_heads={1}, head_dim={2}, NB={3}, NA={4}",
+              shape.layers, shape.kvHeads, shape.headDim,
+              shape.getNumBodyBlocks(), shape.getNumAbsoluteBlocks())
+          .str();
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    const SafeTensorEntry *entry = file.lookup(spec.name);
+    if (!entry)
+      return makeError(name, "missing required tensor '" + spec.name + "'");
+    if (entry->dtype != spec.dtype)
+      return makeError(name, "tensor '" + spec.name + "' has dtype " +
+                                 getDTypeName(entry->dtype) + ", schema " +
+                                 kCalibrationSchema + " requires " +
+                                 getDTypeName(spec.dtype));
+    SmallVector<int64_t, 3> expected = getTensorShape(shape, spec.kind);
+    if (ArrayRef<int64_t>(entry->shape) != ArrayRef<int64_t>(expected))
+      return makeError(name, "tensor '" + spec.name + "' has shape " +
+                                 formatShape(entry->shape) + ", expected " +
+                                 getSymbolicShape(spec.kind) + " = " +
+                                 formatShape(expected) + " (" + dims + ")");
+    if (spec.f32Member)
+      stats.*spec.f32Member = file.readF32(*entry);
+    else
+      stats.*spec.i64Member = file.readI64(*entry);
+  }
+  if (Error e = validateCalibrationStats(stats, name))
+    return std::move(e);
+  return stats;
+}
+
+Expected<CalibrationStats> readCalibrationFile(StringRef path) {
+  Expected<SafeTensorsFile> file = SafeTensorsFile::open(path);
+  if (!file)
+    return file.takeError();
+  return readCalibrationStats(*file);
+}
+
+void addCalibrationTensors(SafeTensorsWriter &writer,
+                           const CalibrationStats &stats) {
+  writer.setMetadata("schema", kCalibrationSchema);
+  for (const auto &entry : getIntegerMetadata(stats))
+    writer.setMetadata(entry.key, std::to_string(*entry.slot));
+  writer.setMetadata("model", stats.model);
+  writer.setMetadata("synthetic", stats.synthetic ? "true" : "false");
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    SmallVector<int64_t, 3> shape = getTensorShape(stats.shape, spec.kind);
+    if (spec.f32Member)
+      writer.addF32(spec.name, shape, stats.*spec.f32Member);
+    else
+      writer.addI64(spec.name, shape, stats.*spec.i64Member);
+  }
+}
+
+Error writeCalibrationFile(const CalibrationStats &stats, StringRef path) {
+  if (Error e = validateCalibrationStats(stats, path))
+    return e;
+  SafeTensorsWriter writer;
+  addCalibrationTensors(writer, stats);
+  return writer.write(path);
+}
+
+} // namespace kvprec::calib

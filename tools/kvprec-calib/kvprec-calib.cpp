@@ -1,0 +1,479 @@
+//===- kvprec-calib.cpp - Calibration statistics for kvprec ---------------===//
+//
+// kvprec-calib generate  run a llama2.c checkpoint (fp32 reference forward)
+// kvprec-calib collect   measure kvprec-calib-v1 statistics on prompts
+// kvprec-calib synth     write SYNTHETIC statistics for a model shape
+// kvprec-calib inspect   validate a statistics file and print its contents
+//
+// See docs/calibration.md.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvprec/Calibration/CalibrationStats.h"
+#include "kvprec/Calibration/Collector.h"
+#include "kvprec/Calibration/DecodeStepIR.h"
+#include "kvprec/Calibration/Generation.h"
+#include "kvprec/Calibration/Model.h"
+#include "kvprec/Calibration/SafeTensors.h"
+#include "kvprec/Calibration/Synthetic.h"
+#include "kvprec/Calibration/Tokenizer.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/WithColor.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+using namespace kvprec::calib;
+
+//===----------------------------------------------------------------------===//
+// Command line
+//===----------------------------------------------------------------------===//
+
+static cl::SubCommand
+    generateCommand("generate",
+                    "Generate text from a llama2.c checkpoint with the fp32 "
+                    "reference forward pass");
+static cl::SubCommand collectCommand(
+    "collect", "Measure kvprec-calib-v1 calibration statistics on a llama2.c "
+               "checkpoint over a file of prompts");
+static cl::SubCommand
+    synthCommand("synth",
+                 "Write SYNTHETIC kvprec-calib-v1 statistics for a model shape "
+                 "(generated with realistic structure, not measured)");
+static cl::SubCommand
+    inspectCommand("inspect",
+                   "Validate a kvprec-calib-v1 file and print its metadata, "
+                   "tensor shapes and value ranges");
+
+static cl::OptionCategory modelCategory("Model options");
+static cl::OptionCategory toolCategory("kvprec-calib options");
+
+static cl::opt<std::string>
+    checkpointPath("checkpoint", cl::desc("llama2.c checkpoint (.bin)"),
+                   cl::value_desc("file"), cl::sub(generateCommand),
+                   cl::sub(collectCommand), cl::cat(modelCategory));
+static cl::opt<std::string>
+    tokenizerPath("tokenizer", cl::desc("llama2.c tokenizer (.bin)"),
+                  cl::value_desc("file"), cl::sub(generateCommand),
+                  cl::sub(collectCommand), cl::cat(modelCategory));
+
+// generate
+static cl::opt<int> generateSteps(
+    "steps", cl::desc("Tokens to generate after the prompt (default 256)"),
+    cl::init(256), cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<std::string>
+    promptText("prompt", cl::desc("Prompt text (default: start from BOS)"),
+               cl::init(""), cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<bool> greedy("greedy",
+                            cl::desc("Pick the most likely token (argmax)"),
+                            cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<bool>
+    printIds("print-ids",
+             cl::desc("Print token ids (space-separated, starting with BOS=1) "
+                      "instead of text"),
+             cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<double>
+    temperature("temperature",
+                cl::desc("Sampling temperature; 0 means greedy (default 1.0)"),
+                cl::init(1.0), cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<unsigned long long>
+    sampleSeed("seed", cl::desc("Seed of the sampling PRNG (default 42)"),
+               cl::init(42), cl::sub(generateCommand), cl::cat(toolCategory));
+
+// collect
+static cl::opt<std::string> promptsPath(
+    "prompts", cl::desc("Prompts, one per line (empty lines are skipped)"),
+    cl::value_desc("file"), cl::sub(collectCommand), cl::cat(toolCategory));
+static cl::opt<int>
+    collectSteps("steps",
+                 cl::desc("Greedy tokens generated (and run) after each prompt "
+                          "(default 32)"),
+                 cl::init(32), cl::sub(collectCommand), cl::cat(toolCategory));
+static cl::opt<long> collectSink("sink", cl::desc("Sink positions (default 4)"),
+                                 cl::init(4), cl::sub(collectCommand),
+                                 cl::cat(toolCategory));
+static cl::opt<long> collectWindow("window",
+                                   cl::desc("Recent window width (default 64)"),
+                                   cl::init(64), cl::sub(collectCommand),
+                                   cl::cat(toolCategory));
+static cl::opt<long> collectBlock("block",
+                                  cl::desc("Block size in positions "
+                                           "(default 32)"),
+                                  cl::init(32), cl::sub(collectCommand),
+                                  cl::cat(toolCategory));
+static cl::opt<std::string> modelName(
+    "model-name",
+    cl::desc("Model name for the metadata (default: checkpoint file stem)"),
+    cl::sub(collectCommand), cl::cat(toolCategory));
+
+// synth
+static cl::opt<long> synthLayers("layers", cl::desc("Layers (default 80)"),
+                                 cl::init(80), cl::sub(synthCommand),
+                                 cl::cat(toolCategory));
+static cl::opt<long> synthKVHeads("kv-heads", cl::desc("KV heads (default 8)"),
+                                  cl::init(8), cl::sub(synthCommand),
+                                  cl::cat(toolCategory));
+static cl::opt<long>
+    synthQHeads("q-heads",
+                cl::desc("Query heads, a multiple of --kv-heads (default 64)"),
+                cl::init(64), cl::sub(synthCommand), cl::cat(toolCategory));
+static cl::opt<long>
+    synthHeadDim("head-dim", cl::desc("Head dimension, even (default 128)"),
+                 cl::init(128), cl::sub(synthCommand), cl::cat(toolCategory));
+static cl::opt<long> synthCapacity(
+    "capacity", cl::desc("Positions described, P (default 131072)"),
+    cl::init(131072), cl::sub(synthCommand), cl::cat(toolCategory));
+static cl::opt<long>
+    synthBlock("block", cl::desc("Block size in positions (default 64)"),
+               cl::init(64), cl::sub(synthCommand), cl::cat(toolCategory));
+static cl::opt<long> synthSink("sink", cl::desc("Sink positions (default 4)"),
+                               cl::init(4), cl::sub(synthCommand),
+                               cl::cat(toolCategory));
+static cl::opt<long> synthWindow("window",
+                                 cl::desc("Recent window width (default 128)"),
+                                 cl::init(128), cl::sub(synthCommand),
+                                 cl::cat(toolCategory));
+static cl::opt<unsigned long long>
+    synthSeed("seed", cl::desc("Generator seed (default 1)"), cl::init(1),
+              cl::sub(synthCommand), cl::cat(toolCategory));
+
+// collect and synth
+static cl::opt<std::string>
+    outputPath("out", cl::desc("Statistics file to write (.safetensors)"),
+               cl::value_desc("file"), cl::sub(collectCommand),
+               cl::sub(synthCommand), cl::cat(toolCategory));
+static cl::opt<std::string>
+    irPath("ir",
+           cl::desc("Also write the kvprec IR of one decode step with the "
+                    "model's shapes"),
+           cl::value_desc("file"), cl::sub(collectCommand),
+           cl::sub(synthCommand), cl::cat(toolCategory));
+
+// inspect
+static cl::opt<std::string> inspectPath(cl::Positional,
+                                        cl::desc("<stats.safetensors>"),
+                                        cl::sub(inspectCommand),
+                                        cl::cat(toolCategory));
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+static int reportError(Error error) {
+  WithColor::error(errs(), "kvprec-calib")
+      << toString(std::move(error)) << "\n";
+  return 1;
+}
+
+static Error usageError(StringRef command, const Twine &message) {
+  return createStringError(inconvertibleErrorCode(),
+                           "kvprec-calib " + command + ": " + message);
+}
+
+static Error requireOption(StringRef command, const cl::opt<std::string> &opt) {
+  if (opt.empty())
+    return usageError(command, "--" + opt.ArgStr + " is required");
+  return Error::success();
+}
+
+struct LoadedModel {
+  LlamaModel model;
+  Tokenizer tokenizer;
+};
+
+static Expected<LoadedModel> loadModelAndTokenizer(StringRef command) {
+  if (Error e = requireOption(command, checkpointPath))
+    return std::move(e);
+  if (Error e = requireOption(command, tokenizerPath))
+    return std::move(e);
+  Expected<LlamaModel> model = LlamaModel::load(checkpointPath);
+  if (!model)
+    return model.takeError();
+  Expected<Tokenizer> tokenizer =
+      Tokenizer::load(tokenizerPath, model->getConfig().vocabSize);
+  if (!tokenizer)
+    return tokenizer.takeError();
+  return LoadedModel{std::move(*model), std::move(*tokenizer)};
+}
+
+//===----------------------------------------------------------------------===//
+// generate
+//===----------------------------------------------------------------------===//
+
+static Error runGenerate() {
+  if (generateSteps < 0)
+    return usageError("generate", "--steps must be non-negative");
+  if (!(temperature >= 0.0) || !std::isfinite(temperature.getValue()))
+    return usageError("generate", "--temperature must be a finite value >= 0");
+  Expected<LoadedModel> loaded = loadModelAndTokenizer("generate");
+  if (!loaded)
+    return loaded.takeError();
+
+  Expected<std::vector<int>> prompt =
+      loaded->tokenizer.encode(promptText, /*addBOS=*/true, /*addEOS=*/false);
+  if (!prompt)
+    return prompt.takeError();
+  Sampler sampler(greedy ? 0.0f : static_cast<float>(temperature.getValue()),
+                  sampleSeed);
+  LlamaRunner runner(loaded->model);
+  GenerationOptions options;
+  options.steps = generateSteps;
+  Expected<GenerationResult> result =
+      generate(runner, *prompt, sampler, options);
+  if (!result)
+    return result.takeError();
+
+  raw_ostream &os = outs();
+  if (printIds) {
+    interleave(result->tokens, os, " ");
+    os << "\n";
+    return Error::success();
+  }
+  // Print like llama2.c: every piece after the first token, skipping
+  // unprintable single bytes.
+  const std::vector<int> &tokens = result->tokens;
+  for (size_t i = 1; i < tokens.size(); ++i) {
+    std::string piece = loaded->tokenizer.decodePiece(tokens[i - 1], tokens[i]);
+    if (Tokenizer::isPrintable(piece))
+      os << piece;
+  }
+  os << "\n";
+  return Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// collect
+//===----------------------------------------------------------------------===//
+
+static Expected<std::vector<std::string>> readPrompts(StringRef path) {
+  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
+      MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return createStringError(
+        buffer.getError(),
+        path + ": cannot open prompts: " + buffer.getError().message());
+  std::vector<std::string> prompts;
+  SmallVector<StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n');
+  for (StringRef line : lines) {
+    line = line.rtrim("\r");
+    if (line.trim().empty())
+      continue;
+    prompts.push_back(line.str());
+  }
+  if (prompts.empty())
+    return createStringError(inconvertibleErrorCode(),
+                             path + ": no prompts (every line is empty)");
+  return prompts;
+}
+
+static Error runCollect() {
+  if (collectSteps < 0)
+    return usageError("collect", "--steps must be non-negative");
+  if (collectSink < 0 || collectWindow < 0 || collectBlock < 1)
+    return usageError("collect", "--sink and --window must be >= 0 and "
+                                 "--block >= 1");
+  if (Error e = requireOption("collect", promptsPath))
+    return e;
+  if (Error e = requireOption("collect", outputPath))
+    return e;
+  Expected<LoadedModel> loaded = loadModelAndTokenizer("collect");
+  if (!loaded)
+    return loaded.takeError();
+  Expected<std::vector<std::string>> prompts = readPrompts(promptsPath);
+  if (!prompts)
+    return prompts.takeError();
+
+  const LlamaModel &model = loaded->model;
+  const LlamaConfig &config = model.getConfig();
+  PositionClasses classes{collectSink, collectWindow, collectBlock};
+  StatsCollector collector(config, classes);
+  LlamaRunner runner(model);
+  Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
+  GenerationOptions options;
+  options.steps = collectSteps;
+  options.runLastToken = true; // generated tokens are queries too
+
+  for (size_t i = 0; i < prompts->size(); ++i) {
+    Expected<std::vector<int>> tokens =
+        loaded->tokenizer.encode((*prompts)[i], /*addBOS=*/true,
+                                 /*addEOS=*/false);
+    if (!tokens)
+      return tokens.takeError();
+    Expected<GenerationResult> result =
+        generate(runner, *tokens, sampler, options, &collector);
+    if (!result)
+      return createStringError(inconvertibleErrorCode(),
+                               promptsPath + ": prompt " + Twine(i + 1) + ": " +
+                                   toString(result.takeError()));
+  }
+
+  std::string name = modelName.empty() ? model.getName().str() : modelName;
+  Expected<CalibrationStats> stats =
+      collector.finish(name, prompts->size(), collectSteps);
+  if (!stats)
+    return stats.takeError();
+  if (Error e = writeCalibrationFile(*stats, outputPath))
+    return e;
+
+  raw_ostream &os = outs();
+  os << formatv("collected {0} statistics: {1} prompts, {2} steps each, {3} "
+                "max positions, {4} query samples per (layer, KV head)\n",
+                name, stats->prompts, stats->steps, stats->shape.maxPositions,
+                stats->queryCount.front());
+  os << "wrote " << outputPath << " (" << kCalibrationSchema << ")\n";
+  if (!irPath.empty()) {
+    DecodeStepShape shape{name,
+                          "kvprec-calib collect",
+                          /*synthetic=*/false,
+                          config.numLayers,
+                          config.numKVHeads,
+                          config.numHeads,
+                          config.getHeadSize(),
+                          config.seqLen};
+    if (Error e = writeDecodeStepIR(irPath, shape))
+      return e;
+    os << "wrote " << irPath << "\n";
+  }
+  return Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// synth
+//===----------------------------------------------------------------------===//
+
+static Error runSynth() {
+  if (Error e = requireOption("synth", outputPath))
+    return e;
+  SyntheticOptions options;
+  options.layers = synthLayers;
+  options.kvHeads = synthKVHeads;
+  options.qHeads = synthQHeads;
+  options.headDim = synthHeadDim;
+  options.capacity = synthCapacity;
+  options.block = synthBlock;
+  options.sink = synthSink;
+  options.window = synthWindow;
+  options.seed = synthSeed;
+  Expected<CalibrationStats> stats = generateSyntheticStats(options);
+  if (!stats)
+    return stats.takeError();
+  if (Error e = writeCalibrationFile(*stats, outputPath))
+    return e;
+  raw_ostream &os = outs();
+  os << "wrote " << outputPath << " (" << kCalibrationSchema
+     << ", SYNTHETIC statistics: generated, not measured on a model)\n";
+  if (!irPath.empty()) {
+    DecodeStepShape shape{"synthetic",        "kvprec-calib synth",
+                          /*synthetic=*/true, options.layers,
+                          options.kvHeads,    options.qHeads,
+                          options.headDim,    options.capacity};
+    if (Error e = writeDecodeStepIR(irPath, shape))
+      return e;
+    os << "wrote " << irPath << "\n";
+  }
+  return Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// inspect
+//===----------------------------------------------------------------------===//
+
+static Error runInspect() {
+  if (inspectPath.empty())
+    return usageError("inspect", "expected a statistics file");
+  Expected<SafeTensorsFile> file = SafeTensorsFile::open(inspectPath);
+  if (!file)
+    return file.takeError();
+  Expected<CalibrationStats> stats = readCalibrationStats(*file);
+  if (!stats)
+    return stats.takeError();
+
+  raw_ostream &os = outs();
+  const CalibrationShape &shape = stats->shape;
+  os << "file: " << inspectPath << "\n";
+  os << "schema: " << kCalibrationSchema << "\n";
+  os << "model: " << stats->model << "\n";
+  os << "synthetic: " << (stats->synthetic ? "true" : "false") << "\n";
+  if (stats->synthetic)
+    os << "note: SYNTHETIC statistics (generated, not measured on a model)\n";
+  os << formatv("layers: {0}  kv_heads: {1}  q_heads: {2}  head_dim: {3}\n",
+                shape.layers, shape.kvHeads, shape.qHeads, shape.headDim);
+  os << formatv("sink: {0}  window: {1}  block: {2}  max_positions: {3}\n",
+                shape.sink, shape.window, shape.block, shape.maxPositions);
+  os << formatv("prompts: {0}  steps: {1}\n", stats->prompts, stats->steps);
+  os << formatv("derived: G={0} NB={1} NA={2}\n",
+                shape.getQueryHeadsPerKVHead(), shape.getNumBodyBlocks(),
+                shape.getNumAbsoluteBlocks());
+  int64_t fewestSamples =
+      *std::min_element(stats->queryCount.begin(), stats->queryCount.end());
+  os << formatv("query samples per (layer, KV head): at least {0}; "
+                "statistical caveat: a new query exceeds a calibrated max "
+                "with probability <= 1/(n+1) = ",
+                fewestSamples)
+     << format("%.3g", 1.0 / (static_cast<double>(fewestSamples) + 1.0))
+     << " under exchangeability\n";
+
+  os << "tensors:\n";
+  for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
+    const SafeTensorEntry *entry = file->lookup(spec.name);
+    os << "  " << left_justify(spec.name, 22) << " "
+       << left_justify(getDTypeName(entry->dtype), 4) << " "
+       << left_justify(formatShape(entry->shape), 16);
+    if (entry->getNumElements() == 0) {
+      os << " (empty)\n";
+      continue;
+    }
+    if (spec.f32Member) {
+      const std::vector<float> &values = stats.get().*spec.f32Member;
+      auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+      os << format(" min %-12.6g max %.6g", *lo, *hi);
+    } else {
+      const std::vector<int64_t> &values = stats.get().*spec.i64Member;
+      auto [lo, hi] = std::minmax_element(values.begin(), values.end());
+      os << formatv(" min {0,-12} max {1}", *lo, *hi);
+    }
+    os << "\n";
+  }
+  return Error::success();
+}
+
+int main(int argc, char **argv) {
+  InitLLVM initLLVM(argc, argv);
+  cl::HideUnrelatedOptions({&modelCategory, &toolCategory});
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "kvprec-calib: calibration statistics for kvprec\n\n"
+      "  generate  run a llama2.c checkpoint (fp32 reference forward pass)\n"
+      "  collect   measure kvprec-calib-v1 statistics over prompts\n"
+      "  synth     write SYNTHETIC statistics for a model shape (labelled "
+      "synthetic;\n"
+      "            for testing the compiler at scale, not measurements)\n"
+      "  inspect   validate a statistics file and print its contents\n");
+
+  Error error = Error::success();
+  if (generateCommand)
+    error = runGenerate();
+  else if (collectCommand)
+    error = runCollect();
+  else if (synthCommand)
+    error = runSynth();
+  else if (inspectCommand)
+    error = runInspect();
+  else
+    error = createStringError(inconvertibleErrorCode(),
+                              "no subcommand given; use one of generate, "
+                              "collect, synth, inspect (see --help)");
+  if (error)
+    return reportError(std::move(error));
+  return 0;
+}
