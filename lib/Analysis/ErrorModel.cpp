@@ -1,0 +1,163 @@
+//===- ErrorModel.cpp - Per-element error bounds from statistics ----------===//
+
+#include "kvprec/Analysis/ErrorModel.h"
+#include "kvprec/Analysis/SoftFloat.h"
+
+#include <algorithm>
+#include <cassert>
+#include <cmath>
+
+using namespace kvprec::analysis;
+
+double ValueRange::absMax() const {
+  return std::max(std::fabs(min), std::fabs(max));
+}
+
+Status kvprec::analysis::buildGroupErrorModel(
+    const StorageFormat &format, const ValueRange &groupRange,
+    const DequantizerConfig &dequantizer, GroupErrorModel &result) {
+  Status status = verifyDequantizerConfig(format, dequantizer);
+  if (status.failed())
+    return status;
+  if (!std::isfinite(groupRange.min) || !std::isfinite(groupRange.max) ||
+      groupRange.min > groupRange.max)
+    return Status::failure(getFormatName(format) +
+                           ": invalid or non-finite group range");
+  result.format = format;
+  result.dequantizer = dequantizer;
+  result.groupRange = groupRange;
+  result.scale = GroupScale();
+  if (!isScaled(format)) {
+    if (!std::isfinite(roundToFloatKind(format.kind, groupRange.absMax())))
+      return Status::failure(getFormatName(format) + ": range magnitude " +
+                             std::to_string(groupRange.absMax()) +
+                             " overflows the format");
+    return Status::success();
+  }
+  if (format.scheme == QuantScheme::Symmetric)
+    return computeSymmetricScale(format, groupRange.absMax(), result.scale);
+  return computeAsymmetricScale(format, groupRange.min, groupRange.max,
+                                result.scale);
+}
+
+double GroupErrorModel::elementBound(const ValueRange &elementRange) const {
+  assert(groupRange.contains(elementRange) && "element outside the group");
+  const double m = elementRange.absMax();
+  if (format.kind == StorageKind::F32)
+    return 0.0;
+  if (!isScaled(format)) {
+    const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
+    double u = info.unitRoundoff;
+    return u * m * (1 + u) + info.minSubnormal / 2;
+  }
+  const double uq = kQuantizeUnitRoundoff;
+  const double uP = getDequantizerUnitRoundoff(dequantizer);
+  const double etaP = getDequantizerMinSubnormal(dequantizer);
+  const double s = scale.scale;
+  if (isFp8Kind(format.kind)) {
+    // |x/s - c| <= |y - x/s| + |c - y| with y = fl32(x/s):
+    // 3 u_q |x/s| + u_8 |y| + eta_8/2 and |y| <= (1 + 3 u_q) |x/s|.
+    const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
+    double core = info.unitRoundoff * m * (1 + 3 * uq) + 3 * uq * m +
+                  s * info.minSubnormal / 2;
+    return (core + uP * m + etaP / 2) / (1 - uP);
+  }
+  const double maxCode = getIntegerCodeRange(format.kind, format.scheme).second;
+  if (format.scheme == QuantScheme::Symmetric) {
+    // |k - x/s| <= 1/2 + 3 u_q |x/s|.
+    double core = s / 2 + 3 * uq * m;
+    return (core + uP * m + etaP / 2) / (1 - uP);
+  }
+  // |k - (x-z)/s| <= 1/2 + 4 u_q (x-z)/s, and k s <= (x - z) + that error.
+  const double offset = elementRange.max - scale.zeroPoint;
+  double core = s / 2 + 4 * uq * offset;
+  double product = (1 + uP) * std::min(offset + core, maxCode * s) + etaP / 2;
+  return (core + uP * (product + m) + etaP) / (1 - uP);
+}
+
+Status kvprec::analysis::computeBlockChannelErrorBounds(
+    const StorageFormat &format, const BlockStatistics &stats,
+    const DequantizerConfig &dequantizer,
+    std::vector<double> &deltaPerChannel) {
+  const size_t numChannels = stats.channelRanges.size();
+  deltaPerChannel.assign(numChannels, 0.0);
+  GroupErrorModel model;
+  if (!isScaled(format) || format.granularity == Granularity::ChannelGroup) {
+    if (isScaled(format) &&
+        (format.groupSize == 0 || stats.numTokens % format.groupSize != 0))
+      return Status::failure(
+          getFormatName(format) + ": a block of " +
+          std::to_string(stats.numTokens) +
+          " tokens does not consist of whole channel groups; pass statistics "
+          "over the group-aligned token span");
+    for (size_t j = 0; j < numChannels; ++j) {
+      const ValueRange &range = stats.channelRanges[j];
+      if (Status s = buildGroupErrorModel(format, range, dequantizer, model);
+          s.failed())
+        return s;
+      deltaPerChannel[j] = model.elementBound(range);
+    }
+    return Status::success();
+  }
+  const size_t g = format.groupSize;
+  if (g == 0 || numChannels % g != 0)
+    return Status::failure(getFormatName(format) + ": group size " +
+                           std::to_string(g) + " does not divide " +
+                           std::to_string(numChannels) + " channels");
+  for (size_t begin = 0; begin < numChannels; begin += g) {
+    ValueRange hull = stats.channelRanges[begin];
+    for (size_t j = begin + 1; j < begin + g; ++j) {
+      hull.min = std::min(hull.min, stats.channelRanges[j].min);
+      hull.max = std::max(hull.max, stats.channelRanges[j].max);
+    }
+    if (Status s = buildGroupErrorModel(format, hull, dequantizer, model);
+        s.failed())
+      return s;
+    for (size_t j = begin; j < begin + g; ++j)
+      deltaPerChannel[j] = model.elementBound(stats.channelRanges[j]);
+  }
+  return Status::success();
+}
+
+double
+kvprec::analysis::computeLogitErrorBound(const std::vector<double> &queryBound,
+                                         const std::vector<double> &keyDelta) {
+  assert(queryBound.size() == keyDelta.size() && "dimension mismatch");
+  double sum = 0.0;
+  for (size_t j = 0; j < keyDelta.size(); ++j)
+    sum += std::fabs(queryBound[j]) * keyDelta[j];
+  return keyDelta.empty() ? 0.0 : sum / std::sqrt(double(keyDelta.size()));
+}
+
+Status kvprec::analysis::computeValueBlockMaxError(
+    const StorageFormat &format, const BlockStatistics &stats,
+    const DequantizerConfig &dequantizer, double &maxDelta) {
+  std::vector<double> delta;
+  Status status =
+      computeBlockChannelErrorBounds(format, stats, dequantizer, delta);
+  if (status.failed())
+    return status;
+  maxDelta =
+      delta.empty() ? 0.0 : *std::max_element(delta.begin(), delta.end());
+  return Status::success();
+}
+
+Status kvprec::analysis::computeKeyBlockLogitError(
+    const StorageFormat &format, const BlockStatistics &stats,
+    const std::vector<double> &queryBound, const DequantizerConfig &dequantizer,
+    double &logitError) {
+  if (queryBound.size() != stats.channelRanges.size())
+    return Status::failure("query bound has " +
+                           std::to_string(queryBound.size()) +
+                           " channels, the key block " +
+                           std::to_string(stats.channelRanges.size()));
+  std::vector<double> delta;
+  Status status =
+      computeBlockChannelErrorBounds(format, stats, dequantizer, delta);
+  if (status.failed())
+    return status;
+  // Every position of the block shares the per-channel bound, so the max over
+  // positions equals the bound itself.
+  logitError = computeLogitErrorBound(queryBound, delta);
+  return Status::success();
+}
