@@ -33,4 +33,158 @@ def ImportCalibration : Pass<"kvprec-import-calibration", "::mlir::ModuleOp"> {
   ];
 }
 
+def AnalyzeSensitivity : Pass<"kvprec-analyze-sensitivity", "::mlir::ModuleOp"> {
+  let summary = "Attaches the sensitivities and curvature the allocation uses";
+  let description = [{
+    For every calibrated `kvprec.alloc`, computes per layer, KV head, K/V and
+    position class (sink, window, body) the quantities of
+    docs/error-bounds.md that drive the allocation, and attaches them to the
+    op as `kvprec.sensitivity`, a dictionary of `tensor<L x H x 3 x f64>`
+    (classes in the order sink, window, body):
+
+    - `mass`: the (C1) attention-mass envelope of the class;
+    - `k_first_order`: A * max_j span_j(V) * ||Q||_1 * scale, the
+      first-order sensitivity of the output to a unit key error (section 1);
+    - `v_first_order`: A, the sensitivity to a unit value error;
+    - `k_curvature`: A * kappa_K = A * ||Q||_1^2 / (2 d) * max_j span_j(V),
+      the HNF curvature of section 3;
+    - `k_necessary_bits`: the HNF necessary bits at `tolerance`, a lower
+      bound only, never a sufficient condition.
+
+    The position classes are those of the cache's plan when it has one, else
+    the calibration's.
+  }];
+  let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
+  let options = [
+    Option<"tolerance", "tolerance", "double", /*default=*/"1e-3",
+           "Tolerance at which to report the HNF necessary bits">
+  ];
+}
+
+def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
+  let summary = "Chooses storage formats and writes the plan into the caches";
+  let description = [{
+    Writes a `#kvprec.plan` into the type of every cache in the module.
+
+    - `mode=certified` (default) implements docs/error-bounds.md: from the
+      cache's calibration (`kvprec-import-calibration`), every (layer, KV
+      head) gets the cheapest formats whose certified bound (section 2 with
+      the envelopes of section 5) is within `tolerance` (one value, or one
+      per layer), by a multiple-choice knapsack over K and V of the sink,
+      window and body classes (section 4). With `budget` (bytes) instead,
+      it minimises the summed bound within that budget. `per-block=true`
+      also refines every body block with its own calibrated ranges, keeping
+      the certificate.
+    - `mode=uniform format=T` stores everything in one format (works without
+      calibration; then the plan carries no certificate).
+    - `mode=kivi bits=2|4` is KIVI's layout: keys per channel over groups of
+      32 tokens, values per token in groups of 32 channels, asymmetric with
+      f16 scales, and a 128-token f16 window.
+    - `mode=seed` is the earlier prototype's heuristic (score and fixed
+      25/18/14-bit thresholds), for comparison only; its plan carries the
+      certificate that its formats actually achieve, which may exceed the
+      tolerance.
+
+    With calibration, the plan records the certificate (tolerance, certified
+    bound, HNF necessary bits, average bits, bytes vs fp16). The pass
+    statistics report the plan's bytes and the fp16 bytes.
+  }];
+  let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
+  let options = [
+    Option<"mode", "mode", "std::string", /*default=*/"\"certified\"",
+           "certified | uniform | kivi | seed">,
+    ListOption<"tolerance", "tolerance", "double",
+               "Attention-output error tolerance (infinity norm): one value, "
+               "or one per layer">,
+    Option<"budget", "budget", "double", /*default=*/"0",
+           "Byte budget for the whole cache (certified mode): minimise the "
+           "error within it instead of meeting a tolerance">,
+    ListOption<"formats", "formats", "std::string",
+               "Allowed storage formats, as MLIR element types (default: "
+               "f32,f16,bf16,f8E4M3FN,f8E5M2,i8,i4,i2)">,
+    Option<"format", "format", "std::string", /*default=*/"\"\"",
+           "The single format of mode=uniform">,
+    Option<"bits", "bits", "int64_t", /*default=*/"4",
+           "Bits of mode=kivi (2 or 4)">,
+    Option<"block", "block", "int64_t", /*default=*/"0",
+           "Body block size in positions (0: the calibration's, else 32)">,
+    Option<"sink", "sink", "int64_t", /*default=*/"-1",
+           "Sink positions (-1: the calibration's, else 4)">,
+    Option<"window", "window", "int64_t", /*default=*/"-1",
+           "Recent-window positions, a multiple of the block (-1: the "
+           "calibration's, else 64)">,
+    Option<"granularity", "granularity", "std::string",
+           /*default=*/"\"token\"",
+           "Scale sharing of integer formats: token (groups of channels of "
+           "one token) or channel (one channel over a group of tokens)">,
+    Option<"group", "group", "int64_t", /*default=*/"0",
+           "Group size (0: head_dim for token groups, the block for channel "
+           "groups)">,
+    Option<"scheme", "scheme", "std::string", /*default=*/"\"asymmetric\"",
+           "Integer quantization scheme: symmetric or asymmetric">,
+    Option<"scale", "scale", "std::string", /*default=*/"\"f16\"",
+           "Scale (and zero point) element type: f16, bf16 or f32">,
+    Option<"perBlock", "per-block", "bool", /*default=*/"false",
+           "Refine every body block with its own calibrated ranges">,
+    Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
+           "E_cap of error-bounds.md section 4: the largest logit error a key "
+           "format may introduce">
+  ];
+  let statistics = [
+    Statistic<"numCaches", "caches", "Cache types given a plan">,
+    Statistic<"planBytes", "plan-bytes", "Bytes of the planned caches">,
+    Statistic<"f16Bytes", "f16-bytes", "Bytes of the same caches in fp16">,
+    Statistic<"averageMilliBits", "average-millibits",
+              "Average stored bits per element, times 1000">
+  ];
+}
+
+def VerifyPlan : Pass<"kvprec-verify-plan", "::mlir::ModuleOp"> {
+  let summary = "Recomputes and checks the certificate of every plan";
+  let description = [{
+    For every cache with a plan and a calibration, recomputes the static
+    certificate of each (layer, KV head) from the plan's formats and the
+    calibration alone (independently of how the plan was made, so
+    hand-written plans are checked too), and emits a located error when a
+    certified bound exceeds the tolerance (the `tolerance` option, else the
+    plan's certificate), when a key format's logit error exceeds E_cap, or
+    when a key format has fewer bits than the HNF necessary bits. When the
+    plan carries a certificate, its recorded bound must not be smaller than
+    the recomputed one. With `update=true` the recomputed certificate
+    replaces the recorded one.
+  }];
+  let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
+  let options = [
+    ListOption<"tolerance", "tolerance", "double",
+               "Tolerance to check (one value or one per layer); default: the "
+               "plan certificate's">,
+    Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
+           "E_cap used for the certificate">,
+    Option<"update", "update", "bool", /*default=*/"false",
+           "Write the recomputed certificate into the plan">
+  ];
+}
+
+def Report : Pass<"kvprec-report", "::mlir::ModuleOp"> {
+  let summary = "Prints the precision map, memory and certificate";
+  let description = [{
+    For every cache with a plan, prints the precision map (layers x KV heads
+    x {sink, window, body}, K and V), the memory totals against fp16, the
+    certificate, the calibration envelopes it assumes, and the attention
+    pattern of each layer and head from calibration (sink mass, recent-window
+    mass, entropy). `format=table` (default) prints a terminal table,
+    `format=json` a JSON document for tools, `format=svg` an SVG heatmap of
+    stored bits. `output=FILE` writes to a file instead of stdout.
+  }];
+  let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
+  let options = [
+    Option<"format", "format", "std::string", /*default=*/"\"table\"",
+           "table | json | svg">,
+    Option<"output", "output", "std::string", /*default=*/"\"-\"",
+           "Output file ('-' for stdout)">,
+    Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
+           "E_cap used to recompute per-head bounds">
+  ];
+}
+
 #endif // KVPREC_DIALECT_KVPREC_TRANSFORMS_PASSES_TD

@@ -1,0 +1,202 @@
+//===- PlanCertifier.h - certificates and allocation for plans --*- C++ -*-===//
+//
+// Connects calibration statistics (kvprec/Calibration) to the error-bound
+// mathematics (kvprec/Analysis) for whole caches: the position classes of a
+// plan (sink, recent window, body), their calibrated envelopes, the static
+// certificate of every (layer, KV head), and the multiple-choice knapsack
+// that picks formats. Plain C++: the MLIR passes and kvprec-calib both call
+// it, so a plan is certified by one piece of code wherever it is checked.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_CERTIFY_PLANCERTIFIER_H
+#define KVPREC_CERTIFY_PLANCERTIFIER_H
+
+#include "kvprec/Analysis/Bound.h"
+#include "kvprec/Analysis/ErrorModel.h"
+#include "kvprec/Analysis/Quantizer.h"
+#include "kvprec/Analysis/Status.h"
+#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Calibration/CalibrationStats.h"
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kvprec {
+namespace certify {
+
+using analysis::Status;
+using analysis::StorageFormat;
+
+/// The shape of a cache and the position classes of its plan.
+struct Geometry {
+  int64_t layers = 0, heads = 0, capacity = 0, headDim = 0;
+  int64_t block = 0, sink = 0, window = 0;
+  int64_t getNumBodyBlocks() const;
+  /// Positions of each class in a full cache: sink, the window (whole blocks
+  /// overlapping the newest `window` positions) and the older body.
+  int64_t getSinkTokens() const { return sink; }
+  int64_t getWindowTokens() const;
+  int64_t getBodyTokens() const;
+};
+
+/// The three position classes; every (layer, head, K/V) stores each in one
+/// format (the body can further be refined per block).
+enum Segment : int { kSink = 0, kWindow = 1, kBody = 2 };
+constexpr int kNumSegments = 3;
+const char *getSegmentName(int segment);
+
+struct CertifyOptions {
+  /// E_cap of error-bounds.md §4: key formats whose logit error exceeds it
+  /// are not used, which bounds e^{Ebar} by e^{E_cap}.
+  double logitErrorCap = 0.25;
+  analysis::DequantizerConfig dequantizer;
+  /// Softmax scale; 0 means 1/sqrt(head_dim).
+  double softmaxScale = 0.0;
+};
+
+/// What calibration says about one (layer, KV head) for a given geometry.
+struct HeadEnvelope {
+  /// (C1) attention mass bound of each class, over the query heads of the
+  /// group and all calibrated queries.
+  std::array<double, kNumSegments> mass = {1.0, 1.0, 1.0};
+  /// (C2) per-channel bound on |q_j|, scaled by softmaxScale * sqrt(d) so
+  /// that (1/sqrt d) sum_j Q_j delta_j is the logit error.
+  std::vector<double> queryBound;
+  /// span_j(V): bounds the residual R_{t,j} (§5).
+  std::vector<double> valueSpan;
+  /// K and V channel ranges of each class (numTokens = the class's
+  /// quantization extent: the sink, the window, one body block).
+  std::array<analysis::BlockStatistics, kNumSegments> keys, values;
+  /// Statistics the envelope rests on, for reports.
+  double queryL1Max = 0.0;
+  int64_t calibratedPositions = 0;
+};
+
+/// Checks that `stats` can describe a cache of `geometry` (layers, heads,
+/// head_dim, and a sink no longer than the calibration's). Returns a
+/// message naming the first mismatch, or "".
+std::string checkGeometry(const calib::CalibrationStats &stats,
+                          const Geometry &geometry);
+
+/// Builds the envelope of (layer, head). The plan's window and body masses
+/// are sums over the calibration's relative classes that can overlap them
+/// (capped at 1); body blocks farther than the calibrated positions are
+/// extrapolated with the last calibrated block's mass (stated in reports).
+HeadEnvelope buildHeadEnvelope(const calib::CalibrationStats &stats,
+                               const Geometry &geometry, int64_t layer,
+                               int64_t head, const CertifyOptions &options);
+
+/// `envelope` with its body K and V ranges narrowed to what calibration saw
+/// in absolute positions [begin, end) (unchanged where it saw nothing).
+HeadEnvelope buildBlockEnvelope(const calib::CalibrationStats &stats,
+                                const Geometry &geometry, int64_t layer,
+                                int64_t head, const HeadEnvelope &envelope,
+                                int64_t begin, int64_t end);
+
+/// Storage bytes of `tokens` positions of `headDim` channels, including
+/// scales and zero points (one per group; token groups per token, channel
+/// groups per channel and group of tokens).
+double getSegmentBytes(const StorageFormat &format, int64_t tokens,
+                       int64_t headDim);
+
+/// Whether `format` can store a class of `tokens` positions of `headDim`
+/// channels (group sizes must tile them).
+bool fitsSegment(const StorageFormat &format, int64_t tokens,
+                 int64_t headDim);
+
+/// Error figures of one class in one format.
+struct SegmentError {
+  /// Keys: the largest logit error E over the class. Values: 0.
+  double logitError = 0.0;
+  /// Values: max_j delta^V_j. Keys: 0.
+  double maxValueError = 0.0;
+  /// The §4 item error (key: A phi(E) R; value: A e^{E_cap} delta^V).
+  double itemError = 0.0;
+  /// Values: delta^V_j per channel (for the per-component certificate).
+  std::vector<double> valueErrorPerChannel;
+};
+Status evaluateSegment(const HeadEnvelope &envelope, int segment, int kv,
+                       const StorageFormat &format,
+                       const CertifyOptions &options, SegmentError &result);
+
+/// max sum_c a_c x_c over masses 0 <= a_c <= mass_c with sum_c a_c = 1
+/// (every query's attention sums to one): the exact worst case of the
+/// class envelopes, which is min over lambda of lambda + sum_c mass_c
+/// (x_c - lambda)^+. Returns max_c x_c when the masses cannot sum to 1.
+double maximizeOverEnvelope(const std::vector<double> &masses,
+                            const std::vector<double> &values);
+
+/// The static certificate (error-bounds.md §2 with the envelopes of §5) of
+/// position classes with known masses, key logit errors and value errors:
+/// per component j, e^{Ebar} max_a sum_c a_c [e^{E_c} dV_{c,j} + phi(E_c)
+/// span_j] with the value part also capped by max_c dV_{c,j}, and Ebar
+/// bounded by max_a sum_c a_c E_c.
+Status computeClassBound(
+    const std::vector<analysis::PositionClassEnvelope> &classes,
+    const std::vector<double> &valueSpan,
+    analysis::StaticCertifiedBound &result);
+
+/// Formats of one (layer, head): [kv][segment].
+using HeadFormats = std::array<std::array<StorageFormat, kNumSegments>, 2>;
+
+/// The static certificate of §5 for one (layer, head) and its formats.
+Status certifyHead(const HeadEnvelope &envelope, const HeadFormats &formats,
+                   const CertifyOptions &options,
+                   analysis::StaticCertifiedBound &result);
+
+/// The HNF necessary bits of §3 for the keys of one (layer, head) at
+/// `tolerance`: a lower bound, never a sufficient condition.
+double computeKeyNecessaryBits(const HeadEnvelope &envelope, double tolerance);
+
+/// A request to the allocator.
+struct AllocationRequest {
+  Geometry geometry;
+  /// One tolerance per layer (or a single one for all).
+  std::vector<double> tolerances;
+  /// Byte budget for the whole cache; > 0 selects budget -> minimum error.
+  double budgetBytes = 0.0;
+  /// Candidate formats for keys and for values.
+  std::vector<StorageFormat> keyCandidates, valueCandidates;
+  CertifyOptions options;
+};
+
+struct AllocationOutcome {
+  /// Per (layer, head): the chosen formats and the certified bound.
+  std::vector<HeadFormats> formats;
+  std::vector<double> bounds;
+  double totalBytes = 0.0;
+  /// Sum over heads of the allocator's decoupled error and its LP gap.
+  double lowerBoundBytes = 0.0;
+  size_t numItems = 0;
+};
+
+/// Tolerance -> minimum bytes (each (layer, head) is one multiple-choice
+/// knapsack with eps' = eps e^{-E_cap}), or, with a budget, budget ->
+/// minimum total error over all heads. Fails with a message naming the
+/// layer and head when a tolerance cannot be met or the budget is below
+/// the cheapest plan.
+Status allocatePlan(const calib::CalibrationStats &stats,
+                    const AllocationRequest &request,
+                    AllocationOutcome &outcome);
+
+/// Per-block refinement of a uniform body (error-bounds.md §4 items, one per
+/// body block and K or V): each block takes the cheapest candidate whose
+/// error, measured with that block's own calibrated ranges, is no larger
+/// than the uniform body format's error with the class-wide ranges. The
+/// certificate (which takes the worst body block) is therefore unchanged.
+/// `blockFormats` receives, per body block, an index into `candidates`.
+Status refineBodyBlocks(const calib::CalibrationStats &stats,
+                        const Geometry &geometry, int64_t layer, int64_t head,
+                        int kv, const HeadEnvelope &envelope,
+                        const StorageFormat &bodyFormat,
+                        const std::vector<StorageFormat> &candidates,
+                        const CertifyOptions &options,
+                        std::vector<int> &blockFormats);
+
+} // namespace certify
+} // namespace kvprec
+
+#endif // KVPREC_CERTIFY_PLANCERTIFIER_H

@@ -1,0 +1,634 @@
+//===- PlanCertifier.cpp - certificates and allocation for plans ----------===//
+
+#include "kvprec/Certify/PlanCertifier.h"
+
+#include "kvprec/Analysis/Allocator.h"
+#include "kvprec/Analysis/Sensitivity.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+using namespace kvprec;
+using namespace kvprec::certify;
+namespace an = kvprec::analysis;
+using calib::CalibrationStats;
+
+static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t Geometry::getNumBodyBlocks() const {
+  return block > 0 ? ceilDiv(std::max<int64_t>(capacity - sink, 0), block) : 0;
+}
+
+int64_t Geometry::getWindowTokens() const {
+  if (window == 0)
+    return 0;
+  // Whole blocks overlapping the newest `window` positions: `window` is a
+  // multiple of `block`, so in a full cache that is exactly `window`
+  // positions, or all of the body if it is shorter.
+  return std::min(window, capacity - sink);
+}
+
+int64_t Geometry::getBodyTokens() const {
+  return capacity - sink - getWindowTokens();
+}
+
+const char *certify::getSegmentName(int segment) {
+  switch (segment) {
+  case kSink:
+    return "sink";
+  case kWindow:
+    return "window";
+  default:
+    return "body";
+  }
+}
+
+std::string certify::checkGeometry(const CalibrationStats &stats,
+                                   const Geometry &geometry) {
+  const calib::CalibrationShape &shape = stats.shape;
+  if (shape.layers != geometry.layers)
+    return "the calibration has " + std::to_string(shape.layers) +
+           " layers but the cache has " + std::to_string(geometry.layers);
+  if (shape.kvHeads != geometry.heads)
+    return "the calibration has " + std::to_string(shape.kvHeads) +
+           " KV heads but the cache has " + std::to_string(geometry.heads);
+  if (shape.headDim != geometry.headDim)
+    return "the calibration has head_dim " + std::to_string(shape.headDim) +
+           " but the cache has " + std::to_string(geometry.headDim);
+  // Sink positions are absolute: a plan sink longer than the calibration's
+  // would include positions whose mass was only measured by distance.
+  if (geometry.sink > shape.sink)
+    return "the calibration's sink is " + std::to_string(shape.sink) +
+           " positions but the plan's is " + std::to_string(geometry.sink) +
+           "; collect with --sink " + std::to_string(geometry.sink) +
+           " or use sink=" + std::to_string(shape.sink);
+  return "";
+}
+
+/// Sum of the calibration's relative-class masses whose distance interval
+/// [begin, end) meets [lo, hi), extrapolating past the calibrated blocks.
+static double massOverDistances(const CalibrationStats &stats, size_t lh,
+                                int64_t lo, int64_t hi) {
+  const calib::CalibrationShape &shape = stats.shape;
+  double mass = 0.0;
+  if (lo < shape.window && hi > 0)
+    mass += stats.attnWindowMass[lh];
+  int64_t blocks = shape.getNumBodyBlocks();
+  for (int64_t j = 0; j < blocks; ++j) {
+    int64_t begin = shape.window + j * shape.block;
+    int64_t end = begin + shape.block;
+    if (begin < hi && end > lo)
+      mass += stats.attnBodyMass[lh * blocks + j];
+    if (mass >= 1.0)
+      return 1.0;
+  }
+  // Distances beyond the calibrated ones: extrapolate with the farthest
+  // calibrated block's mass per block.
+  int64_t calibratedEnd = shape.window + blocks * shape.block;
+  if (hi > calibratedEnd && blocks > 0) {
+    int64_t extraBlocks =
+        ceilDiv(hi - std::max(lo, calibratedEnd), shape.block);
+    mass += extraBlocks * stats.attnBodyMass[lh * blocks + blocks - 1];
+  }
+  return std::min(mass, 1.0);
+}
+
+/// Channel ranges of `minima`/`maxima` (per channel) clipped to +-absMax.
+static an::BlockStatistics clippedRanges(const std::vector<float> &minima,
+                                         const std::vector<float> &maxima,
+                                         size_t offset, int64_t headDim,
+                                         double absMax, int64_t tokens) {
+  an::BlockStatistics result;
+  result.numTokens = static_cast<unsigned>(tokens);
+  for (int64_t j = 0; j < headDim; ++j) {
+    double lo = std::max<double>(minima[offset + j], -absMax);
+    double hi = std::min<double>(maxima[offset + j], absMax);
+    if (lo > hi)
+      lo = hi = std::clamp<double>(0.0, minima[offset + j], maxima[offset + j]);
+    result.channelRanges.push_back({lo, hi});
+  }
+  return result;
+}
+
+/// The largest calibrated block absmax over absolute positions
+/// [begin, end), or +inf when part of it was never observed.
+static double blockAbsMax(const CalibrationStats &stats,
+                          const std::vector<float> &absMax, size_t lh,
+                          int64_t begin, int64_t end) {
+  int64_t numBlocks = stats.shape.getNumAbsoluteBlocks();
+  int64_t first = begin / stats.shape.block;
+  int64_t last = ceilDiv(end, stats.shape.block);
+  if (last > numBlocks)
+    return std::numeric_limits<double>::infinity();
+  double result = 0.0;
+  for (int64_t a = first; a < last; ++a)
+    result = std::max<double>(result, absMax[lh * numBlocks + a]);
+  return result;
+}
+
+HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
+                                        const Geometry &geometry,
+                                        int64_t layer, int64_t head,
+                                        const CertifyOptions &options) {
+  HeadEnvelope envelope;
+  size_t lh = stats.index(layer, head);
+  int64_t d = geometry.headDim;
+  size_t channelOffset = lh * d;
+  double scale = options.softmaxScale > 0
+                     ? options.softmaxScale * std::sqrt(double(d))
+                     : 1.0;
+  for (int64_t j = 0; j < d; ++j) {
+    envelope.queryBound.push_back(stats.qAbsMax[channelOffset + j] * scale);
+    envelope.valueSpan.push_back(double(stats.vChanMax[channelOffset + j]) -
+                                 stats.vChanMin[channelOffset + j]);
+  }
+  envelope.queryL1Max = stats.qL1Max[lh];
+  envelope.calibratedPositions = stats.shape.maxPositions;
+
+  // (C1) masses. The plan's window holds whole blocks, so its positions lie
+  // at distances [0, window + block - 1); body positions at >= window.
+  envelope.mass[kSink] = geometry.sink > 0 ? stats.attnSinkMass[lh] : 0.0;
+  int64_t farthest = geometry.capacity;
+  envelope.mass[kWindow] =
+      geometry.window > 0
+          ? massOverDistances(stats, lh, 0,
+                              geometry.window + geometry.block - 1)
+          : 0.0;
+  envelope.mass[kBody] =
+      geometry.getBodyTokens() > 0
+          ? massOverDistances(stats, lh, geometry.window, farthest)
+          : 0.0;
+  // Calibrated sink positions that the plan stores in the window or body
+  // (a plan with a shorter sink) add the sink's mass to both classes.
+  if (geometry.sink < stats.shape.sink)
+    for (int segment : {kWindow, kBody})
+      if (envelope.mass[segment] > 0.0)
+        envelope.mass[segment] =
+            std::min(1.0, envelope.mass[segment] + stats.attnSinkMass[lh]);
+
+  // K and V ranges of each class: the sink may use its own blocks' absmax;
+  // the window and body move through the cache, so they use the ranges over
+  // all positions.
+  double inf = std::numeric_limits<double>::infinity();
+  double sinkK = blockAbsMax(stats, stats.kBlockAbsMax, lh, 0, geometry.sink);
+  double sinkV = blockAbsMax(stats, stats.vBlockAbsMax, lh, 0, geometry.sink);
+  envelope.keys[kSink] = clippedRanges(stats.kChanMin, stats.kChanMax,
+                                       channelOffset, d, sinkK, geometry.sink);
+  envelope.values[kSink] = clippedRanges(
+      stats.vChanMin, stats.vChanMax, channelOffset, d, sinkV, geometry.sink);
+  envelope.keys[kWindow] =
+      clippedRanges(stats.kChanMin, stats.kChanMax, channelOffset, d, inf,
+                    geometry.getWindowTokens());
+  envelope.values[kWindow] =
+      clippedRanges(stats.vChanMin, stats.vChanMax, channelOffset, d, inf,
+                    geometry.getWindowTokens());
+  envelope.keys[kBody] = clippedRanges(stats.kChanMin, stats.kChanMax,
+                                       channelOffset, d, inf, geometry.block);
+  envelope.values[kBody] = clippedRanges(
+      stats.vChanMin, stats.vChanMax, channelOffset, d, inf, geometry.block);
+  return envelope;
+}
+
+HeadEnvelope certify::buildBlockEnvelope(const CalibrationStats &stats,
+                                         const Geometry &geometry,
+                                         int64_t layer, int64_t head,
+                                         const HeadEnvelope &envelope,
+                                         int64_t begin, int64_t end) {
+  HeadEnvelope result = envelope;
+  size_t lh = stats.index(layer, head);
+  size_t offset = lh * geometry.headDim;
+  double keyBound = blockAbsMax(stats, stats.kBlockAbsMax, lh, begin, end);
+  double valueBound = blockAbsMax(stats, stats.vBlockAbsMax, lh, begin, end);
+  if (!std::isinf(keyBound))
+    result.keys[kBody] = clippedRanges(stats.kChanMin, stats.kChanMax, offset,
+                                       geometry.headDim, keyBound,
+                                       geometry.block);
+  if (!std::isinf(valueBound))
+    result.values[kBody] =
+        clippedRanges(stats.vChanMin, stats.vChanMax, offset,
+                      geometry.headDim, valueBound, geometry.block);
+  return result;
+}
+
+double certify::getSegmentBytes(const StorageFormat &format, int64_t tokens,
+                                int64_t headDim) {
+  double bytes =
+      double(tokens) * headDim * an::getBitWidth(format.kind) / 8.0;
+  if (!an::isScaled(format) || tokens == 0)
+    return bytes;
+  int64_t groups = format.granularity == an::Granularity::TokenGroup
+                       ? tokens * ceilDiv(headDim, format.groupSize)
+                       : headDim * ceilDiv(tokens, format.groupSize);
+  return bytes + groups * an::getGroupOverheadBits(format) / 8.0;
+}
+
+bool certify::fitsSegment(const StorageFormat &format, int64_t tokens,
+                          int64_t headDim) {
+  if (!an::isScaled(format))
+    return true;
+  if (format.granularity == an::Granularity::TokenGroup)
+    return headDim % format.groupSize == 0;
+  return tokens > 0 && tokens % format.groupSize == 0;
+}
+
+Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
+                                int kv, const StorageFormat &format,
+                                const CertifyOptions &options,
+                                SegmentError &result) {
+  result = SegmentError();
+  const an::BlockStatistics &block =
+      kv == 0 ? envelope.keys[segment] : envelope.values[segment];
+  double mass = envelope.mass[segment];
+  if (kv == 0) {
+    if (Status status = an::computeKeyBlockLogitError(
+            format, block, envelope.queryBound, options.dequantizer,
+            result.logitError);
+        status.failed())
+      return status;
+    double maxSpan = 0.0;
+    for (double span : envelope.valueSpan)
+      maxSpan = std::max(maxSpan, span);
+    result.itemError =
+        an::computeKeyItemError(mass, result.logitError, maxSpan);
+    return Status::success();
+  }
+  if (Status status = an::computeBlockChannelErrorBounds(
+          format, block, options.dequantizer, result.valueErrorPerChannel);
+      status.failed())
+    return status;
+  for (double delta : result.valueErrorPerChannel)
+    result.maxValueError = std::max(result.maxValueError, delta);
+  result.itemError = an::computeValueItemError(mass, result.maxValueError,
+                                               options.logitErrorCap);
+  return Status::success();
+}
+
+double certify::maximizeOverEnvelope(const std::vector<double> &masses,
+                                     const std::vector<double> &values) {
+  double total = 0.0, largest = 0.0;
+  for (size_t c = 0; c < masses.size(); ++c) {
+    total += masses[c];
+    largest = std::max(largest, values[c]);
+  }
+  if (total < 1.0)
+    return largest;
+  // Fill the unit of mass greedily, largest values first.
+  std::vector<size_t> order(masses.size());
+  for (size_t c = 0; c < order.size(); ++c)
+    order[c] = c;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return values[a] > values[b]; });
+  double remaining = 1.0, result = 0.0;
+  for (size_t c : order) {
+    double take = std::min(remaining, masses[c]);
+    result += take * values[c];
+    remaining -= take;
+    if (remaining <= 0.0)
+      break;
+  }
+  return result;
+}
+
+Status certify::computeClassBound(
+    const std::vector<an::PositionClassEnvelope> &classes,
+    const std::vector<double> &valueSpan, an::StaticCertifiedBound &result) {
+  result = an::StaticCertifiedBound();
+  size_t dims = valueSpan.size();
+  std::vector<double> masses, logit;
+  for (const an::PositionClassEnvelope &cls : classes) {
+    if (cls.maxValueError.size() != dims)
+      return Status::failure("value error bounds have " +
+                             std::to_string(cls.maxValueError.size()) +
+                             " channels, expected " + std::to_string(dims));
+    if (!(cls.attentionMass >= 0.0) || !std::isfinite(cls.maxLogitError))
+      return Status::failure("class envelope is not finite");
+    masses.push_back(std::min(cls.attentionMass, 1.0));
+    logit.push_back(cls.maxLogitError);
+  }
+  double meanLogit = maximizeOverEnvelope(masses, logit);
+  result.meanLogitErrorBound = meanLogit;
+  double growth = std::exp(meanLogit);
+  for (size_t j = 0; j < dims; ++j) {
+    std::vector<double> value(classes.size()), key(classes.size()),
+        both(classes.size());
+    double maxValue = 0.0;
+    for (size_t c = 0; c < classes.size(); ++c) {
+      double e = classes[c].maxLogitError;
+      value[c] = std::exp(e) * classes[c].maxValueError[j];
+      key[c] = an::phi(e) * valueSpan[j];
+      both[c] = value[c] + key[c];
+      maxValue = std::max(maxValue, classes[c].maxValueError[j]);
+    }
+    // The first term also has the alternative sum_t a^_t dV_t <= max dV.
+    double valueTerm =
+        std::min(growth * maximizeOverEnvelope(masses, value), maxValue);
+    double keyTerm = growth * maximizeOverEnvelope(masses, key);
+    double joint = growth * maximizeOverEnvelope(masses, both);
+    double component = std::min(joint, valueTerm + keyTerm);
+    result.valueTerm.push_back(valueTerm);
+    result.keyTerm.push_back(keyTerm);
+    result.perComponent.push_back(component);
+    result.infNorm = std::max(result.infNorm, component);
+  }
+  return Status::success();
+}
+
+Status certify::certifyHead(const HeadEnvelope &envelope,
+                            const HeadFormats &formats,
+                            const CertifyOptions &options,
+                            an::StaticCertifiedBound &result) {
+  std::vector<an::PositionClassEnvelope> classes;
+  for (int segment = 0; segment < kNumSegments; ++segment) {
+    if (envelope.keys[segment].numTokens == 0)
+      continue;
+    SegmentError keyError, valueError;
+    if (Status status = evaluateSegment(envelope, segment, 0,
+                                        formats[0][segment], options, keyError);
+        status.failed())
+      return Status::failure(std::string(getSegmentName(segment)) +
+                             " keys: " + status.getMessage());
+    if (Status status =
+            evaluateSegment(envelope, segment, 1, formats[1][segment],
+                            options, valueError);
+        status.failed())
+      return Status::failure(std::string(getSegmentName(segment)) +
+                             " values: " + status.getMessage());
+    an::PositionClassEnvelope cls;
+    cls.attentionMass = envelope.mass[segment];
+    cls.maxLogitError = keyError.logitError;
+    cls.maxValueError = valueError.valueErrorPerChannel;
+    classes.push_back(std::move(cls));
+  }
+  return computeClassBound(classes, envelope.valueSpan, result);
+}
+
+double certify::computeKeyNecessaryBits(const HeadEnvelope &envelope,
+                                        double tolerance) {
+  double maxSpan = 0.0, keyRange = 0.0;
+  for (double span : envelope.valueSpan)
+    maxSpan = std::max(maxSpan, span);
+  for (const an::ValueRange &range : envelope.keys[kBody].channelRanges)
+    keyRange = std::max(keyRange, range.max - range.min);
+  // kappa_K <= (1/2) ||q||_1^2 / d * max_t R_t (§3), with the (C2) bounds
+  // standing in for |q| (so ||Q||_1 >= ||q||_1).
+  double kappa = an::computeKeyCurvatureBound(envelope.queryBound, maxSpan);
+  return an::computeHnfNecessaryBits(1.0, kappa, keyRange, tolerance);
+}
+
+namespace {
+/// One allocator item: a (layer, head, kv, segment) and its usable options.
+struct ItemOptions {
+  int64_t head; // Flat (layer, head) index.
+  int kv, segment;
+  std::vector<int> candidates; // Indices into the kv's candidate list.
+  /// The class's mass envelope, and per candidate its bytes and its error
+  /// per unit of mass (the item error is mass * perMass).
+  double mass = 0.0;
+  std::vector<double> costs, perMass;
+};
+} // namespace
+
+/// Builds the items of one (layer, head).
+static Status addHeadItems(const HeadEnvelope &envelope,
+                           const AllocationRequest &request, int64_t flatHead,
+                           std::vector<ItemOptions> &items) {
+  const Geometry &geometry = request.geometry;
+  int64_t tokens[kNumSegments] = {geometry.getSinkTokens(),
+                                  geometry.getWindowTokens(),
+                                  geometry.getBodyTokens()};
+  for (int kv = 0; kv < 2; ++kv) {
+    const std::vector<StorageFormat> &candidates =
+        kv == 0 ? request.keyCandidates : request.valueCandidates;
+    for (int segment = 0; segment < kNumSegments; ++segment) {
+      if (tokens[segment] == 0)
+        continue;
+      // Channel groups run over the tokens of one quantization extent: the
+      // sink, the window, or one body block.
+      int64_t extent = segment == kBody ? geometry.block : tokens[segment];
+      ItemOptions item{flatHead, kv, segment, {}, envelope.mass[segment],
+                       {}, {}};
+      for (size_t c = 0; c < candidates.size(); ++c) {
+        if (!fitsSegment(candidates[c], extent, geometry.headDim))
+          continue;
+        SegmentError error;
+        if (evaluateSegment(envelope, segment, kv, candidates[c],
+                            request.options, error)
+                .failed())
+          continue;
+        // Keys whose logit error exceeds the cap are pruned (§4).
+        if (kv == 0 && error.logitError > request.options.logitErrorCap)
+          continue;
+        item.candidates.push_back(static_cast<int>(c));
+        item.costs.push_back(
+            getSegmentBytes(candidates[c], tokens[segment], geometry.headDim));
+        item.perMass.push_back(item.mass > 0 ? error.itemError / item.mass
+                                             : 0.0);
+      }
+      if (item.candidates.empty())
+        return Status::failure(
+            std::string("no allowed format can store the ") +
+            getSegmentName(segment) + (kv == 0 ? " keys" : " values") +
+            (kv == 0 ? " within the logit error cap" : ""));
+      items.push_back(std::move(item));
+    }
+  }
+  return Status::success();
+}
+
+/// The knapsack of `items` for a "free" error level lambda: since every
+/// query's class masses sum to one, sum_c a_c x_c <= lambda + sum_c A_c
+/// (x_c - lambda)^+ (LP duality), and splitting lambda evenly between K and
+/// V keeps the items separable. lambda = 0 is the plain §4 sum.
+static Status buildProblem(const std::vector<ItemOptions> &items,
+                           double lambda, an::AllocationProblem &problem) {
+  for (const ItemOptions &item : items) {
+    std::vector<double> errors;
+    for (double x : item.perMass)
+      errors.push_back(item.mass * std::max(x - lambda / 2, 0.0));
+    if (Status status = problem.addItem(item.costs, errors); status.failed())
+      return status;
+  }
+  return Status::success();
+}
+
+Status certify::allocatePlan(const CalibrationStats &stats,
+                             const AllocationRequest &request,
+                             AllocationOutcome &outcome) {
+  const Geometry &geometry = request.geometry;
+  if (std::string problem = checkGeometry(stats, geometry); !problem.empty())
+    return Status::failure(problem);
+  if (request.tolerances.size() != 1 &&
+      request.tolerances.size() != size_t(geometry.layers))
+    return Status::failure("expected 1 or " + std::to_string(geometry.layers) +
+                           " tolerances, got " +
+                           std::to_string(request.tolerances.size()));
+  int64_t heads = geometry.layers * geometry.heads;
+  outcome = AllocationOutcome();
+  outcome.formats.resize(heads);
+  outcome.bounds.assign(heads, 0.0);
+
+  std::vector<HeadEnvelope> envelopes;
+  envelopes.reserve(heads);
+  for (int64_t l = 0; l < geometry.layers; ++l)
+    for (int64_t h = 0; h < geometry.heads; ++h)
+      envelopes.push_back(
+          buildHeadEnvelope(stats, geometry, l, h, request.options));
+
+  auto describeHead = [&](int64_t flat) {
+    return "layer " + std::to_string(flat / geometry.heads) + ", KV head " +
+           std::to_string(flat % geometry.heads);
+  };
+  auto apply = [&](const std::vector<ItemOptions> &items,
+                   const an::AllocationResult &result, size_t firstItem) {
+    for (size_t i = 0; i < items.size(); ++i) {
+      const ItemOptions &item = items[i];
+      const std::vector<StorageFormat> &candidates =
+          item.kv == 0 ? request.keyCandidates : request.valueCandidates;
+      outcome.formats[item.head][item.kv][item.segment] =
+          candidates[item.candidates[result.choice[firstItem + i]]];
+    }
+  };
+  // Segments a geometry does not have still need a format in the plan; give
+  // them the first candidate.
+  for (HeadFormats &formats : outcome.formats)
+    for (int kv = 0; kv < 2; ++kv)
+      for (int s = 0; s < kNumSegments; ++s)
+        formats[kv][s] = kv == 0 ? request.keyCandidates.front()
+                                 : request.valueCandidates.front();
+
+  if (request.budgetBytes > 0) {
+    an::AllocationProblem problem;
+    std::vector<ItemOptions> items;
+    for (int64_t flat = 0; flat < heads; ++flat)
+      if (Status status = addHeadItems(envelopes[flat], request, flat, items);
+          status.failed())
+        return Status::failure(describeHead(flat) + ": " +
+                               status.getMessage());
+    if (Status status = buildProblem(items, 0.0, problem); status.failed())
+      return status;
+    an::AllocationResult result =
+        an::minimizeErrorForCost(problem, request.budgetBytes);
+    if (!result.ok())
+      return Status::failure(result.message);
+    apply(items, result, 0);
+    outcome.numItems = items.size();
+    outcome.lowerBoundBytes = result.totalCost;
+  } else {
+    for (int64_t flat = 0; flat < heads; ++flat) {
+      std::vector<ItemOptions> items;
+      if (Status status = addHeadItems(envelopes[flat], request, flat, items);
+          status.failed())
+        return Status::failure(describeHead(flat) + ": " +
+                               status.getMessage());
+      double tolerance = request.tolerances.size() == 1
+                             ? request.tolerances[0]
+                             : request.tolerances[flat / geometry.heads];
+      double decoupled = an::computeDecoupledTolerance(
+          tolerance, request.options.logitErrorCap);
+      // Try a few free error levels and keep the cheapest feasible plan.
+      an::AllocationResult best;
+      std::string lastMessage;
+      for (double theta : {0.0, 0.25, 0.5, 0.75, 0.9, 0.97}) {
+        an::AllocationProblem problem;
+        if (Status status = buildProblem(items, theta * decoupled, problem);
+            status.failed())
+          return status;
+        an::AllocationResult result =
+            an::minimizeCostForError(problem, (1 - theta) * decoupled);
+        if (!result.ok()) {
+          lastMessage = result.message;
+          continue;
+        }
+        if (!best.ok() || result.totalCost < best.totalCost)
+          best = std::move(result);
+      }
+      if (!best.ok())
+        return Status::failure(describeHead(flat) + ": tolerance " +
+                               std::to_string(tolerance) +
+                               " cannot be met by the allowed formats (" +
+                               lastMessage + ")");
+      apply(items, best, 0);
+      outcome.numItems += items.size();
+      outcome.lowerBoundBytes += best.lowerBound;
+    }
+  }
+
+  for (int64_t flat = 0; flat < heads; ++flat) {
+    an::StaticCertifiedBound bound;
+    if (Status status = certifyHead(envelopes[flat], outcome.formats[flat],
+                                    request.options, bound);
+        status.failed())
+      return Status::failure(describeHead(flat) + ": " + status.getMessage());
+    outcome.bounds[flat] = bound.infNorm;
+    const HeadFormats &f = outcome.formats[flat];
+    for (int kv = 0; kv < 2; ++kv)
+      outcome.totalBytes +=
+          getSegmentBytes(f[kv][kSink], geometry.getSinkTokens(),
+                          geometry.headDim) +
+          getSegmentBytes(f[kv][kWindow], geometry.getWindowTokens(),
+                          geometry.headDim) +
+          getSegmentBytes(f[kv][kBody], geometry.getBodyTokens(),
+                          geometry.headDim);
+  }
+  return Status::success();
+}
+
+Status certify::refineBodyBlocks(const CalibrationStats &stats,
+                                 const Geometry &geometry, int64_t layer,
+                                 int64_t head, int kv,
+                                 const HeadEnvelope &envelope,
+                                 const StorageFormat &bodyFormat,
+                                 const std::vector<StorageFormat> &candidates,
+                                 const CertifyOptions &options,
+                                 std::vector<int> &blockFormats) {
+  SegmentError reference;
+  if (Status status =
+          evaluateSegment(envelope, kBody, kv, bodyFormat, options, reference);
+      status.failed())
+    return status;
+  // Candidates in increasing cost order (per element, with overhead).
+  std::vector<int> order(candidates.size());
+  for (size_t c = 0; c < candidates.size(); ++c)
+    order[c] = static_cast<int>(c);
+  std::sort(order.begin(), order.end(), [&](int a, int b) {
+    return getSegmentBytes(candidates[a], geometry.block, geometry.headDim) <
+           getSegmentBytes(candidates[b], geometry.block, geometry.headDim);
+  });
+  int fallback = -1;
+  for (size_t c = 0; c < candidates.size(); ++c)
+    if (candidates[c] == bodyFormat)
+      fallback = static_cast<int>(c);
+  if (fallback < 0)
+    return Status::failure("the body format is not among the candidates");
+
+  int64_t blocks = geometry.getNumBodyBlocks();
+  blockFormats.assign(blocks, fallback);
+  for (int64_t b = 0; b < blocks; ++b) {
+    int64_t begin = geometry.sink + b * geometry.block;
+    int64_t end = std::min(begin + geometry.block, geometry.capacity);
+    HeadEnvelope blockEnvelope =
+        buildBlockEnvelope(stats, geometry, layer, head, envelope, begin, end);
+    for (int c : order) {
+      if (!fitsSegment(candidates[c], geometry.block, geometry.headDim))
+        continue;
+      SegmentError error;
+      if (evaluateSegment(blockEnvelope, kBody, kv, candidates[c], options,
+                          error)
+              .failed())
+        continue;
+      // Dominated per channel (values) or in logit error (keys), so every
+      // term of the certificate is no larger than with the body format.
+      bool dominated = kv == 0 ? error.logitError <= reference.logitError
+                               : true;
+      for (size_t j = 0; kv == 1 && j < error.valueErrorPerChannel.size(); ++j)
+        dominated &= error.valueErrorPerChannel[j] <=
+                     reference.valueErrorPerChannel[j];
+      if (dominated) {
+        blockFormats[b] = c;
+        break;
+      }
+    }
+  }
+  return Status::success();
+}

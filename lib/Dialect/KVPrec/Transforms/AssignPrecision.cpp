@@ -1,0 +1,463 @@
+//===- AssignPrecision.cpp - choose formats and write the plan ------------===//
+//
+// Thin pass over kvprec/Certify: it turns options and calibration into an
+// allocation request, and the chosen formats into a #kvprec.plan with its
+// certificate in every cache type.
+//
+//===----------------------------------------------------------------------===//
+
+#include "PassSupport.h"
+
+#include "kvprec/Analysis/SeedHeuristic.h"
+#include "kvprec/Certify/Plan.h"
+#include "kvprec/Certify/PlanCertifier.h"
+#include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
+
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/MapVector.h"
+
+#include <cmath>
+
+namespace mlir::kvprec {
+#define GEN_PASS_DEF_ASSIGNPRECISION
+#include "kvprec/Dialect/KVPrec/Transforms/Passes.h.inc"
+} // namespace mlir::kvprec
+
+using namespace mlir;
+using namespace mlir::kvprec;
+namespace an = ::kvprec::analysis;
+namespace cf = ::kvprec::certify;
+
+namespace {
+struct AssignPrecisionPass
+    : public mlir::kvprec::impl::AssignPrecisionBase<AssignPrecisionPass> {
+  using Base::Base;
+
+  void runOnOperation() override;
+
+private:
+  /// Everything that is the same for every cache: parsed options.
+  struct Settings {
+    std::vector<double> tolerances;
+    QuantScheme scheme;
+    an::QuantScheme analysisScheme;
+    bool channelGroups;
+    an::StorageKind scaleKind;
+    std::vector<an::StorageKind> kinds;
+  };
+  LogicalResult parseSettings(Settings &settings);
+  LogicalResult resolveGeometry(AllocOp alloc,
+                                const std::optional<
+                                    ::kvprec::calib::CalibrationStats> &stats,
+                                cf::Geometry &geometry);
+  std::vector<an::StorageFormat> makeCandidates(const Settings &settings,
+                                                const cf::Geometry &geometry,
+                                                bool keys);
+  /// Builds the plan of one cache; emits located errors on `alloc`.
+  FailureOr<PlanAttr>
+  planCache(AllocOp alloc, CacheType cache,
+            const std::optional<::kvprec::calib::CalibrationStats> &stats,
+            const Settings &settings);
+};
+} // namespace
+
+LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
+  ModuleOp module = getOperation();
+  settings.tolerances.assign(tolerance.begin(), tolerance.end());
+  if (settings.tolerances.empty())
+    settings.tolerances.push_back(1e-3);
+  for (double value : settings.tolerances)
+    if (!(value > 0) || !std::isfinite(value))
+      return module.emitError()
+             << "kvprec-assign-precision: tolerance must be positive and "
+                "finite, got "
+             << value;
+  if (scheme != "symmetric" && scheme != "asymmetric")
+    return module.emitError() << "kvprec-assign-precision: scheme must be "
+                                 "'symmetric' or 'asymmetric', got '"
+                              << scheme << "'";
+  settings.scheme = scheme == "symmetric" ? QuantScheme::symmetric
+                                          : QuantScheme::asymmetric;
+  settings.analysisScheme = scheme == "symmetric"
+                                ? an::QuantScheme::Symmetric
+                                : an::QuantScheme::Asymmetric;
+  if (granularity != "token" && granularity != "channel")
+    return module.emitError() << "kvprec-assign-precision: granularity must "
+                                 "be 'token' or 'channel', got '"
+                              << granularity << "'";
+  settings.channelGroups = granularity == "channel";
+  std::optional<an::StorageKind> scaleKind = parseStorageKind(scale);
+  if (!scaleKind || an::isScaledKind(*scaleKind))
+    return module.emitError() << "kvprec-assign-precision: scale must be "
+                                 "f16, bf16 or f32, got '"
+                              << scale << "'";
+  settings.scaleKind = *scaleKind;
+  SmallVector<std::string> names(formats.begin(), formats.end());
+  if (names.empty())
+    names = {"f32", "f16", "bf16", "f8E4M3FN", "f8E5M2", "i8", "i4", "i2"};
+  for (const std::string &name : names) {
+    std::optional<an::StorageKind> kind = parseStorageKind(name);
+    if (!kind)
+      return module.emitError()
+             << "kvprec-assign-precision: unknown format '" << name
+             << "'; expected f32, f16, bf16, f8E4M3FN, f8E5M2, i8, i4 or i2";
+    settings.kinds.push_back(*kind);
+  }
+  if (group < 0)
+    return module.emitError()
+           << "kvprec-assign-precision: group must be non-negative";
+  if (budget < 0 || !std::isfinite(budget))
+    return module.emitError()
+           << "kvprec-assign-precision: budget must be a non-negative byte "
+              "count";
+  if (!(logitErrorCap > 0))
+    return module.emitError()
+           << "kvprec-assign-precision: ecap must be positive";
+  if (mode != "certified" && mode != "uniform" && mode != "kivi" &&
+      mode != "seed")
+    return module.emitError() << "kvprec-assign-precision: unknown mode '"
+                              << mode
+                              << "'; expected certified, uniform, kivi or "
+                                 "seed";
+  if (mode == "kivi" && bits != 2 && bits != 4)
+    return module.emitError()
+           << "kvprec-assign-precision: mode=kivi takes bits=2 or bits=4, got "
+           << bits;
+  return success();
+}
+
+LogicalResult AssignPrecisionPass::resolveGeometry(
+    AllocOp alloc,
+    const std::optional<::kvprec::calib::CalibrationStats> &stats,
+    cf::Geometry &geometry) {
+  CacheType cache = alloc.getCache().getType();
+  geometry = cf::Geometry();
+  geometry.layers = cache.getLayers();
+  geometry.heads = cache.getHeads();
+  geometry.capacity = cache.getCapacity();
+  geometry.headDim = cache.getHeadDim();
+  // KIVI fixes its own layout: no sink, groups of 32 tokens, 128-token
+  // window.
+  bool kivi = mode == "kivi";
+  geometry.block = block > 0 ? block
+                   : kivi    ? 32
+                   : stats   ? stats->shape.block
+                             : 32;
+  geometry.sink = sink >= 0 ? sink : kivi ? 0 : stats ? stats->shape.sink : 4;
+  geometry.window = window >= 0 ? window
+                    : kivi      ? 128
+                    : stats     ? stats->shape.window
+                                : 64;
+  if (geometry.window % geometry.block != 0)
+    return alloc.emitOpError()
+           << "cannot take a plan with window " << geometry.window
+           << ": it must be a multiple of the block size " << geometry.block;
+  if (geometry.sink + geometry.window > geometry.capacity)
+    return alloc.emitOpError()
+           << "cannot take a plan with sink " << geometry.sink
+           << " and window " << geometry.window << ": the cache holds only "
+           << geometry.capacity << " positions";
+  return success();
+}
+
+std::vector<an::StorageFormat>
+AssignPrecisionPass::makeCandidates(const Settings &settings,
+                                    const cf::Geometry &geometry, bool keys) {
+  std::vector<an::StorageFormat> candidates;
+  int64_t tokenGroup = group > 0 && !settings.channelGroups
+                           ? group
+                           : geometry.headDim;
+  int64_t channelGroup =
+      group > 0 && settings.channelGroups ? group : geometry.block;
+  for (an::StorageKind kind : settings.kinds) {
+    if (!an::isScaledKind(kind)) {
+      candidates.push_back(an::StorageFormat::unscaled(kind));
+      continue;
+    }
+    an::QuantScheme scheme = an::isFp8Kind(kind)
+                                 ? an::QuantScheme::Symmetric
+                                 : settings.analysisScheme;
+    candidates.push_back(an::StorageFormat::scaled(
+        kind, scheme, an::Granularity::TokenGroup, tokenGroup,
+        settings.scaleKind));
+    // Channel groups (KIVI's keys) for integer formats; token groups stay
+    // available for classes the channel groups cannot tile (the sink).
+    if (settings.channelGroups && an::isIntegerKind(kind))
+      candidates.push_back(an::StorageFormat::scaled(
+          kind, scheme, an::Granularity::ChannelGroup, channelGroup,
+          settings.scaleKind));
+  }
+  (void)keys;
+  return candidates;
+}
+
+/// Index of `format` in `table`, appending it when new.
+static int8_t internFormat(std::vector<an::StorageFormat> &table,
+                           const an::StorageFormat &format) {
+  for (size_t i = 0; i < table.size(); ++i)
+    if (table[i] == format)
+      return static_cast<int8_t>(i);
+  table.push_back(format);
+  return static_cast<int8_t>(table.size() - 1);
+}
+
+/// Fills `plan` from per-(layer, head) formats (uniform bodies).
+static void fillPlan(cf::Plan &plan, const std::vector<cf::HeadFormats> &heads) {
+  int64_t items = plan.getNumItems();
+  plan.sinkFormats.assign(items, 0);
+  plan.windowFormats.assign(items, 0);
+  plan.bodyFormats.assign(items, 0);
+  for (size_t flat = 0; flat < heads.size(); ++flat)
+    for (int kv = 0; kv < 2; ++kv) {
+      int64_t item = flat * 2 + kv;
+      plan.sinkFormats[item] =
+          internFormat(plan.formats, heads[flat][kv][cf::kSink]);
+      plan.windowFormats[item] =
+          internFormat(plan.formats, heads[flat][kv][cf::kWindow]);
+      plan.bodyFormats[item] =
+          internFormat(plan.formats, heads[flat][kv][cf::kBody]);
+    }
+}
+
+/// The prototype's rule for one class: kappa = attention * recency *
+/// gradient norm * sqrt(hessian trace), p = log2(c kappa D^2 / eps), then
+/// its fixed thresholds. Its int formats were one absmax scale per token.
+static an::StorageFormat seedFormat(const cf::HeadEnvelope &envelope,
+                                    int segment, int kv, int64_t headDim,
+                                    double tolerance) {
+  double mass = envelope.mass[segment];
+  double queryL1 = 0.0, maxSpan = 0.0, range = 0.0;
+  for (double q : envelope.queryBound)
+    queryL1 += q;
+  for (double span : envelope.valueSpan)
+    maxSpan = std::max(maxSpan, span);
+  const an::BlockStatistics &stats =
+      kv == 0 ? envelope.keys[segment] : envelope.values[segment];
+  for (const an::ValueRange &r : stats.channelRanges)
+    range = std::max(range, r.max - r.min);
+  an::SeedPositionSignals signals;
+  signals.attention = mass;
+  // The prototype weighted recent positions up; the window and the sink it
+  // kept whole, the body it discounted by half.
+  signals.recency = segment == cf::kBody ? 0.5 : 1.0;
+  double sqrtD = std::sqrt(double(headDim));
+  signals.gradientNorm = kv == 0 ? maxSpan * queryL1 / sqrtD : 1.0;
+  // The output is linear in V, so its Hessian in V vanishes.
+  signals.hessianTrace = kv == 0 ? queryL1 * queryL1 / headDim * maxSpan : 0.0;
+  double score = an::computeSeedScore(signals);
+  double bitsNeeded =
+      an::computeSeedPrecisionBits(1.0, score, range, tolerance);
+  an::StorageKind kind = an::mapSeedBitsToStorageKind(bitsNeeded);
+  if (!an::isScaledKind(kind))
+    return an::StorageFormat::unscaled(kind);
+  return an::StorageFormat::scaled(kind, an::QuantScheme::Symmetric,
+                                   an::Granularity::TokenGroup, headDim,
+                                   an::StorageKind::F16);
+}
+
+FailureOr<PlanAttr> AssignPrecisionPass::planCache(
+    AllocOp alloc, CacheType cache,
+    const std::optional<::kvprec::calib::CalibrationStats> &stats,
+    const Settings &settings) {
+  MLIRContext *context = &getContext();
+  cf::Geometry geometry;
+  if (failed(resolveGeometry(alloc, stats, geometry)))
+    return failure();
+  if (stats) {
+    std::string problem = cf::checkGeometry(*stats, geometry);
+    if (!problem.empty())
+      return alloc.emitOpError()
+             << "cannot use its calibration @"
+             << alloc.getCalibrationAttr().getValue() << ": " << problem;
+  }
+  if (settings.tolerances.size() != 1 &&
+      settings.tolerances.size() != size_t(geometry.layers))
+    return alloc.emitOpError()
+           << "has " << geometry.layers << " layers but "
+           << settings.tolerances.size() << " tolerances were given";
+  if ((mode == "certified" || mode == "seed") && !stats)
+    return alloc.emitOpError()
+           << "has no calibration: mode=" << mode
+           << " needs one (run --kvprec-import-calibration first, or use "
+              "mode=uniform)";
+
+  cf::CertifyOptions certifyOptions;
+  certifyOptions.logitErrorCap = logitErrorCap;
+  cf::Plan plan;
+  plan.geometry = geometry;
+  int64_t heads = geometry.layers * geometry.heads;
+  std::vector<cf::HeadFormats> headFormats(heads);
+  auto toleranceOf = [&](int64_t flat) {
+    return settings.tolerances.size() == 1
+               ? settings.tolerances[0]
+               : settings.tolerances[flat / geometry.heads];
+  };
+
+  if (mode == "uniform") {
+    std::optional<an::StorageKind> kind = parseStorageKind(format);
+    if (!kind)
+      return alloc.emitOpError()
+             << "mode=uniform needs format=T with T one of f32, f16, bf16, "
+                "f8E4M3FN, f8E5M2, i8, i4, i2; got '"
+             << format << "'";
+    Settings one = settings;
+    one.kinds = {*kind};
+    an::StorageFormat chosen = makeCandidates(one, geometry, true).back();
+    for (cf::HeadFormats &f : headFormats)
+      for (auto &kv : f)
+        kv.fill(chosen);
+  } else if (mode == "kivi") {
+    an::StorageKind kind =
+        bits == 2 ? an::StorageKind::Int2 : an::StorageKind::Int4;
+    an::StorageFormat keys = an::StorageFormat::scaled(
+        kind, an::QuantScheme::Asymmetric, an::Granularity::ChannelGroup, 32,
+        an::StorageKind::F16);
+    an::StorageFormat values = an::StorageFormat::scaled(
+        kind, an::QuantScheme::Asymmetric, an::Granularity::TokenGroup,
+        std::min<int64_t>(32, geometry.headDim), an::StorageKind::F16);
+    an::StorageFormat f16 = an::StorageFormat::unscaled(an::StorageKind::F16);
+    if (geometry.block % 32 != 0)
+      return alloc.emitOpError() << "mode=kivi needs a block that is a "
+                                    "multiple of KIVI's 32-token key groups";
+    if (geometry.headDim % values.groupSize != 0)
+      return alloc.emitOpError() << "mode=kivi: head_dim " << geometry.headDim
+                                 << " is not a multiple of 32";
+    for (cf::HeadFormats &f : headFormats) {
+      f[0] = {f16, f16, keys};
+      f[1] = {f16, f16, values};
+    }
+  } else if (mode == "seed") {
+    for (int64_t flat = 0; flat < heads; ++flat) {
+      cf::HeadEnvelope envelope =
+          cf::buildHeadEnvelope(*stats, geometry, flat / geometry.heads,
+                                flat % geometry.heads, certifyOptions);
+      for (int kv = 0; kv < 2; ++kv)
+        for (int segment = 0; segment < cf::kNumSegments; ++segment)
+          headFormats[flat][kv][segment] = seedFormat(
+              envelope, segment, kv, geometry.headDim, toleranceOf(flat));
+    }
+  } else {
+    cf::AllocationRequest request;
+    request.geometry = geometry;
+    request.tolerances = settings.tolerances;
+    request.budgetBytes = budget;
+    request.keyCandidates = makeCandidates(settings, geometry, true);
+    request.valueCandidates = makeCandidates(settings, geometry, false);
+    request.options = certifyOptions;
+    cf::AllocationOutcome outcome;
+    if (an::Status status = cf::allocatePlan(*stats, request, outcome);
+        status.failed())
+      return alloc.emitOpError() << "cannot be planned: " << status.getMessage();
+    headFormats = std::move(outcome.formats);
+    fillPlan(plan, headFormats);
+    if (perBlock) {
+      int64_t blocks = geometry.getNumBodyBlocks();
+      std::vector<int8_t> body(plan.getNumItems() * blocks);
+      for (int64_t flat = 0; flat < heads; ++flat) {
+        cf::HeadEnvelope envelope =
+            cf::buildHeadEnvelope(*stats, geometry, flat / geometry.heads,
+                                  flat % geometry.heads, certifyOptions);
+        for (int kv = 0; kv < 2; ++kv) {
+          const std::vector<an::StorageFormat> &candidates =
+              kv == 0 ? request.keyCandidates : request.valueCandidates;
+          std::vector<int> chosen;
+          if (an::Status status = cf::refineBodyBlocks(
+                  *stats, geometry, flat / geometry.heads,
+                  flat % geometry.heads, kv, envelope,
+                  headFormats[flat][kv][cf::kBody], candidates,
+                  certifyOptions, chosen);
+              status.failed())
+            return alloc.emitOpError()
+                   << "cannot refine body blocks: " << status.getMessage();
+          for (int64_t b = 0; b < blocks; ++b)
+            body[(flat * 2 + kv) * blocks + b] =
+                internFormat(plan.formats, candidates[chosen[b]]);
+        }
+      }
+      plan.bodyFormats = std::move(body);
+      plan.perBlock = true;
+    }
+  }
+  if (plan.formats.empty())
+    fillPlan(plan, headFormats);
+
+  // Every format must be one the dialect can store for this cache.
+  for (const an::StorageFormat &f : plan.formats) {
+    if (an::getBitWidth(f.kind) >
+        cache.getElementType().getIntOrFloatBitWidth())
+      return alloc.emitOpError()
+             << "cannot store its " << cache.getElementType()
+             << " elements in the wider format " << describeFormat(f);
+  }
+
+  double elements = double(geometry.layers) * geometry.heads * 2 *
+                    geometry.capacity * geometry.headDim;
+  double bytes = plan.getTotalBytes();
+  planBytes += static_cast<uint64_t>(bytes);
+  f16Bytes += static_cast<uint64_t>(elements * 2);
+  averageMilliBits = static_cast<uint64_t>(bytes * 8 / elements * 1000);
+  ++numCaches;
+
+  CertificateAttr certificate;
+  if (stats) {
+    double bound = 0.0, necessaryBits = 0.0, worstTolerance = 0.0;
+    for (int64_t flat = 0; flat < heads; ++flat) {
+      int64_t layer = flat / geometry.heads, head = flat % geometry.heads;
+      an::StaticCertifiedBound result;
+      double keyLogitError = 0.0;
+      if (an::Status status = cf::certifyPlanHead(
+              *stats, plan, layer, head, certifyOptions, result, keyLogitError);
+          status.failed())
+        return alloc.emitOpError()
+               << "plan of layer " << layer << ", KV head " << head
+               << " cannot be certified: " << status.getMessage();
+      bound = std::max(bound, result.infNorm);
+      worstTolerance = std::max(worstTolerance, toleranceOf(flat));
+      cf::HeadEnvelope envelope = cf::buildHeadEnvelope(
+          *stats, geometry, layer, head, certifyOptions);
+      necessaryBits = std::max(
+          necessaryBits,
+          cf::computeKeyNecessaryBits(envelope, toleranceOf(flat)));
+    }
+    Builder b(context);
+    certificate = CertificateAttr::get(
+        context, APFloat(worstTolerance), APFloat(bound),
+        APFloat(std::max(necessaryBits, 0.0)),
+        APFloat(bytes * 8 / elements), APFloat(bytes / (elements * 2)));
+  }
+  return buildPlanAttr(context, plan, certificate);
+}
+
+void AssignPrecisionPass::runOnOperation() {
+  ModuleOp module = getOperation();
+  Settings settings;
+  if (failed(parseSettings(settings)))
+    return signalPassFailure();
+  FailureOr<std::vector<CalibratedAlloc>> allocs =
+      collectCalibratedAllocs(module);
+  if (failed(allocs))
+    return signalPassFailure();
+  if (allocs->empty()) {
+    module.emitError("kvprec-assign-precision: the module has no kvprec.alloc "
+                     "to plan");
+    return signalPassFailure();
+  }
+  // One plan per cache type (without its old plan): every value of that
+  // type, in any function signature, gets it.
+  llvm::MapVector<CacheType, PlanAttr> plans;
+  for (CalibratedAlloc &entry : *allocs) {
+    CacheType base = entry.alloc.getCache().getType().withPlan({});
+    if (plans.count(base))
+      continue;
+    FailureOr<PlanAttr> plan =
+        planCache(entry.alloc, base, entry.stats, settings);
+    if (failed(plan))
+      return signalPassFailure();
+    plans[base] = *plan;
+  }
+  replaceCacheTypes(module, [&](CacheType type) -> CacheType {
+    auto it = plans.find(type.withPlan({}));
+    return it == plans.end() ? CacheType() : type.withPlan(it->second);
+  });
+}
