@@ -16,6 +16,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
 
@@ -123,7 +124,7 @@ LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
   if (mode == "kivi" && bits != 2 && bits != 4)
     return module.emitError()
            << "kvprec-assign-precision: mode=kivi takes bits=2 or bits=4, got "
-           << bits;
+           << static_cast<int64_t>(bits);
   return success();
 }
 
@@ -261,6 +262,11 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     const std::optional<::kvprec::calib::CalibrationStats> &stats,
     const Settings &settings) {
   MLIRContext *context = &getContext();
+  if ((mode == "certified" || mode == "seed") && !stats)
+    return alloc.emitOpError()
+           << "has no calibration: mode=" << mode
+           << " needs one (run --kvprec-import-calibration first, or use "
+              "mode=uniform)";
   cf::Geometry geometry;
   if (failed(resolveGeometry(alloc, stats, geometry)))
     return failure();
@@ -276,11 +282,6 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     return alloc.emitOpError()
            << "has " << geometry.layers << " layers but "
            << settings.tolerances.size() << " tolerances were given";
-  if ((mode == "certified" || mode == "seed") && !stats)
-    return alloc.emitOpError()
-           << "has no calibration: mode=" << mode
-           << " needs one (run --kvprec-import-calibration first, or use "
-              "mode=uniform)";
 
   cf::CertifyOptions certifyOptions;
   certifyOptions.logitErrorCap = logitErrorCap;
@@ -394,10 +395,19 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   double elements = double(geometry.layers) * geometry.heads * 2 *
                     geometry.capacity * geometry.headDim;
   double bytes = plan.getTotalBytes();
+  // Pass statistics only print in LLVM builds with statistics enabled
+  // (Debian's release build has them off), so the totals are also a remark.
   planBytes += static_cast<uint64_t>(bytes);
   f16Bytes += static_cast<uint64_t>(elements * 2);
   averageMilliBits = static_cast<uint64_t>(bytes * 8 / elements * 1000);
   ++numCaches;
+  if (!quiet)
+    alloc.emitRemark() << "kvprec-assign-precision (mode=" << mode << "): "
+                       << llvm::formatv("{0:F0} bytes, {1:F4} of fp16, {2:F3} "
+                                        "bits per element",
+                                        bytes, bytes / (elements * 2),
+                                        bytes * 8 / elements)
+                              .str();
 
   CertificateAttr certificate;
   if (stats) {

@@ -128,7 +128,9 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
            "Refine every body block with its own calibrated ranges">,
     Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
            "E_cap of error-bounds.md section 4: the largest logit error a key "
-           "format may introduce">
+           "format may introduce">,
+    Option<"quiet", "quiet", "bool", /*default=*/"false",
+           "Do not emit the memory remark on every planned allocation">
   ];
   let statistics = [
     Statistic<"numCaches", "caches", "Cache types given a plan">,

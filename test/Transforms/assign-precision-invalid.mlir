@@ -1,0 +1,51 @@
+// Impossible or malformed requests get a located error.
+// RUN: python3 %S/Inputs/make-calibration.py %t.safetensors
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision 2>&1 | FileCheck %s --check-prefix=NOCAL
+// NOCAL: toy-cache.mlir:5:10: error: 'kvprec.alloc' op has no calibration: mode=certified needs one (run --kvprec-import-calibration first, or use mode=uniform)
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=seed" 2>&1 | FileCheck %s --check-prefix=NOCAL-SEED
+// NOCAL-SEED: error: 'kvprec.alloc' op has no calibration: mode=seed needs one
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=fancy" 2>&1 | FileCheck %s --check-prefix=MODE
+// MODE: error: kvprec-assign-precision: unknown mode 'fancy'; expected certified, uniform, kivi or seed
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="formats=i8,i3" 2>&1 | FileCheck %s --check-prefix=FORMATS
+// FORMATS: error: kvprec-assign-precision: unknown format 'i3'; expected f32, f16, bf16, f8E4M3FN, f8E5M2, i8, i4 or i2
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i3 window=32" 2>&1 | FileCheck %s --check-prefix=UFORMAT
+// UFORMAT: error: 'kvprec.alloc' op mode=uniform needs format=T with T one of f32, f16, bf16, f8E4M3FN, f8E5M2, i8, i4, i2; got 'i3'
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="scheme=skew" 2>&1 | FileCheck %s --check-prefix=SCHEME
+// SCHEME: error: kvprec-assign-precision: scheme must be 'symmetric' or 'asymmetric', got 'skew'
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="granularity=head" 2>&1 | FileCheck %s --check-prefix=GRAN
+// GRAN: error: kvprec-assign-precision: granularity must be 'token' or 'channel', got 'head'
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="scale=i8" 2>&1 | FileCheck %s --check-prefix=SCALE
+// SCALE: error: kvprec-assign-precision: scale must be f16, bf16 or f32, got 'i8'
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=kivi bits=3" 2>&1 | FileCheck %s --check-prefix=KIVI
+// KIVI: error: kvprec-assign-precision: mode=kivi takes bits=2 or bits=4, got 3
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="tolerance=-1" 2>&1 | FileCheck %s --check-prefix=TOL
+// TOL: error: kvprec-assign-precision: tolerance must be positive and finite, got -1
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 window=24" 2>&1 | FileCheck %s --check-prefix=WINDOW
+// WINDOW: error: 'kvprec.alloc' op cannot take a plan with window 24: it must be a multiple of the block size 32
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16" 2>&1 | FileCheck %s --check-prefix=CAPACITY
+// CAPACITY: error: 'kvprec.alloc' op cannot take a plan with sink 4 and window 64: the cache holds only 64 positions
+
+// A tolerance no allowed format meets.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-9 formats=i8,f16" 2>&1 | FileCheck %s --check-prefix=INFEASIBLE
+// INFEASIBLE: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 0.000000 cannot be met by the allowed formats
+// Keys whose every allowed format exceeds the logit error cap.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="formats=i2" 2>&1 | FileCheck %s --check-prefix=CAP
+// CAP: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: no allowed format can store the sink keys within the logit error cap
+// A budget below the cheapest plan.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="budget=10" 2>&1 | FileCheck %s --check-prefix=BUDGET
+// BUDGET: error: 'kvprec.alloc' op cannot be planned: {{.*}}budget
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-2,1e-2,1e-2" 2>&1 | FileCheck %s --check-prefix=COUNT
+// COUNT: error: 'kvprec.alloc' op has 2 layers but 3 tolerances were given
+// A sink longer than the calibrated one has no mass envelope.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="sink=8" 2>&1 | FileCheck %s --check-prefix=SINK
+// SINK: error: 'kvprec.alloc' op cannot use its calibration @calibration: the calibration's sink is 4 positions but the plan's is 8
+// RUN: echo 'module {}' | not kvprec-opt --kvprec-assign-precision="mode=uniform format=f16" 2>&1 | FileCheck %s --check-prefix=EMPTY
+// EMPTY: error: kvprec-assign-precision: the module has no kvprec.alloc to plan
+// A format wider than the cache's element type.
+// RUN: sed 's/xf32/xf16/g' %S/Inputs/toy-cache.mlir | not kvprec-opt --kvprec-assign-precision="mode=uniform format=f32 window=32" 2>&1 | FileCheck %s --check-prefix=WIDE
+// WIDE: error: 'kvprec.alloc' op cannot store its 'f16' elements in the wider format f32

@@ -1,0 +1,45 @@
+// RUN: python3 %S/Inputs/make-calibration.py %t.safetensors
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-2" --kvprec-verify-plan \
+// RUN: | FileCheck %s --check-prefix=CERT
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-2" -o /dev/null 2>&1 \
+// RUN: | FileCheck %s --check-prefix=STATS
+// Every function signature that carries the cache gets the plan, and the
+// certificate passes the independent check of kvprec-verify-plan.
+// CERT: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [{{.*}}], sink_formats = [{{.*}}], body_formats = [{{.*}}], window_formats = [{{.*}}], certificate = <tolerance = 1.0e-02, bound = {{.*}}>>
+// CERT-LABEL: func.func @init()
+// CERT-SAME: -> !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
+// CERT: kvprec.alloc calibration @calibration : !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
+// CERT-LABEL: func.func @step
+// CERT-SAME: !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
+// STATS: toy-cache.mlir:5:10: remark: kvprec-assign-precision (mode=certified): {{[0-9]+}} bytes, {{[0-9.]+}} of fp16, {{[0-9.]+}} bits per element
+
+// Without calibration a uniform plan has no certificate.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 window=32" | FileCheck %s --check-prefix=UNIFORM
+// UNIFORM: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 32, sink = 4, window = 32, formats = [#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+
+// With calibration it records what it achieves.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="mode=uniform format=f8E4M3FN scale=f32" | FileCheck %s --check-prefix=UNIFORM-CAL
+// UNIFORM-CAL: formats = [#kvprec.format<f8E4M3FN, symmetric, token_group = 8, scale = f32>]{{.*}}certificate = <tolerance = 1.0e-03, bound =
+
+// KIVI layout: per-channel keys over 32-token groups, per-token values, f16 window.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=kivi bits=2 window=32" | FileCheck %s --check-prefix=KIVI
+// KIVI: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 32, sink = 0, window = 32, formats = [#kvprec.format<f16>, #kvprec.format<i2, asymmetric, channel_group = 32, scale = f16>, #kvprec.format<i2, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1, 2, 1, 2, 1, 2, 1, 2], window_formats = [0]>
+
+// The prototype's rule, for comparison; it records its own bound.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="mode=seed tolerance=1e-3" | FileCheck %s --check-prefix=SEED
+// SEED: #kvprec.plan<{{.*}}certificate = <tolerance = 1.0e-03, bound =
+
+// Per-layer tolerances, a budget, and per-block refinement.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-1,1e-3" --kvprec-verify-plan="tolerance=1e-1,1e-3" | FileCheck %s --check-prefix=LAYERS
+// LAYERS: certificate = <tolerance = 1.0e-01, bound =
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="budget=6000" | FileCheck %s --check-prefix=BUDGET
+// BUDGET: #kvprec.plan<{{.*}}certificate = <
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=5e-2 per-block=true granularity=channel" --kvprec-verify-plan | FileCheck %s --check-prefix=BLOCKS
+// BLOCKS: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16,
