@@ -3,6 +3,7 @@
 #include "kvprec/Certify/Plan.h"
 
 #include <algorithm>
+#include <map>
 #include <limits>
 
 using namespace kvprec;
@@ -66,15 +67,26 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
     // The formats a class uses: one, or for a per-block body each block's
     // with that block's calibrated ranges.
     int64_t parts = segment == kBody && plan.perBlock ? g.getNumBodyBlocks() : 1;
+    HeadEnvelope local = envelope;
+    // Blocks whose ranges calibration could not narrow share the class-wide
+    // error of their format: evaluate each such format once.
+    std::map<std::pair<int, int8_t>, bool> seenWide;
     for (int64_t part = 0; part < parts; ++part) {
-      HeadEnvelope local = envelope;
+      bool narrowed = false;
       if (parts > 1) {
         int64_t begin = g.sink + part * g.block;
         int64_t end = std::min(begin + g.block, g.capacity);
-        local = buildBlockEnvelope(stats, g, layer, head, envelope, begin, end);
+        narrowed =
+            narrowToBlock(stats, g, layer, head, envelope, begin, end, local);
       }
       for (int kv = 0; kv < 2; ++kv) {
         int64_t item = plan.getItem(layer, head, kv);
+        if (parts > 1 && !narrowed) {
+          int8_t index =
+              plan.bodyFormats[item * g.getNumBodyBlocks() + part];
+          if (!seenWide.emplace(std::make_pair(kv, index), true).second)
+            continue;
+        }
         const an::StorageFormat &format =
             segment == kSink     ? plan.getSink(item)
             : segment == kWindow ? plan.getWindow(item)

@@ -190,25 +190,34 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   return envelope;
 }
 
-HeadEnvelope certify::buildBlockEnvelope(const CalibrationStats &stats,
-                                         const Geometry &geometry,
-                                         int64_t layer, int64_t head,
-                                         const HeadEnvelope &envelope,
-                                         int64_t begin, int64_t end) {
-  HeadEnvelope result = envelope;
+/// Clips `ranges` to +-bound in place, from the class-wide `wide` ranges;
+/// returns whether any channel got narrower.
+static bool clipInPlace(const an::BlockStatistics &wide, double bound,
+                        an::BlockStatistics &ranges) {
+  bool changed = false;
+  for (size_t j = 0; j < wide.channelRanges.size(); ++j) {
+    an::ValueRange range = wide.channelRanges[j];
+    double lo = std::max(range.min, -bound), hi = std::min(range.max, bound);
+    if (lo > hi)
+      lo = hi = std::clamp(0.0, range.min, range.max);
+    changed |= lo != range.min || hi != range.max;
+    ranges.channelRanges[j] = {lo, hi};
+  }
+  return changed;
+}
+
+bool certify::narrowToBlock(const CalibrationStats &stats,
+                            const Geometry &geometry, int64_t layer,
+                            int64_t head, const HeadEnvelope &envelope,
+                            int64_t begin, int64_t end, HeadEnvelope &local) {
   size_t lh = stats.index(layer, head);
-  size_t offset = lh * geometry.headDim;
   double keyBound = blockAbsMax(stats, stats.kBlockAbsMax, lh, begin, end);
   double valueBound = blockAbsMax(stats, stats.vBlockAbsMax, lh, begin, end);
-  if (!std::isinf(keyBound))
-    result.keys[kBody] = clippedRanges(stats.kChanMin, stats.kChanMax, offset,
-                                       geometry.headDim, keyBound,
-                                       geometry.block);
-  if (!std::isinf(valueBound))
-    result.values[kBody] =
-        clippedRanges(stats.vChanMin, stats.vChanMax, offset,
-                      geometry.headDim, valueBound, geometry.block);
-  return result;
+  bool changed = clipInPlace(envelope.keys[kBody], keyBound, local.keys[kBody]);
+  changed |=
+      clipInPlace(envelope.values[kBody], valueBound, local.values[kBody]);
+  (void)geometry;
+  return changed;
 }
 
 double certify::getSegmentBytes(const StorageFormat &format, int64_t tokens,
@@ -602,29 +611,78 @@ Status certify::refineBodyBlocks(const CalibrationStats &stats,
   if (fallback < 0)
     return Status::failure("the body format is not among the candidates");
 
+  // A block's ranges are the class-wide ranges clipped to its calibrated
+  // absmax, and every format's error grows with the ranges. So for each
+  // cheaper candidate a binary search over the blocks' sorted bounds finds
+  // the largest bound at which it is still dominated, and each block takes
+  // the cheapest candidate whose threshold covers its bound: a few dozen
+  // evaluations per (layer, head) instead of one per block and candidate.
+  // (The plan is certified again afterwards, block by block.)
   int64_t blocks = geometry.getNumBodyBlocks();
   blockFormats.assign(blocks, fallback);
+  size_t lh = stats.index(layer, head);
+  const std::vector<float> &absMax =
+      kv == 0 ? stats.kBlockAbsMax : stats.vBlockAbsMax;
+  std::vector<double> bounds(blocks);
   for (int64_t b = 0; b < blocks; ++b) {
     int64_t begin = geometry.sink + b * geometry.block;
     int64_t end = std::min(begin + geometry.block, geometry.capacity);
-    HeadEnvelope blockEnvelope =
-        buildBlockEnvelope(stats, geometry, layer, head, envelope, begin, end);
+    bounds[b] = blockAbsMax(stats, absMax, lh, begin, end);
+  }
+  std::vector<double> sorted(bounds);
+  std::sort(sorted.begin(), sorted.end());
+  sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+  while (!sorted.empty() && std::isinf(sorted.back()))
+    sorted.pop_back();
+
+  HeadEnvelope local = envelope;
+  const an::BlockStatistics &wide =
+      kv == 0 ? envelope.keys[kBody] : envelope.values[kBody];
+  an::BlockStatistics &narrow = kv == 0 ? local.keys[kBody] : local.values[kBody];
+  auto dominatedAt = [&](int c, double bound) {
+    clipInPlace(wide, bound, narrow);
+    SegmentError error;
+    if (evaluateSegment(local, kBody, kv, candidates[c], options, error)
+            .failed())
+      return false;
+    // Dominated per channel (values) or in logit error (keys), so every term
+    // of the certificate is no larger than with the body format.
+    if (kv == 0)
+      return error.logitError <= reference.logitError;
+    for (size_t j = 0; j < error.valueErrorPerChannel.size(); ++j)
+      if (error.valueErrorPerChannel[j] > reference.valueErrorPerChannel[j])
+        return false;
+    return true;
+  };
+  // thresholds[c]: number of sorted bounds at which candidate c works.
+  std::vector<size_t> thresholds(candidates.size(), 0);
+  double fallbackCost =
+      getSegmentBytes(bodyFormat, geometry.block, geometry.headDim);
+  for (int c : order) {
+    if (c == fallback ||
+        getSegmentBytes(candidates[c], geometry.block, geometry.headDim) >=
+            fallbackCost ||
+        !fitsSegment(candidates[c], geometry.block, geometry.headDim))
+      continue;
+    size_t lo = 0, hi = sorted.size(); // Works for sorted[0 .. lo).
+    while (lo < hi) {
+      size_t mid = (lo + hi) / 2;
+      if (dominatedAt(c, sorted[mid]))
+        lo = mid + 1;
+      else
+        hi = mid;
+    }
+    thresholds[c] = lo;
+  }
+  for (int64_t b = 0; b < blocks; ++b) {
+    if (std::isinf(bounds[b]))
+      continue; // Never observed: keep the class-wide format.
+    size_t rank = std::lower_bound(sorted.begin(), sorted.end(), bounds[b]) -
+                  sorted.begin();
     for (int c : order) {
-      if (!fitsSegment(candidates[c], geometry.block, geometry.headDim))
-        continue;
-      SegmentError error;
-      if (evaluateSegment(blockEnvelope, kBody, kv, candidates[c], options,
-                          error)
-              .failed())
-        continue;
-      // Dominated per channel (values) or in logit error (keys), so every
-      // term of the certificate is no larger than with the body format.
-      bool dominated = kv == 0 ? error.logitError <= reference.logitError
-                               : true;
-      for (size_t j = 0; kv == 1 && j < error.valueErrorPerChannel.size(); ++j)
-        dominated &= error.valueErrorPerChannel[j] <=
-                     reference.valueErrorPerChannel[j];
-      if (dominated) {
+      if (c == fallback)
+        break;
+      if (rank < thresholds[c]) {
         blockFormats[b] = c;
         break;
       }

@@ -89,12 +89,15 @@ HeadEnvelope buildHeadEnvelope(const calib::CalibrationStats &stats,
                                const Geometry &geometry, int64_t layer,
                                int64_t head, const CertifyOptions &options);
 
-/// `envelope` with its body K and V ranges narrowed to what calibration saw
-/// in absolute positions [begin, end) (unchanged where it saw nothing).
-HeadEnvelope buildBlockEnvelope(const calib::CalibrationStats &stats,
-                                const Geometry &geometry, int64_t layer,
-                                int64_t head, const HeadEnvelope &envelope,
-                                int64_t begin, int64_t end);
+/// Narrows the body K and V ranges of `local` (a copy of the head's
+/// envelope) to what calibration saw in absolute positions [begin, end);
+/// where it saw nothing, or the block's bound clips nothing, the class-wide
+/// ranges of `envelope` stay. Returns true when the ranges changed. Works in
+/// place so per-block loops over millions of blocks do not allocate.
+bool narrowToBlock(const calib::CalibrationStats &stats,
+                   const Geometry &geometry, int64_t layer, int64_t head,
+                   const HeadEnvelope &envelope, int64_t begin, int64_t end,
+                   HeadEnvelope &local);
 
 /// Storage bytes of `tokens` positions of `headDim` channels, including
 /// scales and zero points (one per group; token groups per token, channel

@@ -409,6 +409,9 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                                         bytes * 8 / elements)
                               .str();
 
+  // Certify the plan exactly as it will be stored (a per-block list whose
+  // blocks agree is stored per item, and then certified per item).
+  plan = *toPlainPlan(cache.withPlan(buildPlanAttr(context, plan, {})));
   CertificateAttr certificate;
   if (stats) {
     double bound = 0.0, necessaryBits = 0.0, worstTolerance = 0.0;
@@ -424,6 +427,15 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                << " cannot be certified: " << status.getMessage();
       bound = std::max(bound, result.infNorm);
       worstTolerance = std::max(worstTolerance, toleranceOf(flat));
+      // The allocator's decoupled bound is never below the certificate;
+      // this guards the per-block refinement, which relies on monotone
+      // error models.
+      if (mode == "certified" && budget == 0 &&
+          result.infNorm > toleranceOf(flat))
+        return alloc.emitOpError()
+               << "plan of layer " << layer << ", KV head " << head
+               << " certifies only " << result.infNorm
+               << ", above the tolerance " << toleranceOf(flat);
       cf::HeadEnvelope envelope = cf::buildHeadEnvelope(
           *stats, geometry, layer, head, certifyOptions);
       necessaryBits = std::max(
