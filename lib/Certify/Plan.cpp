@@ -77,7 +77,7 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
         int64_t begin = g.sink + part * g.block;
         int64_t end = std::min(begin + g.block, g.capacity);
         narrowed =
-            narrowToBlock(stats, g, layer, head, envelope, begin, end, local);
+            narrowToBlock(stats, layer, head, envelope, begin, end, local);
       }
       for (int kv = 0; kv < 2; ++kv) {
         int64_t item = plan.getItem(layer, head, kv);

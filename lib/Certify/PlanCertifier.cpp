@@ -206,8 +206,7 @@ static bool clipInPlace(const an::BlockStatistics &wide, double bound,
   return changed;
 }
 
-bool certify::narrowToBlock(const CalibrationStats &stats,
-                            const Geometry &geometry, int64_t layer,
+bool certify::narrowToBlock(const CalibrationStats &stats, int64_t layer,
                             int64_t head, const HeadEnvelope &envelope,
                             int64_t begin, int64_t end, HeadEnvelope &local) {
   size_t lh = stats.index(layer, head);
@@ -216,7 +215,6 @@ bool certify::narrowToBlock(const CalibrationStats &stats,
   bool changed = clipInPlace(envelope.keys[kBody], keyBound, local.keys[kBody]);
   changed |=
       clipInPlace(envelope.values[kBody], valueBound, local.values[kBody]);
-  (void)geometry;
   return changed;
 }
 

@@ -94,8 +94,8 @@ HeadEnvelope buildHeadEnvelope(const calib::CalibrationStats &stats,
 /// where it saw nothing, or the block's bound clips nothing, the class-wide
 /// ranges of `envelope` stay. Returns true when the ranges changed. Works in
 /// place so per-block loops over millions of blocks do not allocate.
-bool narrowToBlock(const calib::CalibrationStats &stats,
-                   const Geometry &geometry, int64_t layer, int64_t head,
+bool narrowToBlock(const calib::CalibrationStats &stats, int64_t layer,
+                   int64_t head,
                    const HeadEnvelope &envelope, int64_t begin, int64_t end,
                    HeadEnvelope &local);
 

@@ -53,8 +53,7 @@ private:
                                     ::kvprec::calib::CalibrationStats> &stats,
                                 cf::Geometry &geometry);
   std::vector<an::StorageFormat> makeCandidates(const Settings &settings,
-                                                const cf::Geometry &geometry,
-                                                bool keys);
+                                                const cf::Geometry &geometry);
   /// Builds the plan of one cache; emits located errors on `alloc`.
   FailureOr<PlanAttr>
   planCache(AllocOp alloc, CacheType cache,
@@ -164,7 +163,7 @@ LogicalResult AssignPrecisionPass::resolveGeometry(
 
 std::vector<an::StorageFormat>
 AssignPrecisionPass::makeCandidates(const Settings &settings,
-                                    const cf::Geometry &geometry, bool keys) {
+                                    const cf::Geometry &geometry) {
   std::vector<an::StorageFormat> candidates;
   int64_t tokenGroup = group > 0 && !settings.channelGroups
                            ? group
@@ -189,7 +188,6 @@ AssignPrecisionPass::makeCandidates(const Settings &settings,
           kind, scheme, an::Granularity::ChannelGroup, channelGroup,
           settings.scaleKind));
   }
-  (void)keys;
   return candidates;
 }
 
@@ -304,7 +302,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
              << format << "'";
     Settings one = settings;
     one.kinds = {*kind};
-    an::StorageFormat chosen = makeCandidates(one, geometry, true).back();
+    an::StorageFormat chosen = makeCandidates(one, geometry).back();
     for (cf::HeadFormats &f : headFormats)
       for (auto &kv : f)
         kv.fill(chosen);
@@ -343,8 +341,8 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     request.geometry = geometry;
     request.tolerances = settings.tolerances;
     request.budgetBytes = budget;
-    request.keyCandidates = makeCandidates(settings, geometry, true);
-    request.valueCandidates = makeCandidates(settings, geometry, false);
+    request.keyCandidates = makeCandidates(settings, geometry);
+    request.valueCandidates = request.keyCandidates;
     request.options = certifyOptions;
     cf::AllocationOutcome outcome;
     if (an::Status status = cf::allocatePlan(*stats, request, outcome);
@@ -442,7 +440,6 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
           necessaryBits,
           cf::computeKeyNecessaryBits(envelope, toleranceOf(flat)));
     }
-    Builder b(context);
     certificate = CertificateAttr::get(
         context, APFloat(worstTolerance), APFloat(bound),
         APFloat(std::max(necessaryBits, 0.0)),
