@@ -147,19 +147,47 @@ unsigned StorageFormatAttr::getElementBits() const {
   return getStorageType().getIntOrFloatBitWidth();
 }
 
+namespace an = ::kvprec::analysis;
+
+static an::StorageKind toAnalysisKind(Type type) {
+  if (type.isF32())
+    return an::StorageKind::F32;
+  if (type.isF16())
+    return an::StorageKind::F16;
+  if (type.isBF16())
+    return an::StorageKind::BF16;
+  if (isa<Float8E4M3FNType>(type))
+    return an::StorageKind::F8E4M3FN;
+  if (isa<Float8E5M2Type>(type))
+    return an::StorageKind::F8E5M2;
+  switch (type.getIntOrFloatBitWidth()) {
+  case 8:
+    return an::StorageKind::Int8;
+  case 4:
+    return an::StorageKind::Int4;
+  default:
+    return an::StorageKind::Int2;
+  }
+}
+
+an::StorageFormat StorageFormatAttr::getAnalysisFormat() const {
+  an::StorageKind kind = toAnalysisKind(getStorageType());
+  if (!isScaled())
+    return an::StorageFormat::unscaled(kind);
+  return an::StorageFormat::scaled(
+      kind,
+      getScheme() == QuantScheme::symmetric ? an::QuantScheme::Symmetric
+                                            : an::QuantScheme::Asymmetric,
+      getGranularity() == Granularity::token_group
+          ? an::Granularity::TokenGroup
+          : an::Granularity::ChannelGroup,
+      getGroupSize(), toAnalysisKind(getScaleType()));
+}
+
 double StorageFormatAttr::getSegmentBytes(int64_t tokens,
                                           int64_t headDim) const {
-  double bytes = static_cast<double>(tokens) * headDim * getElementBits() / 8.0;
-  if (!isScaled() || tokens == 0)
-    return bytes;
-  int64_t groups =
-      getGranularity() == Granularity::token_group
-          ? tokens * llvm::divideCeil(headDim, getGroupSize())
-          : headDim * llvm::divideCeil(tokens, getGroupSize());
-  // One scale per group, plus a zero point of the same type when asymmetric.
-  double perGroup = getScaleType().getIntOrFloatBitWidth() / 8.0 *
-                    (getScheme() == QuantScheme::asymmetric ? 2 : 1);
-  return bytes + groups * perGroup;
+  return ::kvprec::certify::getSegmentBytes(getAnalysisFormat(), tokens,
+                                            headDim);
 }
 
 //===----------------------------------------------------------------------===//
@@ -362,26 +390,34 @@ StorageFormatAttr PlanAttr::getBodyFormat(int64_t layer, int64_t head, int kv,
   return lookup(*this, getBodyFormats(), item);
 }
 
+/// Expands a compact index list (one entry for all) to `count` entries.
+static std::vector<int8_t> expand(DenseI8ArrayAttr entries, int64_t count) {
+  ArrayRef<int8_t> values = entries.asArrayRef();
+  if (values.size() == 1)
+    return std::vector<int8_t>(count, values[0]);
+  return std::vector<int8_t>(values.begin(), values.end());
+}
+
+::kvprec::certify::Plan PlanAttr::getPlainPlan(int64_t headDim) const {
+  ::kvprec::certify::Plan plan;
+  ::kvprec::certify::Geometry &g = plan.geometry;
+  g.layers = getLayers();
+  g.heads = getHeads();
+  g.capacity = getCapacity();
+  g.headDim = headDim;
+  g.block = getBlock();
+  g.sink = getSink();
+  g.window = getWindow();
+  for (Attribute format : getFormats())
+    plan.formats.push_back(cast<StorageFormatAttr>(format).getAnalysisFormat());
+  int64_t items = plan.getNumItems();
+  plan.perBlock = isPerBlock();
+  plan.sinkFormats = expand(getSinkFormats(), items);
+  plan.windowFormats = expand(getWindowFormats(), items);
+  plan.bodyFormats = expand(getBodyFormats(), items);
+  return plan;
+}
+
 double PlanAttr::getTotalBytes(int64_t headDim) const {
-  // A full cache: the newest `window` positions are in the window format and
-  // the older body positions in their blocks' formats.
-  int64_t bodyLength = getCapacity() - getSink();
-  int64_t windowTokens = std::min<int64_t>(getWindow(), bodyLength);
-  int64_t agedTokens = bodyLength - windowTokens;
-  double total = 0;
-  for (int64_t layer = 0; layer < getLayers(); ++layer)
-    for (int64_t head = 0; head < getHeads(); ++head)
-      for (int kv = 0; kv < 2; ++kv) {
-        total += getSinkFormat(layer, head, kv).getSegmentBytes(getSink(),
-                                                                headDim);
-        total += getWindowFormat(layer, head, kv)
-                     .getSegmentBytes(windowTokens, headDim);
-        for (int64_t b = 0; b * getBlock() < agedTokens; ++b) {
-          int64_t tokens =
-              std::min<int64_t>(getBlock(), agedTokens - b * getBlock());
-          total += getBodyFormat(layer, head, kv, b)
-                       .getSegmentBytes(tokens, headDim);
-        }
-      }
-  return total;
+  return getPlainPlan(headDim).getTotalBytes();
 }

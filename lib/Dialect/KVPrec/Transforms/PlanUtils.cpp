@@ -12,27 +12,6 @@ using namespace mlir;
 using namespace mlir::kvprec;
 namespace an = ::kvprec::analysis;
 
-static an::StorageKind toKind(Type type) {
-  if (type.isF32())
-    return an::StorageKind::F32;
-  if (type.isF16())
-    return an::StorageKind::F16;
-  if (type.isBF16())
-    return an::StorageKind::BF16;
-  if (isa<Float8E4M3FNType>(type))
-    return an::StorageKind::F8E4M3FN;
-  if (isa<Float8E5M2Type>(type))
-    return an::StorageKind::F8E5M2;
-  switch (type.getIntOrFloatBitWidth()) {
-  case 8:
-    return an::StorageKind::Int8;
-  case 4:
-    return an::StorageKind::Int4;
-  default:
-    return an::StorageKind::Int2;
-  }
-}
-
 static Type toType(MLIRContext *context, an::StorageKind kind) {
   switch (kind) {
   case an::StorageKind::F32:
@@ -71,17 +50,7 @@ mlir::kvprec::parseStorageKind(llvm::StringRef name) {
 }
 
 an::StorageFormat mlir::kvprec::toAnalysisFormat(StorageFormatAttr attr) {
-  an::StorageKind kind = toKind(attr.getStorageType());
-  if (!attr.isScaled())
-    return an::StorageFormat::unscaled(kind);
-  return an::StorageFormat::scaled(
-      kind,
-      attr.getScheme() == QuantScheme::symmetric ? an::QuantScheme::Symmetric
-                                                 : an::QuantScheme::Asymmetric,
-      attr.getGranularity() == Granularity::token_group
-          ? an::Granularity::TokenGroup
-          : an::Granularity::ChannelGroup,
-      attr.getGroupSize(), toKind(attr.getScaleType()));
+  return attr.getAnalysisFormat();
 }
 
 StorageFormatAttr
@@ -100,36 +69,11 @@ mlir::kvprec::toFormatAttr(MLIRContext *context,
       format.groupSize, toType(context, format.scaleKind));
 }
 
-/// Expands a compact index list (one entry for all) to `count` entries.
-static std::vector<int8_t> expand(DenseI8ArrayAttr entries, int64_t count) {
-  ArrayRef<int8_t> values = entries.asArrayRef();
-  if (values.size() == 1)
-    return std::vector<int8_t>(count, values[0]);
-  return std::vector<int8_t>(values.begin(), values.end());
-}
-
 std::optional<::kvprec::certify::Plan>
 mlir::kvprec::toPlainPlan(CacheType cache) {
-  PlanAttr attr = cache.getPlan();
-  if (!attr)
+  if (!cache.getPlan())
     return std::nullopt;
-  ::kvprec::certify::Plan plan;
-  ::kvprec::certify::Geometry &g = plan.geometry;
-  g.layers = attr.getLayers();
-  g.heads = attr.getHeads();
-  g.capacity = attr.getCapacity();
-  g.headDim = cache.getHeadDim();
-  g.block = attr.getBlock();
-  g.sink = attr.getSink();
-  g.window = attr.getWindow();
-  for (Attribute format : attr.getFormats())
-    plan.formats.push_back(toAnalysisFormat(cast<StorageFormatAttr>(format)));
-  int64_t items = plan.getNumItems();
-  plan.perBlock = attr.isPerBlock();
-  plan.sinkFormats = expand(attr.getSinkFormats(), items);
-  plan.windowFormats = expand(attr.getWindowFormats(), items);
-  plan.bodyFormats = expand(attr.getBodyFormats(), items);
-  return plan;
+  return cache.getPlan().getPlainPlan(cache.getHeadDim());
 }
 
 /// The compact form of an index list: one entry when all agree.

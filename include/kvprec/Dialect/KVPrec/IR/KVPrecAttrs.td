@@ -58,6 +58,8 @@ def KVPrec_StorageFormatAttr : KVPrec_Attr<"StorageFormat", "format"> {
     /// Storage bytes (including scales and zero points) of a segment of
     /// `tokens` tokens of `headDim` channels.
     double getSegmentBytes(int64_t tokens, int64_t headDim) const;
+    /// The plain C++ description the analysis library uses.
+    ::kvprec::analysis::StorageFormat getAnalysisFormat() const;
   }];
 }
 
@@ -135,6 +137,8 @@ def KVPrec_PlanAttr : KVPrec_Attr<"Plan", "plan"> {
     /// Storage bytes of the whole cache under this plan with `headDim`
     /// channels, counting the window at its window format.
     double getTotalBytes(int64_t headDim) const;
+    /// The plan as plain data (index lists expanded) for `headDim` channels.
+    ::kvprec::certify::Plan getPlainPlan(int64_t headDim) const;
   }];
 }
 
