@@ -92,9 +92,12 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
             : segment == kWindow ? plan.getWindow(item)
                                  : plan.getBody(item, part);
         SegmentError error;
-        if (Status status =
-                evaluateSegment(local, segment, kv, format, options, error);
-            status.failed())
+        Status status =
+            segment == kBody
+                ? evaluateDemotedBody(local, kv, plan.getWindow(item), format,
+                                      g, options, error)
+                : evaluateSegment(local, segment, kv, format, options, error);
+        if (status.failed())
           return Status::failure(std::string(getSegmentName(segment)) +
                                  (kv == 0 ? " keys: " : " values: ") +
                                  status.getMessage());

@@ -271,6 +271,56 @@ Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
   return Status::success();
 }
 
+Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
+                                   const StorageFormat &windowFormat,
+                                   const StorageFormat &bodyFormat,
+                                   const Geometry &geometry,
+                                   const CertifyOptions &options,
+                                   SegmentError &result) {
+  if (geometry.getWindowTokens() == 0)
+    return evaluateSegment(envelope, kBody, kv, bodyFormat, options, result);
+  result = SegmentError();
+  const an::BlockStatistics &body =
+      kv == 0 ? envelope.keys[kBody] : envelope.values[kBody];
+  // The window quantizes with its own extent (its channel groups run over
+  // the window's tokens).
+  an::BlockStatistics asWindow = body;
+  asWindow.numTokens = static_cast<unsigned>(geometry.getWindowTokens());
+  std::vector<double> windowDelta, bodyDelta;
+  if (Status status = an::computeBlockChannelErrorBounds(
+          windowFormat, asWindow, options.dequantizer, windowDelta);
+      status.failed())
+    return status;
+  an::BlockStatistics widened = body;
+  for (size_t j = 0; j < widened.channelRanges.size(); ++j) {
+    widened.channelRanges[j].min -= windowDelta[j];
+    widened.channelRanges[j].max += windowDelta[j];
+  }
+  if (Status status = an::computeBlockChannelErrorBounds(
+          bodyFormat, widened, options.dequantizer, bodyDelta);
+      status.failed())
+    return status;
+  std::vector<double> total(bodyDelta.size());
+  for (size_t j = 0; j < total.size(); ++j)
+    total[j] = windowDelta[j] + bodyDelta[j];
+  double mass = envelope.mass[kBody];
+  if (kv == 0) {
+    result.logitError = an::computeLogitErrorBound(envelope.queryBound, total);
+    double maxSpan = 0.0;
+    for (double span : envelope.valueSpan)
+      maxSpan = std::max(maxSpan, span);
+    result.itemError =
+        an::computeKeyItemError(mass, result.logitError, maxSpan);
+    return Status::success();
+  }
+  for (double delta : total)
+    result.maxValueError = std::max(result.maxValueError, delta);
+  result.valueErrorPerChannel = std::move(total);
+  result.itemError = an::computeValueItemError(mass, result.maxValueError,
+                                               options.logitErrorCap);
+  return Status::success();
+}
+
 double certify::maximizeOverEnvelope(const std::vector<double> &masses,
                                      const std::vector<double> &values) {
   double total = 0.0, largest = 0.0;
@@ -342,29 +392,33 @@ Status certify::computeClassBound(
 }
 
 Status certify::certifyHead(const HeadEnvelope &envelope,
-                            const HeadFormats &formats,
+                            const HeadFormats &formats, const Geometry &geometry,
                             const CertifyOptions &options,
                             an::StaticCertifiedBound &result) {
   std::vector<an::PositionClassEnvelope> classes;
   for (int segment = 0; segment < kNumSegments; ++segment) {
     if (envelope.keys[segment].numTokens == 0)
       continue;
-    SegmentError keyError, valueError;
-    if (Status status = evaluateSegment(envelope, segment, 0,
-                                        formats[0][segment], options, keyError);
-        status.failed())
-      return Status::failure(std::string(getSegmentName(segment)) +
-                             " keys: " + status.getMessage());
-    if (Status status =
-            evaluateSegment(envelope, segment, 1, formats[1][segment],
-                            options, valueError);
-        status.failed())
-      return Status::failure(std::string(getSegmentName(segment)) +
-                             " values: " + status.getMessage());
     an::PositionClassEnvelope cls;
     cls.attentionMass = envelope.mass[segment];
-    cls.maxLogitError = keyError.logitError;
-    cls.maxValueError = valueError.valueErrorPerChannel;
+    for (int kv = 0; kv < 2; ++kv) {
+      SegmentError error;
+      Status status =
+          segment == kBody
+              ? evaluateDemotedBody(envelope, kv, formats[kv][kWindow],
+                                    formats[kv][kBody], geometry, options,
+                                    error)
+              : evaluateSegment(envelope, segment, kv, formats[kv][segment],
+                                options, error);
+      if (status.failed())
+        return Status::failure(std::string(getSegmentName(segment)) +
+                               (kv == 0 ? " keys: " : " values: ") +
+                               status.getMessage());
+      if (kv == 0)
+        cls.maxLogitError = error.logitError;
+      else
+        cls.maxValueError = error.valueErrorPerChannel;
+    }
     classes.push_back(std::move(cls));
   }
   return computeClassBound(classes, envelope.valueSpan, result);
@@ -384,15 +438,21 @@ double certify::computeKeyNecessaryBits(const HeadEnvelope &envelope,
 }
 
 namespace {
-/// One allocator item: a (layer, head, kv, segment) and its usable options.
+/// One allocator item: the sink of one (layer, head, kv), or its window and
+/// body together (a body block's error depends on the window format it was
+/// demoted from), with its usable options.
 struct ItemOptions {
   int64_t head; // Flat (layer, head) index.
-  int kv, segment;
-  std::vector<int> candidates; // Indices into the kv's candidate list.
-  /// The class's mass envelope, and per candidate its bytes and its error
-  /// per unit of mass (the item error is mass * perMass).
-  double mass = 0.0;
-  std::vector<double> costs, perMass;
+  int kv;
+  /// The classes the item covers (one, or window and body).
+  std::vector<int> segments;
+  /// Per option, the candidate index of each covered class.
+  std::vector<std::vector<int>> choices;
+  /// Per covered class its mass envelope; per option its bytes and, per
+  /// class, its error per unit of mass (the item error sums mass * it).
+  std::vector<double> masses;
+  std::vector<double> costs;
+  std::vector<std::vector<double>> perMass;
 };
 } // namespace
 
@@ -404,19 +464,24 @@ static Status addHeadItems(const HeadEnvelope &envelope,
   int64_t tokens[kNumSegments] = {geometry.getSinkTokens(),
                                   geometry.getWindowTokens(),
                                   geometry.getBodyTokens()};
+  // Channel groups run over the tokens of one quantization extent: the
+  // sink, the window, or one body block.
+  int64_t extent[kNumSegments] = {tokens[kSink], tokens[kWindow],
+                                  geometry.block};
+  const double cap = request.options.logitErrorCap;
+  auto perMassOf = [&](int segment, const SegmentError &error) {
+    return envelope.mass[segment] > 0 ? error.itemError / envelope.mass[segment]
+                                      : 0.0;
+  };
   for (int kv = 0; kv < 2; ++kv) {
     const std::vector<StorageFormat> &candidates =
         kv == 0 ? request.keyCandidates : request.valueCandidates;
-    for (int segment = 0; segment < kNumSegments; ++segment) {
-      if (tokens[segment] == 0)
-        continue;
-      // Channel groups run over the tokens of one quantization extent: the
-      // sink, the window, or one body block.
-      int64_t extent = segment == kBody ? geometry.block : tokens[segment];
-      ItemOptions item{flatHead, kv, segment, {}, envelope.mass[segment],
-                       {}, {}};
+    const char *what = kv == 0 ? " keys within the logit error cap" : " values";
+    // Candidates usable for a class on their own, with their errors.
+    auto usable = [&](int segment, std::vector<int> &indices,
+                      std::vector<SegmentError> &errors) {
       for (size_t c = 0; c < candidates.size(); ++c) {
-        if (!fitsSegment(candidates[c], extent, geometry.headDim))
+        if (!fitsSegment(candidates[c], extent[segment], geometry.headDim))
           continue;
         SegmentError error;
         if (evaluateSegment(envelope, segment, kv, candidates[c],
@@ -424,21 +489,88 @@ static Status addHeadItems(const HeadEnvelope &envelope,
                 .failed())
           continue;
         // Keys whose logit error exceeds the cap are pruned (§4).
-        if (kv == 0 && error.logitError > request.options.logitErrorCap)
+        if (kv == 0 && error.logitError > cap)
           continue;
-        item.candidates.push_back(static_cast<int>(c));
-        item.costs.push_back(
-            getSegmentBytes(candidates[c], tokens[segment], geometry.headDim));
-        item.perMass.push_back(item.mass > 0 ? error.itemError / item.mass
-                                             : 0.0);
+        indices.push_back(static_cast<int>(c));
+        errors.push_back(std::move(error));
       }
-      if (item.candidates.empty())
-        return Status::failure(
-            std::string("no allowed format can store the ") +
-            getSegmentName(segment) + (kv == 0 ? " keys" : " values") +
-            (kv == 0 ? " within the logit error cap" : ""));
+    };
+    if (tokens[kSink] > 0) {
+      ItemOptions item{flatHead, kv, {kSink}, {}, {envelope.mass[kSink]}, {},
+                       {}};
+      std::vector<int> indices;
+      std::vector<SegmentError> errors;
+      usable(kSink, indices, errors);
+      for (size_t i = 0; i < indices.size(); ++i) {
+        item.choices.push_back({indices[i]});
+        item.costs.push_back(getSegmentBytes(candidates[indices[i]],
+                                             tokens[kSink], geometry.headDim));
+        item.perMass.push_back({perMassOf(kSink, errors[i])});
+      }
+      if (item.choices.empty())
+        return Status::failure(std::string("no allowed format can store the "
+                                           "sink") +
+                               what);
       items.push_back(std::move(item));
     }
+    if (tokens[kWindow] == 0 && tokens[kBody] == 0)
+      continue;
+    ItemOptions item{flatHead, kv, {}, {}, {}, {}, {}};
+    std::vector<int> windows, bodies;
+    std::vector<SegmentError> windowErrors, bodyErrors;
+    if (tokens[kWindow] > 0)
+      usable(kWindow, windows, windowErrors);
+    if (tokens[kBody] > 0)
+      usable(kBody, bodies, bodyErrors);
+    if (tokens[kWindow] > 0 && windows.empty())
+      return Status::failure(
+          std::string("no allowed format can store the window") + what);
+    if (tokens[kBody] > 0 && bodies.empty())
+      return Status::failure(
+          std::string("no allowed format can store the body") + what);
+    if (tokens[kBody] == 0 || tokens[kWindow] == 0) {
+      int segment = tokens[kBody] == 0 ? kWindow : kBody;
+      std::vector<int> &indices = segment == kWindow ? windows : bodies;
+      std::vector<SegmentError> &errors =
+          segment == kWindow ? windowErrors : bodyErrors;
+      item.segments = {segment};
+      item.masses = {envelope.mass[segment]};
+      for (size_t i = 0; i < indices.size(); ++i) {
+        item.choices.push_back({indices[i]});
+        item.costs.push_back(getSegmentBytes(
+            candidates[indices[i]], tokens[segment], geometry.headDim));
+        item.perMass.push_back({perMassOf(segment, errors[i])});
+      }
+      items.push_back(std::move(item));
+      continue;
+    }
+    // Window and body together: every pair, the body error after demotion.
+    item.segments = {kWindow, kBody};
+    item.masses = {envelope.mass[kWindow], envelope.mass[kBody]};
+    for (size_t w = 0; w < windows.size(); ++w)
+      for (int b : bodies) {
+        SegmentError demoted;
+        if (evaluateDemotedBody(envelope, kv, candidates[windows[w]],
+                                candidates[b], geometry, request.options,
+                                demoted)
+                .failed())
+          continue;
+        if (kv == 0 && demoted.logitError > cap)
+          continue;
+        item.choices.push_back({windows[w], b});
+        item.costs.push_back(
+            getSegmentBytes(candidates[windows[w]], tokens[kWindow],
+                            geometry.headDim) +
+            getSegmentBytes(candidates[b], tokens[kBody], geometry.headDim));
+        item.perMass.push_back(
+            {perMassOf(kWindow, windowErrors[w]), perMassOf(kBody, demoted)});
+      }
+    if (item.choices.empty())
+      return Status::failure(
+          std::string("no allowed pair of formats can store the window and "
+                      "body") +
+          what);
+    items.push_back(std::move(item));
   }
   return Status::success();
 }
@@ -451,8 +583,12 @@ static Status buildProblem(const std::vector<ItemOptions> &items,
                            double lambda, an::AllocationProblem &problem) {
   for (const ItemOptions &item : items) {
     std::vector<double> errors;
-    for (double x : item.perMass)
-      errors.push_back(item.mass * std::max(x - lambda / 2, 0.0));
+    for (const std::vector<double> &perMass : item.perMass) {
+      double error = 0.0;
+      for (size_t s = 0; s < perMass.size(); ++s)
+        error += item.masses[s] * std::max(perMass[s] - lambda / 2, 0.0);
+      errors.push_back(error);
+    }
     if (Status status = problem.addItem(item.costs, errors); status.failed())
       return status;
   }
@@ -492,8 +628,10 @@ Status certify::allocatePlan(const CalibrationStats &stats,
       const ItemOptions &item = items[i];
       const std::vector<StorageFormat> &candidates =
           item.kv == 0 ? request.keyCandidates : request.valueCandidates;
-      outcome.formats[item.head][item.kv][item.segment] =
-          candidates[item.candidates[result.choice[firstItem + i]]];
+      const std::vector<int> &choice = item.choices[result.choice[firstItem + i]];
+      for (size_t s = 0; s < item.segments.size(); ++s)
+        outcome.formats[item.head][item.kv][item.segments[s]] =
+            candidates[choice[s]];
     }
   };
   // Segments a geometry does not have still need a format in the plan; give
@@ -564,7 +702,7 @@ Status certify::allocatePlan(const CalibrationStats &stats,
   for (int64_t flat = 0; flat < heads; ++flat) {
     an::StaticCertifiedBound bound;
     if (Status status = certifyHead(envelopes[flat], outcome.formats[flat],
-                                    request.options, bound);
+                                    geometry, request.options, bound);
         status.failed())
       return Status::failure(describeHead(flat) + ": " + status.getMessage());
     outcome.bounds[flat] = bound.infNorm;
@@ -585,13 +723,15 @@ Status certify::refineBodyBlocks(const CalibrationStats &stats,
                                  const Geometry &geometry, int64_t layer,
                                  int64_t head, int kv,
                                  const HeadEnvelope &envelope,
+                                 const StorageFormat &windowFormat,
                                  const StorageFormat &bodyFormat,
                                  const std::vector<StorageFormat> &candidates,
                                  const CertifyOptions &options,
                                  std::vector<int> &blockFormats) {
   SegmentError reference;
-  if (Status status =
-          evaluateSegment(envelope, kBody, kv, bodyFormat, options, reference);
+  if (Status status = evaluateDemotedBody(envelope, kv, windowFormat,
+                                          bodyFormat, geometry, options,
+                                          reference);
       status.failed())
     return status;
   // Candidates in increasing cost order (per element, with overhead).
@@ -640,7 +780,8 @@ Status certify::refineBodyBlocks(const CalibrationStats &stats,
   auto dominatedAt = [&](int c, double bound) {
     clipInPlace(wide, bound, narrow);
     SegmentError error;
-    if (evaluateSegment(local, kBody, kv, candidates[c], options, error)
+    if (evaluateDemotedBody(local, kv, windowFormat, candidates[c], geometry,
+                            options, error)
             .failed())
       return false;
     // Dominated per channel (values) or in logit error (keys), so every term

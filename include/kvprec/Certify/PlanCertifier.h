@@ -142,12 +142,24 @@ Status computeClassBound(
     const std::vector<double> &valueSpan,
     analysis::StaticCertifiedBound &result);
 
+/// Errors of a body block that was stored in `windowFormat` while recent and
+/// re-quantized to `bodyFormat` when it aged out of the window (the original
+/// values are gone by then): the window's dequantized values lie within the
+/// body ranges widened by the window's delta, and the two deltas add. With
+/// `window` 0 blocks are stored in the body format directly.
+Status evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
+                           const StorageFormat &windowFormat,
+                           const StorageFormat &bodyFormat,
+                           const Geometry &geometry,
+                           const CertifyOptions &options,
+                           SegmentError &result);
+
 /// Formats of one (layer, head): [kv][segment].
 using HeadFormats = std::array<std::array<StorageFormat, kNumSegments>, 2>;
 
 /// The static certificate of §5 for one (layer, head) and its formats.
 Status certifyHead(const HeadEnvelope &envelope, const HeadFormats &formats,
-                   const CertifyOptions &options,
+                   const Geometry &geometry, const CertifyOptions &options,
                    analysis::StaticCertifiedBound &result);
 
 /// The HNF necessary bits of §3 for the keys of one (layer, head) at
@@ -187,13 +199,15 @@ Status allocatePlan(const calib::CalibrationStats &stats,
 
 /// Per-block refinement of a uniform body (error-bounds.md §4 items, one per
 /// body block and K or V): each block takes the cheapest candidate whose
-/// error, measured with that block's own calibrated ranges, is no larger
-/// than the uniform body format's error with the class-wide ranges. The
-/// certificate (which takes the worst body block) is therefore unchanged.
-/// `blockFormats` receives, per body block, an index into `candidates`.
+/// error after demotion from `windowFormat`, measured with that block's own
+/// calibrated ranges, is no larger than the uniform body format's with the
+/// class-wide ranges. The certificate (which takes the worst body block) is
+/// therefore unchanged. `blockFormats` receives, per body block, an index
+/// into `candidates`.
 Status refineBodyBlocks(const calib::CalibrationStats &stats,
                         const Geometry &geometry, int64_t layer, int64_t head,
                         int kv, const HeadEnvelope &envelope,
+                        const StorageFormat &windowFormat,
                         const StorageFormat &bodyFormat,
                         const std::vector<StorageFormat> &candidates,
                         const CertifyOptions &options,

@@ -364,6 +364,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
           if (an::Status status = cf::refineBodyBlocks(
                   *stats, geometry, flat / geometry.heads,
                   flat % geometry.heads, kv, envelope,
+                  headFormats[flat][kv][cf::kWindow],
                   headFormats[flat][kv][cf::kBody], candidates,
                   certifyOptions, chosen);
               status.failed())
