@@ -4,10 +4,15 @@
 // kvprec-calib collect   measure kvprec-calib-v1 statistics on prompts
 // kvprec-calib synth     write SYNTHETIC statistics for a model shape
 // kvprec-calib inspect   validate a statistics file and print its contents
+// kvprec-calib eval-bounds
+//                        check a planned module's certified bounds against
+//                        measured attention errors (EvalBounds.h)
 //
 // See docs/calibration.md.
 //
 //===----------------------------------------------------------------------===//
+
+#include "EvalBounds.h"
 
 #include "kvprec/Calibration/CalibrationStats.h"
 #include "kvprec/Calibration/Collector.h"
@@ -54,17 +59,24 @@ static cl::SubCommand
                    "Validate a kvprec-calib-v1 file and print its metadata, "
                    "tensor shapes and value ranges");
 
+static cl::SubCommand evalBoundsCommand(
+    "eval-bounds",
+    "Check the certified bounds of a planned module against the measured "
+    "attention errors of a cache stored exactly as the plan says");
+
 static cl::OptionCategory modelCategory("Model options");
 static cl::OptionCategory toolCategory("kvprec-calib options");
 
 static cl::opt<std::string>
     checkpointPath("checkpoint", cl::desc("llama2.c checkpoint (.bin)"),
                    cl::value_desc("file"), cl::sub(generateCommand),
-                   cl::sub(collectCommand), cl::cat(modelCategory));
+                   cl::sub(collectCommand), cl::sub(evalBoundsCommand),
+                   cl::cat(modelCategory));
 static cl::opt<std::string>
     tokenizerPath("tokenizer", cl::desc("llama2.c tokenizer (.bin)"),
                   cl::value_desc("file"), cl::sub(generateCommand),
-                  cl::sub(collectCommand), cl::cat(modelCategory));
+                  cl::sub(collectCommand), cl::sub(evalBoundsCommand),
+                  cl::cat(modelCategory));
 
 // generate
 static cl::opt<int> generateSteps(
@@ -90,9 +102,11 @@ static cl::opt<unsigned long long>
                cl::init(42), cl::sub(generateCommand), cl::cat(toolCategory));
 
 // collect
-static cl::opt<std::string> promptsPath(
-    "prompts", cl::desc("Prompts, one per line (empty lines are skipped)"),
-    cl::value_desc("file"), cl::sub(collectCommand), cl::cat(toolCategory));
+static cl::opt<std::string>
+    promptsPath("prompts",
+                cl::desc("Prompts, one per line (empty lines are skipped)"),
+                cl::value_desc("file"), cl::sub(collectCommand),
+                cl::sub(evalBoundsCommand), cl::cat(toolCategory));
 static cl::opt<int>
     collectSteps("steps",
                  cl::desc("Greedy tokens generated (and run) after each prompt "
@@ -157,6 +171,23 @@ static cl::opt<std::string>
                     "model's shapes"),
            cl::value_desc("file"), cl::sub(collectCommand),
            cl::sub(synthCommand), cl::cat(toolCategory));
+
+// eval-bounds
+static cl::opt<int> evalSteps(
+    "steps",
+    cl::desc("Greedy fp32 tokens generated (and run) after each prompt "
+             "(default 32)"),
+    cl::init(32), cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+static cl::opt<std::string> evalIrPath(
+    "ir",
+    cl::desc("Planned module (kvprec-assign-precision output) whose first "
+             "planned kvprec.alloc is evaluated"),
+    cl::value_desc("file"), cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+static cl::opt<std::string> casesPath(
+    "json-cases",
+    cl::desc("Also write every case (prompt, position, layer, query head) as "
+             "JSON Lines"),
+    cl::value_desc("file"), cl::sub(evalBoundsCommand), cl::cat(toolCategory));
 
 // inspect
 static cl::opt<std::string> inspectPath(cl::Positional,
@@ -385,6 +416,35 @@ static Error runSynth() {
 }
 
 //===----------------------------------------------------------------------===//
+// eval-bounds
+//===----------------------------------------------------------------------===//
+
+static Error runEvalBoundsCommand() {
+  if (evalSteps < 0)
+    return usageError("eval-bounds", "--steps must be non-negative");
+  if (Error e = requireOption("eval-bounds", promptsPath))
+    return e;
+  if (Error e = requireOption("eval-bounds", evalIrPath))
+    return e;
+  Expected<LoadedModel> loaded = loadModelAndTokenizer("eval-bounds");
+  if (!loaded)
+    return loaded.takeError();
+  Expected<std::vector<std::string>> prompts = readPrompts(promptsPath);
+  if (!prompts)
+    return prompts.takeError();
+  EvalBoundsInputs inputs;
+  inputs.model = &loaded->model;
+  inputs.tokenizer = &loaded->tokenizer;
+  inputs.checkpointPath = checkpointPath;
+  inputs.promptsPath = promptsPath;
+  inputs.prompts = std::move(*prompts);
+  inputs.steps = evalSteps;
+  inputs.irPath = evalIrPath;
+  inputs.casesPath = casesPath;
+  return runEvalBounds(inputs, outs());
+}
+
+//===----------------------------------------------------------------------===//
 // inspect
 //===----------------------------------------------------------------------===//
 
@@ -458,7 +518,11 @@ int main(int argc, char **argv) {
       "  synth     write SYNTHETIC statistics for a model shape (labelled "
       "synthetic;\n"
       "            for testing the compiler at scale, not measurements)\n"
-      "  inspect   validate a statistics file and print its contents\n");
+      "  inspect   validate a statistics file and print its contents\n"
+      "  eval-bounds\n"
+      "            check a planned module's certified bounds against "
+      "measured\n"
+      "            attention errors of a cache stored as the plan says\n");
 
   Error error = Error::success();
   if (generateCommand)
@@ -469,10 +533,13 @@ int main(int argc, char **argv) {
     error = runSynth();
   else if (inspectCommand)
     error = runInspect();
+  else if (evalBoundsCommand)
+    error = runEvalBoundsCommand();
   else
     error = createStringError(inconvertibleErrorCode(),
                               "no subcommand given; use one of generate, "
-                              "collect, synth, inspect (see --help)");
+                              "collect, synth, inspect, eval-bounds (see "
+                              "--help)");
   if (error)
     return reportError(std::move(error));
   return 0;

@@ -1,0 +1,506 @@
+#!/usr/bin/env python3
+"""Writes docs/results-bounds.md from bench/bounds/results (run.sh).
+
+Every number in the document comes from the result files of this run (the
+eval-bounds JSON of each plan, index.tsv) or from the two statistics files
+run.sh collected; nothing is typed in by hand.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+from array import array
+
+
+def fmt(x, digits=3):
+    if x is None:
+        return "n/a"
+    if isinstance(x, int):
+        return str(x)
+    if x == 0:
+        return "0"
+    return f"{x:.{digits}g}"
+
+
+def pct(part, total):
+    return "n/a" if not total else f"{100.0 * part / total:.2f} %"
+
+
+def read_safetensors(path):
+    """name -> (flat list, shape), plus the metadata."""
+    with open(path, "rb") as f:
+        data = f.read()
+    (size,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + size])
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = entry["data_offsets"]
+        values = array("f" if entry["dtype"] == "F32" else "q")
+        values.frombytes(data[8 + size + begin:8 + size + end])
+        tensors[name] = (list(values), entry["shape"])
+    return tensors, header.get("__metadata__", {})
+
+
+def envelope_coverage(calib, evaluation):
+    """Per (layer, KV head): how far the evaluation prompts left the
+    calibrated envelopes the static certificate rests on (0 = inside)."""
+    (kmin_c, shape), (kmax_c, _) = calib["k_chan_min"], calib["k_chan_max"]
+    layers, heads, dim = shape
+    result = []
+    for layer in range(layers):
+        for head in range(heads):
+            base = (layer * heads + head) * dim
+            row = {"layer": layer, "kv_head": head}
+            for kv in ("k", "v"):
+                lo_c = calib[kv + "_chan_min"][0]
+                hi_c = calib[kv + "_chan_max"][0]
+                lo_e = evaluation[kv + "_chan_min"][0]
+                hi_e = evaluation[kv + "_chan_max"][0]
+                excess = 0.0
+                for j in range(base, base + dim):
+                    span = hi_c[j] - lo_c[j]
+                    out = max(hi_e[j] - hi_c[j], lo_c[j] - lo_e[j], 0.0)
+                    excess = max(excess, out / span if span > 0 else out)
+                row[kv + "_range_excess"] = excess
+            q_c, q_e = calib["q_absmax"][0], evaluation["q_absmax"][0]
+            row["q_absmax_ratio"] = max(
+                q_e[j] / q_c[j] if q_c[j] > 0 else 0.0
+                for j in range(base, base + dim))
+            lh = layer * heads + head
+            for name in ("attn_sink_mass", "attn_window_mass"):
+                row[name + "_ratio"] = (evaluation[name][0][lh] /
+                                        max(calib[name][0][lh], 1e-30))
+            result.append(row)
+    return result
+
+
+def machine_description(binary_dir):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"],
+                               capture_output=True, text=True,
+                               check=True).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return (f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} "
+            f"{platform.release()}; tools from `{binary_dir}`, source "
+            f"commit {commit}")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--calib", required=True)
+    parser.add_argument("--eval", required=True)
+    parser.add_argument("--bin", required=True)
+    parser.add_argument("--calib-steps", required=True)
+    parser.add_argument("--eval-steps", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--invocation", required=True)
+    args = parser.parse_args()
+
+    runs = []
+    with open(os.path.join(args.results, "index.tsv")) as f:
+        keys = f.readline().rstrip("\n").split("\t")
+        for line in f:
+            run = dict(zip(keys, line.rstrip("\n").split("\t")))
+            path = os.path.join(args.results, run["name"] + ".json")
+            run["data"] = None
+            if run["status"] == "ok":
+                with open(path) as r:
+                    run["data"] = json.load(r)
+            else:
+                with open(os.path.join(args.results,
+                                       run["name"] + ".error.txt")) as r:
+                    run["error"] = r.read().strip()
+            over = os.path.join(args.results, run["name"] + ".cases-over.json")
+            if os.path.exists(over):
+                with open(over) as r:
+                    run["over"] = json.load(r)
+            runs.append(run)
+
+    calib, calib_meta = read_safetensors(args.calib)
+    evaluation, eval_meta = read_safetensors(args.eval)
+    coverage = envelope_coverage(calib, evaluation)
+    with open(os.path.join(args.results, "envelope-coverage.json"), "w") as f:
+        json.dump(coverage, f, indent=2)
+        f.write("\n")
+
+    ok = [r for r in runs if r["data"]]
+    failed = [r for r in runs if not r["data"]]
+    certified = [r for r in ok if r["kind"] in ("certified", "sweep")]
+    certified.sort(key=lambda r: float(r["tolerance"]))
+    any_data = ok[0]["data"] if ok else {}
+
+    out = []
+    w = out.append
+    w("# Certified bounds against measured attention errors (stories260K)")
+    w("")
+    w("Generated by `bench/bounds/run.sh` (tables by `bench/bounds/report.py`)"
+      "; do not edit by hand. Every number below comes from that run: the "
+      "per-plan JSON in `bench/bounds/results/`, `index.tsv`, and the "
+      "statistics files it collected.")
+    w("")
+    w("## Setup")
+    w("")
+    w(f"- Model: `{any_data.get('model', 'n/a')}` (fp32 llama2.c forward "
+      "pass, `kvprec-calib`).")
+    w(f"- Calibration: `examples/prompts-calib.txt`, "
+      f"{calib_meta.get('prompts')} prompts, {args.calib_steps} greedy steps "
+      f"each, {calib_meta.get('max_positions')} positions at most "
+      f"(sink {calib_meta.get('sink')}, window {calib_meta.get('window')}, "
+      f"block {calib_meta.get('block')}).")
+    w(f"- Evaluation: the disjoint `examples/prompts-eval.txt`, "
+      f"{any_data.get('prompts', 'n/a')} prompts, {args.eval_steps} greedy "
+      f"steps each ({any_data.get('positions', 'n/a')} positions, "
+      f"{any_data.get('cases', 'n/a')} cases per plan).")
+    w(f"- Machine: {machine_description(args.bin)}; "
+      f"generated {datetime.date.today().isoformat()}.")
+    w("- What is measured (`kvprec-calib eval-bounds`): the model runs in "
+      "fp32 on its own greedy continuation. Beside it, an emulated cache "
+      "stores every K and V exactly as the plan says at each length "
+      "(bit-exact quantizers of `Quantizer.h`; channel groups over each "
+      "block's tokens; blocks leaving the window re-quantized from their "
+      "window-format values; sink positions quantized once). At every "
+      "position (prompt positions included), for every layer and query "
+      "head, the error is max_j |ô_j − o_j| of exact softmax attention "
+      "(scale 1/sqrt(head_dim)) over the emulated and the fp32 cache with "
+      "the model's own query. It is formed term by term in long double, so "
+      "its rounding is relative to the error itself.")
+    w("- A case's *bound* is the static certificate of its (layer, KV head), "
+      "recomputed by `certifyPlanHead` from the calibration (error-bounds.md "
+      "§2 with the envelopes of §5; E_cap 0.25, f32 dequantizer). A "
+      "*violation* is a case whose error exceeds it (no slack). The "
+      "*run-time* certificate is §5's a-posteriori bound for the actual "
+      "query, from the dequantized cache and per-element error bounds of "
+      "the stored data (after a demotion: the window's bound plus the "
+      "body's).")
+    w("- Bytes are the plan's storage (elements, scales, zero points) "
+      "relative to an fp16 cache of the same capacity.")
+    w("")
+    w(f"Regenerate with `{args.invocation}` (about "
+      f"{fmt(sum(float(r['seconds']) for r in runs), 2)} s of planning and "
+      "evaluation here). It runs these commands (from "
+      "`bench/bounds/results/commands.txt`; `$WORK` is a scratch folder):")
+    w("")
+    w("```sh")
+    with open(os.path.join(args.results, "commands.txt")) as f:
+        commands = [line.rstrip("\n") for line in f]
+    # The first few set up; then one (plan, evaluate) pair per plan: show
+    # the first pair and the list of pass options.
+    setup = [c for c in commands if "--kvprec-assign-precision" not in c
+             and " eval-bounds " not in c]
+    for c in setup:
+        w(c)
+    first_plan = next((c for c in commands
+                       if "--kvprec-assign-precision" in c), None)
+    first_eval = next((c for c in commands if " eval-bounds " in c), None)
+    if first_plan:
+        w("# then, for each plan below (OPTIONS in the tables):")
+        w(first_plan)
+    if first_eval:
+        w(first_eval)
+    w("```")
+    w("")
+
+    # 0. A summary computed from the tables below.
+    w("## Summary")
+    w("")
+    cert_ok = [r for r in certified]
+    if cert_ok:
+        cases = sum(r["data"]["cases"] for r in cert_ok)
+        viol = sum(r["data"]["violations"] for r in cert_ok)
+        rviol = sum(r["data"]["runtime_violations"] for r in cert_ok)
+        worst = max(r["data"]["max_ratio"] for r in cert_ok)
+        w(f"- Certified plans ({len(cert_ok)} tolerances): {viol} violations "
+          f"of the static certificate in {cases} cases, {rviol} of the "
+          f"run-time certificate; the largest measured error / certified "
+          f"bound is {fmt(worst)}.")
+        over = [r for r in cert_ok
+                if r["data"]["max_bound"] > float(r["tolerance"])]
+        w(f"- Plans whose certified bound exceeds their tolerance: "
+          f"{len(over)} of {len(cert_ok)}.")
+        cheapest = min(cert_ok, key=lambda r: r["data"]["bytes_ratio"])
+        w(f"- The cheapest certified plan of the grid (tolerance "
+          f"{cheapest['tolerance']}) stores {fmt(cheapest['data']['bytes_ratio'])}"
+          f" of the fp16 bytes; at the study's tolerances "
+          + ", ".join(f"{r['tolerance']}: {fmt(r['data']['bytes_ratio'])}"
+                      for r in runs if r["kind"] == "certified" and r["data"])
+          + " (the formats are listed under the tables).")
+        ratios = []
+        for b in (r for r in ok if r["kind"] == "baseline"):
+            fits = [c for c in cert_ok
+                    if c["data"]["max_error"] <= b["data"]["max_error"]]
+            if fits:
+                best = min(fits, key=lambda c: c["data"]["bytes_ratio"])
+                ratios.append(best["data"]["bytes_ratio"] /
+                              b["data"]["bytes_ratio"])
+        if ratios:
+            w(f"- At equal measured error, the cheapest certified plan "
+              f"needs {fmt(min(ratios))}× to {fmt(max(ratios))}× the bytes "
+              f"of the baselines ({len(ratios)} compared).")
+    seed_ok = [r for r in ok if r["kind"] == "seed"]
+    if seed_ok:
+        exceed = sum(r["data"]["max_error"] > float(r["tolerance"])
+                     for r in seed_ok)
+        w(f"- The seed rule: measured error above its tolerance in {exceed} "
+          f"of {len(seed_ok)} plans; certified bound above it in "
+          f"{sum(r['data']['max_bound'] > float(r['tolerance']) for r in seed_ok)}"
+          f" of {len(seed_ok)}.")
+    w(f"- Failed plans or evaluations: {len(failed)}"
+      + (" (" + ", ".join(r["name"] for r in failed) + ")" if failed else "")
+      + ".")
+    w("")
+
+    # 1. The certified plans of the study.
+    w("## Certified plans (mode=certified)")
+    w("")
+    w("| tolerance | bytes vs fp16 | max certified bound | bound ≤ tolerance "
+      "| max measured error | violations / cases | max error/bound "
+      "| median error/bound | run-time violations | max error/run-time bound "
+      "|")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    main = [r for r in runs if r["kind"] == "certified"]
+    for r in main:
+        d = r["data"]
+        if not d:
+            w(f"| {r['tolerance']} | failed: see below | | | | | | | | |")
+            continue
+        w(f"| {r['tolerance']} | {fmt(d['bytes_ratio'])} | "
+          f"{fmt(d['max_bound'])} | "
+          f"{'yes' if d['max_bound'] <= float(r['tolerance']) else 'NO'} | "
+          f"{fmt(d['max_error'])} | {d['violations']} / {d['cases']} | "
+          f"{fmt(d['max_ratio'])} | {fmt(d['median_ratio'])} | "
+          f"{d['runtime_violations']} | {fmt(d['max_runtime_ratio'])} |")
+    w("")
+    for r in main:
+        if r["data"]:
+            w(f"- tolerance {r['tolerance']}: {r['data']['plan']}")
+    w("")
+
+    # 2. Baselines.
+    baselines = [r for r in runs if r["kind"] == "baseline"]
+    w("## Baselines")
+    w("")
+    w("| plan | options | bytes vs fp16 | max measured error | static bound "
+      "(max over heads) | violations | run-time violations | max error/"
+      "run-time bound | median error/run-time bound |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in baselines:
+        d = r["data"]
+        if not d:
+            w(f"| {r['name']} | `{r['options']}` | failed: see below "
+              "| | | | | | |")
+            continue
+        w(f"| {r['name']} | `{r['options']}` | {fmt(d['bytes_ratio'])} | "
+          f"{fmt(d['max_error'])} | {fmt(d['max_bound'])} | "
+          f"{d['violations']} | {d['runtime_violations']} | "
+          f"{fmt(d['max_runtime_ratio'])} | "
+          f"{fmt(d['median_runtime_ratio'])} |")
+    w("")
+    for r in baselines:
+        if r["data"]:
+            w(f"- {r['name']}: {r['data']['plan']}")
+    w("")
+
+    # 3. Equal measured error.
+    w("## Bytes at equal measured error")
+    w("")
+    w("For each baseline: the cheapest certified plan of the tolerance grid "
+      "(the tolerances of the study and of the sweep below) whose *measured* "
+      "max error on the evaluation prompts is no larger than the baseline's, "
+      "and the cheapest whose *certified bound* is (a guarantee, not a "
+      "measurement, at the baseline's measured error).")
+    w("")
+    w("| baseline | bytes vs fp16 | max measured error | certified, measured "
+      "≤ baseline: tolerance | its bytes vs fp16 | its max error | bytes "
+      "certified / baseline | certified, bound ≤ baseline's error: "
+      "tolerance | its bytes vs fp16 |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in baselines:
+        d = r["data"]
+        if not d:
+            continue
+        fits = [c for c in certified if c["data"]["max_error"] <= d["max_error"]]
+        best = min(fits, key=lambda c: c["data"]["bytes_ratio"], default=None)
+        bounded = [c for c in certified
+                   if c["data"]["max_bound"] <= d["max_error"]]
+        best_bound = min(bounded, key=lambda c: c["data"]["bytes_ratio"],
+                         default=None)
+        cells = [r["name"], fmt(d["bytes_ratio"]), fmt(d["max_error"])]
+        if best:
+            b = best["data"]
+            cells += [best["tolerance"], fmt(b["bytes_ratio"]),
+                      fmt(b["max_error"]),
+                      fmt(b["bytes_ratio"] / d["bytes_ratio"])]
+        else:
+            cells += ["none in the grid", "", "", ""]
+        if best_bound:
+            cells += [best_bound["tolerance"],
+                      fmt(best_bound["data"]["bytes_ratio"])]
+        else:
+            cells += ["none in the grid", ""]
+        w("| " + " | ".join(cells) + " |")
+    w("")
+
+    # 4. The seed rule.
+    seeds = [r for r in runs if r["kind"] == "seed"]
+    w("## The seed rule against its own tolerance (mode=seed)")
+    w("")
+    w("The seed rule picks formats from the prototype's score and fixed "
+      "thresholds. Below: its plan's certified bound and its measured "
+      "error, each against the tolerance it was given; heads count "
+      "(layer, KV head) pairs.")
+    w("")
+    w("| tolerance | bytes vs fp16 | max certified bound | bound / tolerance "
+      "| heads with bound > tolerance | max measured error | measured / "
+      "tolerance | heads with measured > tolerance | cases with measured > "
+      "tolerance | violations of its bound |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for r in seeds:
+        d = r["data"]
+        if not d:
+            w(f"| {r['tolerance']} | failed: see below | | | | | | | | |")
+            continue
+        t = float(r["tolerance"])
+        heads = d["heads"]
+        over = r.get("over", {})
+        w(f"| {r['tolerance']} | {fmt(d['bytes_ratio'])} | "
+          f"{fmt(d['max_bound'])} | {fmt(d['max_bound'] / t)} | "
+          f"{sum(h['bound'] > t for h in heads)} / {len(heads)} | "
+          f"{fmt(d['max_error'])} | {fmt(d['max_error'] / t)} | "
+          f"{sum(h['max_error'] > t for h in heads)} / {len(heads)} | "
+          f"{over.get('over', 'n/a')} / {over.get('cases', 'n/a')} "
+          f"({pct(over.get('over', 0), over.get('cases', 0))}) | "
+          f"{d['violations']} |")
+    w("")
+    for r in seeds:
+        if r["data"]:
+            w(f"- seed {r['tolerance']}: {r['data']['plan']}")
+    w("")
+
+    # 5. The sweep.
+    w("## Tolerance sweep (mode=certified)")
+    w("")
+    w("| tolerance | bytes vs fp16 | max certified bound | max measured "
+      "error | violations | max error/bound | median error/bound | run-time "
+      "violations | eval-bounds + plan seconds |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for r in sorted((r for r in runs if r["kind"] in ("certified", "sweep")),
+                    key=lambda r: float(r["tolerance"])):
+        d = r["data"]
+        if not d:
+            w(f"| {r['tolerance']} | failed: see below | | | | | | | |")
+            continue
+        w(f"| {r['tolerance']} | {fmt(d['bytes_ratio'])} | "
+          f"{fmt(d['max_bound'])} | {fmt(d['max_error'])} | "
+          f"{d['violations']} | {fmt(d['max_ratio'])} | "
+          f"{fmt(d['median_ratio'])} | {d['runtime_violations']} | "
+          f"{r['seconds']} |")
+    w("")
+
+    # 6. Violations and the envelopes they left.
+    w("## Violations of the static certificate")
+    w("")
+    w("The static certificate holds for every query inside the calibrated "
+      "envelopes (attention mass per class, per-channel |q|, K and V channel "
+      "ranges; error-bounds.md §5). Those are statistical: a new prompt can "
+      "leave them. For every (layer, KV head) with a violation, the last "
+      "columns say how far the evaluation prompts (collected with the same "
+      "steps) left the calibration's envelopes: range excess is the largest "
+      "overshoot of a K or V channel's calibrated [min, max], relative to "
+      "its calibrated span (0 = inside), and |q| ratio the largest "
+      "evaluation / calibration ratio of a channel's max |q_j| (≤ 1 = "
+      "inside). `bench/bounds/results/envelope-coverage.json` has every "
+      "head.")
+    w("")
+    rows = []
+    for r in ok:
+        for h in r["data"]["heads"]:
+            if h["violations"]:
+                c = coverage[h["layer"] * evaluation["k_chan_min"][1][1]
+                             + h["kv_head"]]
+                rows.append((r, h, c))
+    if rows:
+        w("| plan | layer | KV head | violations / cases | max error/bound | "
+          "V range excess | K range excess | |q| ratio |")
+        w("|---|---|---|---|---|---|---|---|")
+        for r, h, c in rows:
+            w(f"| {r['name']} | {h['layer']} | {h['kv_head']} | "
+              f"{h['violations']} / {h['cases']} | {fmt(h['max_ratio'])} | "
+              f"{fmt(c['v_range_excess'])} | {fmt(c['k_range_excess'])} | "
+              f"{fmt(c['q_absmax_ratio'])} |")
+    else:
+        w("No plan had a violation.")
+    w("")
+    runtime_bad = [r for r in ok if r["data"]["runtime_violations"]]
+    element_bad = [r for r in ok if r["data"]["element_bound_violations"]]
+    w(f"Run-time certificate violations: "
+      f"{sum(r['data']['runtime_violations'] for r in ok)} over all "
+      f"{len(ok)} evaluated plans"
+      + (" (" + ", ".join(r["name"] for r in runtime_bad) + ")"
+         if runtime_bad else "")
+      + f"; stored elements outside their per-element bound: "
+      f"{sum(r['data']['element_bound_violations'] for r in ok)}"
+      + (" (" + ", ".join(r["name"] for r in element_bad) + ")"
+         if element_bad else "") + ".")
+    w("")
+
+    w("## Notes")
+    w("")
+    w("- The static certificate assumes every query and every cached "
+      "vector lies inside the calibrated envelopes. The evaluation prompts "
+      "are disjoint from the calibration prompts, so they can leave them; "
+      "the previous section shows how far each violating head's evaluation "
+      "data went outside. The run-time certificate needs no envelope.")
+    w("- A block that leaves the window is re-quantized from its "
+      "window-format values, so its error relative to fp32 is the body "
+      "format's error plus the window format's. The static certificate "
+      "evaluates the body class with the body format's error alone; the "
+      "run-time certificate adds both. Any violation this causes shows up "
+      "above.")
+    w("- Cases with a static bound of 0 (f32 storage throughout) are "
+      "violations only if their error is above 0.")
+    w("")
+
+    if failed:
+        w("## Failures")
+        w("")
+        w("These plans could not be made or evaluated; the messages are the "
+          "tools' own.")
+        w("")
+        for r in failed:
+            w(f"- {r['name']} (`{r['options']}`): {r['status']}")
+            w("")
+            w("  ```")
+            for line in r["error"].splitlines():
+                w("  " + line)
+            w("  ```")
+        w("")
+
+    with open(args.output, "w") as f:
+        f.write("\n".join(out).rstrip("\n") + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,587 @@
+//===- EvalBounds.cpp - kvprec-calib eval-bounds --------------------------===//
+
+#include "EvalBounds.h"
+#include "PlanEmulation.h"
+
+#include "kvprec/Analysis/Bound.h"
+#include "kvprec/Calibration/CalibrationStats.h"
+#include "kvprec/Calibration/Generation.h"
+#include "kvprec/Certify/Plan.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Dialect/KVPrec/Transforms/CalibrationIR.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
+#include "kvprec/InitKVPrec.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/SymbolTable.h"
+#include "mlir/Parser/Parser.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <memory>
+#include <optional>
+
+using namespace llvm;
+using namespace kvprec;
+using namespace kvprec::calib;
+namespace an = kvprec::analysis;
+namespace cf = kvprec::certify;
+
+static Error makeError(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message);
+}
+
+//===----------------------------------------------------------------------===//
+// Reading the planned module
+//===----------------------------------------------------------------------===//
+
+/// "file:line:col" of `loc`, or "<unknown location>".
+static std::string formatLocation(mlir::Location loc) {
+  if (auto file = loc->findInstanceOf<mlir::FileLineColLoc>())
+    return formatv("{0}:{1}:{2}", file.getFilename().getValue(), file.getLine(),
+                   file.getColumn())
+        .str();
+  return "<unknown location>";
+}
+
+namespace {
+/// What eval-bounds needs from the module: the first planned cache and the
+/// statistics its alloc names.
+struct PlannedCache {
+  cf::Plan plan;
+  CalibrationStats stats;
+  /// Location of the alloc, prefixed to every later error about the plan.
+  std::string location;
+  std::string calibrationName;
+  /// The certificate the plan records, if any (reported, not trusted).
+  std::optional<double> storedTolerance, storedBound;
+};
+} // namespace
+
+static Expected<PlannedCache> loadPlannedCache(StringRef path) {
+  mlir::DialectRegistry registry;
+  ::kvprec::registerKVPrecToolDialects(registry);
+  mlir::MLIRContext context(registry);
+  // Collect diagnostics (the parser's, the verifier's, readCalibrationOp's)
+  // so they reach the user as one located error.
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diag) {
+    if (!diagnostics.empty())
+      diagnostics += "\n";
+    diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
+    for (mlir::Diagnostic &note : diag.getNotes())
+      diagnostics +=
+          "\n" + formatLocation(note.getLocation()) + ": note: " + note.str();
+    return mlir::success();
+  });
+
+  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
+      MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return createStringError(buffer.getError(),
+                             path + ": cannot open the planned module: " +
+                                 buffer.getError().message());
+  SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
+                                            mlir::ParserConfig(&context));
+  if (!module)
+    return makeError(diagnostics.empty() ? path + ": cannot parse the module"
+                                         : StringRef(diagnostics));
+
+  mlir::kvprec::AllocOp firstAlloc, planned;
+  module->walk([&](mlir::kvprec::AllocOp alloc) {
+    if (!firstAlloc)
+      firstAlloc = alloc;
+    if (alloc.getCache().getType().getPlan()) {
+      planned = alloc;
+      return mlir::WalkResult::interrupt();
+    }
+    return mlir::WalkResult::advance();
+  });
+  if (!firstAlloc)
+    return makeError(path + ": the module has no kvprec.alloc");
+  if (!planned)
+    return makeError(formatLocation(firstAlloc.getLoc()) +
+                     ": no kvprec.alloc has a #kvprec.plan in its cache type "
+                     "(run --kvprec-assign-precision first)");
+
+  PlannedCache result;
+  result.location = formatLocation(planned.getLoc());
+  mlir::kvprec::CacheType cache = planned.getCache().getType();
+  std::optional<cf::Plan> plan = mlir::kvprec::toPlainPlan(cache);
+  if (!plan)
+    return makeError(result.location + ": cannot read the plan");
+  result.plan = std::move(*plan);
+  if (mlir::kvprec::CertificateAttr certificate =
+          cache.getPlan().getCertificate()) {
+    result.storedTolerance = certificate.getTolerance().convertToDouble();
+    result.storedBound = certificate.getBound().convertToDouble();
+  }
+
+  if (!planned.getCalibration())
+    return makeError(result.location +
+                     ": the planned kvprec.alloc has no calibration (run "
+                     "--kvprec-import-calibration before "
+                     "--kvprec-assign-precision)");
+  result.calibrationName = planned.getCalibrationAttr().getValue().str();
+  auto calibration =
+      mlir::SymbolTable::lookupNearestSymbolFrom<mlir::kvprec::CalibrationOp>(
+          planned, planned.getCalibrationAttr());
+  if (!calibration)
+    return makeError(result.location + ": calibration @" +
+                     result.calibrationName +
+                     " does not name a kvprec.calibration op");
+  mlir::FailureOr<CalibrationStats> stats =
+      mlir::kvprec::readCalibrationOp(calibration);
+  if (mlir::failed(stats))
+    return makeError(diagnostics.empty()
+                         ? result.location + ": cannot read calibration @" +
+                               result.calibrationName
+                         : diagnostics);
+  result.stats = std::move(*stats);
+  return std::move(result);
+}
+
+/// "K sink f16, window f16, body int8<...>; V ..." with "xN" counts where
+/// items differ.
+static std::string describePlan(const cf::Plan &plan) {
+  const cf::Geometry &g = plan.geometry;
+  std::string text = formatv("capacity {0}, sink {1}, window {2}, block {3}",
+                             g.capacity, g.sink, g.window, g.block)
+                         .str();
+  if (plan.perBlock)
+    text += ", per-block body";
+  int64_t blocks = g.getNumBodyBlocks();
+  for (int kv = 0; kv < 2; ++kv) {
+    text += kv == 0 ? "; K" : "; V";
+    for (int segment = 0; segment < cf::kNumSegments; ++segment) {
+      // Format names in first-use order, with their counts.
+      std::vector<std::pair<std::string, int64_t>> counts;
+      auto count = [&](const an::StorageFormat &format) {
+        std::string name = an::getFormatName(format);
+        auto it = llvm::find_if(counts,
+                                [&](const auto &c) { return c.first == name; });
+        if (it == counts.end())
+          counts.push_back({name, 1});
+        else
+          ++it->second;
+      };
+      for (int64_t layer = 0; layer < g.layers; ++layer)
+        for (int64_t head = 0; head < g.heads; ++head) {
+          int64_t item = plan.getItem(layer, head, kv);
+          if (segment == cf::kSink)
+            count(plan.getSink(item));
+          else if (segment == cf::kWindow)
+            count(plan.getWindow(item));
+          else
+            for (int64_t b = 0; b < (plan.perBlock ? blocks : 1); ++b)
+              count(plan.getBody(item, b));
+        }
+      text +=
+          std::string(segment == 0 ? " " : ", ") + cf::getSegmentName(segment);
+      for (auto &[name, count] : counts) {
+        text += " " + name;
+        if (counts.size() > 1)
+          text += "x" + std::to_string(count);
+      }
+    }
+  }
+  return text;
+}
+
+//===----------------------------------------------------------------------===//
+// The evaluation
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// Per (layer, KV head) results.
+struct HeadSummary {
+  double bound = 0.0;
+  double keyLogitError = 0.0;
+  int64_t cases = 0, violations = 0, runtimeViolations = 0;
+  double maxError = 0.0, maxRatio = 0.0, maxRuntimeBound = 0.0;
+};
+
+/// Observes the fp32 forward pass: appends each layer's K and V to the
+/// emulated caches and measures every query head's attention error.
+class BoundEvaluator : public AttentionObserver {
+public:
+  BoundEvaluator(const cf::Plan &plan, const LlamaConfig &config,
+                 std::vector<HeadSummary> &heads, raw_ostream *casesOut)
+      : plan(plan), config(config), heads(heads), casesOut(casesOut) {}
+
+  void startSequence(int64_t prompt) {
+    this->prompt = prompt;
+    streams.clear();
+    for (int64_t item = 0; item < plan.getNumItems(); ++item)
+      streams.emplace_back(plan, item, an::DequantizerConfig());
+  }
+
+  void observe(const AttentionStep &step) override;
+
+  /// The first failure (quantizer or certificate), if any.
+  const an::Status &getStatus() const { return status; }
+  void collectStreamCounters() {
+    for (const EmulatedStream &stream : streams) {
+      elementBoundViolations += stream.getElementBoundViolations();
+      demotions += stream.getNumDemotions();
+    }
+  }
+
+  std::vector<double> ratios, runtimeRatios;
+  int64_t cases = 0, violations = 0, runtimeViolations = 0;
+  double maxError = 0.0, maxRatio = 0.0, maxRuntimeRatio = 0.0,
+         maxRuntimeBound = 0.0;
+  uint64_t elementBoundViolations = 0, demotions = 0;
+
+private:
+  const cf::Plan &plan;
+  const LlamaConfig &config;
+  std::vector<HeadSummary> &heads;
+  raw_ostream *casesOut;
+  int64_t prompt = 0;
+  std::vector<EmulatedStream> streams;
+  std::vector<long double> exactWeights, storedWeights;
+  an::Status status = an::Status::success();
+};
+} // namespace
+
+/// Softmax of q.K_t / sqrt(d) over the rows of `keys`, in long double.
+static void computeWeights(const std::vector<double> &query,
+                           const an::Matrix &keys,
+                           std::vector<long double> &weights) {
+  const size_t positions = keys.rows, headDim = keys.cols;
+  const long double scale = 1.0L / std::sqrt((long double)headDim);
+  weights.resize(positions);
+  long double maxLogit = -std::numeric_limits<long double>::infinity();
+  for (size_t t = 0; t < positions; ++t) {
+    long double dot = 0.0L;
+    for (size_t j = 0; j < headDim; ++j)
+      dot += (long double)query[j] * keys(t, j);
+    weights[t] = dot * scale;
+    maxLogit = std::max(maxLogit, weights[t]);
+  }
+  long double sum = 0.0L;
+  for (long double &w : weights) {
+    w = std::exp(w - maxLogit);
+    sum += w;
+  }
+  for (long double &w : weights)
+    w /= sum;
+}
+
+/// The measured error max_j |o^_j - o_j| of exact attention over the
+/// emulated cache (o^) against the fp32 one (o), same query, scale
+/// 1/sqrt(d). It is formed term by term in long double,
+///   o^ - o = sum_t (a^_t - a_t) V_t + sum_t a^_t (V^_t - V_t),
+/// so its rounding error is relative to the error itself: subtracting two
+/// outputs computed in double leaves noise of about 1e-16 |o|, which exceeds
+/// the true error (and a sound certificate) when the stored data is nearly
+/// exact. Where K^ = K the weights are computed identically and cancel.
+static double measureAttentionError(const std::vector<double> &query,
+                                    const EmulatedStream &keys,
+                                    const EmulatedStream &values,
+                                    std::vector<long double> &exactWeights,
+                                    std::vector<long double> &storedWeights) {
+  computeWeights(query, keys.getExact(), exactWeights);
+  computeWeights(query, keys.getStored(), storedWeights);
+  const an::Matrix &exact = values.getExact(), &stored = values.getStored();
+  double result = 0.0;
+  for (size_t j = 0; j < exact.cols; ++j) {
+    long double difference = 0.0L;
+    for (size_t t = 0; t < exact.rows; ++t)
+      difference +=
+          (storedWeights[t] - exactWeights[t]) * exact(t, j) +
+          storedWeights[t] * ((long double)stored(t, j) - exact(t, j));
+    result = std::max(result, (double)std::fabs(difference));
+  }
+  return result;
+}
+
+void BoundEvaluator::observe(const AttentionStep &step) {
+  if (status.failed())
+    return;
+  const int64_t kvHeads = config.numKVHeads, headDim = config.getHeadSize();
+  const int64_t group = config.getQueryHeadsPerKVHead();
+  for (int64_t h = 0; h < kvHeads; ++h)
+    for (int kv = 0; kv < 2; ++kv) {
+      EmulatedStream &stream = streams[plan.getItem(step.layer, h, kv)];
+      if (stream.getLength() != step.position) {
+        status = an::Status::failure("internal error: position " +
+                                     std::to_string(step.position) +
+                                     " arrived out of order");
+        return;
+      }
+      llvm::ArrayRef<float> source = kv == 0 ? step.key : step.value;
+      if (an::Status s = stream.append(source.data() + h * headDim);
+          s.failed()) {
+        status = an::Status::failure(formatv("layer {0}, KV head {1}, {2}: {3}",
+                                             step.layer, h, kv == 0 ? "K" : "V",
+                                             s.getMessage())
+                                         .str());
+        return;
+      }
+    }
+
+  std::vector<double> query(headDim);
+  for (int64_t qh = 0; qh < config.numHeads; ++qh) {
+    int64_t h = qh / group;
+    const EmulatedStream &keys = streams[plan.getItem(step.layer, h, 0)];
+    const EmulatedStream &values = streams[plan.getItem(step.layer, h, 1)];
+    for (int64_t j = 0; j < headDim; ++j)
+      query[j] = step.queries[qh * headDim + j];
+    double error =
+        measureAttentionError(query, keys, values, exactWeights, storedWeights);
+    an::RuntimeCertificate runtime;
+    if (an::Status s = an::computeRuntimeCertificate(
+            query, keys.getStored(), values.getStored(), keys.getErrorBounds(),
+            values.getErrorBounds(), runtime);
+        s.failed()) {
+      status = an::Status::failure(
+          formatv("run-time certificate of layer {0}, query head {1}: {2}",
+                  step.layer, qh, s.getMessage())
+              .str());
+      return;
+    }
+
+    HeadSummary &head = heads[step.layer * kvHeads + h];
+    double bound = head.bound;
+    bool violated = error > bound;
+    bool runtimeViolated = error > runtime.infNorm;
+    double ratio = bound > 0.0 ? error / bound : 0.0;
+    double runtimeRatio = runtime.infNorm > 0.0 ? error / runtime.infNorm : 0.0;
+    ++cases;
+    violations += violated;
+    runtimeViolations += runtimeViolated;
+    maxError = std::max(maxError, error);
+    maxRuntimeBound = std::max(maxRuntimeBound, runtime.infNorm);
+    if (bound > 0.0) {
+      ratios.push_back(ratio);
+      maxRatio = std::max(maxRatio, ratio);
+    }
+    if (runtime.infNorm > 0.0) {
+      runtimeRatios.push_back(runtimeRatio);
+      maxRuntimeRatio = std::max(maxRuntimeRatio, runtimeRatio);
+    }
+    ++head.cases;
+    head.violations += violated;
+    head.runtimeViolations += runtimeViolated;
+    head.maxError = std::max(head.maxError, error);
+    head.maxRatio = std::max(head.maxRatio, ratio);
+    head.maxRuntimeBound = std::max(head.maxRuntimeBound, runtime.infNorm);
+
+    if (casesOut)
+      *casesOut << formatv("{{\"prompt\": {0}, \"position\": {1}, \"layer\": "
+                           "{2}, \"q_head\": {3}, \"kv_head\": {4}, ",
+                           prompt, step.position, step.layer, qh, h)
+                << format("\"error\": %.17g, \"bound\": %.17g, "
+                          "\"runtime_bound\": %.17g}\n",
+                          error, bound, runtime.infNorm);
+  }
+}
+
+/// The median of `values` (0 when empty); reorders them.
+static double median(std::vector<double> &values) {
+  if (values.empty())
+    return 0.0;
+  size_t mid = values.size() / 2;
+  std::nth_element(values.begin(), values.begin() + mid, values.end());
+  double upper = values[mid];
+  if (values.size() % 2 == 1)
+    return upper;
+  double lower = *std::max_element(values.begin(), values.begin() + mid);
+  return 0.5 * (lower + upper);
+}
+
+/// JSON has no infinities: write them as null.
+static json::Value number(double value) {
+  if (std::isfinite(value))
+    return value;
+  return nullptr;
+}
+
+Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
+                                   raw_ostream &os) {
+  Expected<PlannedCache> loaded = loadPlannedCache(inputs.irPath);
+  if (!loaded)
+    return loaded.takeError();
+  const cf::Plan &plan = loaded->plan;
+  const cf::Geometry &g = plan.geometry;
+  const CalibrationStats &stats = loaded->stats;
+  const std::string &where = loaded->location;
+  const LlamaConfig &config = inputs.model->getConfig();
+
+  // The plan must describe this checkpoint's caches, and its calibration
+  // this plan.
+  auto mismatch = [&](StringRef what, int64_t planned, int64_t model) {
+    return makeError(formatv("{0}: the plan's cache has {1} {2} but the "
+                             "checkpoint {3} has {4}",
+                             where, planned, what, inputs.checkpointPath,
+                             model));
+  };
+  if (g.layers != config.numLayers)
+    return mismatch("layers", g.layers, config.numLayers);
+  if (g.heads != config.numKVHeads)
+    return mismatch("KV heads", g.heads, config.numKVHeads);
+  if (g.headDim != config.getHeadSize())
+    return mismatch("channels per head (head_dim)", g.headDim,
+                    config.getHeadSize());
+  std::string problem = cf::checkGeometry(stats, g);
+  if (!problem.empty())
+    return makeError(where + ": calibration @" + loaded->calibrationName +
+                     ": " + problem);
+  if (stats.shape.qHeads != config.numHeads)
+    return makeError(formatv("{0}: calibration @{1} was measured with {2} "
+                             "query heads but the checkpoint {3} has {4}",
+                             where, loaded->calibrationName, stats.shape.qHeads,
+                             inputs.checkpointPath, config.numHeads));
+
+  // Every prompt's positions must fit the planned cache.
+  std::vector<std::vector<int>> promptTokens;
+  int64_t maxPositions = 0;
+  for (size_t i = 0; i < inputs.prompts.size(); ++i) {
+    Expected<std::vector<int>> tokens = inputs.tokenizer->encode(
+        inputs.prompts[i], /*addBOS=*/true, /*addEOS=*/false);
+    if (!tokens)
+      return tokens.takeError();
+    int64_t needed =
+        std::min<int64_t>(tokens->size() + inputs.steps, config.seqLen);
+    if (needed > g.capacity)
+      return makeError(formatv(
+          "{0}: the plan's cache holds {1} positions but prompt {2} of {3} "
+          "needs {4} ({5} tokens with BOS, then {6} steps)",
+          where, g.capacity, i + 1, inputs.promptsPath, needed, tokens->size(),
+          inputs.steps));
+    maxPositions = std::max(maxPositions, needed);
+    promptTokens.push_back(std::move(*tokens));
+  }
+
+  // The certified bound of every (layer, KV head), recomputed from the
+  // calibration (any bound stored in the plan is not trusted).
+  cf::CertifyOptions options;
+  std::vector<HeadSummary> heads(g.layers * g.heads);
+  double maxBound = 0.0;
+  for (int64_t layer = 0; layer < g.layers; ++layer)
+    for (int64_t head = 0; head < g.heads; ++head) {
+      an::StaticCertifiedBound bound;
+      HeadSummary &summary = heads[layer * g.heads + head];
+      if (an::Status status = cf::certifyPlanHead(
+              stats, plan, layer, head, options, bound, summary.keyLogitError);
+          status.failed())
+        return makeError(formatv("{0}: cannot certify layer {1}, KV head {2}: "
+                                 "{3}",
+                                 where, layer, head, status.getMessage()));
+      summary.bound = bound.infNorm;
+      maxBound = std::max(maxBound, bound.infNorm);
+    }
+
+  std::unique_ptr<raw_fd_ostream> casesOut;
+  if (!inputs.casesPath.empty()) {
+    std::error_code ec;
+    casesOut = std::make_unique<raw_fd_ostream>(inputs.casesPath, ec,
+                                                sys::fs::OF_Text);
+    if (ec)
+      return createStringError(ec, inputs.casesPath +
+                                       ": cannot write: " + ec.message());
+  }
+
+  // Teacher-forced on the model's own fp32 greedy continuation: the
+  // emulated caches only measure, they never feed back into the model.
+  BoundEvaluator evaluator(plan, config, heads, casesOut.get());
+  LlamaRunner runner(*inputs.model);
+  Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
+  GenerationOptions generation;
+  generation.steps = inputs.steps;
+  generation.runLastToken = true; // generated tokens are queries too
+  int64_t positionsRun = 0;
+  for (size_t i = 0; i < promptTokens.size(); ++i) {
+    evaluator.startSequence(static_cast<int64_t>(i));
+    Expected<GenerationResult> result =
+        generate(runner, promptTokens[i], sampler, generation, &evaluator);
+    if (!result)
+      return makeError(inputs.promptsPath + ": prompt " + Twine(i + 1) + ": " +
+                       toString(result.takeError()));
+    if (evaluator.getStatus().failed())
+      return makeError(where + ": prompt " + Twine(i + 1) + ": " +
+                       evaluator.getStatus().getMessage());
+    evaluator.collectStreamCounters();
+    positionsRun += result->positionsRun;
+  }
+  if (casesOut) {
+    casesOut->close();
+    if (casesOut->has_error())
+      return makeError(inputs.casesPath + ": write failed");
+  }
+
+  double fp16Bytes =
+      double(g.layers) * g.heads * 2 * g.capacity * g.headDim * 2;
+  double medianRatio = median(evaluator.ratios);
+  double medianRuntimeRatio = median(evaluator.runtimeRatios);
+
+  json::OStream json(os, 2);
+  json.object([&] {
+    json.attribute("violations", evaluator.violations);
+    json.attribute("cases", evaluator.cases);
+    json.attribute("max_ratio", number(evaluator.maxRatio));
+    json.attribute("median_ratio", number(medianRatio));
+    json.attribute("bytes_ratio", number(plan.getTotalBytes() / fp16Bytes));
+    json.attribute("runtime_violations", evaluator.runtimeViolations);
+    json.attribute("max_runtime_ratio", number(evaluator.maxRuntimeRatio));
+    json.attribute("median_runtime_ratio", number(medianRuntimeRatio));
+    json.attribute("max_error", number(evaluator.maxError));
+    json.attribute("max_bound", number(maxBound));
+    json.attribute("max_runtime_bound", number(evaluator.maxRuntimeBound));
+    json.attribute("element_bound_violations",
+                   int64_t(evaluator.elementBoundViolations));
+    json.attribute("demotions", int64_t(evaluator.demotions));
+    json.attribute("plan", describePlan(plan));
+    json.attribute("plan_bytes", number(plan.getTotalBytes()));
+    json.attribute("fp16_bytes", number(fp16Bytes));
+    if (loaded->storedBound) {
+      json.attribute("stored_tolerance", number(*loaded->storedTolerance));
+      json.attribute("stored_bound", number(*loaded->storedBound));
+    }
+    json.attribute("model", inputs.model->getName());
+    json.attribute("calibration_model", stats.model);
+    json.attribute("calibration_synthetic", stats.synthetic);
+    json.attribute("calibration_positions", stats.shape.maxPositions);
+    json.attribute("prompts", int64_t(inputs.prompts.size()));
+    json.attribute("steps", int64_t(inputs.steps));
+    json.attribute("positions", positionsRun);
+    json.attribute("max_positions", maxPositions);
+    json.attributeArray("heads", [&] {
+      for (int64_t layer = 0; layer < g.layers; ++layer)
+        for (int64_t head = 0; head < g.heads; ++head) {
+          const HeadSummary &s = heads[layer * g.heads + head];
+          json.object([&] {
+            json.attribute("layer", layer);
+            json.attribute("kv_head", head);
+            json.attribute("bound", number(s.bound));
+            json.attribute("key_logit_error", number(s.keyLogitError));
+            json.attribute("cases", s.cases);
+            json.attribute("violations", s.violations);
+            json.attribute("runtime_violations", s.runtimeViolations);
+            json.attribute("max_error", number(s.maxError));
+            json.attribute("max_ratio", number(s.maxRatio));
+            json.attribute("max_runtime_bound", number(s.maxRuntimeBound));
+          });
+        }
+    });
+  });
+  os << "\n";
+  return Error::success();
+}
