@@ -6,6 +6,7 @@
 #include "kvprec/Analysis/Sensitivity.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cmath>
 #include <limits>
 
@@ -15,6 +16,13 @@ namespace an = kvprec::analysis;
 using calib::CalibrationStats;
 
 static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/// A number as a message shows it: shortest %g form.
+static std::string formatNumber(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", value);
+  return buffer;
+}
 
 int64_t Geometry::getNumBodyBlocks() const {
   return block > 0 ? ceilDiv(std::max<int64_t>(capacity - sink, 0), block) : 0;
@@ -690,7 +698,7 @@ Status certify::allocatePlan(const CalibrationStats &stats,
       }
       if (!best.ok())
         return Status::failure(describeHead(flat) + ": tolerance " +
-                               std::to_string(tolerance) +
+                               formatNumber(tolerance) +
                                " cannot be met by the allowed formats (" +
                                lastMessage + ")");
       apply(items, best, 0);

@@ -28,7 +28,7 @@
 // A tolerance no allowed format meets.
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="tolerance=1e-9 formats=i8,f16" 2>&1 | FileCheck %s --check-prefix=INFEASIBLE
-// INFEASIBLE: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 0.000000 cannot be met by the allowed formats
+// INFEASIBLE: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 1e-09 cannot be met by the allowed formats
 // Keys whose every allowed format exceeds the logit error cap.
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="formats=i2" 2>&1 | FileCheck %s --check-prefix=CAP
