@@ -57,6 +57,10 @@ ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
        "max |q_j| over queries and group query heads (after RoPE, unscaled)"},
       {"q_l1_max", DType::F32, Kind::LayerHead, Value::NonNegative, &S::qL1Max,
        nullptr, "max ||q||_1 over queries and group query heads"},
+      {"qk_logit_max", DType::F32, Kind::LayerHead, Value::NonNegative,
+       &S::qkLogitMax, nullptr,
+       "max over queries, group query heads and cached t <= p of "
+       "(1/sqrt(D)) * sum_j |q_j| * |K_{t,j}|"},
       {"k_chan_min", DType::F32, Kind::LayerHeadChannel, Value::ChannelMin,
        &S::kChanMin, nullptr, "per-channel min of cached K (after RoPE)"},
       {"k_chan_max", DType::F32, Kind::LayerHeadChannel, Value::ChannelMax,
@@ -217,6 +221,7 @@ private:
   Error checkRanges();
   Error checkMeansAndEntropy();
   Error checkQueryNorms();
+  Error checkLogitEnvelope();
   Error checkBlocks(StringRef prefix, const std::vector<float> &chanMin,
                     const std::vector<float> &chanMax,
                     const std::vector<float> &absMax,
@@ -254,6 +259,8 @@ Error StatsValidator::run() {
   if (Error e = checkMeansAndEntropy())
     return e;
   if (Error e = checkQueryNorms())
+    return e;
+  if (Error e = checkLogitEnvelope())
     return e;
   if (Error e =
           checkBlocks("k", stats.kChanMin, stats.kChanMax, stats.kBlockAbsMax,
@@ -390,6 +397,33 @@ Error StatsValidator::checkQueryNorms() {
                           formatv("is {0}, below the largest q_absmax {1}",
                                   num(l1), num(largest))
                               .str());
+  }
+  return Error::success();
+}
+
+Error StatsValidator::checkLogitEnvelope() {
+  // For every sample |q_j| <= Q_j and |K_{t,j}| <= max(|k_chan_min_j|,
+  // |k_chan_max_j|), so the logit envelope is at most
+  // (1/sqrt D) * sum_j Q_j * max(|k_chan_min_j|, |k_chan_max_j|).
+  int64_t headDim = stats.shape.headDim;
+  double scale = 1.0 / std::sqrt(static_cast<double>(headDim));
+  for (size_t i = 0; i < stats.qkLogitMax.size(); ++i) {
+    double sum = 0.0;
+    for (int64_t j = 0; j < headDim; ++j) {
+      size_t c = i * headDim + j;
+      double keyBound =
+          std::max(std::fabs(stats.kChanMin[c]), std::fabs(stats.kChanMax[c]));
+      sum += static_cast<double>(stats.qAbsMax[c]) * keyBound;
+    }
+    float bound = static_cast<float>(scale * sum);
+    float value = stats.qkLogitMax[i];
+    if (value > bound + slack(bound))
+      return elementError(
+          "qk_logit_max", Kind::LayerHead, i,
+          formatv("is {0}, above (1/sqrt(head_dim)) * sum_j q_absmax_j * "
+                  "max(|k_chan_min_j|, |k_chan_max_j|) = {1}",
+                  num(value), num(bound))
+              .str());
   }
   return Error::success();
 }

@@ -32,6 +32,7 @@ StatsCollector::StatsCollector(const LlamaConfig &config,
   windowMax.assign(lh, 0.0f);
   maxWeight.assign(lh, 0.0f);
   l1Max.assign(lh, 0.0f);
+  logitMax.assign(lh, 0.0f);
   sinkSum.assign(lh, 0.0);
   windowSum.assign(lh, 0.0);
   entropySum.assign(lh, 0.0);
@@ -52,6 +53,9 @@ StatsCollector::StatsCollector(const LlamaConfig &config,
   vBlockMax.assign(lh * headDim, -kInf);
   currentBlock.assign(lh, -1);
   bodyScratch.assign(bodyBlockCapacity, 0.0);
+  queryAbsScratch.assign(headDim, 0.0);
+  keyAbsCache.assign(static_cast<size_t>(layers) * seqLen * kvHeads * headDim,
+                     0.0f);
 }
 
 void StatsCollector::flushBlock(size_t lh) {
@@ -81,6 +85,19 @@ void StatsCollector::observe(const AttentionStep &step) {
   if (layer == 0)
     ++positionCount[absBlock];
   maxPositions = std::max(maxPositions, p + 1);
+
+  // Cache |K| at p; positions are fed in order from 0, so rows [0, p] of this
+  // layer hold the current sequence's keys.
+  const size_t kvDim = static_cast<size_t>(kvHeads * headDim);
+  const float *keyRows =
+      keyAbsCache.data() + static_cast<size_t>(layer) * config.seqLen * kvDim;
+  {
+    float *row = keyAbsCache.data() +
+                 (static_cast<size_t>(layer) * config.seqLen + p) * kvDim;
+    for (size_t i = 0; i < kvDim; ++i)
+      row[i] = std::fabs(step.key[i]);
+  }
+  const double logitScale = 1.0 / std::sqrt(static_cast<double>(headDim));
 
   for (int64_t kvHead = 0; kvHead < kvHeads; ++kvHead) {
     const size_t lh = layer * kvHeads + kvHead;
@@ -132,6 +149,20 @@ void StatsCollector::observe(const AttentionStep &step) {
         channelMax = std::max(channelMax, magnitude);
       }
       l1Max[lh] = std::max(l1Max[lh], l1);
+
+      // Logit envelope: max over the cached t <= p of sum_j |q_j| |K_{t,j}|.
+      for (int64_t j = 0; j < headDim; ++j)
+        queryAbsScratch[j] = std::fabs(q[j]);
+      double largestLogit = 0.0;
+      for (int64_t t = 0; t <= p; ++t) {
+        const float *key = keyRows + t * kvDim + kvHead * headDim;
+        double sum = 0.0;
+        for (int64_t j = 0; j < headDim; ++j)
+          sum += queryAbsScratch[j] * key[j];
+        largestLogit = std::max(largestLogit, sum);
+      }
+      logitMax[lh] =
+          std::max(logitMax[lh], static_cast<float>(logitScale * largestLogit));
     }
 
     // The K/V appended at p: per-channel ranges and block statistics.
@@ -201,6 +232,7 @@ StatsCollector::finish(StringRef modelName, int64_t prompts, int64_t steps) {
     stats.attnEntropyMean[lh] = static_cast<float>(entropySum[lh] / count);
     stats.attnMaxWeight[lh] = maxWeight[lh];
     stats.qL1Max[lh] = l1Max[lh];
+    stats.qkLogitMax[lh] = logitMax[lh];
     stats.queryCount[lh] = queryCount[lh];
     std::copy_n(bodyMax.begin() + lh * bodyBlockCapacity, numBody,
                 stats.attnBodyMass.begin() + lh * numBody);

@@ -295,6 +295,21 @@ generateSyntheticStats(const SyntheticOptions &options) {
       fillBlocks(vBound, vWidest, stats.vBlockAbsMax, stats.vBlockTokenRange,
                  stats.vBlockChanSpan);
 
+      // The logit envelope: a fraction of its bound
+      // (1/sqrt D) * sum_j Q_j * max|K_j|, because the largest |q_j| and |K_j|
+      // of different channels rarely meet in one (query, key) pair. Drawn
+      // last, so it leaves every other value of the head's stream unchanged.
+      double logitBound = 0.0;
+      for (int64_t j = 0; j < D; ++j) {
+        size_t c = lh * D + j;
+        logitBound += static_cast<double>(stats.qAbsMax[c]) *
+                      std::max(std::fabs(stats.kChanMin[c]),
+                               std::fabs(stats.kChanMax[c]));
+      }
+      logitBound /= std::sqrt(static_cast<double>(D));
+      stats.qkLogitMax[lh] =
+          static_cast<float>(logitBound * (0.2 + 0.3 * rng.uniform()));
+
       stats.queryCount[lh] = G * P;
     }
   }

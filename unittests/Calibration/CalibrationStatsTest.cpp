@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -77,7 +78,7 @@ TEST(CalibrationStatsTest, ShapesFollowMetadata) {
   EXPECT_EQ(shape.getNumAbsoluteBlocks(), 2);
   EXPECT_EQ(getTensorShape(shape, CalibrationTensorKind::LayerHeadBody),
             (SmallVector<int64_t, 3>{3, 2, 0}));
-  EXPECT_EQ(getCalibrationTensorSpecs().size(), 21u);
+  EXPECT_EQ(getCalibrationTensorSpecs().size(), 22u);
 }
 
 TEST(CalibrationStatsTest, RoundTrip) {
@@ -125,6 +126,12 @@ TEST(CalibrationStatsTest, RoundTrip) {
   EXPECT_EQ(file->lookup("attn_body_mass")->shape,
             (SmallVector<int64_t, 4>{3, 2, 4}));
   EXPECT_EQ(file->lookup("query_count")->dtype, DType::I64);
+  EXPECT_EQ(file->lookup("qk_logit_max")->shape,
+            (SmallVector<int64_t, 4>{3, 2}));
+  EXPECT_EQ(file->lookup("qk_logit_max")->dtype, DType::F32);
+  // The synthetic envelope is a real fraction of its bound.
+  for (float value : read->qkLogitMax)
+    EXPECT_GT(value, 0.0f);
 }
 
 TEST(CalibrationStatsTest, RejectsFileLevelProblems) {
@@ -264,6 +271,25 @@ TEST(CalibrationStatsTest, RejectsBadValues) {
       {"l1 above sum", [](CalibrationStats &s) { s.qL1Max[1] = 1e4f; },
        "tensor 'q_l1_max' element 1 [0, 1] is 10000, above the sum of "
        "q_absmax"},
+      {"logit envelope above its bound",
+       [](CalibrationStats &s) {
+         // Element [1, 0] (flat 2): D = 4 channels.
+         double bound = 0.0;
+         for (int j = 0; j < 4; ++j)
+           bound += s.qAbsMax[2 * 4 + j] *
+                    std::max(std::fabs(s.kChanMin[2 * 4 + j]),
+                             std::fabs(s.kChanMax[2 * 4 + j]));
+         s.qkLogitMax[2] = static_cast<float>(1.01 * bound / 2.0);
+       },
+       "tensor 'qk_logit_max' element 2 [1, 0] is "},
+      {"logit envelope bound message",
+       [](CalibrationStats &s) { s.qkLogitMax[0] = 1e4f; },
+       "tensor 'qk_logit_max' element 0 [0, 0] is 10000, above "
+       "(1/sqrt(head_dim)) * sum_j q_absmax_j * max(|k_chan_min_j|, "
+       "|k_chan_max_j|) = "},
+      {"negative logit envelope",
+       [](CalibrationStats &s) { s.qkLogitMax[5] = -0.5f; },
+       "tensor 'qk_logit_max' element 5 [2, 1] is negative (-0.5)"},
       {"block above channel bound",
        [](CalibrationStats &s) { s.kBlockAbsMax[4] = 1e4f; },
        "tensor 'k_block_absmax' element 4 [0, 0, 4] is 10000, above the "
@@ -285,6 +311,27 @@ TEST(CalibrationStatsTest, RejectsBadValues) {
         c.expected)
         << c.label;
   }
+}
+
+TEST(CalibrationStatsTest, LogitEnvelopeBoundIsInclusive) {
+  // Exactly at the bound (the all-aligned worst case) is valid, and so is 0.
+  CalibrationStats stats = makeValidStats();
+  const int64_t D = stats.shape.headDim;
+  for (size_t lh = 0; lh < stats.qkLogitMax.size(); ++lh) {
+    double bound = 0.0;
+    for (int64_t j = 0; j < D; ++j)
+      bound += stats.qAbsMax[lh * D + j] *
+               std::max(std::fabs(stats.kChanMin[lh * D + j]),
+                        std::fabs(stats.kChanMax[lh * D + j]));
+    bound /= std::sqrt(static_cast<double>(D));
+    // The synthetic value is 20-50 % of its bound.
+    EXPECT_GE(stats.qkLogitMax[lh], 0.2 * bound * (1 - 1e-6));
+    EXPECT_LE(stats.qkLogitMax[lh], 0.5 * bound * (1 + 1e-6));
+    stats.qkLogitMax[lh] = static_cast<float>(bound);
+  }
+  EXPECT_EQ(errorMessage(validateCalibrationStats(stats, "ctx")), "");
+  std::fill(stats.qkLogitMax.begin(), stats.qkLogitMax.end(), 0.0f);
+  EXPECT_EQ(errorMessage(validateCalibrationStats(stats, "ctx")), "");
 }
 
 TEST(CalibrationStatsTest, ValidatorChecksVectorSizes) {

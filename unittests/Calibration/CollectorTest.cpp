@@ -156,6 +156,44 @@ TEST(CollectorTest, MatchesNaiveReduction) {
     totalPositions += step.layer == 0;
   EXPECT_EQ(stats->queryCount[0], totalPositions * G);
 
+  // qk_logit_max: every query head of the group against every cached key
+  // t <= p of the same sequence and layer, as (1/sqrt D) sum_j |q_j| |K_tj|.
+  // Steps are recorded in order, so the keys of a sequence's layer up to p
+  // are the earlier steps of that (sequence, layer).
+  std::vector<double> logit(L * H, 0);
+  for (const Step &step : tee.steps) {
+    std::vector<const Step *> cached;
+    for (const Step &other : tee.steps)
+      if (other.sequence == step.sequence && other.layer == step.layer &&
+          other.position <= step.position)
+        cached.push_back(&other);
+    ASSERT_EQ(cached.size(), size_t(step.position + 1));
+    for (int kv = 0; kv < H; ++kv)
+      for (int g = 0; g < G; ++g) {
+        const float *q = step.queries.data() + (kv * G + g) * D;
+        for (const Step *other : cached) {
+          const float *k = other->key.data() + kv * D;
+          double sum = 0;
+          for (int j = 0; j < D; ++j)
+            sum += std::fabs(double(q[j])) * std::fabs(double(k[j]));
+          double &slot = logit[step.layer * H + kv];
+          slot = std::max(slot, sum / std::sqrt(double(D)));
+        }
+      }
+  }
+  for (int lh = 0; lh < L * H; ++lh) {
+    EXPECT_NEAR(stats->qkLogitMax[lh], logit[lh], 1e-5 * logit[lh]);
+    EXPECT_GT(stats->qkLogitMax[lh], 0.0f);
+    // At most the channel-wise bound, and here strictly inside it.
+    double bound = 0;
+    for (int j = 0; j < D; ++j)
+      bound += stats->qAbsMax[lh * D + j] *
+               std::max(std::fabs(stats->kChanMin[lh * D + j]),
+                        std::fabs(stats->kChanMax[lh * D + j]));
+    bound /= std::sqrt(double(D));
+    EXPECT_LT(stats->qkLogitMax[lh], bound);
+  }
+
   // K/V: channel ranges over everything; block spans within one sequence.
   for (int layer = 0; layer < L; ++layer)
     for (int kv = 0; kv < H; ++kv) {
@@ -255,6 +293,19 @@ TEST(CollectorTest, Stories260KStatisticsAreValid) {
   EXPECT_LT(kMax, 40.0f);
   EXPECT_GT(vMax, 1.0f);
   EXPECT_LT(vMax, 6.0f);
+  // The logit envelope is well inside its channel-wise bound: the largest
+  // |q_j| and |K_j| of different channels do not meet in one pair.
+  const int64_t D = stats->shape.headDim;
+  for (size_t lh = 0; lh < stats->qkLogitMax.size(); ++lh) {
+    double bound = 0;
+    for (int64_t j = 0; j < D; ++j)
+      bound += stats->qAbsMax[lh * D + j] *
+               std::max(std::fabs(stats->kChanMin[lh * D + j]),
+                        std::fabs(stats->kChanMax[lh * D + j]));
+    bound /= std::sqrt(double(D));
+    EXPECT_GT(stats->qkLogitMax[lh], 0.0f);
+    EXPECT_LT(stats->qkLogitMax[lh], bound);
+  }
 }
 
 } // namespace

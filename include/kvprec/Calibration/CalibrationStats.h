@@ -113,6 +113,11 @@ struct CalibrationStats {
   // (C2) query magnitudes: [L, H, D] and [L, H].
   std::vector<float> qAbsMax;
   std::vector<float> qL1Max;
+  /// [L, H]: max over queries q and cached positions t <= p of
+  /// (1/sqrt D) * sum_j |q_j| |K_{t,j}|, the envelope of the logit magnitude
+  /// that relative-error key formats (f16/bf16) scale with. Unlike q_absmax
+  /// it includes the 1/sqrt(D) factor.
+  std::vector<float> qkLogitMax;
   // Per-channel K/V ranges over all cached positions, [L, H, D].
   std::vector<float> kChanMin;
   std::vector<float> kChanMax;
@@ -158,7 +163,8 @@ llvm::Error validateCalibrationShape(const CalibrationShape &shape,
 /// Checks everything a consumer relies on: shapes, tensor sizes, finite
 /// values, masses in [0, 1 + kMassTolerance], non-negative magnitudes and
 /// counts, chan_min <= chan_max, and the derived consistency of the block and
-/// query statistics (docs/calibration.md lists every rule).
+/// query statistics, including qk_logit_max <= (1/sqrt D) * sum_j q_absmax_j *
+/// max(|k_chan_min_j|, |k_chan_max_j|) (docs/calibration.md lists every rule).
 llvm::Error validateCalibrationStats(const CalibrationStats &stats,
                                      llvm::StringRef context);
 

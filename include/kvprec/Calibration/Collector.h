@@ -2,7 +2,12 @@
 //
 // An AttentionObserver that reduces every attention step of a forward pass
 // into kvprec-calib-v1 statistics (CalibrationStats.h): attention mass per
-// position class, per-channel |q|, and K/V ranges per channel and per block.
+// position class, per-channel |q|, the q-K logit envelope qk_logit_max, and
+// K/V ranges per channel and per block.
+//
+// qk_logit_max needs every cached key of the current sequence, but a step only
+// carries the key appended at its position, so the collector keeps its own
+// copy of |K| for one sequence ([L, seq_len, H, D] floats).
 //
 // Every fed position is a query, prompt positions included: at decode time
 // the prompt's positions are cached and attended to exactly like generated
@@ -63,7 +68,7 @@ private:
   int64_t maxPositions = 0;
 
   // Reductions over [L, H] (flat lh = layer * H + head).
-  std::vector<float> sinkMax, windowMax, maxWeight, l1Max;
+  std::vector<float> sinkMax, windowMax, maxWeight, l1Max, logitMax;
   std::vector<double> sinkSum, windowSum, entropySum;
   std::vector<int64_t> queryCount;
   std::vector<float> bodyMax; // [L, H, bodyBlockCapacity]
@@ -78,8 +83,13 @@ private:
   std::vector<float> kBlockMin, kBlockMax, vBlockMin, vBlockMax;
   std::vector<int64_t> currentBlock;
 
-  // Scratch for one query head's body-block masses.
+  // |K| of the current sequence, [L, seq_len, H * D]; position p of a layer
+  // is written when its key is appended (before the query at p reads it).
+  std::vector<float> keyAbsCache;
+
+  // Scratch for one query head's body-block masses and |q|.
   std::vector<double> bodyScratch;
+  std::vector<double> queryAbsScratch;
 };
 
 } // namespace kvprec::calib

@@ -5,7 +5,8 @@
 // show: attention sinks that grow with depth, recency (high window mass and
 // body-block mass decaying roughly as a power law of distance, slower in a
 // few "retrieval" heads), a few outlier key channels (RoPE pairs in the
-// low-frequency half) with 10-30x the K range and matching large |q|, and
+// low-frequency half) with 10-30x the K range and matching large |q|, a
+// q-K logit envelope (qk_logit_max) of 20-50 % of its channel-wise bound, and
 // modest V ranges. The result is deterministic in the seed and always passes
 // validateCalibrationStats. Files are labelled model = "synthetic",
 // synthetic = "true": they are test inputs, not measurements.

@@ -39,6 +39,7 @@ module {
                attn_max_weight = dense<4.000000e-01> : tensor<2x2xf32>,
                q_absmax = dense<1.000000e+00> : tensor<2x2x8xf32>,
                q_l1_max = dense<4.000000e+00> : tensor<2x2xf32>,
+               qk_logit_max = dense<2.000000e+00> : tensor<2x2xf32>,
                k_chan_min = dense<-2.000000e+00> : tensor<2x2x8xf32>,
                k_chan_max = dense<2.000000e+00> : tensor<2x2x8xf32>,
                v_chan_min = dense<-1.000000e+00> : tensor<2x2x8xf32>,

@@ -43,6 +43,8 @@ tensors = [
     ("attn_max_weight", [L, H], 0.4),
     ("q_absmax", [L, H, D], 1.0),
     ("q_l1_max", [L, H], 4.0),
+    # At most (1/sqrt D) * sum_j q_absmax_j * max|k_j| = 2 sqrt(D), 5.66 at D=8.
+    ("qk_logit_max", [L, H], 2.0),
     ("k_chan_min", [L, H, D], -2.0),
     ("k_chan_max", [L, H, D], 2.0),
     ("v_chan_min", [L, H, D], -1.0),
