@@ -289,6 +289,77 @@ kvprec::analysis::minimizeCostForError(const AllocationProblem &problem,
 }
 
 AllocationResult
+kvprec::analysis::minimizeCostForErrorExact(const AllocationProblem &problem,
+                                            double errorTolerance,
+                                            size_t maxFrontier) {
+  AllocationResult result;
+  if (!(errorTolerance >= 0.0)) {
+    result.message = "error tolerance must be non-negative";
+    return result;
+  }
+  const size_t numItems = problem.getNumItems();
+  // One point of a frontier: its partial sums and how it was reached.
+  struct Point {
+    double cost, error;
+    uint32_t parent;
+    uint16_t option;
+  };
+  std::vector<std::vector<Point>> layers(numItems + 1);
+  layers[0] = {{0.0, 0.0, 0, 0}};
+  std::vector<Point> candidates;
+  for (size_t item = 0; item < numItems; ++item) {
+    candidates.clear();
+    const std::vector<Point> &previous = layers[item];
+    for (uint32_t p = 0; p < previous.size(); ++p)
+      for (size_t o = 0; o < problem.getNumOptions(item); ++o) {
+        double error = previous[p].error + problem.getError(item, o);
+        if (error <= errorTolerance)
+          candidates.push_back({previous[p].cost + problem.getCost(item, o),
+                                error, p, static_cast<uint16_t>(o)});
+      }
+    // Keep the points no other point beats in both cost and error.
+    std::sort(candidates.begin(), candidates.end(),
+              [](const Point &a, const Point &b) {
+                return a.cost < b.cost || (a.cost == b.cost && a.error < b.error);
+              });
+    std::vector<Point> &frontier = layers[item + 1];
+    for (const Point &point : candidates)
+      if (frontier.empty() || point.error < frontier.back().error)
+        frontier.push_back(point);
+    if (frontier.empty()) {
+      result.status = AllocationStatus::InfeasibleTolerance;
+      result.message = "tolerance " + std::to_string(errorTolerance) +
+                       " is not reachable: the most precise options of the "
+                       "first " + std::to_string(item + 1) +
+                       " items already exceed it";
+      return result;
+    }
+    if (frontier.size() > maxFrontier) {
+      result.message = "the Pareto frontier after item " +
+                       std::to_string(item) + " has " +
+                       std::to_string(frontier.size()) + " points, above " +
+                       std::to_string(maxFrontier);
+      return result;
+    }
+  }
+  // The cheapest point of the last frontier is the optimum.
+  result.choice.assign(numItems, 0);
+  uint32_t index = 0;
+  for (size_t item = numItems; item > 0; --item) {
+    const Point &point = layers[item][index];
+    result.choice[item - 1] = point.option;
+    index = point.parent;
+  }
+  for (size_t item = 0; item < numItems; ++item) {
+    result.totalCost += problem.getCost(item, result.choice[item]);
+    result.totalError += problem.getError(item, result.choice[item]);
+  }
+  result.status = AllocationStatus::Feasible;
+  result.lowerBound = result.totalCost;
+  return result;
+}
+
+AllocationResult
 kvprec::analysis::minimizeErrorForCost(const AllocationProblem &problem,
                                        double costBudget) {
   AllocationResult result;

@@ -332,3 +332,52 @@ TEST(AllocatorTest, LagrangianCrossCheckAtScale) {
 }
 
 } // namespace
+
+TEST(AllocatorTest, ExactModeMatchesBruteForce) {
+  Rng rng(11);
+  size_t closedGaps = 0;
+  for (int c = 0; c < 400; ++c) {
+    SmallInstance instance = randomSmallInstance(rng, c % 2);
+    AllocationProblem problem = toProblem(instance);
+    double minError = minTotal(instance.errors), maxError = 0.0;
+    for (const std::vector<double> &errors : instance.errors)
+      maxError += *std::max_element(errors.begin(), errors.end());
+    double tolerance =
+        minError + uniform(rng, 0.0, 1.0) * (maxError - minError);
+    double opt = bruteForceMinCost(instance, tolerance);
+    AllocationResult exact = minimizeCostForErrorExact(problem, tolerance);
+    ASSERT_TRUE(exact.ok()) << exact.message;
+    checkConsistent(instance, exact);
+    EXPECT_LE(exact.totalError, tolerance);
+    EXPECT_EQ(exact.totalCost, opt) << "instance " << c;
+    AllocationResult greedy = minimizeCostForError(problem, tolerance);
+    ASSERT_TRUE(greedy.ok());
+    EXPECT_LE(exact.totalCost, greedy.totalCost);
+    closedGaps += exact.totalCost < greedy.totalCost;
+  }
+  std::printf("[allocator] exact DP cheaper than the greedy in %zu of 400 "
+              "small instances\n",
+              closedGaps);
+  EXPECT_GT(closedGaps, 0u);
+}
+
+TEST(AllocatorTest, ExactModeRefusals) {
+  AllocationProblem problem;
+  ASSERT_TRUE(problem.addItem({1.0, 2.0}, {1.0, 0.5}).ok());
+  ASSERT_TRUE(problem.addItem({1.0, 3.0}, {2.0, 0.25}).ok());
+  AllocationResult infeasible = minimizeCostForErrorExact(problem, 0.5);
+  EXPECT_EQ(infeasible.status, AllocationStatus::InfeasibleTolerance);
+  EXPECT_NE(infeasible.message.find("is not reachable"), std::string::npos);
+  EXPECT_EQ(minimizeCostForErrorExact(problem, -1.0).status,
+            AllocationStatus::InvalidInput);
+  // Four points after the second item (all on the frontier) exceed 3.
+  AllocationResult large = minimizeCostForErrorExact(problem, 10.0, 3);
+  EXPECT_EQ(large.status, AllocationStatus::InvalidInput);
+  EXPECT_NE(large.message.find("Pareto frontier after item 1 has 4 points"),
+            std::string::npos)
+      << large.message;
+  AllocationResult ok = minimizeCostForErrorExact(problem, 0.75);
+  ASSERT_TRUE(ok.ok());
+  EXPECT_EQ(ok.totalCost, 5.0);
+  EXPECT_EQ(ok.choice, (std::vector<uint16_t>{1, 1}));
+}

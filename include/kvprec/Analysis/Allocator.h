@@ -99,6 +99,15 @@ struct AllocationResult {
 /// (pass eps' = eps e^{-E_cap} of §4).
 AllocationResult minimizeCostForError(const AllocationProblem &problem,
                                       double errorTolerance);
+/// The exact optimum of minimizeCostForError by dynamic programming over the
+/// Pareto frontier of (cost, error) partial sums, item by item (partial sums
+/// above the tolerance are dropped, since errors only add). For the small
+/// problems of one (layer, head) this closes the greedy's last-step gap.
+/// Fails with InvalidInput when a frontier would hold more than
+/// `maxFrontier` points (use the greedy then).
+AllocationResult minimizeCostForErrorExact(const AllocationProblem &problem,
+                                           double errorTolerance,
+                                           size_t maxFrontier = 1 << 16);
 /// Byte budget -> minimum error: min sum error s.t. sum cost <= costBudget,
 /// stopping when the next upgrade in gain order would exceed the budget.
 AllocationResult minimizeErrorForCost(const AllocationProblem &problem,
