@@ -75,12 +75,39 @@ double GroupErrorModel::elementBound(const ValueRange &elementRange) const {
   return (core + uP * (product + m) + etaP) / (1 - uP);
 }
 
-Status kvprec::analysis::computeBlockChannelErrorBounds(
-    const StorageFormat &format, const BlockStatistics &stats,
-    const DequantizerConfig &dequantizer,
-    std::vector<double> &deltaPerChannel) {
+bool GroupErrorModel::getAffineBound(double &slope, double &offset) const {
+  slope = offset = 0.0;
+  if (format.kind == StorageKind::F32)
+    return true;
+  if (!isScaled(format)) {
+    // u m (1 + u) + eta/2, as in elementBound.
+    const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
+    double u = info.unitRoundoff;
+    slope = u * (1 + u);
+    offset = info.minSubnormal / 2;
+    return true;
+  }
+  if (!isFp8Kind(format.kind))
+    return false;
+  // elementBound's fp8 case with its terms in m and its constant terms
+  // collected.
+  const double uq = kQuantizeUnitRoundoff;
+  const double uP = getDequantizerUnitRoundoff(dequantizer);
+  const double etaP = getDequantizerMinSubnormal(dequantizer);
+  const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
+  slope = (info.unitRoundoff * (1 + 3 * uq) + 3 * uq + uP) / (1 - uP);
+  offset = (scale.scale * info.minSubnormal / 2 + etaP / 2) / (1 - uP);
+  return true;
+}
+
+/// Calls `visit(j, model, range)` for every channel j of `stats` with the
+/// error model of the scale group that holds it and the channel's range.
+template <typename Visit>
+static Status forEachChannelModel(const StorageFormat &format,
+                                  const BlockStatistics &stats,
+                                  const DequantizerConfig &dequantizer,
+                                  Visit &&visit) {
   const size_t numChannels = stats.channelRanges.size();
-  deltaPerChannel.assign(numChannels, 0.0);
   GroupErrorModel model;
   if (!isScaled(format) || format.granularity == Granularity::ChannelGroup) {
     if (isScaled(format) &&
@@ -95,7 +122,7 @@ Status kvprec::analysis::computeBlockChannelErrorBounds(
       if (Status s = buildGroupErrorModel(format, range, dequantizer, model);
           s.failed())
         return s;
-      deltaPerChannel[j] = model.elementBound(range);
+      visit(j, model, range);
     }
     return Status::success();
   }
@@ -114,9 +141,40 @@ Status kvprec::analysis::computeBlockChannelErrorBounds(
         s.failed())
       return s;
     for (size_t j = begin; j < begin + g; ++j)
-      deltaPerChannel[j] = model.elementBound(stats.channelRanges[j]);
+      visit(j, model, stats.channelRanges[j]);
   }
   return Status::success();
+}
+
+Status kvprec::analysis::computeBlockChannelErrorBounds(
+    const StorageFormat &format, const BlockStatistics &stats,
+    const DequantizerConfig &dequantizer,
+    std::vector<double> &deltaPerChannel) {
+  deltaPerChannel.assign(stats.channelRanges.size(), 0.0);
+  return forEachChannelModel(
+      format, stats, dequantizer,
+      [&](size_t j, const GroupErrorModel &model, const ValueRange &range) {
+        deltaPerChannel[j] = model.elementBound(range);
+      });
+}
+
+Status kvprec::analysis::computeBlockAffineErrorBounds(
+    const StorageFormat &format, const BlockStatistics &stats,
+    const DequantizerConfig &dequantizer, double &slope,
+    std::vector<double> &offsetPerChannel) {
+  if (isIntegerKind(format.kind))
+    return Status::failure(getFormatName(format) +
+                           ": integer formats have no relative error bound");
+  slope = 0.0;
+  offsetPerChannel.assign(stats.channelRanges.size(), 0.0);
+  return forEachChannelModel(
+      format, stats, dequantizer,
+      [&](size_t j, const GroupErrorModel &model, const ValueRange &) {
+        double channelSlope = 0.0;
+        model.getAffineBound(channelSlope, offsetPerChannel[j]);
+        // The slope depends on the format alone.
+        slope = channelSlope;
+      });
 }
 
 double

@@ -151,6 +151,7 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
     envelope.valueSpan.push_back(double(stats.vChanMax[channelOffset + j]) -
                                  stats.vChanMin[channelOffset + j]);
   }
+  envelope.logitEnvelope = double(stats.qkLogitMax[lh]) * scale;
   envelope.queryL1Max = stats.qL1Max[lh];
   envelope.calibratedPositions = stats.shape.maxPositions;
 
@@ -247,6 +248,54 @@ bool certify::fitsSegment(const StorageFormat &format, int64_t tokens,
   return tokens > 0 && tokens % format.groupSize == 0;
 }
 
+/// The maximum over the keys of E_t = (1/sqrt d) sum_j |q_j| delta_{t,j} of
+/// a relative-error key format through the logit envelope: with delta_j <=
+/// slope |x_j| + offset_j for the stored element x of channel j, whose
+/// magnitude exceeds |K_j| by at most what `priorLogitError` bounds (0 for a
+/// first quantization; the window's E for a demoted block),
+/// E_t <= slope (Lambda + prior) + (1/sqrt d) sum_j Q_j offset_j.
+/// +inf where the format's error is not relative or there is no envelope.
+static double getRelativeLogitError(const HeadEnvelope &envelope,
+                                    const StorageFormat &format,
+                                    const an::BlockStatistics &keys,
+                                    const CertifyOptions &options,
+                                    double priorLogitError) {
+  const double inf = std::numeric_limits<double>::infinity();
+  if (an::isIntegerKind(format.kind) || !std::isfinite(envelope.logitEnvelope))
+    return inf;
+  double slope = 0.0;
+  std::vector<double> offsets;
+  if (an::computeBlockAffineErrorBounds(format, keys, options.dequantizer,
+                                        slope, offsets)
+          .failed())
+    return inf;
+  return slope * (envelope.logitEnvelope + priorLogitError) +
+         an::computeLogitErrorBound(envelope.queryBound, offsets);
+}
+
+/// The logit error of keys stored in `format` once: the smaller of the
+/// channel-wise bound (1/sqrt d) sum_j Q_j delta_j and the relative one.
+static Status computeKeyLogitError(const HeadEnvelope &envelope,
+                                   const StorageFormat &format,
+                                   const an::BlockStatistics &keys,
+                                   const CertifyOptions &options,
+                                   double &logitError) {
+  if (Status status = an::computeKeyBlockLogitError(
+          format, keys, envelope.queryBound, options.dequantizer, logitError);
+      status.failed())
+    return status;
+  logitError = std::min(
+      logitError, getRelativeLogitError(envelope, format, keys, options, 0.0));
+  return Status::success();
+}
+
+static double getMaxValueSpan(const HeadEnvelope &envelope) {
+  double maxSpan = 0.0;
+  for (double span : envelope.valueSpan)
+    maxSpan = std::max(maxSpan, span);
+  return maxSpan;
+}
+
 Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
                                 int kv, const StorageFormat &format,
                                 const CertifyOptions &options,
@@ -256,16 +305,12 @@ Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
       kv == 0 ? envelope.keys[segment] : envelope.values[segment];
   double mass = envelope.mass[segment];
   if (kv == 0) {
-    if (Status status = an::computeKeyBlockLogitError(
-            format, block, envelope.queryBound, options.dequantizer,
-            result.logitError);
+    if (Status status = computeKeyLogitError(envelope, format, block, options,
+                                             result.logitError);
         status.failed())
       return status;
-    double maxSpan = 0.0;
-    for (double span : envelope.valueSpan)
-      maxSpan = std::max(maxSpan, span);
-    result.itemError =
-        an::computeKeyItemError(mass, result.logitError, maxSpan);
+    result.itemError = an::computeKeyItemError(mass, result.logitError,
+                                               getMaxValueSpan(envelope));
     return Status::success();
   }
   if (Status status = an::computeBlockChannelErrorBounds(
@@ -277,6 +322,13 @@ Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
   result.itemError = an::computeValueItemError(mass, result.maxValueError,
                                                options.logitErrorCap);
   return Status::success();
+}
+
+bool certify::demotesExactly(const StorageFormat &windowFormat,
+                             const StorageFormat &bodyFormat) {
+  if (bodyFormat.kind == an::StorageKind::F32)
+    return true;
+  return !an::isScaled(windowFormat) && windowFormat == bodyFormat;
 }
 
 Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
@@ -299,26 +351,40 @@ Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
           windowFormat, asWindow, options.dequantizer, windowDelta);
       status.failed())
     return status;
+  bool exact = demotesExactly(windowFormat, bodyFormat);
   an::BlockStatistics widened = body;
   for (size_t j = 0; j < widened.channelRanges.size(); ++j) {
     widened.channelRanges[j].min -= windowDelta[j];
     widened.channelRanges[j].max += windowDelta[j];
   }
-  if (Status status = an::computeBlockChannelErrorBounds(
-          bodyFormat, widened, options.dequantizer, bodyDelta);
-      status.failed())
+  if (exact)
+    bodyDelta.assign(windowDelta.size(), 0.0);
+  else if (Status status = an::computeBlockChannelErrorBounds(
+               bodyFormat, widened, options.dequantizer, bodyDelta);
+           status.failed())
     return status;
   std::vector<double> total(bodyDelta.size());
   for (size_t j = 0; j < total.size(); ++j)
     total[j] = windowDelta[j] + bodyDelta[j];
   double mass = envelope.mass[kBody];
   if (kv == 0) {
-    result.logitError = an::computeLogitErrorBound(envelope.queryBound, total);
-    double maxSpan = 0.0;
-    for (double span : envelope.valueSpan)
-      maxSpan = std::max(maxSpan, span);
-    result.itemError =
-        an::computeKeyItemError(mass, result.logitError, maxSpan);
+    double windowError = 0.0;
+    if (Status status = computeKeyLogitError(envelope, windowFormat, asWindow,
+                                             options, windowError);
+        status.failed())
+      return status;
+    // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|, and the body
+    // re-quantizes x^_window, whose magnitude exceeds |K| by at most the
+    // window's error.
+    double relative =
+        exact ? windowError
+              : windowError + getRelativeLogitError(envelope, bodyFormat,
+                                                    widened, options,
+                                                    windowError);
+    result.logitError = std::min(
+        an::computeLogitErrorBound(envelope.queryBound, total), relative);
+    result.itemError = an::computeKeyItemError(mass, result.logitError,
+                                               getMaxValueSpan(envelope));
     return Status::success();
   }
   for (double delta : total)
@@ -434,9 +500,7 @@ Status certify::certifyHead(const HeadEnvelope &envelope,
 
 double certify::computeKeyNecessaryBits(const HeadEnvelope &envelope,
                                         double tolerance) {
-  double maxSpan = 0.0, keyRange = 0.0;
-  for (double span : envelope.valueSpan)
-    maxSpan = std::max(maxSpan, span);
+  double maxSpan = getMaxValueSpan(envelope), keyRange = 0.0;
   for (const an::ValueRange &range : envelope.keys[kBody].channelRanges)
     keyRange = std::max(keyRange, range.max - range.min);
   // kappa_K <= (1/2) ||q||_1^2 / d * max_t R_t (§3), with the (C2) bounds
@@ -687,8 +751,12 @@ Status certify::allocatePlan(const CalibrationStats &stats,
         if (Status status = buildProblem(items, theta * decoupled, problem);
             status.failed())
           return status;
+        // One head's problem is small: solve it exactly, and fall back to
+        // the greedy (within one upgrade of the optimum) if it is not.
         an::AllocationResult result =
-            an::minimizeCostForError(problem, (1 - theta) * decoupled);
+            an::minimizeCostForErrorExact(problem, (1 - theta) * decoupled);
+        if (result.status == an::AllocationStatus::InvalidInput)
+          result = an::minimizeCostForError(problem, (1 - theta) * decoupled);
         if (!result.ok()) {
           lastMessage = result.message;
           continue;

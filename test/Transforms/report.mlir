@@ -10,13 +10,16 @@
 // TABLE: HNF necessary bits (lower bound, not sufficient):
 // TABLE: calibration: @calibration (model toy, 64 positions observed)
 // TABLE: layer head | K sink
-// TABLE-COUNT-4: {{^[01] +[01] +\|}}
+// TABLE-SAME: |q|_1   |qK|    n
+// The toy calibration's qk_logit_max is 2 (scale 1/sqrt(head_dim)).
+// TABLE-COUNT-4: {{^[01] +[01] +\|.* 4 +2 +10 +\|}}
 
 // RUN: kvprec-opt %t.planned.mlir --kvprec-report="format=json output=%t.json" -o /dev/null
 // RUN: FileCheck %s --check-prefix=JSON < %t.json
 // JSON: "bytes_vs_f16":
 // JSON: "hnf_necessary_bits_lower_bound":
 // JSON: "envelope": {
+// JSON: "logit_max": 2
 // JSON: "sink_mass": 0.5
 // JSON: "attention": {
 // JSON: "entropy_mean": 1

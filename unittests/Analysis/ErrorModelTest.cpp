@@ -195,3 +195,51 @@ TEST(ErrorModelTest, FailuresAreReported) {
 }
 
 } // namespace
+
+// The affine form of the relative-error formats reproduces elementBound for
+// every element magnitude inside the group, and integer formats have none.
+TEST(ErrorModelTest, AffineBoundMatchesElementBound) {
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  DequantizerConfig dequantizer;
+  for (Granularity granularity :
+       {Granularity::TokenGroup, Granularity::ChannelGroup}) {
+    for (const StorageFormat &format : blockFormats(granularity, 4)) {
+      for (int trial = 0; trial < 50; ++trial) {
+        double hi = 0.01 + 100 * unit(rng), lo = -hi * unit(rng);
+        GroupErrorModel model;
+        ASSERT_TRUE(
+            buildGroupErrorModel(format, {lo, hi}, dequantizer, model).ok());
+        double slope = -1, offset = -1;
+        bool affine = model.getAffineBound(slope, offset);
+        EXPECT_EQ(affine, !isIntegerKind(format.kind)) << getFormatName(format);
+        if (!affine)
+          continue;
+        double a = lo * unit(rng), b = hi * unit(rng);
+        ValueRange inner{std::min(a, b), std::max(a, b)};
+        double expected = model.elementBound(inner);
+        EXPECT_NEAR(slope * inner.absMax() + offset, expected,
+                    1e-12 * (1 + expected))
+            << getFormatName(format);
+      }
+    }
+  }
+  BlockStatistics stats;
+  stats.numTokens = 4;
+  stats.channelRanges.assign(8, {-1.0, 1.0});
+  double slope = 0;
+  std::vector<double> offsets;
+  Status status = computeBlockAffineErrorBounds(
+      StorageFormat::scaled(StorageKind::Int8, QuantScheme::Symmetric,
+                            Granularity::TokenGroup, 4, StorageKind::F16),
+      stats, dequantizer, slope, offsets);
+  EXPECT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("no relative error bound"),
+            std::string::npos);
+  ASSERT_TRUE(computeBlockAffineErrorBounds(
+                  StorageFormat::unscaled(StorageKind::F16), stats,
+                  dequantizer, slope, offsets)
+                  .ok());
+  EXPECT_DOUBLE_EQ(slope, 0x1p-11 * (1 + 0x1p-11));
+  EXPECT_EQ(offsets.size(), 8u);
+}

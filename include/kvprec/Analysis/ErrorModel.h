@@ -64,6 +64,11 @@ struct GroupErrorModel {
   double elementBound(const ValueRange &elementRange) const;
   /// delta for any element of the group.
   double maxBound() const { return elementBound(groupRange); }
+  /// For the relative-error formats (f32, f16, bf16 and scaled fp8), the
+  /// affine form of elementBound: delta <= slope * |x| + offset for every
+  /// element x of every group inside groupRange. False for int formats,
+  /// whose error does not shrink with the element.
+  bool getAffineBound(double &slope, double &offset) const;
 };
 
 /// Builds the model; fails for invalid formats, non-finite ranges, or ranges
@@ -89,6 +94,16 @@ Status computeBlockChannelErrorBounds(const StorageFormat &format,
                                       const BlockStatistics &stats,
                                       const DequantizerConfig &dequantizer,
                                       std::vector<double> &deltaPerChannel);
+
+/// The affine bounds of a block in a relative-error format (see
+/// GroupErrorModel::getAffineBound): delta_j <= slope * |x| + offset_j for
+/// every element x of channel j. Fails for int formats and for the same
+/// layouts computeBlockChannelErrorBounds rejects.
+Status computeBlockAffineErrorBounds(const StorageFormat &format,
+                                     const BlockStatistics &stats,
+                                     const DequantizerConfig &dequantizer,
+                                     double &slope,
+                                     std::vector<double> &offsetPerChannel);
 
 /// (1/sqrt(d)) sum_j Q_j delta_j: the logit error bound E_t of a position
 /// whose key errors are bounded by `keyDelta`, for every query with

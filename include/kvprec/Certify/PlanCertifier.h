@@ -21,6 +21,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,13 @@ struct HeadEnvelope {
   /// (C2) per-channel bound on |q_j|, scaled by softmaxScale * sqrt(d) so
   /// that (1/sqrt d) sum_j Q_j delta_j is the logit error.
   std::vector<double> queryBound;
+  /// Lambda >= scale * sum_j |q_j| |K_{t,j}| for every query and cached key
+  /// (calibration's qk_logit_max, scaled like queryBound). A relative-error
+  /// key format (delta_j <= slope |K_j| + offset_j) has logit error at most
+  /// slope * Lambda + (1/sqrt d) sum_j Q_j offset_j, which is much smaller
+  /// than (1/sqrt d) sum_j Q_j delta_j when the largest |q_j| and |K_j| of
+  /// different channels never meet in one (query, key) pair.
+  double logitEnvelope = std::numeric_limits<double>::infinity();
   /// span_j(V): bounds the residual R_{t,j} (§5).
   std::vector<double> valueSpan;
   /// K and V channel ranges of each class (numTokens = the class's
@@ -145,7 +153,8 @@ Status computeClassBound(
 /// Errors of a body block that was stored in `windowFormat` while recent and
 /// re-quantized to `bodyFormat` when it aged out of the window (the original
 /// values are gone by then): the window's dequantized values lie within the
-/// body ranges widened by the window's delta, and the two deltas add. With
+/// body ranges widened by the window's delta, and the two deltas add, except
+/// where the body stores every window value exactly (demotesExactly). With
 /// `window` 0 blocks are stored in the body format directly.
 Status evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
                            const StorageFormat &windowFormat,
@@ -153,6 +162,12 @@ Status evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
                            const Geometry &geometry,
                            const CertifyOptions &options,
                            SegmentError &result);
+
+/// True when `bodyFormat` represents every value that `windowFormat`
+/// dequantizes to, so demotion adds no error: an f32 body, or the same
+/// unscaled float format (re-rounding an f16 value to f16 is the identity).
+bool demotesExactly(const StorageFormat &windowFormat,
+                    const StorageFormat &bodyFormat);
 
 /// Formats of one (layer, head): [kv][segment].
 using HeadFormats = std::array<std::array<StorageFormat, kNumSegments>, 2>;

@@ -36,6 +36,7 @@ struct HeadRow {
   double bound = 0.0;
   double mass[cf::kNumSegments] = {};
   double queryL1 = 0.0;
+  double logitMax = 0.0;
   int64_t samples = 0;
   double sinkMean = 0.0, windowMean = 0.0, entropy = 0.0;
 };
@@ -122,7 +123,7 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
     os << "  calibration: @" << report.calibration << " (model "
        << report.model << (report.synthetic ? ", SYNTHETIC statistics" : "")
        << ", " << report.calibratedPositions << " positions observed)\n";
-    os << "  the bound holds for queries whose attention mass and |q| stay "
+    os << "  the bound holds for queries whose attention mass, |q| and q-K logits stay "
           "within these envelopes; P(a new query exceeds the max of n "
           "samples) <= 1/(n+1) under exchangeability (statistical)\n";
   }
@@ -131,8 +132,9 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
                      "layer", "head", "K sink", "K window", "K body",
                      "V sink", "V window", "V body");
   if (!report.calibration.empty())
-    os << llvm::format(" | %-9s | %-6s %-6s %-6s %-7s %-6s | %-6s %-6s %-7s",
-                       "bound", "A_sink", "A_win", "A_body", "|q|_1", "n",
+    os << llvm::format(
+        " | %-9s | %-6s %-6s %-6s %-7s %-7s %-6s | %-6s %-6s %-7s", "bound",
+        "A_sink", "A_win", "A_body", "|q|_1", "|qK|", "n",
                        "sink", "window", "entropy");
   os << "\n";
   for (const HeadRow &row : report.rows) {
@@ -145,14 +147,16 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
     }
     if (row.hasCalibration)
       os << llvm::format(
-          " %-9.3g | %-6.3f %-6.3f %-6.3f %-7.3g %-6lld | %-6.3f %-6.3f "
-          "%-7.3f",
+          " %-9.3g | %-6.3f %-6.3f %-6.3f %-7.3g %-7.3g %-6lld | %-6.3f "
+          "%-6.3f %-7.3f",
           row.bound, row.mass[0], row.mass[1], row.mass[2], row.queryL1,
+          row.logitMax,
           (long long)row.samples, row.sinkMean, row.windowMean, row.entropy);
     os << "\n";
   }
   os << "\nA_*: attention-mass envelopes of the plan's classes (C1); |q|_1: "
-        "max query L1 norm (C2); n: calibration samples; sink/window: mean "
+        "max query L1 norm (C2); |qK|: logit envelope max scale*sum_j "
+        "|q_j||K_j| (relative-error key formats); n: calibration samples; sink/window: mean "
         "attention mass; entropy in nats.\n";
 }
 
@@ -175,6 +179,7 @@ static llvm::json::Value toJson(const CacheReport &report) {
           {"window_mass", row.mass[1]},
           {"body_mass", row.mass[2]},
           {"query_l1_max", row.queryL1},
+          {"logit_max", row.logitMax},
           {"samples", row.samples}};
       object["attention"] = llvm::json::Object{
           {"sink_mass_mean", row.sinkMean},
@@ -345,6 +350,7 @@ void ReportPass::runOnOperation() {
             row.mass[s] = envelope.mass[s];
           size_t lh = stats.index(l, h);
           row.queryL1 = stats.qL1Max[lh];
+          row.logitMax = envelope.logitEnvelope;
           row.samples = stats.queryCount[lh];
           row.sinkMean = stats.attnSinkMassMean[lh];
           row.windowMean = stats.attnWindowMassMean[lh];
