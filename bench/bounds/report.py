@@ -74,6 +74,9 @@ def envelope_coverage(calib, evaluation):
                 q_e[j] / q_c[j] if q_c[j] > 0 else 0.0
                 for j in range(base, base + dim))
             lh = layer * heads + head
+            row["qk_logit_max_ratio"] = (
+                evaluation["qk_logit_max"][0][lh] /
+                max(calib["qk_logit_max"][0][lh], 1e-30))
             for name in ("attn_sink_mass", "attn_window_mass"):
                 row[name + "_ratio"] = (evaluation[name][0][lh] /
                                         max(calib[name][0][lh], 1e-30))
@@ -422,16 +425,26 @@ def main():
     w("## Violations of the static certificate")
     w("")
     w("The static certificate holds for every query inside the calibrated "
-      "envelopes (attention mass per class, per-channel |q|, K and V channel "
-      "ranges; error-bounds.md §5). Those are statistical: a new prompt can "
+      "envelopes (attention mass per class, per-channel |q|, the q-K logit "
+      "envelope qk_logit_max, K and V channel ranges; error-bounds.md §5). Those are statistical: a new prompt can "
       "leave them. For every (layer, KV head) with a violation, the last "
       "columns say how far the evaluation prompts (collected with the same "
       "steps) left the calibration's envelopes: range excess is the largest "
       "overshoot of a K or V channel's calibrated [min, max], relative to "
       "its calibrated span (0 = inside), and |q| ratio the largest "
       "evaluation / calibration ratio of a channel's max |q_j| (≤ 1 = "
-      "inside). `bench/bounds/results/envelope-coverage.json` has every "
-      "head.")
+      "inside), |qK| ratio that of qk_logit_max. "
+      "`bench/bounds/results/envelope-coverage.json` has every head.")
+    w("")
+    def worst(key):
+        return max(c[key] for c in coverage)
+    w(f"Over all {len(coverage)} heads the evaluation prompts left the "
+      f"calibrated envelopes by at most: K range excess "
+      f"{fmt(worst('k_range_excess'))}, V range excess "
+      f"{fmt(worst('v_range_excess'))}, |q| ratio "
+      f"{fmt(worst('q_absmax_ratio'))}, |qK| ratio "
+      f"{fmt(worst('qk_logit_max_ratio'))}; heads with a |qK| ratio above 1: "
+      f"{sum(c['qk_logit_max_ratio'] > 1 for c in coverage)}.")
     w("")
     rows = []
     for r in ok:
@@ -442,13 +455,14 @@ def main():
                 rows.append((r, h, c))
     if rows:
         w("| plan | layer | KV head | violations / cases | max error/bound | "
-          "V range excess | K range excess | |q| ratio |")
-        w("|---|---|---|---|---|---|---|---|")
+          "V range excess | K range excess | |q| ratio | |qK| ratio |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for r, h, c in rows:
             w(f"| {r['name']} | {h['layer']} | {h['kv_head']} | "
               f"{h['violations']} / {h['cases']} | {fmt(h['max_ratio'])} | "
               f"{fmt(c['v_range_excess'])} | {fmt(c['k_range_excess'])} | "
-              f"{fmt(c['q_absmax_ratio'])} |")
+              f"{fmt(c['q_absmax_ratio'])} | "
+              f"{fmt(c['qk_logit_max_ratio'])} |")
     else:
         w("No plan had a violation.")
     w("")
@@ -474,10 +488,13 @@ def main():
       "data went outside. The run-time certificate needs no envelope.")
     w("- A block that leaves the window is re-quantized from its "
       "window-format values, so its error relative to fp32 is the body "
-      "format's error plus the window format's. The static certificate "
-      "evaluates the body class with the body format's error alone; the "
-      "run-time certificate adds both. Any violation this causes shows up "
-      "above.")
+      "format's error plus the window format's. Both certificates add the "
+      "two (the static one over ranges widened by the window's error), "
+      "except that the static one counts a demotion into f32, or into the "
+      "same unscaled float as the window, as exact (it is).")
+    w("- Relative-error key formats (f16, bf16, fp8) are certified with the "
+      "smaller of the channel-wise logit error and the one through "
+      "qk_logit_max; integer formats only with the channel-wise one.")
     w("- Cases with a static bound of 0 (f32 storage throughout) are "
       "violations only if their error is above 0.")
     w("")

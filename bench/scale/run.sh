@@ -43,9 +43,11 @@ run() { # name, extra assign options
   echo "window 128; tolerance $TOLERANCE. Produced by \`bench/scale/run.sh\` on"
   echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(date -u +%Y-%m-%d)."
   echo
-  echo "Items: the knapsack has one item per (layer, KV head, K/V, class):"
-  echo "80 x 8 x 2 x 3 = 3,840; per-block plans add one item per body block:"
-  echo "80 x 8 x 2 x 2,046 = 2,618,880 blocks."
+  echo "Items: each (layer, KV head) is one knapsack, with one item per K/V for"
+  echo "the sink and one for the window and body together (a body block's"
+  echo "error depends on the window format it was demoted from):"
+  echo "80 x 8 x 2 x 2 = 2,560 items; per-block plans then refine every body"
+  echo "block of every K/V: 80 x 8 x 2 x 2,046 = 2,618,880 blocks."
   echo
   echo "| run | options | wall (m:ss) | peak RSS (MiB) | planned IR bytes | plan |"
   echo "| --- | --- | --- | --- | --- | --- |"
