@@ -246,6 +246,18 @@ static float slack(float reference) {
   return 1e-5f * std::fabs(reference) + 1e-6f;
 }
 
+double getChannelwiseLogitBound(const CalibrationStats &stats, size_t lh) {
+  const int64_t headDim = stats.shape.headDim;
+  double sum = 0.0;
+  for (int64_t j = 0; j < headDim; ++j) {
+    size_t c = lh * headDim + j;
+    double keyBound =
+        std::max(std::fabs(stats.kChanMin[c]), std::fabs(stats.kChanMax[c]));
+    sum += static_cast<double>(stats.qAbsMax[c]) * keyBound;
+  }
+  return sum / std::sqrt(static_cast<double>(headDim));
+}
+
 Error StatsValidator::run() {
   if (Error e = validateCalibrationShape(stats.shape, context))
     return e;
@@ -402,20 +414,8 @@ Error StatsValidator::checkQueryNorms() {
 }
 
 Error StatsValidator::checkLogitEnvelope() {
-  // For every sample |q_j| <= Q_j and |K_{t,j}| <= max(|k_chan_min_j|,
-  // |k_chan_max_j|), so the logit envelope is at most
-  // (1/sqrt D) * sum_j Q_j * max(|k_chan_min_j|, |k_chan_max_j|).
-  int64_t headDim = stats.shape.headDim;
-  double scale = 1.0 / std::sqrt(static_cast<double>(headDim));
   for (size_t i = 0; i < stats.qkLogitMax.size(); ++i) {
-    double sum = 0.0;
-    for (int64_t j = 0; j < headDim; ++j) {
-      size_t c = i * headDim + j;
-      double keyBound =
-          std::max(std::fabs(stats.kChanMin[c]), std::fabs(stats.kChanMax[c]));
-      sum += static_cast<double>(stats.qAbsMax[c]) * keyBound;
-    }
-    float bound = static_cast<float>(scale * sum);
+    float bound = static_cast<float>(getChannelwiseLogitBound(stats, i));
     float value = stats.qkLogitMax[i];
     if (value > bound + slack(bound))
       return elementError(

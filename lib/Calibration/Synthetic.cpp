@@ -299,14 +299,7 @@ generateSyntheticStats(const SyntheticOptions &options) {
       // (1/sqrt D) * sum_j Q_j * max|K_j|, because the largest |q_j| and |K_j|
       // of different channels rarely meet in one (query, key) pair. Drawn
       // last, so it leaves every other value of the head's stream unchanged.
-      double logitBound = 0.0;
-      for (int64_t j = 0; j < D; ++j) {
-        size_t c = lh * D + j;
-        logitBound += static_cast<double>(stats.qAbsMax[c]) *
-                      std::max(std::fabs(stats.kChanMin[c]),
-                               std::fabs(stats.kChanMax[c]));
-      }
-      logitBound /= std::sqrt(static_cast<double>(D));
+      double logitBound = getChannelwiseLogitBound(stats, lh);
       stats.qkLogitMax[lh] =
           static_cast<float>(logitBound * (0.2 + 0.3 * rng.uniform()));
 

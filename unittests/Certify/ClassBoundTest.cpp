@@ -358,9 +358,10 @@ TEST(ClassBound, KeyLogitErrorThroughTheLogitEnvelope) {
           maxRatio = std::max(maxRatio, inWindow / windowError.logitError);
       }
     // Demotion into the same unscaled float, or into f32, adds nothing.
-    if (demotesExactly(window, body))
+    if (demotesExactly(window, body)) {
       EXPECT_EQ(bodyError.logitError, windowError.logitError)
           << an::getFormatName(window) << " -> " << an::getFormatName(body);
+    }
   }
   std::printf("[logit envelope] %d (query, key) pairs, %d violations, max "
               "actual/bound %.3f; relative bound tighter in %d of %d "

@@ -165,6 +165,11 @@ llvm::Error validateCalibrationShape(const CalibrationShape &shape,
 /// counts, chan_min <= chan_max, and the derived consistency of the block and
 /// query statistics, including qk_logit_max <= (1/sqrt D) * sum_j q_absmax_j *
 /// max(|k_chan_min_j|, |k_chan_max_j|) (docs/calibration.md lists every rule).
+/// (1/sqrt D) * sum_j q_absmax_j * max(|k_chan_min_j|, |k_chan_max_j|) of the
+/// flat (layer, KV head) `lh`: the channel-wise bound that qk_logit_max can
+/// never exceed, because every |q_j| and |K_{t,j}| lies within it.
+double getChannelwiseLogitBound(const CalibrationStats &stats, size_t lh);
+
 llvm::Error validateCalibrationStats(const CalibrationStats &stats,
                                      llvm::StringRef context);
 

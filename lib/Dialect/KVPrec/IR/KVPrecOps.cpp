@@ -64,9 +64,10 @@ AllocOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
     return emitOpError() << "calibration " << getCalibrationAttr()
                          << " does not name a kvprec.calibration op";
   CacheType cache = getCache().getType();
-  if (calibration.getLayers() != cache.getLayers() ||
-      calibration.getKvHeads() != cache.getHeads() ||
-      calibration.getHeadDim() != cache.getHeadDim())
+  // The I64Attr getters return uint64_t; the verifier keeps them positive.
+  if (static_cast<int64_t>(calibration.getLayers()) != cache.getLayers() ||
+      static_cast<int64_t>(calibration.getKvHeads()) != cache.getHeads() ||
+      static_cast<int64_t>(calibration.getHeadDim()) != cache.getHeadDim())
     return emitOpError() << "calibration " << getCalibrationAttr()
                          << " describes " << calibration.getLayers()
                          << " layers x " << calibration.getKvHeads()
