@@ -88,6 +88,15 @@ double minTotal(const std::vector<std::vector<double>> &values) {
   return total;
 }
 
+/// A tolerance between the most precise plan's error and the least precise
+/// plan's.
+double randomReachableTolerance(Rng &rng, const SmallInstance &instance) {
+  double minError = minTotal(instance.errors), maxError = 0.0;
+  for (const std::vector<double> &errors : instance.errors)
+    maxError += *std::max_element(errors.begin(), errors.end());
+  return minError + uniform(rng, 0.0, 1.0) * (maxError - minError);
+}
+
 /// The result's totals are those of its choices.
 void checkConsistent(const SmallInstance &instance,
                      const AllocationResult &result) {
@@ -108,12 +117,7 @@ TEST(AllocatorTest, ToleranceModeAgainstBruteForce) {
   for (int c = 0; c < 400; ++c) {
     SmallInstance instance = randomSmallInstance(rng, c % 2);
     AllocationProblem problem = toProblem(instance);
-    // Between the most precise plan's error and the least precise plan's.
-    double minError = minTotal(instance.errors), maxError = 0.0;
-    for (const std::vector<double> &errors : instance.errors)
-      maxError += *std::max_element(errors.begin(), errors.end());
-    double tolerance =
-        minError + uniform(rng, 0.0, 1.0) * (maxError - minError);
+    double tolerance = randomReachableTolerance(rng, instance);
     double opt = bruteForceMinCost(instance, tolerance);
     ASSERT_TRUE(std::isfinite(opt));
 
@@ -331,7 +335,6 @@ TEST(AllocatorTest, LagrangianCrossCheckAtScale) {
   }
 }
 
-} // namespace
 
 TEST(AllocatorTest, ExactModeMatchesBruteForce) {
   Rng rng(11);
@@ -339,11 +342,7 @@ TEST(AllocatorTest, ExactModeMatchesBruteForce) {
   for (int c = 0; c < 400; ++c) {
     SmallInstance instance = randomSmallInstance(rng, c % 2);
     AllocationProblem problem = toProblem(instance);
-    double minError = minTotal(instance.errors), maxError = 0.0;
-    for (const std::vector<double> &errors : instance.errors)
-      maxError += *std::max_element(errors.begin(), errors.end());
-    double tolerance =
-        minError + uniform(rng, 0.0, 1.0) * (maxError - minError);
+    double tolerance = randomReachableTolerance(rng, instance);
     double opt = bruteForceMinCost(instance, tolerance);
     AllocationResult exact = minimizeCostForErrorExact(problem, tolerance);
     ASSERT_TRUE(exact.ok()) << exact.message;
@@ -381,3 +380,5 @@ TEST(AllocatorTest, ExactModeRefusals) {
   EXPECT_EQ(ok.totalCost, 5.0);
   EXPECT_EQ(ok.choice, (std::vector<uint16_t>{1, 1}));
 }
+
+} // namespace
