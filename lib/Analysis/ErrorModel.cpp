@@ -43,25 +43,14 @@ Status kvprec::analysis::buildGroupErrorModel(
 double GroupErrorModel::elementBound(const ValueRange &elementRange) const {
   assert(groupRange.contains(elementRange) && "element outside the group");
   const double m = elementRange.absMax();
-  if (format.kind == StorageKind::F32)
-    return 0.0;
-  if (!isScaled(format)) {
-    const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
-    double u = info.unitRoundoff;
-    return u * m * (1 + u) + info.minSubnormal / 2;
-  }
+  // Float formats (f32, f16, bf16, fp8): affine in the magnitude.
+  double slope = 0.0, relativeOffset = 0.0;
+  if (getAffineBound(slope, relativeOffset))
+    return slope * m + relativeOffset;
   const double uq = kQuantizeUnitRoundoff;
   const double uP = getDequantizerUnitRoundoff(dequantizer);
   const double etaP = getDequantizerMinSubnormal(dequantizer);
   const double s = scale.scale;
-  if (isFp8Kind(format.kind)) {
-    // |x/s - c| <= |y - x/s| + |c - y| with y = fl32(x/s):
-    // 3 u_q |x/s| + u_8 |y| + eta_8/2 and |y| <= (1 + 3 u_q) |x/s|.
-    const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
-    double core = info.unitRoundoff * m * (1 + 3 * uq) + 3 * uq * m +
-                  s * info.minSubnormal / 2;
-    return (core + uP * m + etaP / 2) / (1 - uP);
-  }
   const double maxCode = getIntegerCodeRange(format.kind, format.scheme).second;
   if (format.scheme == QuantScheme::Symmetric) {
     // |k - x/s| <= 1/2 + 3 u_q |x/s|.
@@ -80,7 +69,7 @@ bool GroupErrorModel::getAffineBound(double &slope, double &offset) const {
   if (format.kind == StorageKind::F32)
     return true;
   if (!isScaled(format)) {
-    // u m (1 + u) + eta/2, as in elementBound.
+    // u m (1 + u) + eta/2 (the (1 + u) because m bounds |x|, not |fl(x)|).
     const FloatFormatInfo &info = getFloatFormatInfo(format.kind);
     double u = info.unitRoundoff;
     slope = u * (1 + u);
@@ -89,8 +78,9 @@ bool GroupErrorModel::getAffineBound(double &slope, double &offset) const {
   }
   if (!isFp8Kind(format.kind))
     return false;
-  // elementBound's fp8 case with its terms in m and its constant terms
-  // collected.
+  // |x/s - c| <= |y - x/s| + |c - y| with y = fl32(x/s):
+  // 3 u_q |x/s| + u_8 |y| + eta_8/2 and |y| <= (1 + 3 u_q) |x/s|; then the
+  // dequantize multiply adds u_P |x^| + eta_P/2, with |x^| <= |x| + delta.
   const double uq = kQuantizeUnitRoundoff;
   const double uP = getDequantizerUnitRoundoff(dequantizer);
   const double etaP = getDequantizerMinSubnormal(dequantizer);

@@ -196,8 +196,9 @@ TEST(ErrorModelTest, FailuresAreReported) {
 
 } // namespace
 
-// The affine form of the relative-error formats reproduces elementBound for
-// every element magnitude inside the group, and integer formats have none.
+// The block-level affine bounds agree, channel by channel, with the block's
+// per-channel deltas (the same group models, the same group wiring), and
+// integer formats have no affine form.
 TEST(ErrorModelTest, AffineBoundMatchesElementBound) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<double> unit(0.0, 1.0);
@@ -205,22 +206,29 @@ TEST(ErrorModelTest, AffineBoundMatchesElementBound) {
   for (Granularity granularity :
        {Granularity::TokenGroup, Granularity::ChannelGroup}) {
     for (const StorageFormat &format : blockFormats(granularity, 4)) {
-      for (int trial = 0; trial < 50; ++trial) {
-        double hi = 0.01 + 100 * unit(rng), lo = -hi * unit(rng);
-        GroupErrorModel model;
+      for (int trial = 0; trial < 20; ++trial) {
+        BlockStatistics block;
+        block.numTokens = 8;
+        for (int j = 0; j < 8; ++j) {
+          double hi = 0.01 + 100 * unit(rng), lo = -hi * unit(rng);
+          block.channelRanges.push_back({lo, hi});
+        }
+        std::vector<double> delta, offsets;
+        double slope = -1;
         ASSERT_TRUE(
-            buildGroupErrorModel(format, {lo, hi}, dequantizer, model).ok());
-        double slope = -1, offset = -1;
-        bool affine = model.getAffineBound(slope, offset);
-        EXPECT_EQ(affine, !isIntegerKind(format.kind)) << getFormatName(format);
-        if (!affine)
-          continue;
-        double a = lo * unit(rng), b = hi * unit(rng);
-        ValueRange inner{std::min(a, b), std::max(a, b)};
-        double expected = model.elementBound(inner);
-        EXPECT_NEAR(slope * inner.absMax() + offset, expected,
-                    1e-12 * (1 + expected))
+            computeBlockChannelErrorBounds(format, block, dequantizer, delta)
+                .ok());
+        Status affine = computeBlockAffineErrorBounds(format, block,
+                                                      dequantizer, slope,
+                                                      offsets);
+        EXPECT_EQ(affine.ok(), !isIntegerKind(format.kind))
             << getFormatName(format);
+        if (!affine.ok())
+          continue;
+        for (int j = 0; j < 8; ++j)
+          EXPECT_NEAR(slope * block.channelRanges[j].absMax() + offsets[j],
+                      delta[j], 1e-12 * (1 + delta[j]))
+              << getFormatName(format) << " channel " << j;
       }
     }
   }
