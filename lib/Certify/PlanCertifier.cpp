@@ -273,19 +273,35 @@ static double getRelativeLogitError(const HeadEnvelope &envelope,
          an::computeLogitErrorBound(envelope.queryBound, offsets);
 }
 
-/// The logit error of keys stored in `format` once: the smaller of the
-/// channel-wise bound (1/sqrt d) sum_j Q_j delta_j and the relative one.
+/// The logit error of keys stored in `format` once, with per-channel error
+/// bounds `keyDelta`: the smaller of the channel-wise bound
+/// (1/sqrt d) sum_j Q_j delta_j and the relative one.
+static double getKeyLogitError(const HeadEnvelope &envelope,
+                               const StorageFormat &format,
+                               const an::BlockStatistics &keys,
+                               const CertifyOptions &options,
+                               const std::vector<double> &keyDelta) {
+  return std::min(
+      an::computeLogitErrorBound(envelope.queryBound, keyDelta),
+      getRelativeLogitError(envelope, format, keys, options, 0.0));
+}
+
 static Status computeKeyLogitError(const HeadEnvelope &envelope,
                                    const StorageFormat &format,
                                    const an::BlockStatistics &keys,
                                    const CertifyOptions &options,
                                    double &logitError) {
-  if (Status status = an::computeKeyBlockLogitError(
-          format, keys, envelope.queryBound, options.dequantizer, logitError);
+  if (envelope.queryBound.size() != keys.channelRanges.size())
+    return Status::failure("query bound has " +
+                           std::to_string(envelope.queryBound.size()) +
+                           " channels, the key block " +
+                           std::to_string(keys.channelRanges.size()));
+  std::vector<double> delta;
+  if (Status status = an::computeBlockChannelErrorBounds(
+          format, keys, options.dequantizer, delta);
       status.failed())
     return status;
-  logitError = std::min(
-      logitError, getRelativeLogitError(envelope, format, keys, options, 0.0));
+  logitError = getKeyLogitError(envelope, format, keys, options, delta);
   return Status::success();
 }
 
@@ -368,11 +384,8 @@ Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
     total[j] = windowDelta[j] + bodyDelta[j];
   double mass = envelope.mass[kBody];
   if (kv == 0) {
-    double windowError = 0.0;
-    if (Status status = computeKeyLogitError(envelope, windowFormat, asWindow,
-                                             options, windowError);
-        status.failed())
-      return status;
+    double windowError =
+        getKeyLogitError(envelope, windowFormat, asWindow, options, windowDelta);
     // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|, and the body
     // re-quantizes x^_window, whose magnitude exceeds |K| by at most the
     // window's error.
