@@ -25,7 +25,7 @@ fi
 echo "== 1. calibrate stories260K on examples/prompts-calib.txt"
 "$CALIB" collect --checkpoint "$MODELS/stories260K/stories260K.bin" \
   --tokenizer "$MODELS/stories260K/tok512.bin" \
-  --prompts "$ROOT/examples/prompts-calib.txt" --steps 200 \
+  --prompts "$ROOT/examples/prompts-calib.txt" --steps 512 \
   --out "$OUT/stories260K.safetensors"
 
 echo

@@ -4,6 +4,7 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Format.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -222,6 +223,7 @@ private:
   Error checkMeansAndEntropy();
   Error checkQueryNorms();
   Error checkLogitEnvelope();
+  Error checkSamples();
   Error checkBlocks(StringRef prefix, const std::vector<float> &chanMin,
                     const std::vector<float> &chanMax,
                     const std::vector<float> &absMax,
@@ -261,6 +263,10 @@ double getChannelwiseLogitBound(const CalibrationStats &stats, size_t lh) {
 Error StatsValidator::run() {
   if (Error e = validateCalibrationShape(stats.shape, context))
     return e;
+  if (!(stats.softmaxScale > 0) || !std::isfinite(stats.softmaxScale))
+    return makeError(context, "the softmax scale the statistics were measured "
+                              "at must be positive and finite, got " +
+                                  num(stats.softmaxScale));
   if (Error e = checkSizes())
     return e;
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs())
@@ -273,6 +279,8 @@ Error StatsValidator::run() {
   if (Error e = checkQueryNorms())
     return e;
   if (Error e = checkLogitEnvelope())
+    return e;
+  if (Error e = checkSamples())
     return e;
   if (Error e =
           checkBlocks("k", stats.kChanMin, stats.kChanMax, stats.kBlockAbsMax,
@@ -428,6 +436,78 @@ Error StatsValidator::checkLogitEnvelope() {
   return Error::success();
 }
 
+Error StatsValidator::checkSamples() {
+  // Statistics that cannot have come from attention over observed data are
+  // refused rather than certified: a plan certified from them (for example
+  // all-zero envelopes, which make every format look exact) says nothing.
+  const CalibrationShape &shape = stats.shape;
+  int64_t numBlocks = shape.getNumAbsoluteBlocks();
+  // Positions 0 .. max_positions - 1 were observed, so the first and last
+  // absolute blocks have samples, and at most one per prompt and position.
+  if (stats.positionCount.front() <= 0 || stats.positionCount.back() <= 0)
+    return elementError("position_count", Kind::AbsBlock,
+                        stats.positionCount.front() <= 0 ? 0 : numBlocks - 1,
+                        "is 0: no position of that block was observed, but "
+                        "max_positions says it was");
+  // Synthetic statistics describe one sequence.
+  int64_t sequences = stats.synthetic ? 1 : stats.prompts;
+  int64_t perBlock = std::min<int64_t>(shape.block, shape.maxPositions);
+  for (int64_t a = 0; a < numBlocks; ++a) {
+    int64_t limit;
+    // (IR calibration ops do not carry the prompt count: 0 there.)
+    if (sequences > 0 &&
+        !llvm::MulOverflow<int64_t>(sequences, perBlock, limit) &&
+        stats.positionCount[a] > limit)
+      return elementError(
+          "position_count", Kind::AbsBlock, a,
+          formatv("is {0}, more than prompts ({1}) x block positions ({2})",
+                  stats.positionCount[a], sequences, perBlock)
+              .str());
+  }
+  int64_t group = shape.getQueryHeadsPerKVHead();
+  int64_t totalPositions = 0;
+  for (int64_t count : stats.positionCount)
+    if (llvm::AddOverflow<int64_t>(totalPositions, count, totalPositions))
+      return makeError(context, "tensor 'position_count' sums past 2^63");
+  int64_t queryLimit = 0;
+  bool limitOverflows =
+      llvm::MulOverflow<int64_t>(totalPositions, group, queryLimit);
+  float minWeight = 1.0f / static_cast<float>(shape.maxPositions);
+  int64_t bodyBlocks = shape.getNumBodyBlocks();
+  for (size_t i = 0; i < stats.queryCount.size(); ++i) {
+    if (stats.queryCount[i] <= 0)
+      return elementError("query_count", Kind::LayerHead, i,
+                          "is 0: no query was observed for this head");
+    if (!limitOverflows && stats.queryCount[i] > queryLimit)
+      return elementError(
+          "query_count", Kind::LayerHead, i,
+          formatv("is {0}, more than the observed positions ({1}) x query "
+                  "heads per KV head ({2})",
+                  stats.queryCount[i], totalPositions, group)
+              .str());
+    // Every query's weights sum to 1 over the sink, window and body
+    // blocks, so the maxima of the class masses sum to at least 1.
+    double total = double(stats.attnSinkMass[i]) + stats.attnWindowMass[i];
+    for (int64_t j = 0; j < bodyBlocks; ++j)
+      total += stats.attnBodyMass[i * bodyBlocks + j];
+    if (total < 1.0 - 1e-4)
+      return elementError(
+          "attn_sink_mass", Kind::LayerHead, i,
+          formatv("plus attn_window_mass and attn_body_mass sum to {0}, "
+                  "below 1: every query's attention sums to 1",
+                  num(float(total)))
+              .str());
+    // Some weight of every query is at least 1 / (its length).
+    if (stats.attnMaxWeight[i] + slack(minWeight) < minWeight)
+      return elementError(
+          "attn_max_weight", Kind::LayerHead, i,
+          formatv("is {0}, below 1 / max_positions = {1}",
+                  num(stats.attnMaxWeight[i]), num(minWeight))
+              .str());
+  }
+  return Error::success();
+}
+
 Error StatsValidator::checkBlocks(StringRef prefix,
                                   const std::vector<float> &chanMin,
                                   const std::vector<float> &chanMax,
@@ -551,6 +631,18 @@ Expected<CalibrationStats> readCalibrationStats(const SafeTensorsFile &file) {
     return makeError(name, "metadata \"synthetic\" is \"" + *synthetic +
                                "\", expected \"true\" or \"false\"");
   stats.synthetic = *synthetic == "true";
+  if (!stats.synthetic && stats.prompts == 0)
+    return makeError(name, "metadata \"prompts\" is 0: measured statistics "
+                           "come from at least one prompt");
+  const std::string *scale = lookupKey("softmax_scale");
+  if (!scale)
+    return makeError(name, "metadata has no \"softmax_scale\" entry (the "
+                           "softmax scale the attention masses were "
+                           "measured at)");
+  if (StringRef(*scale).getAsDouble(stats.softmaxScale) ||
+      !(stats.softmaxScale > 0) || !std::isfinite(stats.softmaxScale))
+    return makeError(name, "metadata \"softmax_scale\" is \"" + *scale +
+                               "\", not a positive finite number");
   if (Error e = validateCalibrationShape(stats.shape, name))
     return std::move(e);
 
@@ -599,6 +691,9 @@ void addCalibrationTensors(SafeTensorsWriter &writer,
     writer.setMetadata(entry.key, std::to_string(*entry.slot));
   writer.setMetadata("model", stats.model);
   writer.setMetadata("synthetic", stats.synthetic ? "true" : "false");
+  writer.setMetadata("softmax_scale",
+                     formatv("{0}", llvm::format("%.17g", stats.softmaxScale))
+                         .str());
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     SmallVector<int64_t, 3> shape = getTensorShape(stats.shape, spec.kind);
     if (spec.f32Member)

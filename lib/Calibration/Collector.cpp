@@ -15,6 +15,15 @@ static constexpr float kInf = std::numeric_limits<float>::infinity();
 
 static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+/// The smallest float >= `value`: envelope maxima are stored in f32 and
+/// must not drop below what was observed.
+static float roundUp(double value) {
+  float result = static_cast<float>(value);
+  if (static_cast<double>(result) < value)
+    result = std::nextafter(result, kInf);
+  return result;
+}
+
 StatsCollector::StatsCollector(const LlamaConfig &config,
                                const PositionClasses &classes)
     : config(config), classes(classes), layers(config.numLayers),
@@ -123,7 +132,7 @@ void StatsCollector::observe(const AttentionStep &step) {
           bodyScratch[(p - t - window) / blockSize] += weights[t];
         float *bodyRow = bodyMax.data() + lh * bodyBlockCapacity;
         for (int64_t j = 0; j <= lastBlock; ++j)
-          bodyRow[j] = std::max(bodyRow[j], static_cast<float>(bodyScratch[j]));
+          bodyRow[j] = std::max(bodyRow[j], roundUp(bodyScratch[j]));
       }
       double entropy = 0.0;
       float largest = 0.0f;
@@ -132,8 +141,8 @@ void StatsCollector::observe(const AttentionStep &step) {
           entropy -= static_cast<double>(w) * std::log(static_cast<double>(w));
         largest = std::max(largest, w);
       }
-      sinkMax[lh] = std::max(sinkMax[lh], static_cast<float>(sinkMass));
-      windowMax[lh] = std::max(windowMax[lh], static_cast<float>(windowMass));
+      sinkMax[lh] = std::max(sinkMax[lh], roundUp(sinkMass));
+      windowMax[lh] = std::max(windowMax[lh], roundUp(windowMass));
       sinkSum[lh] += sinkMass;
       windowSum[lh] += windowMass;
       entropySum[lh] += entropy;
@@ -141,14 +150,14 @@ void StatsCollector::observe(const AttentionStep &step) {
       ++queryCount[lh];
 
       ArrayRef<float> q = step.queries.slice(head * headDim, headDim);
-      float l1 = 0.0f;
+      double l1 = 0.0;
       for (int64_t j = 0; j < headDim; ++j) {
         float magnitude = std::fabs(q[j]);
         l1 += magnitude;
         float &channelMax = qAbsMax[lh * headDim + j];
         channelMax = std::max(channelMax, magnitude);
       }
-      l1Max[lh] = std::max(l1Max[lh], l1);
+      l1Max[lh] = std::max(l1Max[lh], roundUp(l1));
 
       // Logit envelope: max over the cached t <= p of sum_j |q_j| |K_{t,j}|.
       for (int64_t j = 0; j < headDim; ++j)
@@ -162,7 +171,7 @@ void StatsCollector::observe(const AttentionStep &step) {
         largestLogit = std::max(largestLogit, sum);
       }
       logitMax[lh] =
-          std::max(logitMax[lh], static_cast<float>(logitScale * largestLogit));
+          std::max(logitMax[lh], roundUp(logitScale * largestLogit));
     }
 
     // The K/V appended at p: per-channel ranges and block statistics.
@@ -219,6 +228,8 @@ StatsCollector::finish(StringRef modelName, int64_t prompts, int64_t steps) {
   stats.synthetic = false;
   stats.prompts = prompts;
   stats.steps = steps;
+  // The model's attention (Model.cpp) scales by 1/sqrt(head_size).
+  stats.softmaxScale = 1.0 / std::sqrt(static_cast<double>(headDim));
   stats.allocate();
 
   const int64_t numBody = stats.shape.getNumBodyBlocks();

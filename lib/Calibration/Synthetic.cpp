@@ -100,6 +100,7 @@ generateSyntheticStats(const SyntheticOptions &options) {
   stats.synthetic = true;
   stats.prompts = 0;
   stats.steps = 0;
+  stats.softmaxScale = 1.0 / std::sqrt(static_cast<double>(shape.headDim));
   stats.allocate();
 
   const int64_t L = shape.layers, H = shape.kvHeads, D = shape.headDim,
@@ -170,6 +171,31 @@ generateSyntheticStats(const SyntheticOptions &options) {
         largestBody = std::max(largestBody, mass);
       }
 
+      // Every query's masses sum to 1, so their maxima must sum to at
+      // least 1 (the validator refuses anything else): lift the body, or the
+      // window where there is no body.
+      double bodySum = 0.0;
+      for (int64_t j = 0; j < NB; ++j)
+        bodySum += stats.attnBodyMass[lh * NB + j];
+      double deficit = 1.0 - (sinkMax + windowMax + bodySum);
+      if (deficit > 0 && NB > 0 && bodySum > 0) {
+        double factor = (bodySum + deficit) / bodySum * (1 + 1e-6);
+        largestBody = 0.0;
+        for (int64_t j = 0; j < NB; ++j) {
+          float &mass = stats.attnBodyMass[lh * NB + j];
+          mass = static_cast<float>(std::min(1.0, mass * factor));
+          largestBody = std::max(largestBody, double(mass));
+        }
+        deficit = 0.0;
+        for (int64_t j = 0; j < NB; ++j)
+          deficit -= stats.attnBodyMass[lh * NB + j];
+        deficit += 1.0 - sinkMax - windowMax;
+      }
+      if (deficit > 0 && W > 0)
+        windowMax = std::min(1.0, windowMax + deficit);
+      else if (deficit > 0 && S > 0)
+        sinkMax = std::min(1.0, sinkMax + deficit);
+
       double entropyScale = kind == HeadKind::Local       ? 0.6
                             : kind == HeadKind::Retrieval ? 1.2
                                                           : 0.9;
@@ -184,7 +210,8 @@ generateSyntheticStats(const SyntheticOptions &options) {
       if (W > 0)
         weightLowerBound =
             std::max(weightLowerBound, windowMax / std::min(W, P));
-      weightLowerBound = std::max(weightLowerBound, largestBody / B);
+      weightLowerBound = std::max(
+          {weightLowerBound, largestBody / std::min(B, P), 1.0 / P});
       double maxWeight =
           std::max({weightLowerBound, sinkMax * (0.7 + 0.25 * rng.uniform()),
                     windowMax * (0.3 + 0.3 * rng.uniform())});

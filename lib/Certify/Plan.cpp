@@ -112,5 +112,5 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
     maxKeyLogitError = std::max(maxKeyLogitError, cls.maxLogitError);
     classes.push_back(std::move(cls));
   }
-  return computeClassBound(classes, envelope.valueSpan, result);
+  return finishCertificate(envelope, g, options, classes, result);
 }

@@ -74,6 +74,39 @@ std::string certify::checkGeometry(const CalibrationStats &stats,
   return "";
 }
 
+const char *certify::getExtrapolationName(Extrapolation rule) {
+  return rule == Extrapolation::None ? "none" : "worst_case";
+}
+
+std::string certify::checkCoverage(const CalibrationStats &stats,
+                                   const Geometry &geometry,
+                                   const CertifyOptions &options) {
+  if (std::string problem = checkGeometry(stats, geometry); !problem.empty())
+    return problem;
+  int64_t calibrated = stats.shape.maxPositions;
+  if (geometry.capacity > calibrated) {
+    if (options.extrapolation == Extrapolation::None)
+      return "the cache holds " + std::to_string(geometry.capacity) +
+             " positions but calibration observed only " +
+             std::to_string(calibrated) +
+             "; calibrate on longer sequences, plan a shorter cache, or "
+             "state an extrapolation rule (extrapolate=worst-case margin=M)";
+    if (!(options.extrapolationMargin >= 1.0) ||
+        !std::isfinite(options.extrapolationMargin))
+      return "the extrapolation margin must be finite and at least 1, got " +
+             formatNumber(options.extrapolationMargin);
+  }
+  double d = double(geometry.headDim);
+  double scale =
+      options.softmaxScale > 0 ? options.softmaxScale : 1.0 / std::sqrt(d);
+  if (!(stats.softmaxScale > 0) ||
+      std::fabs(scale - stats.softmaxScale) > 1e-6 * stats.softmaxScale)
+    return "the attention masses were calibrated at softmax scale " +
+           formatNumber(stats.softmaxScale) + " but the cache is read at " +
+           formatNumber(scale) + "; calibrate at the scale the model uses";
+  return "";
+}
+
 /// Sum of the calibration's relative-class masses whose distance interval
 /// [begin, end) meets [lo, hi), extrapolating past the calibrated blocks.
 static double massOverDistances(const CalibrationStats &stats, size_t lh,
@@ -120,14 +153,16 @@ static an::BlockStatistics clippedRanges(const std::vector<float> &minima,
 }
 
 /// The largest calibrated block absmax over absolute positions
-/// [begin, end), or +inf when part of it was never observed.
+/// [begin, end), or +inf when part of it was never observed (positions at
+/// or past the calibrated length: a partly observed block only bounds the
+/// positions calibration saw).
 static double blockAbsMax(const CalibrationStats &stats,
                           const std::vector<float> &absMax, size_t lh,
                           int64_t begin, int64_t end) {
   int64_t numBlocks = stats.shape.getNumAbsoluteBlocks();
   int64_t first = begin / stats.shape.block;
   int64_t last = ceilDiv(end, stats.shape.block);
-  if (last > numBlocks)
+  if (end > stats.shape.maxPositions || last > numBlocks)
     return std::numeric_limits<double>::infinity();
   double result = 0.0;
   for (int64_t a = first; a < last; ++a)
@@ -154,6 +189,8 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   envelope.logitEnvelope = double(stats.qkLogitMax[lh]) * scale;
   envelope.queryL1Max = stats.qL1Max[lh];
   envelope.calibratedPositions = stats.shape.maxPositions;
+  envelope.extrapolated = geometry.capacity > stats.shape.maxPositions;
+  double margin = envelope.extrapolated ? options.extrapolationMargin : 1.0;
 
   // (C1) masses. The plan's window holds whole blocks, so its positions lie
   // at distances [0, window + block - 1); body positions at >= window.
@@ -186,17 +223,135 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
                                        channelOffset, d, sinkK, geometry.sink);
   envelope.values[kSink] = clippedRanges(
       stats.vChanMin, stats.vChanMax, channelOffset, d, sinkV, geometry.sink);
-  envelope.keys[kWindow] =
-      clippedRanges(stats.kChanMin, stats.kChanMax, channelOffset, d, inf,
-                    geometry.getWindowTokens());
-  envelope.values[kWindow] =
-      clippedRanges(stats.vChanMin, stats.vChanMax, channelOffset, d, inf,
-                    geometry.getWindowTokens());
+  // Channel groups of every class but the sink run over the tokens of one
+  // block (a group divides the block), the window's too.
+  int64_t windowExtent = geometry.getWindowTokens() > 0 ? geometry.block : 0;
+  envelope.keys[kWindow] = clippedRanges(stats.kChanMin, stats.kChanMax,
+                                         channelOffset, d, inf, windowExtent);
+  envelope.values[kWindow] = clippedRanges(stats.vChanMin, stats.vChanMax,
+                                           channelOffset, d, inf, windowExtent);
   envelope.keys[kBody] = clippedRanges(stats.kChanMin, stats.kChanMax,
                                        channelOffset, d, inf, geometry.block);
   envelope.values[kBody] = clippedRanges(
       stats.vChanMin, stats.vChanMax, channelOffset, d, inf, geometry.block);
+
+  if (envelope.extrapolated) {
+    // The stated worst-case rule: no attention knowledge, and every
+    // magnitude widened by the margin.
+    int64_t tokens[kNumSegments] = {geometry.getSinkTokens(),
+                                    geometry.getWindowTokens(),
+                                    geometry.getBodyTokens()};
+    for (int segment = 0; segment < kNumSegments; ++segment)
+      envelope.mass[segment] = tokens[segment] > 0 ? 1.0 : 0.0;
+    for (double &q : envelope.queryBound)
+      q *= margin;
+    for (double &span : envelope.valueSpan)
+      span *= margin;
+    envelope.logitEnvelope *= margin * margin;
+    for (int segment = 0; segment < kNumSegments; ++segment)
+      for (an::BlockStatistics *ranges :
+           {&envelope.keys[segment], &envelope.values[segment]})
+        for (an::ValueRange &range : ranges->channelRanges) {
+          double mid = 0.5 * (range.min + range.max);
+          double half = 0.5 * (range.max - range.min);
+          double reach = std::max(std::fabs(range.min), std::fabs(range.max));
+          // Widen about the midpoint, and far enough that the magnitude
+          // grows by the margin too.
+          double newHalf = std::max(half * margin,
+                                    reach * margin - std::fabs(mid));
+          range.min = mid - newHalf;
+          range.max = mid + newHalf;
+        }
+  }
+
+  // Magnitudes the kernel-rounding terms use (every class, after any
+  // extrapolation).
+  envelope.valueMagnitude.assign(d, 0.0);
+  double channelwiseLogit = 0.0;
+  for (int64_t j = 0; j < d; ++j) {
+    double keyReach = 0.0;
+    for (int segment = 0; segment < kNumSegments; ++segment) {
+      const an::ValueRange &k = envelope.keys[segment].channelRanges[j];
+      const an::ValueRange &v = envelope.values[segment].channelRanges[j];
+      keyReach = std::max({keyReach, std::fabs(k.min), std::fabs(k.max)});
+      envelope.valueMagnitude[j] = std::max(
+          {envelope.valueMagnitude[j], std::fabs(v.min), std::fabs(v.max)});
+    }
+    channelwiseLogit += envelope.queryBound[j] * keyReach;
+  }
+  channelwiseLogit /= std::sqrt(double(d));
+  envelope.logitMagnitude =
+      std::min(channelwiseLogit, envelope.logitEnvelope);
   return envelope;
+}
+
+double certify::getKernelLogitError(const HeadEnvelope &envelope,
+                                    const CertifyOptions &options,
+                                    double logitError) {
+  if (!options.kernel.enabled)
+    return 0.0;
+  const double u = 0x1p-24;
+  double d = double(envelope.queryBound.size());
+  // (1/sqrt d) sum_j |q_j| |K^_j| <= Lambda' + E, since |K^_j| <= |K_j| +
+  // delta_j.
+  double magnitude = envelope.logitMagnitude + logitError;
+  double gammaDot = an::computeGamma(d + 2, u);
+  // Dot product and scale (gamma_{d+2}), then the max shift fl(s - m) with
+  // |s - m| <= 2 (Lambda' + E) (1 + gamma_{d+2}); exp and the one rescale
+  // per block each err by theta relatively, a logit error ln(1 + theta) <=
+  // theta / (1 - theta) each.
+  double theta = double(options.kernel.expUlps) * u;
+  return gammaDot * magnitude + 2 * u * (1 + gammaDot) * magnitude +
+         2 * theta / (1 - theta);
+}
+
+std::vector<double> certify::getKernelAccumulationError(
+    const HeadEnvelope &envelope, const Geometry &geometry,
+    const CertifyOptions &options, const std::vector<double> &maxValueError) {
+  std::vector<double> result(envelope.valueMagnitude.size(), 0.0);
+  if (!options.kernel.enabled)
+    return result;
+  const double u = 0x1p-24;
+  int64_t block = options.kernel.accumulateBlock > 0
+                      ? options.kernel.accumulateBlock
+                      : std::max<int64_t>(geometry.block, 1);
+  // Blocked sums: block - 1 additions in a block, then one rescale and
+  // ceil(T / block) - 1 additions across blocks.
+  double terms = double(std::min(block, geometry.capacity)) +
+                 double(ceilDiv(geometry.capacity, block));
+  double gammaSum = an::computeGamma(terms, u);
+  double gammaAccumulate = an::computeGamma(terms + 1, u);
+  // The computed normalised weights against the exactly normalised ones
+  // (the sum of positive weights, then the division), then the weighted sum
+  // of values: |o~_j - o'_j| <= factor * sum_t a'_t |V^_{t,j}|.
+  double weightError = (1 + u) / (1 - gammaSum) - 1;
+  double factor = weightError + gammaAccumulate * (1 + weightError);
+  for (size_t j = 0; j < result.size(); ++j)
+    result[j] = factor * (envelope.valueMagnitude[j] +
+                          (j < maxValueError.size() ? maxValueError[j] : 0.0));
+  return result;
+}
+
+Status certify::finishCertificate(
+    const HeadEnvelope &envelope, const Geometry &geometry,
+    const CertifyOptions &options,
+    const std::vector<an::PositionClassEnvelope> &classes,
+    an::StaticCertifiedBound &result) {
+  if (Status status = computeClassBound(classes, envelope.valueSpan, result);
+      status.failed())
+    return status;
+  std::vector<double> maxValueError(envelope.valueSpan.size(), 0.0);
+  for (const an::PositionClassEnvelope &cls : classes)
+    for (size_t j = 0; j < maxValueError.size(); ++j)
+      maxValueError[j] = std::max(maxValueError[j], cls.maxValueError[j]);
+  std::vector<double> kernel =
+      getKernelAccumulationError(envelope, geometry, options, maxValueError);
+  result.infNorm = 0.0;
+  for (size_t j = 0; j < result.perComponent.size(); ++j) {
+    result.perComponent[j] += kernel[j];
+    result.infNorm = std::max(result.infNorm, result.perComponent[j]);
+  }
+  return Status::success();
 }
 
 /// Clips `ranges` to +-bound in place, from the class-wide `wide` ranges;
@@ -302,6 +457,7 @@ static Status computeKeyLogitError(const HeadEnvelope &envelope,
       status.failed())
     return status;
   logitError = getKeyLogitError(envelope, format, keys, options, delta);
+  logitError += getKernelLogitError(envelope, options, logitError);
   return Status::success();
 }
 
@@ -358,10 +514,8 @@ Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
   result = SegmentError();
   const an::BlockStatistics &body =
       kv == 0 ? envelope.keys[kBody] : envelope.values[kBody];
-  // The window quantizes with its own extent (its channel groups run over
-  // the window's tokens).
+  // The window quantizes block by block, as the body does.
   an::BlockStatistics asWindow = body;
-  asWindow.numTokens = static_cast<unsigned>(geometry.getWindowTokens());
   std::vector<double> windowDelta, bodyDelta;
   if (Status status = an::computeBlockChannelErrorBounds(
           windowFormat, asWindow, options.dequantizer, windowDelta);
@@ -396,6 +550,8 @@ Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
                                                     windowError);
     result.logitError = std::min(
         an::computeLogitErrorBound(envelope.queryBound, total), relative);
+    result.logitError +=
+        getKernelLogitError(envelope, options, result.logitError);
     result.itemError = an::computeKeyItemError(mass, result.logitError,
                                                getMaxValueSpan(envelope));
     return Status::success();
@@ -508,7 +664,7 @@ Status certify::certifyHead(const HeadEnvelope &envelope,
     }
     classes.push_back(std::move(cls));
   }
-  return computeClassBound(classes, envelope.valueSpan, result);
+  return finishCertificate(envelope, geometry, options, classes, result);
 }
 
 double certify::computeKeyNecessaryBits(const HeadEnvelope &envelope,
@@ -550,8 +706,8 @@ static Status addHeadItems(const HeadEnvelope &envelope,
                                   geometry.getWindowTokens(),
                                   geometry.getBodyTokens()};
   // Channel groups run over the tokens of one quantization extent: the
-  // sink, the window, or one body block.
-  int64_t extent[kNumSegments] = {tokens[kSink], tokens[kWindow],
+  // sink, or one block (of the window or the body).
+  int64_t extent[kNumSegments] = {tokens[kSink], geometry.block,
                                   geometry.block};
   const double cap = request.options.logitErrorCap;
   auto perMassOf = [&](int segment, const SegmentError &error) {
@@ -684,7 +840,8 @@ Status certify::allocatePlan(const CalibrationStats &stats,
                              const AllocationRequest &request,
                              AllocationOutcome &outcome) {
   const Geometry &geometry = request.geometry;
-  if (std::string problem = checkGeometry(stats, geometry); !problem.empty())
+  if (std::string problem = checkCoverage(stats, geometry, request.options);
+      !problem.empty())
     return Status::failure(problem);
   if (request.tolerances.size() != 1 &&
       request.tolerances.size() != size_t(geometry.layers))
@@ -754,8 +911,21 @@ Status certify::allocatePlan(const CalibrationStats &stats,
       double tolerance = request.tolerances.size() == 1
                              ? request.tolerances[0]
                              : request.tolerances[flat / geometry.heads];
+      // The kernel's accumulation error is added to every plan's bound;
+      // reserve it with the largest value error any candidate can have
+      // (|V^| <= 2 max |V|).
+      std::vector<double> reserveDelta = envelopes[flat].valueMagnitude;
+      double reserve = 0.0;
+      for (double r : getKernelAccumulationError(
+               envelopes[flat], geometry, request.options, reserveDelta))
+        reserve = std::max(reserve, r);
+      if (!(tolerance > reserve))
+        return Status::failure(
+            describeHead(flat) + ": tolerance " + formatNumber(tolerance) +
+            " is below the kernel's own rounding error " +
+            formatNumber(reserve));
       double decoupled = an::computeDecoupledTolerance(
-          tolerance, request.options.logitErrorCap);
+          tolerance - reserve, request.options.logitErrorCap);
       // Try a few free error levels and keep the cheapest feasible plan.
       an::AllocationResult best;
       std::string lastMessage;

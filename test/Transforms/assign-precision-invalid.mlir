@@ -27,8 +27,38 @@
 
 // A tolerance no allowed format meets.
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
-// RUN:   --kvprec-assign-precision="tolerance=1e-9 formats=i8,f16" 2>&1 | FileCheck %s --check-prefix=INFEASIBLE
-// INFEASIBLE: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 1e-09 cannot be met by the allowed formats
+// RUN:   --kvprec-assign-precision="tolerance=1e-4 formats=i8,i4" 2>&1 | FileCheck %s --check-prefix=INFEASIBLE
+// INFEASIBLE: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 0.0001 cannot be met by the allowed formats
+// A tolerance below what the kernel's own f32 arithmetic can promise.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-9" 2>&1 | FileCheck %s --check-prefix=KERNEL
+// KERNEL: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be planned: layer 0, KV head 0: tolerance 1e-09 is below the kernel's own rounding error 5.0068e-06
+
+// A cache longer than the calibration observed, without and with a stated
+// extrapolation rule, and a margin below 1.
+// RUN: python3 %S/Inputs/make-calibration.py %t.short.safetensors --max-positions 32
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=LONG
+// LONG: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be certified from calibration @calibration: the cache holds 64 positions but calibration observed only 32; calibrate on longer sequences, plan a shorter cache, or state an extrapolation rule (extrapolate=worst-case margin=M)
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-1 extrapolate=worst-case margin=0.5" 2>&1 | FileCheck %s --check-prefix=MARGIN
+// MARGIN: error: 'kvprec.alloc' op cannot be certified from calibration @calibration: the extrapolation margin must be finite and at least 1, got 0.5
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
+// RUN:   --kvprec-assign-precision="extrapolate=linear" 2>&1 | FileCheck %s --check-prefix=RULE
+// RULE: for the --extrapolate option: Cannot find option named 'linear'!
+
+// Attends that read one cache at two softmax scales.
+// RUN: sed 's/into %o : memref/into %o {scale = 0.5 : f32} : memref/' %S/Inputs/toy-cache.mlir > %t.scale.mlir
+// RUN: sed -n 's/    kvprec.attend %q, %c\[1\] len \([^ ]*\) into/    kvprec.attend %q, %c[0] len \1 into/p' %S/Inputs/toy-cache.mlir > %t.second.txt
+// RUN: sed '/kvprec.attend/r %t.second.txt' %t.scale.mlir > %t.two.mlir
+// RUN: not kvprec-opt %t.two.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=SCALES
+// SCALES: error: 'kvprec.attend' op reads the cache at softmax scale 0.353553 but another attend reads it at 0.5; one certificate covers one scale
+// SCALES: note: the other attend
+// An attend at a scale the calibration was not measured at.
+// RUN: not kvprec-opt %t.scale.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=SOFTMAX
+// SOFTMAX: error: 'kvprec.alloc' op cannot be certified from calibration @calibration: the attention masses were calibrated at softmax scale 0.353553 but the cache is read at 0.5; calibrate at the scale the model uses
 // Keys whose every allowed format exceeds the logit error cap.
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="formats=i2" 2>&1 | FileCheck %s --check-prefix=CAP

@@ -86,3 +86,20 @@
 // A module without caches has nothing to calibrate.
 // RUN: echo 'module {}' | not kvprec-opt --kvprec-import-calibration="file=%t.ok" 2>&1 | FileCheck %s --check-prefix=EMPTY
 // EMPTY: error: kvprec-import-calibration: the module has no kvprec.alloc to calibrate
+
+// Statistics no attention over observed data can produce are refused, not
+// certified: all-zero envelopes (which would make i2 look exact), heads with
+// no query, an absurd query count, and a file without the softmax scale its
+// masses were measured at.
+// RUN: python3 %S/Inputs/make-calibration.py %t.zeros --corrupt zeros
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.zeros" 2>&1 | FileCheck %s --check-prefix=ZEROS
+// ZEROS: toy-cache.mlir:3:1: error: kvprec-import-calibration: {{.*}}zeros: tensor 'attn_sink_mass' element 0 [0, 0] plus attn_window_mass and attn_body_mass sum to 0, below 1: every query's attention sums to 1
+// RUN: python3 %S/Inputs/make-calibration.py %t.noq --corrupt no-queries
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.noq" 2>&1 | FileCheck %s --check-prefix=NOQUERIES
+// NOQUERIES: error: kvprec-import-calibration: {{.*}}noq: tensor 'query_count' element 0 [0, 0] is 0: no query was observed for this head
+// RUN: python3 %S/Inputs/make-calibration.py %t.manyq --corrupt too-many-queries
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.manyq" 2>&1 | FileCheck %s --check-prefix=MANYQUERIES
+// MANYQUERIES: error: kvprec-import-calibration: {{.*}}manyq: tensor 'query_count' element 0 [0, 0] is 9223372036854775807, more than the observed positions (64) x query heads per KV head (2)
+// RUN: python3 %S/Inputs/make-calibration.py %t.noscale --corrupt no-scale
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.noscale" 2>&1 | FileCheck %s --check-prefix=NOSCALE
+// NOSCALE: error: kvprec-import-calibration: {{.*}}noscale: metadata has no "softmax_scale" entry (the softmax scale the attention masses were measured at)

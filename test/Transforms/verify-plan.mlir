@@ -5,21 +5,91 @@
 // line, and update=true records the recomputed certificate.
 // RUN: sed 's/!kvprec.cache<2x2x64x8xf32>/!kvprec.cache<2x2x64x8xf32, #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f32>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [0]>>/g' %t.calibrated.mlir > %t.hand.mlir
 // RUN: kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=1e-1 update=true" | FileCheck %s --check-prefix=UPDATE
-// UPDATE: certificate = <tolerance = 1.0e-01, bound = {{[0-9.e+-]+}}, necessary_bits = {{[0-9.e+-]+}}, average_bits = {{[0-9.e+-]+}}, bytes_vs_f16 = {{[0-9.e+-]+}}>
+// UPDATE: certificate = <deterministic, tolerance = [1.0e-01], bound = [[BOUND:[0-9.e+-]+]], layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = 1.825e+01, bytes_vs_f16 = 1.140625e+00, calibrated_length = 64, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 
 // The same plan cannot meet a tight tolerance.
 // RUN: not kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=1e-6" 2>&1 | FileCheck %s --check-prefix=TIGHT
 // TIGHT: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound {{.*}}, above the tolerance 1.000000e-06
 
-// i2 keys exceed the logit error cap of the certificate.
+// i2 keys: their logit error makes the bound far exceed the tolerance.
 // RUN: sed 's/#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>/#kvprec.format<i2, asymmetric, token_group = 8, scale = f16>/' %t.hand.mlir > %t.i2.mlir
-// RUN: not kvprec-opt %t.i2.mlir --kvprec-verify-plan="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=CAP
-// CAP: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound
+// RUN: not kvprec-opt %t.i2.mlir --kvprec-verify-plan="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=I2
+// I2: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound
+
+// The allocator's own all-f32 plan verifies: the HNF bits are a necessary
+// condition only, and its bound is the kernel arithmetic's rounding alone.
+// RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-4 formats=f32" --kvprec-verify-plan \
+// RUN: | FileCheck %s --check-prefix=F32
+// F32: formats = [#kvprec.format<f32>]{{.*}}certificate = <deterministic, tolerance = [1.0e-04], bound = {{[1-9][0-9.]*e-0[5-7]}},
+
+// Every recorded field is recomputed and compared: forged average bits,
+// necessary bits, bytes vs fp16, layer bounds, calibrated length and
+// contract are each refused.
+// RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-2" -o %t.plan.mlir
+// RUN: sed -E 's/average_bits = [0-9.e+-]+/average_bits = 3.1e+01/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=AVG
+// AVG: error: 'kvprec.alloc' op plan certificate records average_bits 31 but the recomputed value is 14.5
+// RUN: sed -E 's/necessary_bits = [0-9.e+-]+/necessary_bits = 1.0e+30/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=HNF
+// HNF: error: 'kvprec.alloc' op plan certificate records necessary_bits 1e+30 but the recomputed value is
+// RUN: sed -E 's/bytes_vs_f16 = [0-9.e+-]+/bytes_vs_f16 = 9.9e+01/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=BYTES
+// BYTES: error: 'kvprec.alloc' op plan certificate records bytes_vs_f16 99 but the recomputed value is 0.90625
+// RUN: sed -E 's/layer_bounds = \[[0-9.e+-]+,/layer_bounds = [1.0e-09,/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=LAYERBOUND
+// LAYERBOUND: error: 'kvprec.alloc' op plan certificate records layer_bounds[0] 1e-09 but the recomputed value is
+// RUN: sed -E 's/calibrated_length = 64/calibrated_length = 512/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=LENGTH
+// LENGTH: error: 'kvprec.alloc' op plan certificate records calibrated_length 512 but the recomputed value is 64
+// RUN: sed -E 's/exp_ulps = 4/exp_ulps = 0/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=ULPS
+// ULPS: error: 'kvprec.alloc' op plan certificate records exp_ulps 0 but the recomputed value is 4
+// RUN: sed -E 's/accumulate_block = 16/accumulate_block = 1024/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=ACCBLOCK
+// ACCBLOCK: error: 'kvprec.alloc' op plan certificate records accumulate_block 1024 but the recomputed value is 16
+// RUN: sed -E 's/dequant = f32/dequant = f16/' %t.plan.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=DEQUANT
+// DEQUANT: error: 'kvprec.alloc' op plan certificate records dequant f16 but the recomputed value is f32
+
+// Per-layer tolerances are recorded and checked per layer: a plan made for
+// 1e-1 in both layers does not pass as a plan for 1e-1 and 1e-3.
+// RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-1" \
+// RUN: | sed -E 's/tolerance = \[1.0e-01\]/tolerance = [1.0e-01, 1.0e-03]/' | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=PERLAYER
+// PERLAYER: error: 'kvprec.alloc' op plan of layer 1, KV head 0 has certified bound {{.*}}, above the tolerance 1.000000e-03
+
+// A budget plan records its budget and is checked against it.
+// RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="budget=6000" --kvprec-verify-plan -o %t.budget.mlir
+// RUN: sed -E 's/budget = [0-9.e+-]+/budget = 1.0e+03/' %t.budget.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=OVERBUDGET
+// OVERBUDGET: error: 'kvprec.alloc' op plan stores {{[0-9]+}} bytes, above its budget of 1000
+
+// The softmax scale is part of the certificate: the same plan read at
+// scale 4 by its attend is refused against a calibration measured at
+// 1/sqrt(8), and against a calibration measured at scale 4 its bound
+// (0.40) exceeds the tolerance that held at 1/sqrt(8) (0.030).
+// RUN: sed 's/into %arg4 : memref/into %arg4 {scale = 4.0 : f32} : memref/' %t.hand.mlir > %t.scaled.mlir
+// RUN: not kvprec-opt %t.scaled.mlir --kvprec-verify-plan="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=SCALE
+// SCALE: error: 'kvprec.alloc' op plan cannot be certified from calibration @calibration: the attention masses were calibrated at softmax scale 0.353553 but the cache is read at 4; calibrate at the scale the model uses
+// RUN: python3 %S/Inputs/make-calibration.py %t.scale4.safetensors --softmax-scale 4
+// RUN: sed 's/into %o : memref/into %o {scale = 4.0 : f32} : memref/' %S/Inputs/toy-cache.mlir \
+// RUN: | kvprec-opt --kvprec-import-calibration="file=%t.scale4.safetensors" \
+// RUN: | sed 's/!kvprec.cache<2x2x64x8xf32>/!kvprec.cache<2x2x64x8xf32, #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f32>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [0]>>/g' > %t.hand4.mlir
+// RUN: kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=3.1e-2" -o /dev/null
+// RUN: not kvprec-opt %t.hand4.mlir --kvprec-verify-plan="tolerance=3.1e-2" 2>&1 | FileCheck %s --check-prefix=SCALE4
+// SCALE4: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound 4.0{{[0-9]+}}e-01, above the tolerance 3.100000e-02
+
+// A cache longer than its calibration: refused without a rule; with the
+// worst-case rule the certificate says so, and verify applies the rule the
+// certificate records.
+// RUN: python3 %S/Inputs/make-calibration.py %t.short.safetensors --max-positions 32
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
+// RUN: | sed 's/!kvprec.cache<2x2x64x8xf32>/!kvprec.cache<2x2x64x8xf32, #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f32>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [0]>>/g' > %t.long.mlir
+// RUN: not kvprec-opt %t.long.mlir --kvprec-verify-plan="tolerance=1" 2>&1 | FileCheck %s --check-prefix=LONG
+// LONG: error: 'kvprec.alloc' op plan cannot be certified from calibration @calibration: the cache holds 64 positions but calibration observed only 32
+// RUN: kvprec-opt %t.long.mlir --kvprec-verify-plan="tolerance=1 extrapolate=worst-case margin=2 update=true" -o %t.extrapolated.mlir
+// RUN: FileCheck %s --check-prefix=EXTRAPOLATED < %t.extrapolated.mlir
+// EXTRAPOLATED: calibrated_length = 32, extrapolation = worst_case, margin = 2.0e+00,{{.*}}assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]
+// RUN: kvprec-opt %t.extrapolated.mlir --kvprec-verify-plan -o /dev/null
+// The worst-case rule with margin 2 certifies a looser bound than the
+// calibrated envelope with margin 1.
+// RUN: sed -E 's/margin = 2.0e\+00/margin = 1.0e+00/' %t.extrapolated.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=MARGIN
+// MARGIN: error: 'kvprec.alloc' op plan certificate records bound {{.*}} but the recomputed value is
 
 // A plan whose recorded certificate claims a smaller bound than provable.
 // RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-2" | sed -E 's/bound = [0-9.e+-]+/bound = 1.0e-12/' > %t.forged.mlir
 // RUN: not kvprec-opt %t.forged.mlir --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=FORGED
-// FORGED: error: 'kvprec.alloc' op plan certificate records bound 1.000000e-12 but the recomputed certified bound is
+// FORGED: error: 'kvprec.alloc' op plan certificate records bound 1e-12 but the recomputed value is
 
 // Without calibration there is nothing to check against.
 // RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 window=32" \

@@ -65,8 +65,9 @@ struct PlannedCache {
   /// Location of the alloc, prefixed to every later error about the plan.
   std::string location;
   std::string calibrationName;
-  /// The certificate the plan records, if any (reported, not trusted).
-  std::optional<double> storedTolerance, storedBound;
+  /// The certificate the plan records, if any (its bound is reported, not
+  /// trusted; its extrapolation rule is the one evaluated).
+  std::optional<mlir::kvprec::CertificateRecord> stored;
 };
 } // namespace
 
@@ -128,8 +129,7 @@ static Expected<PlannedCache> loadPlannedCache(StringRef path) {
   result.plan = std::move(*plan);
   if (mlir::kvprec::CertificateAttr certificate =
           cache.getPlan().getCertificate()) {
-    result.storedTolerance = certificate.getTolerance().convertToDouble();
-    result.storedBound = certificate.getBound().convertToDouble();
+    result.stored = mlir::kvprec::readCertificateAttr(certificate);
   }
 
   if (!planned.getCalibration())
@@ -244,6 +244,10 @@ public:
 
   std::vector<double> ratios, runtimeRatios;
   int64_t cases = 0, violations = 0, runtimeViolations = 0;
+  /// The same for positions at or past the calibrated length.
+  int64_t calibratedLength = std::numeric_limits<int64_t>::max();
+  int64_t beyondCases = 0, beyondViolations = 0, beyondRuntimeViolations = 0;
+  double beyondMaxRatio = 0.0, beyondMaxError = 0.0;
   double maxError = 0.0, maxRatio = 0.0, maxRuntimeRatio = 0.0,
          maxRuntimeBound = 0.0;
   uint64_t elementBoundViolations = 0, demotions = 0;
@@ -377,6 +381,13 @@ void BoundEvaluator::observe(const AttentionStep &step) {
       runtimeRatios.push_back(runtimeRatio);
       maxRuntimeRatio = std::max(maxRuntimeRatio, runtimeRatio);
     }
+    if (step.position >= calibratedLength) {
+      ++beyondCases;
+      beyondViolations += violated;
+      beyondRuntimeViolations += runtimeViolated;
+      beyondMaxRatio = std::max(beyondMaxRatio, ratio);
+      beyondMaxError = std::max(beyondMaxError, error);
+    }
     ++head.cases;
     head.violations += violated;
     head.runtimeViolations += runtimeViolated;
@@ -440,7 +451,15 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   if (g.headDim != config.getHeadSize())
     return mismatch("channels per head (head_dim)", g.headDim,
                     config.getHeadSize());
-  std::string problem = cf::checkGeometry(stats, g);
+  // The model's attention scales by 1/sqrt(head_dim); the plan is
+  // evaluated under the extrapolation rule its certificate states.
+  cf::CertifyOptions options;
+  options.softmaxScale = 1.0 / std::sqrt(double(g.headDim));
+  if (loaded->stored && loaded->stored->extrapolated) {
+    options.extrapolation = cf::Extrapolation::WorstCase;
+    options.extrapolationMargin = loaded->stored->margin;
+  }
+  std::string problem = cf::checkCoverage(stats, g, options);
   if (!problem.empty())
     return makeError(where + ": calibration @" + loaded->calibrationName +
                      ": " + problem);
@@ -472,7 +491,6 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
 
   // The certified bound of every (layer, KV head), recomputed from the
   // calibration (any bound stored in the plan is not trusted).
-  cf::CertifyOptions options;
   std::vector<HeadSummary> heads(g.layers * g.heads);
   double maxBound = 0.0;
   for (int64_t layer = 0; layer < g.layers; ++layer)
@@ -502,6 +520,7 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   // Teacher-forced on the model's own fp32 greedy continuation: the
   // emulated caches only measure, they never feed back into the model.
   BoundEvaluator evaluator(plan, config, heads, casesOut.get());
+  evaluator.calibratedLength = stats.shape.maxPositions;
   LlamaRunner runner(*inputs.model);
   Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
   GenerationOptions generation;
@@ -551,10 +570,24 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
     json.attribute("plan", describePlan(plan));
     json.attribute("plan_bytes", number(plan.getTotalBytes()));
     json.attribute("fp16_bytes", number(fp16Bytes));
-    if (loaded->storedBound) {
-      json.attribute("stored_tolerance", number(*loaded->storedTolerance));
-      json.attribute("stored_bound", number(*loaded->storedBound));
+    if (loaded->stored) {
+      json.attributeArray("stored_tolerance", [&] {
+        for (double t : loaded->stored->tolerances)
+          json.value(number(t));
+      });
+      json.attribute("stored_bound", number(loaded->stored->bound));
     }
+    json.attribute("extrapolated", g.capacity > stats.shape.maxPositions);
+    // Cases at positions the calibration never reached: certified only by
+    // the stated extrapolation rule, so reported apart.
+    json.attributeObject("beyond_calibration", [&] {
+      json.attribute("from_position", stats.shape.maxPositions);
+      json.attribute("cases", evaluator.beyondCases);
+      json.attribute("violations", evaluator.beyondViolations);
+      json.attribute("runtime_violations", evaluator.beyondRuntimeViolations);
+      json.attribute("max_ratio", number(evaluator.beyondMaxRatio));
+      json.attribute("max_error", number(evaluator.beyondMaxError));
+    });
     json.attribute("model", inputs.model->getName());
     json.attribute("calibration_model", stats.model);
     json.attribute("calibration_synthetic", stats.synthetic);

@@ -172,6 +172,13 @@ static cl::opt<std::string>
            cl::value_desc("file"), cl::sub(collectCommand),
            cl::sub(synthCommand), cl::cat(toolCategory));
 
+static cl::opt<int64_t> irCapacity(
+    "ir-capacity",
+    cl::desc("Cache capacity of the --ir module (default: the positions "
+             "calibration observed, which is all a certificate can cover "
+             "without an extrapolation rule)"),
+    cl::init(0), cl::sub(collectCommand), cl::cat(toolCategory));
+
 // eval-bounds
 static cl::opt<int> evalSteps(
     "steps",
@@ -370,10 +377,18 @@ static Error runCollect() {
                           config.numKVHeads,
                           config.numHeads,
                           config.getHeadSize(),
-                          config.seqLen};
+                          irCapacity > 0 ? int64_t(irCapacity)
+                                         : stats->shape.maxPositions};
+    if (irCapacity < 0 || irCapacity > config.seqLen)
+      return createStringError(
+          inconvertibleErrorCode(),
+          formatv("--ir-capacity {0} is outside [1, {1}] (the model's "
+                  "context)",
+                  int64_t(irCapacity), config.seqLen));
     if (Error e = writeDecodeStepIR(irPath, shape))
       return e;
-    os << "wrote " << irPath << "\n";
+    os << "wrote " << irPath << " (cache capacity " << shape.capacity
+       << ")\n";
   }
   return Error::success();
 }

@@ -168,7 +168,7 @@ TEST(CalibrationStatsTest, RejectsMetadataProblems) {
          for (StringRef key :
               {"schema", "layers", "kv_heads", "q_heads", "head_dim", "sink",
                "window", "block", "max_positions", "model", "synthetic",
-               "prompts", "steps"})
+               "prompts", "steps", "softmax_scale"})
            w.removeMetadata(key);
        },
        "missing \"__metadata__\""},
@@ -188,6 +188,13 @@ TEST(CalibrationStatsTest, RejectsMetadataProblems) {
        "metadata \"synthetic\" is \"yes\""},
       {"missing model", [](SafeTensorsWriter &w) { w.removeMetadata("model"); },
        "metadata has no \"model\" entry"},
+      {"no softmax scale",
+       [](SafeTensorsWriter &w) { w.removeMetadata("softmax_scale"); },
+       "metadata has no \"softmax_scale\" entry"},
+      {"bad softmax scale",
+       [](SafeTensorsWriter &w) { w.setMetadata("softmax_scale", "-1"); },
+       "metadata \"softmax_scale\" is \"-1\", not a positive finite "
+       "number"},
       {"zero block", [](SafeTensorsWriter &w) { w.setMetadata("block", "0"); },
        "block is 0, must be at least 1"},
       {"heads do not divide",
@@ -299,6 +306,51 @@ TEST(CalibrationStatsTest, RejectsBadValues) {
          s.vBlockChanSpan[0] = 2.5f * s.vBlockAbsMax[0];
        },
        "tensor 'v_block_chan_span' element 0 [0, 0, 0]"},
+      // Degenerate calibrations: statistics that no attention over observed
+      // data can produce.
+      {"no queries", [](CalibrationStats &s) { s.queryCount[3] = 0; },
+       "tensor 'query_count' element 3 [1, 1] is 0: no query was observed"},
+      {"absurd query count",
+       [](CalibrationStats &s) {
+         s.queryCount[1] = std::numeric_limits<int64_t>::max();
+       },
+       "tensor 'query_count' element 1 [0, 1] is 9223372036854775807, more "
+       "than the observed positions"},
+      {"no positions in the first block",
+       [](CalibrationStats &s) { s.positionCount[0] = 0; },
+       "tensor 'position_count' element 0 [0] is 0: no position of that "
+       "block was observed"},
+      {"more positions than prompts can give",
+       [](CalibrationStats &s) { s.positionCount[1] = 1 << 30; },
+       "tensor 'position_count' element 1 [1] is 1073741824, more than "
+       "prompts"},
+      {"masses below one",
+       [](CalibrationStats &s) {
+         s.attnSinkMass[2] = s.attnSinkMassMean[2] = 0.0f;
+         s.attnWindowMass[2] = s.attnWindowMassMean[2] = 0.0f;
+         int64_t blocks = s.shape.getNumBodyBlocks();
+         for (int64_t j = 0; j < blocks; ++j)
+           s.attnBodyMass[2 * blocks + j] = 0.01f;
+       },
+       "tensor 'attn_sink_mass' element 2 [1, 0] plus attn_window_mass and "
+       "attn_body_mass sum to"},
+      {"max weight below uniform",
+       [](CalibrationStats &s) { s.attnMaxWeight[0] = 0.0f; },
+       "tensor 'attn_max_weight' element 0 [0, 0] is 0, below 1 / "
+       "max_positions"},
+      {"all zeros",
+       [](CalibrationStats &s) {
+         for (const CalibrationTensorSpec &spec :
+              getCalibrationTensorSpecs()) {
+           if (spec.f32Member)
+             std::fill((s.*spec.f32Member).begin(),
+                       (s.*spec.f32Member).end(), 0.0f);
+           else
+             std::fill((s.*spec.i64Member).begin(),
+                       (s.*spec.i64Member).end(), 0);
+         }
+       },
+       "is 0: no position of that block was observed"},
   };
   for (const Case &c : cases) {
     CalibrationStats stats = makeValidStats();

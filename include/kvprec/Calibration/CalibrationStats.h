@@ -101,6 +101,9 @@ struct CalibrationStats {
   /// Number of prompts run and generated tokens per prompt.
   int64_t prompts = 0;
   int64_t steps = 0;
+  /// The softmax scale the model's attention used while calibrating (the
+  /// attention masses are only valid at it): 1/sqrt(head_dim) for Llama.
+  double softmaxScale = 0.0;
 
   // (C1) attention mass per position class, [L, H] or [L, H, NB].
   std::vector<float> attnSinkMass;

@@ -49,13 +49,45 @@ enum Segment : int { kSink = 0, kWindow = 1, kBody = 2 };
 constexpr int kNumSegments = 3;
 const char *getSegmentName(int segment);
 
+/// What a certificate may say about positions past the calibrated length
+/// (error-bounds.md §5, C4).
+enum class Extrapolation {
+  /// Refuse to certify a cache longer than calibration observed.
+  None,
+  /// Past the calibrated length nothing is known of attention: every class
+  /// mass envelope is 1, and every magnitude envelope (|q_j|, the logit
+  /// envelope, K/V channel ranges about their midpoints, value spans) is
+  /// multiplied by `extrapolationMargin`.
+  WorstCase,
+};
+const char *getExtrapolationName(Extrapolation rule);
+
+/// The arithmetic the generated attention kernel must perform, which the
+/// certificate's kernel-rounding terms (error-bounds.md §8) assume: f32
+/// arithmetic (u = 2^-24); logits as length-d dot products scaled once;
+/// exp with relative error at most expUlps * u; per block of
+/// `accumulateBlock` positions a running max, weights, and partial sums of
+/// weights and weighted values, rescaled once when the blocks combine;
+/// one division at the end.
+struct KernelContract {
+  /// Include the kernel-rounding terms (off only to test §2 on its own).
+  bool enabled = true;
+  int64_t expUlps = 4;
+  /// Positions per accumulation block; 0 means the plan's block.
+  int64_t accumulateBlock = 0;
+};
+
 struct CertifyOptions {
   /// E_cap of error-bounds.md §4: key formats whose logit error exceeds it
   /// are not used, which bounds e^{Ebar} by e^{E_cap}.
   double logitErrorCap = 0.25;
   analysis::DequantizerConfig dequantizer;
-  /// Softmax scale; 0 means 1/sqrt(head_dim).
+  /// Softmax scale; 0 means 1/sqrt(head_dim). The calibration's masses are
+  /// only valid at the scale it ran with (checkCoverage).
   double softmaxScale = 0.0;
+  Extrapolation extrapolation = Extrapolation::None;
+  double extrapolationMargin = 1.0;
+  KernelContract kernel;
 };
 
 /// What calibration says about one (layer, KV head) for a given geometry.
@@ -78,9 +110,18 @@ struct HeadEnvelope {
   /// K and V channel ranges of each class (numTokens = the class's
   /// quantization extent: the sink, the window, one body block).
   std::array<analysis::BlockStatistics, kNumSegments> keys, values;
+  /// max_j |V_j| over the class ranges, per channel: bounds |V^_j| - delta
+  /// in the kernel's accumulation term.
+  std::vector<double> valueMagnitude;
+  /// Bound on (1/sqrt d) sum_j |q_j||K_{t,j}| for the kernel's logit
+  /// rounding: the smaller of the logit envelope and the channel-wise one.
+  double logitMagnitude = 0.0;
   /// Statistics the envelope rests on, for reports.
   double queryL1Max = 0.0;
   int64_t calibratedPositions = 0;
+  /// True when the cache is longer than calibration and the envelope was
+  /// extrapolated by CertifyOptions::extrapolation.
+  bool extrapolated = false;
 };
 
 /// Checks that `stats` can describe a cache of `geometry` (layers, heads,
@@ -89,10 +130,19 @@ struct HeadEnvelope {
 std::string checkGeometry(const calib::CalibrationStats &stats,
                           const Geometry &geometry);
 
+/// checkGeometry, and what the certificate's statistics must cover: the
+/// cache's capacity within the calibrated length unless an extrapolation
+/// rule is given (C4), and the softmax scale the calibration ran with
+/// (its attention masses are only valid at that scale). Returns a message
+/// naming the first problem, or "".
+std::string checkCoverage(const calib::CalibrationStats &stats,
+                          const Geometry &geometry,
+                          const CertifyOptions &options);
+
 /// Builds the envelope of (layer, head). The plan's window and body masses
 /// are sums over the calibration's relative classes that can overlap them
-/// (capped at 1); body blocks farther than the calibrated positions are
-/// extrapolated with the last calibrated block's mass (stated in reports).
+/// (capped at 1). A cache longer than the calibration (only after
+/// checkCoverage allowed it) gets the envelope of options.extrapolation.
 HeadEnvelope buildHeadEnvelope(const calib::CalibrationStats &stats,
                                const Geometry &geometry, int64_t layer,
                                int64_t head, const CertifyOptions &options);
@@ -171,6 +221,30 @@ bool demotesExactly(const StorageFormat &windowFormat,
 
 /// Formats of one (layer, head): [kv][segment].
 using HeadFormats = std::array<std::array<StorageFormat, kNumSegments>, 2>;
+
+/// The logit error the kernel's own rounding adds to a key logit error E
+/// under options.kernel (error-bounds.md §8): dot product, scaling and max
+/// shift relative to (Lambda' + E), and the exp and rescaling errors as
+/// logit errors; 0 when the contract is disabled.
+double getKernelLogitError(const HeadEnvelope &envelope,
+                           const CertifyOptions &options, double logitError);
+
+/// The accumulation and normalisation error of the kernel per output
+/// channel, to add to the §2 bound: relative factor * max |V^_j| with
+/// max |V^_j| <= valueMagnitude_j + maxValueError_j.
+std::vector<double>
+getKernelAccumulationError(const HeadEnvelope &envelope,
+                           const Geometry &geometry,
+                           const CertifyOptions &options,
+                           const std::vector<double> &maxValueError);
+
+/// computeClassBound plus the kernel's accumulation error: the certificate
+/// of classes whose key logit errors already include getKernelLogitError.
+Status finishCertificate(
+    const HeadEnvelope &envelope, const Geometry &geometry,
+    const CertifyOptions &options,
+    const std::vector<analysis::PositionClassEnvelope> &classes,
+    analysis::StaticCertifiedBound &result);
 
 /// The static certificate of §5 for one (layer, head) and its formats.
 Status certifyHead(const HeadEnvelope &envelope, const HeadFormats &formats,

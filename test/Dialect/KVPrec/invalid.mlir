@@ -55,14 +55,99 @@ func.func private @f() attributes {fmt = #bad}
 // -----
 
 // expected-error @+1 {{certificate field 'bound' must be finite and non-negative}}
-#bad = #kvprec.certificate<tolerance = 1.0e-3, bound = -1.0, necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = -1.0, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
-// expected-error @+1 {{certificate tolerance must be positive}}
-#bad = #kvprec.certificate<tolerance = 0.0, bound = 0.0, necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3>
+// expected-error @+1 {{certificate tolerance must be positive and finite, got 0}}
+#bad = #kvprec.certificate<deterministic, tolerance = [0.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate records either a tolerance or a budget, not neither}}
+#bad = #kvprec.certificate<deterministic, tolerance = [], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate has no layer bounds}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate calibrated_length must be positive}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate margin must be at least 1}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = worst_case, margin = 0.5, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate dequant must be f32, f16 or bf16, got 'i8'}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = i8, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate accumulate must be f32, got 'f16'}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f16, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{certificate assumes must be [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length] for this certificate}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{unknown certificate kind 'probable'}}
+#bad = #kvprec.certificate<probable, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{unknown extrapolation 'linear'}}
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = linear, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{expected 'tolerance' or 'budget', got 'target'}}
+#bad = #kvprec.certificate<deterministic, target = [1.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{plan certificate has 3 tolerances; expected 1 or one per layer (2)}}
+#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0, 1.0, 1.0], bound = 1.0e-4, layer_bounds = [1.0e-4, 1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// expected-error @+1 {{plan certificate has 1 layer bounds; expected one per layer (2)}}
+#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// A window channel group must divide the block (the window quantizes block
+// by block, as the body does).
+// expected-error @+1 {{plan window_formats entry 0 (layer 0, head 0, K): channel_group size 16 does not divide the block size 8}}
+#bad = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 8, sink = 0, window = 16, formats = [#kvprec.format<f16>, #kvprec.format<i8, asymmetric, channel_group = 16, scale = f16>], sink_formats = [0], body_formats = [0], window_formats = [1, 0]>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op softmax_scale must be positive and finite, got -1}}
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, model = "toy", synthetic = false, softmax_scale = -1.0 : f64, stats = {}}>
 
 //===----------------------------------------------------------------------===//
 // #kvprec.plan
@@ -130,13 +215,13 @@ func.func private @f() attributes {plan = #bad}
 
 // -----
 
-// expected-error @+1 {{plan body_formats entry 1 (layer 0, head 0, V): channel_group size 16 does not divide the segment length 8}}
+// expected-error @+1 {{plan body_formats entry 1 (layer 0, head 0, V): channel_group size 16 does not divide the block size 8}}
 #bad = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 8, sink = 4, window = 8, formats = [#kvprec.format<f16>, #kvprec.format<i2, asymmetric, channel_group = 16, scale = f16>], sink_formats = [0], body_formats = [0, 1], window_formats = [0]>
 func.func private @f() attributes {plan = #bad}
 
 // -----
 
-// expected-error @+1 {{plan sink_formats entry 0 (layer 0, head 0, K): channel_group size 8 does not divide the segment length 4}}
+// expected-error @+1 {{plan sink_formats entry 0 (layer 0, head 0, K): channel_group size 8 does not divide the sink length 4}}
 #bad = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 8, sink = 4, window = 8, formats = [#kvprec.format<f16>, #kvprec.format<i4, asymmetric, channel_group = 8, scale = f16>], sink_formats = [1], body_formats = [0], window_formats = [0]>
 func.func private @f() attributes {plan = #bad}
 
@@ -196,7 +281,7 @@ func.func @alloc_missing_calibration() {
 
 // -----
 
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false,
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64,
   stats = {attn_sink_mass = dense<5.000000e-01> : tensor<2x4xf32>,
     attn_window_mass = dense<6.000000e-01> : tensor<2x4xf32>,
     attn_body_mass = dense<2.000000e-01> : tensor<2x4x3xf32>,
@@ -396,47 +481,47 @@ func.func @load_heads(%c: !kvprec.cache<2x2x64x8xf32>, %k: memref<?x3x8xf32>, %s
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op 6 query heads cannot be grouped over 4 KV heads}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 6, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 6, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' is not an elements attribute}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {q_absmax = 1.0 : f32}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = 1.0 : f32}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' has element type 'f16'; expected f32}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {q_absmax = dense<1.0> : tensor<2x4x8xf16>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = dense<1.0> : tensor<2x4x8xf16>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op attribute 'layers' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
-kvprec.calibration @calib <{layers = 0, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
+kvprec.calibration @calib <{layers = 0, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'k_range' is not part of the kvprec-calib-v1 schema}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {k_range = dense<1.0> : tensor<2x4x8xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {k_range = dense<1.0> : tensor<2x4x8xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'attn_body_mass' has shape 'tensor<2x4x4xf32>' but the calibration's dimensions give [2, 4, 3]}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {attn_body_mass = dense<0.1> : tensor<2x4x4xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {attn_body_mass = dense<0.1> : tensor<2x4x4xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'query_count' has element type 'f32'; expected i64}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {query_count = dense<1.0> : tensor<2x4xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {query_count = dense<1.0> : tensor<2x4xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op is missing statistic 'attn_sink_mass'}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, stats = {}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 func.func @calibration_parent() {
   // expected-error @+1 {{'kvprec.calibration' op expects parent op 'builtin.module'}}
-  "kvprec.calibration"() <{sym_name = "c", layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, model = "toy", synthetic = false, stats = {}}> : () -> ()
+  "kvprec.calibration"() <{sym_name = "c", layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}> : () -> ()
   return
 }

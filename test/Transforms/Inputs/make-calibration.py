@@ -13,7 +13,8 @@ import struct
 
 CORRUPTIONS = ["none", "truncated", "short", "header-length", "json",
                "no-metadata", "schema", "dtype", "shape", "nan", "inf",
-               "mass", "offsets", "missing-tensor"]
+               "mass", "offsets", "missing-tensor", "zeros", "no-queries",
+               "too-many-queries", "no-scale"]
 
 p = argparse.ArgumentParser()
 p.add_argument("out")
@@ -25,6 +26,8 @@ p.add_argument("--sink", type=int, default=4)
 p.add_argument("--window", type=int, default=16)
 p.add_argument("--block", type=int, default=16)
 p.add_argument("--max-positions", type=int, default=64)
+p.add_argument("--softmax-scale", type=float, default=None,
+               help="the scale recorded in the metadata (default 1/sqrt(D))")
 p.add_argument("--corrupt", choices=CORRUPTIONS, default="none")
 a = p.parse_args()
 
@@ -63,6 +66,12 @@ header = {}
 data = b""
 for name, shape, value in tensors:
     count = math.prod(shape)
+    if a.corrupt == "zeros" and not name.endswith("_count"):
+        value = 0
+    if name == "query_count" and a.corrupt == "no-queries":
+        value = 0
+    if name == "query_count" and a.corrupt == "too-many-queries":
+        value = (1 << 63) - 1
     if name.endswith("_count"):
         dtype, blob = "I64", struct.pack("<%dq" % count, *([int(value)] * count))
     else:
@@ -94,7 +103,11 @@ metadata = {
     "head_dim": str(D), "sink": str(a.sink), "window": str(a.window),
     "block": str(a.block), "max_positions": str(a.max_positions),
     "prompts": "1", "steps": "8",
+    "softmax_scale": repr(a.softmax_scale if a.softmax_scale is not None
+                          else 1 / math.sqrt(D)),
 }
+if a.corrupt == "no-scale":
+    del metadata["softmax_scale"]
 if a.corrupt == "schema":
     metadata["schema"] = "kvprec-calib-v0"
 if a.corrupt != "no-metadata":

@@ -194,66 +194,233 @@ double StorageFormatAttr::getSegmentBytes(int64_t tokens,
 // CertificateAttr
 //===----------------------------------------------------------------------===//
 
-static constexpr llvm::StringLiteral kCertificateFields[] = {
-    "tolerance", "bound", "necessary_bits", "average_bits", "bytes_vs_f16"};
+/// Shortest decimal form of `value` that parses back to the same double,
+/// with the '.' MLIR float literals need.
+static std::string formatExact(double value) {
+  std::string text;
+  for (int digits = 1; digits <= 17; ++digits) {
+    char buffer[32];
+    std::snprintf(buffer, sizeof(buffer), "%.*e", digits - 1, value);
+    text = buffer;
+    if (text.find('.') == std::string::npos)
+      text.insert(text.find('e'), ".0");
+    if (std::strtod(text.c_str(), nullptr) == value)
+      break;
+  }
+  return text;
+}
 
-LogicalResult
-CertificateAttr::verify(function_ref<InFlightDiagnostic()> emitError,
-                        APFloat tolerance, APFloat bound, APFloat necessaryBits,
-                        APFloat averageBits, APFloat bytesVsF16) {
-  APFloat values[] = {tolerance, bound, necessaryBits, averageBits, bytesVsF16};
-  for (auto [name, value] : llvm::zip(kCertificateFields, values)) {
+SmallVector<StringRef> CertificateAttr::getAssumptions() const {
+  // Within the calibrated length the static bound rests on the (C1) mass,
+  // (C2) query and logit envelopes and the (C3) K/V ranges, and on (C4)
+  // the cache not outgrowing the calibration; past it on the worst-case
+  // rule's margin instead of the masses and the length.
+  if (getExtrapolated())
+    return {"query_magnitude", "logit_envelope", "kv_ranges",
+            "extrapolation_margin"};
+  return {"attention_mass", "query_magnitude", "logit_envelope", "kv_ranges",
+          "calibrated_length"};
+}
+
+LogicalResult CertificateAttr::verify(
+    function_ref<InFlightDiagnostic()> emitError, DenseF64ArrayAttr tolerance,
+    APFloat budget, APFloat bound, DenseF64ArrayAttr layerBounds,
+    APFloat necessaryBits, APFloat averageBits, APFloat bytesVsF16,
+    int64_t calibratedLength, bool extrapolated, APFloat margin,
+    APFloat softmaxScale, Type dequant, Type accumulate,
+    int64_t accumulateBlock, int64_t expUlps) {
+  std::pair<StringRef, APFloat> values[] = {
+      {"budget", budget},           {"bound", bound},
+      {"necessary_bits", necessaryBits}, {"average_bits", averageBits},
+      {"bytes_vs_f16", bytesVsF16}, {"margin", margin},
+      {"softmax_scale", softmaxScale}};
+  for (auto &[name, value] : values)
     if (!value.isFinite() || value.isNegative())
       return emitError() << "certificate field '" << name
                          << "' must be finite and non-negative";
-  }
-  if (tolerance.isZero())
-    return emitError() << "certificate tolerance must be positive";
+  if (!tolerance || !layerBounds)
+    return emitError() << "certificate needs tolerance and layer_bounds lists";
+  for (double value : tolerance.asArrayRef())
+    if (!(value > 0) || !std::isfinite(value))
+      return emitError() << "certificate tolerance must be positive and "
+                            "finite, got "
+                         << value;
+  for (double value : layerBounds.asArrayRef())
+    if (!(value >= 0) || !std::isfinite(value))
+      return emitError() << "certificate layer bound must be finite and "
+                            "non-negative, got "
+                         << value;
+  if (tolerance.empty() == budget.isZero())
+    return emitError() << "certificate records either a tolerance or a "
+                          "budget, not "
+                       << (tolerance.empty() ? "neither" : "both");
+  if (layerBounds.empty())
+    return emitError() << "certificate has no layer bounds";
+  if (calibratedLength <= 0)
+    return emitError() << "certificate calibrated_length must be positive";
+  if (extrapolated ? margin.convertToDouble() < 1.0
+                   : margin.convertToDouble() != 1.0)
+    return emitError() << "certificate margin must be "
+                       << (extrapolated ? "at least 1" : "1 without "
+                                                         "extrapolation");
+  if (softmaxScale.isZero())
+    return emitError() << "certificate softmax_scale must be positive";
+  if (!isa<Float32Type, Float16Type, BFloat16Type>(dequant))
+    return emitError() << "certificate dequant must be f32, f16 or bf16, got "
+                       << dequant;
+  if (!isa<Float32Type>(accumulate))
+    return emitError() << "certificate accumulate must be f32, got "
+                       << accumulate;
+  if (accumulateBlock <= 0 || expUlps < 0)
+    return emitError() << "certificate accumulate_block must be positive and "
+                          "exp_ulps non-negative";
   return success();
+}
+
+/// Parses `[v, v, ...]` (possibly empty) into `values`.
+static ParseResult parseFloatList(AsmParser &parser,
+                                  SmallVectorImpl<double> &values) {
+  return parser.parseCommaSeparatedList(
+      AsmParser::Delimiter::Square, [&]() -> ParseResult {
+        double value;
+        if (parser.parseFloat(value))
+          return failure();
+        values.push_back(value);
+        return success();
+      });
 }
 
 Attribute CertificateAttr::parse(AsmParser &parser, Type) {
   SMLoc loc = parser.getCurrentLocation();
-  SmallVector<APFloat, 5> values;
-  if (parser.parseLess())
+  MLIRContext *context = parser.getContext();
+  SmallVector<double> tolerance, layerBounds;
+  double budget = 0, bound, necessaryBits, averageBits, bytesVsF16,
+         margin = 1.0, softmaxScale;
+  int64_t calibratedLength, accumulateBlock, expUlps;
+  Type dequant, accumulate;
+  StringRef model, extrapolation;
+  auto field = [&](StringRef name) -> ParseResult {
+    return failure(parser.parseComma() || parser.parseKeyword(name) ||
+                   parser.parseEqual());
+  };
+  if (parser.parseLess() || parser.parseKeyword(&model))
     return {};
-  for (auto [index, name] : llvm::enumerate(kCertificateFields)) {
-    double value;
-    if ((index > 0 && parser.parseComma()) || parser.parseKeyword(name) ||
-        parser.parseEqual() || parser.parseFloat(value))
-      return {};
-    values.push_back(APFloat(value));
+  if (model != "deterministic") {
+    parser.emitError(loc) << "unknown certificate kind '" << model
+                          << "'; expected 'deterministic'";
+    return {};
   }
-  if (parser.parseGreater())
+  if (parser.parseComma())
     return {};
-  return parser.getChecked<CertificateAttr>(loc, parser.getContext(),
-                                            values[0], values[1], values[2],
-                                            values[3], values[4]);
+  StringRef target;
+  if (parser.parseKeyword(&target) || parser.parseEqual())
+    return {};
+  if (target == "tolerance") {
+    if (parseFloatList(parser, tolerance))
+      return {};
+  } else if (target == "budget") {
+    if (parser.parseFloat(budget))
+      return {};
+  } else {
+    parser.emitError(parser.getCurrentLocation())
+        << "expected 'tolerance' or 'budget', got '" << target << "'";
+    return {};
+  }
+  if (field("bound") || parser.parseFloat(bound) || field("layer_bounds") ||
+      parseFloatList(parser, layerBounds) || field("necessary_bits") ||
+      parser.parseFloat(necessaryBits) || field("average_bits") ||
+      parser.parseFloat(averageBits) || field("bytes_vs_f16") ||
+      parser.parseFloat(bytesVsF16) || field("calibrated_length") ||
+      parser.parseInteger(calibratedLength) || field("extrapolation") ||
+      parser.parseKeyword(&extrapolation))
+    return {};
+  if (extrapolation != "none" && extrapolation != "worst_case") {
+    parser.emitError(parser.getCurrentLocation())
+        << "unknown extrapolation '" << extrapolation
+        << "'; expected 'none' or 'worst_case'";
+    return {};
+  }
+  bool extrapolated = extrapolation == "worst_case";
+  if (extrapolated && (field("margin") || parser.parseFloat(margin)))
+    return {};
+  if (field("softmax_scale") || parser.parseFloat(softmaxScale) ||
+      field("dequant") || parser.parseType(dequant) || field("accumulate") ||
+      parser.parseType(accumulate) || field("accumulate_block") ||
+      parser.parseInteger(accumulateBlock) || field("exp_ulps") ||
+      parser.parseInteger(expUlps) || field("assumes"))
+    return {};
+  SMLoc assumesLoc = parser.getCurrentLocation();
+  SmallVector<std::string> assumes;
+  if (parser.parseCommaSeparatedList(
+          AsmParser::Delimiter::Square, [&]() -> ParseResult {
+            StringRef name;
+            if (parser.parseKeyword(&name))
+              return failure();
+            assumes.push_back(name.str());
+            return success();
+          }) ||
+      parser.parseGreater())
+    return {};
+  auto attr = parser.getChecked<CertificateAttr>(
+      loc, context, DenseF64ArrayAttr::get(context, tolerance),
+      APFloat(budget), APFloat(bound),
+      DenseF64ArrayAttr::get(context, layerBounds), APFloat(necessaryBits),
+      APFloat(averageBits), APFloat(bytesVsF16), calibratedLength,
+      extrapolated, APFloat(margin), APFloat(softmaxScale), dequant,
+      accumulate, accumulateBlock, expUlps);
+  if (!attr)
+    return {};
+  // The assumptions follow from the other fields; a certificate that lists
+  // others (or leaves one out) is not what the analysis proved.
+  SmallVector<StringRef> expected = attr.getAssumptions();
+  if (assumes.size() != expected.size() ||
+      !llvm::equal(assumes, expected,
+                   [](const std::string &a, StringRef b) { return a == b; })) {
+    InFlightDiagnostic diag = parser.emitError(assumesLoc)
+                              << "certificate assumes must be [";
+    llvm::interleaveComma(expected, diag);
+    diag << "] for this certificate";
+    return {};
+  }
+  return attr;
 }
 
 void CertificateAttr::print(AsmPrinter &printer) const {
-  APFloat values[] = {getTolerance(), getBound(), getNecessaryBits(),
-                      getAverageBits(), getBytesVsF16()};
-  printer << "<";
-  for (auto [index, name] : llvm::enumerate(kCertificateFields)) {
-    if (index > 0)
-      printer << ", ";
-    // Shortest decimal form that parses back to the same double.
-    double value = values[index].convertToDouble();
-    std::string text;
-    for (int digits = 1; digits <= 17; ++digits) {
-      char buffer[32];
-      std::snprintf(buffer, sizeof(buffer), "%.*e", digits - 1, value);
-      text = buffer;
-      // MLIR float literals need a '.' in the mantissa.
-      if (text.find('.') == std::string::npos)
-        text.insert(text.find('e'), ".0");
-      if (std::strtod(text.c_str(), nullptr) == value)
-        break;
-    }
-    printer << name << " = " << text;
+  auto list = [&](DenseF64ArrayAttr values) {
+    printer << "[";
+    llvm::interleaveComma(values.asArrayRef(), printer,
+                          [&](double v) { printer << formatExact(v); });
+    printer << "]";
+  };
+  printer << "<deterministic, ";
+  if (getTolerance().empty())
+    printer << "budget = " << formatExact(getBudget().convertToDouble());
+  else {
+    printer << "tolerance = ";
+    list(getTolerance());
   }
-  printer << ">";
+  printer << ", bound = " << formatExact(getBound().convertToDouble())
+          << ", layer_bounds = ";
+  list(getLayerBounds());
+  printer << ", necessary_bits = "
+          << formatExact(getNecessaryBits().convertToDouble())
+          << ", average_bits = "
+          << formatExact(getAverageBits().convertToDouble())
+          << ", bytes_vs_f16 = "
+          << formatExact(getBytesVsF16().convertToDouble())
+          << ", calibrated_length = " << getCalibratedLength()
+          << ", extrapolation = "
+          << (getExtrapolated() ? "worst_case" : "none");
+  if (getExtrapolated())
+    printer << ", margin = " << formatExact(getMargin().convertToDouble());
+  printer << ", softmax_scale = "
+          << formatExact(getSoftmaxScale().convertToDouble())
+          << ", dequant = " << getDequant()
+          << ", accumulate = " << getAccumulate()
+          << ", accumulate_block = " << getAccumulateBlock()
+          << ", exp_ulps = " << getExpUlps() << ", assumes = [";
+  llvm::interleaveComma(getAssumptions(), printer);
+  printer << "]>";
 }
 
 //===----------------------------------------------------------------------===//
@@ -338,15 +505,29 @@ PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t layers,
                            << describeItem(item, heads)
                            << "): channel_group size "
                            << format.getGroupSize()
-                           << " does not divide the segment length "
+                           << " does not divide the "
+                           << (name == "sink_formats" ? "sink length "
+                                                      : "block size ")
                            << segmentLength;
       }
     }
     return success();
   };
+  if (certificate) {
+    int64_t tolerances = certificate.getTolerance().size();
+    if (tolerances != 0 && tolerances != 1 && tolerances != layers)
+      return emitError() << "plan certificate has " << tolerances
+                         << " tolerances; expected 1 or one per layer ("
+                         << layers << ")";
+    if (int64_t(certificate.getLayerBounds().size()) != layers)
+      return emitError() << "plan certificate has "
+                         << certificate.getLayerBounds().size()
+                         << " layer bounds; expected one per layer ("
+                         << layers << ")";
+  }
   if (failed(checkEntries("sink_formats", sinkFormats, false, sink, false)) ||
-      failed(checkEntries("window_formats", windowFormats, false, window,
-                          false)) ||
+      failed(checkEntries("window_formats", windowFormats, false,
+                          window > 0 ? block : 0, false)) ||
       failed(checkEntries("body_formats", bodyFormats, true, block, true)))
     return failure();
   return success();

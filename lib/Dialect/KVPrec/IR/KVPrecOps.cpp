@@ -166,6 +166,10 @@ LogicalResult LoadOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult CalibrationOp::verify() {
+  double scale = getSoftmaxScale().convertToDouble();
+  if (!(scale > 0) || !std::isfinite(scale))
+    return emitOpError() << "softmax_scale must be positive and finite, got "
+                         << scale;
   if (getQHeads() % getKvHeads() != 0)
     return emitOpError() << getQHeads() << " query heads cannot be grouped over "
                          << getKvHeads() << " KV heads";

@@ -283,6 +283,20 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
 
   cf::CertifyOptions certifyOptions;
   certifyOptions.logitErrorCap = logitErrorCap;
+  certifyOptions.extrapolation = extrapolate;
+  certifyOptions.extrapolationMargin = margin;
+  FailureOr<double> softmaxScale = getCacheSoftmaxScale(alloc);
+  if (failed(softmaxScale))
+    return failure();
+  certifyOptions.softmaxScale = *softmaxScale;
+  if (stats) {
+    if (std::string problem =
+            cf::checkCoverage(*stats, geometry, certifyOptions);
+        !problem.empty())
+      return alloc.emitOpError()
+             << "cannot be certified from calibration @"
+             << alloc.getCalibrationAttr().getValue() << ": " << problem;
+  }
   cf::Plan plan;
   plan.geometry = geometry;
   int64_t heads = geometry.layers * geometry.heads;
@@ -413,38 +427,31 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   plan = *toPlainPlan(cache.withPlan(buildPlanAttr(context, plan, {})));
   CertificateAttr certificate;
   if (stats) {
-    double bound = 0.0, necessaryBits = 0.0, worstTolerance = 0.0;
-    for (int64_t flat = 0; flat < heads; ++flat) {
-      int64_t layer = flat / geometry.heads, head = flat % geometry.heads;
-      an::StaticCertifiedBound result;
-      double keyLogitError = 0.0;
-      if (an::Status status = cf::certifyPlanHead(
-              *stats, plan, layer, head, certifyOptions, result, keyLogitError);
-          status.failed())
-        return alloc.emitOpError()
-               << "plan of layer " << layer << ", KV head " << head
-               << " cannot be certified: " << status.getMessage();
-      bound = std::max(bound, result.infNorm);
-      worstTolerance = std::max(worstTolerance, toleranceOf(flat));
-      // The allocator's decoupled bound is never below the certificate;
-      // this guards the per-block refinement, which relies on monotone
-      // error models.
-      if (mode == "certified" && budget == 0 &&
-          result.infNorm > toleranceOf(flat))
-        return alloc.emitOpError()
-               << "plan of layer " << layer << ", KV head " << head
-               << " certifies only " << result.infNorm
-               << ", above the tolerance " << toleranceOf(flat);
-      cf::HeadEnvelope envelope = cf::buildHeadEnvelope(
-          *stats, geometry, layer, head, certifyOptions);
-      necessaryBits = std::max(
-          necessaryBits,
-          cf::computeKeyNecessaryBits(envelope, toleranceOf(flat)));
-    }
-    certificate = CertificateAttr::get(
-        context, APFloat(worstTolerance), APFloat(bound),
-        APFloat(std::max(necessaryBits, 0.0)),
-        APFloat(bytes * 8 / elements), APFloat(bytes / (elements * 2)));
+    // Budget mode records its budget, and uniform and KIVI plans made
+    // without a tolerance the bounds they achieve, not a tolerance nobody
+    // gave.
+    bool budgetMode = mode == "certified" && budget > 0;
+    bool ownBounds = (mode == "uniform" || mode == "kivi") && tolerance.empty();
+    FailureOr<ComputedCertificate> computed = computeCertificate(
+        alloc, *stats, plan, certifyOptions,
+        budgetMode || ownBounds ? std::vector<double>() : settings.tolerances,
+        budgetMode ? double(budget) : 0.0);
+    if (failed(computed))
+      return failure();
+    if (ownBounds)
+      computed->record.tolerances = computed->record.layerBounds;
+    // The allocator's decoupled bound is never below the certificate; this
+    // guards the per-block refinement, which relies on monotone error
+    // models.
+    if (mode == "certified" && !budgetMode)
+      for (int64_t flat = 0; flat < heads; ++flat)
+        if (computed->headBounds[flat] > toleranceOf(flat))
+          return alloc.emitOpError()
+                 << "plan of layer " << flat / geometry.heads << ", KV head "
+                 << flat % geometry.heads << " certifies only "
+                 << computed->headBounds[flat] << ", above the tolerance "
+                 << toleranceOf(flat);
+    certificate = buildCertificateAttr(context, computed->record);
   }
   return buildPlanAttr(context, plan, certificate);
 }

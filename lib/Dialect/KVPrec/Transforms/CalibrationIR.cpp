@@ -59,6 +59,7 @@ CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder,
       builder.getI64IntegerAttr(shape.block),
       builder.getI64IntegerAttr(shape.maxPositions),
       builder.getStringAttr(stats.model), builder.getBoolAttr(stats.synthetic),
+      builder.getF64FloatAttr(stats.softmaxScale),
       builder.getDictionaryAttr(entries));
 }
 
@@ -100,6 +101,7 @@ FailureOr<CalibrationStats> mlir::kvprec::readCalibrationOp(CalibrationOp op) {
   stats.shape.maxPositions = op.getMaxPositions();
   stats.model = op.getModel().str();
   stats.synthetic = op.getSynthetic();
+  stats.softmaxScale = op.getSoftmaxScale().convertToDouble();
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     // The verifier already checked presence, shape and element type.
     ElementsAttr attr = op.getStat(spec.name);

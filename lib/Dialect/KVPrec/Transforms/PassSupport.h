@@ -5,6 +5,7 @@
 
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/SymbolTable.h"
@@ -28,6 +29,28 @@ FailureOr<std::vector<CalibratedAlloc>> collectCalibratedAllocs(ModuleOp module)
 
 /// The geometry of a cache under its plan.
 ::kvprec::certify::Geometry getGeometry(CacheType cache);
+
+/// The softmax scale at which the module reads caches of `alloc`'s type
+/// (plans ignored): the scale of every kvprec.attend over such a cache,
+/// which must agree (a located error at the first that does not), or
+/// 1/sqrt(head_dim) when no attend reads it.
+FailureOr<double> getCacheSoftmaxScale(AllocOp alloc);
+
+/// A recomputed certificate and the bound of every (layer, KV head).
+struct ComputedCertificate {
+  CertificateRecord record;
+  std::vector<double> headBounds;
+};
+
+/// Certifies `plan` from `stats` with `options` (checkCoverage first) and
+/// fills every field of the certificate for the given tolerances (or
+/// budget). Emits located errors on `alloc` and fails when the plan cannot
+/// be certified.
+FailureOr<ComputedCertificate>
+computeCertificate(AllocOp alloc, const ::kvprec::calib::CalibrationStats &stats,
+                   const ::kvprec::certify::Plan &plan,
+                   const ::kvprec::certify::CertifyOptions &options,
+                   const std::vector<double> &tolerances, double budget);
 
 /// Human-readable name of a format ("f16", "i4 asym token_group=8 f16").
 std::string describeFormat(const ::kvprec::analysis::StorageFormat &format);

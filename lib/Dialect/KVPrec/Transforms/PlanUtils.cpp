@@ -131,3 +131,40 @@ void mlir::kvprec::replaceCacheTypes(
                                         /*replaceLocs=*/false,
                                         /*replaceTypes=*/true);
 }
+
+CertificateAttr
+mlir::kvprec::buildCertificateAttr(MLIRContext *context,
+                                   const CertificateRecord &record) {
+  Type f32 = Float32Type::get(context);
+  return CertificateAttr::get(
+      context, DenseF64ArrayAttr::get(context, record.tolerances),
+      APFloat(record.budget), APFloat(record.bound),
+      DenseF64ArrayAttr::get(context, record.layerBounds),
+      APFloat(record.necessaryBits), APFloat(record.averageBits),
+      APFloat(record.bytesVsF16), record.calibratedLength,
+      record.extrapolated, APFloat(record.margin),
+      APFloat(record.softmaxScale), toType(context, record.dequant), f32,
+      record.accumulateBlock, record.expUlps);
+}
+
+CertificateRecord mlir::kvprec::readCertificateAttr(CertificateAttr attr) {
+  CertificateRecord record;
+  llvm::append_range(record.tolerances, attr.getTolerance().asArrayRef());
+  record.budget = attr.getBudget().convertToDouble();
+  record.bound = attr.getBound().convertToDouble();
+  llvm::append_range(record.layerBounds, attr.getLayerBounds().asArrayRef());
+  record.necessaryBits = attr.getNecessaryBits().convertToDouble();
+  record.averageBits = attr.getAverageBits().convertToDouble();
+  record.bytesVsF16 = attr.getBytesVsF16().convertToDouble();
+  record.calibratedLength = attr.getCalibratedLength();
+  record.extrapolated = attr.getExtrapolated();
+  record.margin = attr.getMargin().convertToDouble();
+  record.softmaxScale = attr.getSoftmaxScale().convertToDouble();
+  Type dequant = attr.getDequant();
+  record.dequant = isa<Float16Type>(dequant)    ? an::StorageKind::F16
+                   : isa<BFloat16Type>(dequant) ? an::StorageKind::BF16
+                                                : an::StorageKind::F32;
+  record.accumulateBlock = attr.getAccumulateBlock();
+  record.expUlps = attr.getExpUlps();
+  return record;
+}

@@ -108,14 +108,47 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
                      report.bytes / report.f16Bytes,
                      report.bytes * 8 / (report.f16Bytes / 2));
   if (report.certificate) {
-    CertificateAttr c = report.certificate;
-    os << llvm::format(
-        "  certificate: tolerance %.3g, certified bound %.3g (recomputed "
-        "%.3g)\n",
-        c.getTolerance().convertToDouble(), c.getBound().convertToDouble(),
-        report.recomputedBound);
-    os << llvm::format("  %s: %.2f\n", an::kHnfNecessaryBitsLabel,
-                       c.getNecessaryBits().convertToDouble());
+    CertificateRecord c = readCertificateAttr(report.certificate);
+    std::string target;
+    if (c.tolerances.empty())
+      target = llvm::formatv("budget {0:F0} bytes", c.budget).str();
+    else {
+      target = "tolerance ";
+      for (size_t l = 0; l < c.tolerances.size(); ++l)
+      {
+        char buffer[40];
+        std::snprintf(buffer, sizeof(buffer), "%s%g", l ? "," : "",
+                      c.tolerances[l]);
+        target += buffer;
+      }
+      if (c.tolerances.size() > 1)
+        target += " (per layer)";
+    }
+    os << llvm::format("  certificate (deterministic): %s, certified bound "
+                       "%.3g (recomputed %.3g)\n",
+                       target.c_str(), c.bound, report.recomputedBound);
+    os << "  layer bounds:";
+    for (double bound : c.layerBounds)
+      os << llvm::format(" %.3g", bound);
+    os << "\n";
+    os << llvm::format("  %s: %.2f (necessary only)\n",
+                       an::kHnfNecessaryBitsLabel, c.necessaryBits);
+    os << llvm::format("  arithmetic contract: softmax scale %.6g, dequantize "
+                       "in %s, accumulate in f32 over blocks of %lld "
+                       "positions, exp within %lld ulps\n",
+                       c.softmaxScale, an::getStorageKindName(c.dequant),
+                       (long long)c.accumulateBlock, (long long)c.expUlps);
+    os << "  assumes: ";
+    llvm::interleaveComma(report.certificate.getAssumptions(), os);
+    os << "\n";
+    if (c.extrapolated)
+      os << llvm::format("  EXTRAPOLATED: the cache holds %lld positions, "
+                         "calibration observed %lld; past them every class "
+                         "mass is 1 and every magnitude envelope is %.3g "
+                         "times the calibrated one (a stated rule, not "
+                         "data)\n",
+                         (long long)report.geometry.capacity,
+                         (long long)c.calibratedLength, c.margin);
   } else {
     os << "  certificate: none (the plan was not derived from calibration)\n";
   }
@@ -123,9 +156,14 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
     os << "  calibration: @" << report.calibration << " (model "
        << report.model << (report.synthetic ? ", SYNTHETIC statistics" : "")
        << ", " << report.calibratedPositions << " positions observed)\n";
-    os << "  the bound holds for queries whose attention mass, |q| and q-K logits stay "
-          "within these envelopes; P(a new query exceeds the max of n "
-          "samples) <= 1/(n+1) under exchangeability (statistical)\n";
+    os << "  the static bound holds for queries whose attention masses "
+          "(attention_mass), |q_j| (query_magnitude) and sum_j |q_j||K_j| "
+          "(logit_envelope) stay within the calibrated envelopes, for K and V "
+          "within their calibrated channel ranges (kv_ranges), and for "
+          "lengths up to the calibrated one (calibrated_length); P(a new "
+          "query exceeds the max of n samples) <= 1/(n+1) under "
+          "exchangeability (statistical). The run-time certificate of "
+          "kvprec.attend needs none of these\n";
   }
   os << "\n";
   os << llvm::format("%-5s %-4s | %-20s %-20s %-20s | %-20s %-20s %-20s",
@@ -203,15 +241,31 @@ static llvm::json::Value toJson(const CacheReport &report) {
                                      report.bytes / report.f16Bytes}}},
       {"heads", std::move(rows)}};
   if (report.certificate) {
-    CertificateAttr c = report.certificate;
-    result["certificate"] = llvm::json::Object{
-        {"tolerance", c.getTolerance().convertToDouble()},
-        {"bound", c.getBound().convertToDouble()},
+    CertificateRecord c = readCertificateAttr(report.certificate);
+    llvm::json::Array assumes;
+    for (StringRef name : report.certificate.getAssumptions())
+      assumes.push_back(name.str());
+    llvm::json::Object certificate{
+        {"model", "deterministic"},
+        {"tolerance", llvm::json::Array(c.tolerances)},
+        {"bound", c.bound},
+        {"layer_bounds", llvm::json::Array(c.layerBounds)},
         {"recomputed_bound", report.recomputedBound},
-        {"hnf_necessary_bits_lower_bound",
-         c.getNecessaryBits().convertToDouble()},
-        {"average_bits", c.getAverageBits().convertToDouble()},
-        {"bytes_vs_f16", c.getBytesVsF16().convertToDouble()}};
+        {"hnf_necessary_bits_lower_bound", c.necessaryBits},
+        {"average_bits", c.averageBits},
+        {"bytes_vs_f16", c.bytesVsF16},
+        {"calibrated_length", c.calibratedLength},
+        {"extrapolation", c.extrapolated ? "worst_case" : "none"},
+        {"margin", c.margin},
+        {"softmax_scale", c.softmaxScale},
+        {"dequant", an::getStorageKindName(c.dequant)},
+        {"accumulate", "f32"},
+        {"accumulate_block", c.accumulateBlock},
+        {"exp_ulps", c.expUlps},
+        {"assumes", std::move(assumes)}};
+    if (c.tolerances.empty())
+      certificate["budget"] = c.budget;
+    result["certificate"] = std::move(certificate);
   }
   if (!report.calibration.empty())
     result["calibration"] = llvm::json::Object{
@@ -286,8 +340,6 @@ void ReportPass::runOnOperation() {
   if (failed(allocs))
     return signalPassFailure();
   std::vector<CacheReport> reports;
-  cf::CertifyOptions options;
-  options.logitErrorCap = logitErrorCap;
   for (CalibratedAlloc &entry : *allocs) {
     AllocOp alloc = entry.alloc;
     CacheType cache = alloc.getCache().getType();
@@ -306,13 +358,24 @@ void ReportPass::runOnOperation() {
     report.f16Bytes = double(plan->getNumItems()) * plan->geometry.capacity *
                       plan->geometry.headDim * 2;
     report.certificate = cache.getPlan().getCertificate();
+    // Bounds are recomputed under the contract the certificate states.
+    cf::CertifyOptions options;
+    FailureOr<double> scale = getCacheSoftmaxScale(alloc);
+    if (failed(scale))
+      return signalPassFailure();
+    options.softmaxScale = *scale;
+    if (report.certificate && report.certificate.getExtrapolated()) {
+      options.extrapolation = cf::Extrapolation::WorstCase;
+      options.extrapolationMargin =
+          report.certificate.getMargin().convertToDouble();
+    }
     if (entry.stats) {
       report.calibration = alloc.getCalibrationAttr().getValue().str();
       report.model = entry.stats->model;
       report.synthetic = entry.stats->synthetic;
       report.calibratedPositions = entry.stats->shape.maxPositions;
       if (std::string problem =
-              cf::checkGeometry(*entry.stats, plan->geometry);
+              cf::checkCoverage(*entry.stats, plan->geometry, options);
           !problem.empty()) {
         alloc.emitOpError() << "cannot be reported against its calibration: "
                             << problem;

@@ -1,19 +1,20 @@
 //===- VerifyPlan.cpp - recompute and check plan certificates -------------===//
 //
 // Recomputes every plan's certificate from the plan and its calibration
-// alone (kvprec/Certify's certifyPlanHead, not the allocator), so it checks
-// hand-written plans and plans from any mode the same way.
+// alone (not the allocator), so it checks hand-written plans and plans from
+// any mode the same way, and compares every recorded field with the
+// recomputed one.
 //
 //===----------------------------------------------------------------------===//
 
 #include "PassSupport.h"
 
-#include "kvprec/Analysis/Sensitivity.h"
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
 
-#include "llvm/ADT/DenseSet.h"
+#include <cmath>
+#include <cstdio>
 
 namespace mlir::kvprec {
 #define GEN_PASS_DEF_VERIFYPLAN
@@ -30,9 +31,8 @@ struct VerifyPlanPass
     : public mlir::kvprec::impl::VerifyPlanBase<VerifyPlanPass> {
   using Base::Base;
 
-  /// Checks one cache; returns the recomputed certificate bound.
-  FailureOr<double> verifyCache(const CalibratedAlloc &entry,
-                                double &necessaryBitsOut);
+  /// Checks one cache; returns the recomputed certificate.
+  FailureOr<CertificateRecord> verifyCache(const CalibratedAlloc &entry);
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -47,33 +47,15 @@ struct VerifyPlanPass
       CacheType cache = alloc.getCache().getType();
       if (!cache.getPlan())
         continue;
-      double necessaryBits = 0.0;
-      FailureOr<double> bound = verifyCache(entry, necessaryBits);
-      if (failed(bound)) {
+      FailureOr<CertificateRecord> record = verifyCache(entry);
+      if (failed(record)) {
         failedAny = true;
         continue;
       }
-      if (update) {
-        PlanAttr plan = cache.getPlan();
-        CertificateAttr old = plan.getCertificate();
-        double tol = tolerance.empty() ? (old ? old.getTolerance()
-                                                     .convertToDouble()
-                                              : *bound)
-                                       : *llvm::max_element(tolerance);
-        std::optional<cf::Plan> plain = toPlainPlan(cache);
-        double elements = double(plain->getNumItems()) *
-                          plain->geometry.capacity * plain->geometry.headDim;
-        double bytes = plain->getTotalBytes();
-        auto certificate = CertificateAttr::get(
-            &getContext(), APFloat(std::max(tol, 1e-300)), APFloat(*bound),
-            APFloat(std::max(necessaryBits, 0.0)),
-            APFloat(bytes * 8 / elements), APFloat(bytes / (2 * elements)));
-        updated[cache] = cache.withPlan(PlanAttr::get(
-            &getContext(), plan.getLayers(), plan.getHeads(),
-            plan.getCapacity(), plan.getBlock(), plan.getSink(),
-            plan.getWindow(), plan.getFormats(), plan.getSinkFormats(),
-            plan.getBodyFormats(), plan.getWindowFormats(), certificate));
-      }
+      if (update)
+        updated[cache] = cache.withPlan(buildPlanAttr(
+            &getContext(), *toPlainPlan(cache),
+            buildCertificateAttr(&getContext(), *record)));
     }
     if (failedAny)
       return signalPassFailure();
@@ -86,98 +68,144 @@ struct VerifyPlanPass
 };
 } // namespace
 
-FailureOr<double> VerifyPlanPass::verifyCache(const CalibratedAlloc &entry,
-                                              double &necessaryBitsOut) {
+/// A number as messages show it: %.6g.
+static std::string formatShortest(double value) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%.6g", value);
+  return buffer;
+}
+
+/// Whether two recomputed figures agree up to the decimal printing of the
+/// recorded one.
+static bool agrees(double recorded, double recomputed) {
+  return std::fabs(recorded - recomputed) <=
+         1e-12 * std::max(std::fabs(recorded), std::fabs(recomputed)) + 1e-300;
+}
+
+FailureOr<CertificateRecord>
+VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
   AllocOp alloc = entry.alloc;
   CacheType cache = alloc.getCache().getType();
-  PlanAttr plan = cache.getPlan();
-  CertificateAttr certificate = plan.getCertificate();
+  CertificateAttr certificate = cache.getPlan().getCertificate();
   if (!entry.stats)
     return alloc.emitOpError()
            << "has a plan but no calibration to certify it against (run "
               "--kvprec-import-calibration first)";
   std::optional<cf::Plan> plain = toPlainPlan(cache);
   const cf::Geometry &g = plain->geometry;
-  if (std::string problem = cf::checkGeometry(*entry.stats, g);
-      !problem.empty())
-    return alloc.emitOpError() << "plan cannot be checked against calibration @"
-                               << alloc.getCalibrationAttr().getValue() << ": "
-                               << problem;
+  std::optional<CertificateRecord> recorded;
+  if (certificate)
+    recorded = readCertificateAttr(certificate);
 
+  // What to check against: the tolerance option, else the recorded
+  // tolerances or budget.
   std::vector<double> tolerances(tolerance.begin(), tolerance.end());
+  double budget = 0.0;
   if (tolerances.empty()) {
-    if (!certificate)
+    if (!recorded)
       return alloc.emitOpError()
              << "plan has no certificate and no tolerance was given "
                 "(--kvprec-verify-plan=\"tolerance=...\")";
-    tolerances.push_back(certificate.getTolerance().convertToDouble());
+    tolerances = recorded->tolerances;
+    budget = recorded->budget;
   }
-  if (tolerances.size() != 1 && tolerances.size() != size_t(g.layers))
+  for (double value : tolerances)
+    if (!(value > 0) || !std::isfinite(value))
+      return alloc.emitOpError()
+             << "tolerance must be positive and finite, got " << value;
+  if (budget == 0.0 && tolerances.size() != 1 &&
+      tolerances.size() != size_t(g.layers))
     return alloc.emitOpError() << "has " << g.layers << " layers but "
                                << tolerances.size() << " tolerances were given";
 
+  // The contract: the scale the module reads the cache at, the kernel
+  // arithmetic kvprec's lowering performs, and the extrapolation rule the
+  // certificate states (or this pass's options without a certificate).
   cf::CertifyOptions options;
-  options.logitErrorCap = logitErrorCap;
-  double worst = 0.0;
-  necessaryBitsOut = 0.0;
+  FailureOr<double> scale = getCacheSoftmaxScale(alloc);
+  if (failed(scale))
+    return failure();
+  options.softmaxScale = *scale;
+  options.extrapolation = extrapolate;
+  options.extrapolationMargin = margin;
+  if (recorded && recorded->extrapolated) {
+    options.extrapolation = cf::Extrapolation::WorstCase;
+    options.extrapolationMargin = recorded->margin;
+  }
+  FailureOr<ComputedCertificate> computed = computeCertificate(
+      alloc, *entry.stats, *plain, options, tolerances, budget);
+  if (failed(computed))
+    return failure();
+  const CertificateRecord &fresh = computed->record;
+
   bool ok = true;
-  for (int64_t layer = 0; layer < g.layers; ++layer) {
-    double tol = tolerances.size() == 1 ? tolerances[0] : tolerances[layer];
-    for (int64_t head = 0; head < g.heads; ++head) {
-      an::StaticCertifiedBound bound;
-      double keyLogitError = 0.0;
-      if (an::Status status = cf::certifyPlanHead(
-              *entry.stats, *plain, layer, head, options, bound, keyLogitError);
-          status.failed()) {
+  if (budget > 0) {
+    double bytes = plain->getTotalBytes();
+    if (bytes > budget) {
+      alloc.emitOpError() << "plan stores " << formatShortest(bytes)
+                          << " bytes, above its budget of "
+                          << formatShortest(budget);
+      ok = false;
+    }
+  } else {
+    for (int64_t flat = 0; flat < g.layers * g.heads; ++flat) {
+      int64_t layer = flat / g.heads;
+      double tol = tolerances.size() == 1 ? tolerances[0] : tolerances[layer];
+      if (computed->headBounds[flat] > tol) {
         alloc.emitOpError() << "plan of layer " << layer << ", KV head "
-                            << head << " cannot be certified: "
-                            << status.getMessage();
-        ok = false;
-        continue;
-      }
-      worst = std::max(worst, bound.infNorm);
-      if (bound.infNorm > tol) {
-        alloc.emitOpError() << "plan of layer " << layer << ", KV head "
-                            << head << " has certified bound "
-                            << bound.infNorm << ", above the tolerance " << tol;
+                            << flat % g.heads << " has certified bound "
+                            << computed->headBounds[flat]
+                            << ", above the tolerance " << tol;
         ok = false;
       }
-      // The HNF figure is only necessary: a key format with fewer bits than
-      // it cannot reach the tolerance, whatever the bound says.
-      cf::HeadEnvelope envelope =
-          cf::buildHeadEnvelope(*entry.stats, g, layer, head, options);
-      double needed = cf::computeKeyNecessaryBits(envelope, tol);
-      necessaryBitsOut = std::max(necessaryBitsOut, needed);
-      int64_t item = plain->getItem(layer, head, 0);
-      auto checkBits = [&](const an::StorageFormat &format,
-                           const char *segment) {
-        if (an::getBitWidth(format.kind) < needed) {
-          alloc.emitOpError()
-              << "plan stores the " << segment << " keys of layer " << layer
-              << ", KV head " << head << " in " << describeFormat(format)
-              << " (" << an::getBitWidth(format.kind)
-              << " bits), below the HNF necessary " << needed << " bits";
-          ok = false;
-        }
-      };
-      if (g.sink > 0)
-        checkBits(plain->getSink(item), "sink");
-      if (g.window > 0)
-        checkBits(plain->getWindow(item), "window");
-      for (int64_t b = 0; b < (plain->perBlock ? g.getNumBodyBlocks() : 1); ++b)
-        checkBits(plain->getBody(item, b), "body");
     }
   }
   if (!ok)
     return failure();
-  if (certificate && !update) {
-    double recorded = certificate.getBound().convertToDouble();
-    // The recorded bound must not claim more than can be proven (a relative
-    // slack absorbs the decimal printing of the recorded value).
-    if (recorded < worst * (1 - 1e-12))
-      return alloc.emitOpError()
-             << "plan certificate records bound " << recorded
-             << " but the recomputed certified bound is " << worst;
-  }
-  return worst;
+  if (!recorded || update)
+    return fresh;
+
+  // Every recorded field must be the one the plan and calibration give.
+  auto mismatch = [&](StringRef field, const std::string &recordedValue,
+                      const std::string &freshValue) {
+    alloc.emitOpError() << "plan certificate records " << field << " "
+                        << recordedValue << " but the recomputed value is "
+                        << freshValue;
+    ok = false;
+  };
+  auto compare = [&](const std::string &field, double a, double b) {
+    if (!agrees(a, b))
+      mismatch(field, formatShortest(a), formatShortest(b));
+  };
+  compare("bound", recorded->bound, fresh.bound);
+  if (recorded->layerBounds.size() != fresh.layerBounds.size())
+    mismatch("layer_bounds of size", std::to_string(recorded->layerBounds.size()),
+             std::to_string(fresh.layerBounds.size()));
+  else
+    for (size_t l = 0; l < fresh.layerBounds.size(); ++l)
+      compare("layer_bounds[" + std::to_string(l) + "]",
+              recorded->layerBounds[l], fresh.layerBounds[l]);
+  compare("necessary_bits", recorded->necessaryBits, fresh.necessaryBits);
+  compare("average_bits", recorded->averageBits, fresh.averageBits);
+  compare("bytes_vs_f16", recorded->bytesVsF16, fresh.bytesVsF16);
+  if (recorded->calibratedLength != fresh.calibratedLength)
+    mismatch("calibrated_length", std::to_string(recorded->calibratedLength),
+             std::to_string(fresh.calibratedLength));
+  if (recorded->extrapolated != fresh.extrapolated)
+    mismatch("extrapolation",
+             recorded->extrapolated ? "worst_case" : "none",
+             fresh.extrapolated ? "worst_case" : "none");
+  compare("softmax_scale", recorded->softmaxScale, fresh.softmaxScale);
+  if (recorded->dequant != fresh.dequant)
+    mismatch("dequant", an::getStorageKindName(recorded->dequant),
+             an::getStorageKindName(fresh.dequant));
+  if (recorded->accumulateBlock != fresh.accumulateBlock)
+    mismatch("accumulate_block", std::to_string(recorded->accumulateBlock),
+             std::to_string(fresh.accumulateBlock));
+  if (recorded->expUlps != fresh.expUlps)
+    mismatch("exp_ulps", std::to_string(recorded->expUlps),
+             std::to_string(fresh.expUlps));
+  if (!ok)
+    return failure();
+  return fresh;
 }

@@ -66,26 +66,62 @@ def KVPrec_StorageFormatAttr : KVPrec_Attr<"StorageFormat", "format"> {
 def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
   let summary = "The error certificate of a precision plan";
   let description = [{
-    Records what the analysis proved about a plan: the user's `tolerance`
-    on the attention-output error (infinity norm, per layer and head), the
-    certified `bound` (docs/error-bounds.md section 2 with the calibrated
-    envelopes of section 5, never above the tolerance for a valid plan), the
-    HNF `necessary_bits` figure (a lower bound only: section 3), the plan's
-    `average_bits` per cached element including scale overhead, and its
-    storage as a fraction of an fp16 cache (`bytes_vs_f16`).
+    Records what the analysis proved about a plan, what it assumed, and the
+    arithmetic the generated code must perform for the proof to apply.
 
-    `#kvprec.certificate<tolerance = 1.0e-03, bound = 9.5e-04,
-      necessary_bits = 2.5, average_bits = 5.25, bytes_vs_f16 = 0.33>`
+    - `deterministic`: the kind of certificate (docs/analysis.md): a
+      worst-case bound under the stated envelopes.
+    - `tolerance = [...]`: the user's tolerance on the attention-output
+      error (infinity norm) of every (layer, KV head), one value or one per
+      layer; or `budget = B`, the byte budget the plan was made for.
+    - `bound`: the largest certified bound; `layer_bounds`: per layer.
+    - `necessary_bits`: the HNF figure of docs/error-bounds.md section 3, a
+      lower bound only, never a reason to accept or reject.
+    - `average_bits` per cached element and `bytes_vs_f16`.
+    - `calibrated_length`: positions the calibration observed;
+      `extrapolation = none`, or `worst_case, margin = M` when the cache is
+      longer and the stated worst-case rule covers the rest.
+    - The arithmetic contract: `softmax_scale`, the `dequant` precision,
+      `accumulate` precision (f32), `accumulate_block` (positions per
+      partial sum) and `exp_ulps` (the exp's relative error in units of
+      the accumulation precision's roundoff).
+    - `assumes = [...]`: the envelopes the static bound rests on, derived
+      from the other fields (a certificate cannot leave one out).
+
+    ```
+    #kvprec.certificate<deterministic, tolerance = [1.0e-02], bound = 6.1e-03,
+      layer_bounds = [6.1e-03, 5.0e-03], necessary_bits = 2.5e+00,
+      average_bits = 5.25e+00, bytes_vs_f16 = 3.3e-01,
+      calibrated_length = 64, extrapolation = none,
+      softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32,
+      accumulate_block = 16, exp_ulps = 4,
+      assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges,
+                 calibrated_length]>
+    ```
   }];
   let parameters = (ins
-    APFloatParameter<"error tolerance">:$tolerance,
+    "::mlir::DenseF64ArrayAttr":$tolerance,
+    APFloatParameter<"byte budget (0 with tolerances)">:$budget,
     APFloatParameter<"certified bound">:$bound,
+    "::mlir::DenseF64ArrayAttr":$layerBounds,
     APFloatParameter<"HNF necessary bits (lower bound)">:$necessaryBits,
     APFloatParameter<"average stored bits per element">:$averageBits,
-    APFloatParameter<"bytes relative to fp16">:$bytesVsF16
+    APFloatParameter<"bytes relative to fp16">:$bytesVsF16,
+    "int64_t":$calibratedLength,
+    "bool":$extrapolated,
+    APFloatParameter<"extrapolation margin">:$margin,
+    APFloatParameter<"softmax scale">:$softmaxScale,
+    "::mlir::Type":$dequant,
+    "::mlir::Type":$accumulate,
+    "int64_t":$accumulateBlock,
+    "int64_t":$expUlps
   );
   let hasCustomAssemblyFormat = 1;
   let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// The assumptions the certificate rests on, as printed in `assumes`.
+    ::llvm::SmallVector<::llvm::StringRef> getAssumptions() const;
+  }];
 }
 
 def KVPrec_PlanAttr : KVPrec_Attr<"Plan", "plan"> {

@@ -143,7 +143,9 @@ def KVPrec_CalibrationOp : KVPrec_Op<"calibration", [Symbol,
     named tensors (dense or `dense_resource` elements) in `stats`: attention
     mass envelopes per position class, per-channel query magnitudes, and K and
     V ranges and spans per channel and per block, with sample counts. The
-    shape fields describe the model the statistics came from; caches that
+    shape fields describe the model the statistics came from, and
+    `softmax_scale` the scale its attention used (the masses are valid only
+    at that scale); caches that
     name this op through `kvprec.alloc calibration @name` must match them.
     docs/calibration.md lists every tensor and its shape.
 
@@ -152,7 +154,8 @@ def KVPrec_CalibrationOp : KVPrec_Op<"calibration", [Symbol,
     ```mlir
     kvprec.calibration @stories260K <{layers = 5, kv_heads = 4, q_heads = 8,
         head_dim = 8, sink = 4, window = 64, block = 32, max_positions = 97,
-        model = "stories260K", synthetic = false, stats = {...}}>
+        model = "stories260K", synthetic = false,
+        softmax_scale = 0.35355339059327373 : f64, stats = {...}}>
     ```
   }];
   let arguments = (ins
@@ -167,6 +170,7 @@ def KVPrec_CalibrationOp : KVPrec_Op<"calibration", [Symbol,
     ConfinedAttr<I64Attr, [IntPositive]>:$max_positions,
     StrAttr:$model,
     BoolAttr:$synthetic,
+    F64Attr:$softmax_scale,
     DictionaryAttr:$stats
   );
   let assemblyFormat = "$sym_name prop-dict attr-dict";

@@ -3,6 +3,7 @@
 #ifndef KVPREC_DIALECT_KVPREC_TRANSFORMS_PASSES_H
 #define KVPREC_DIALECT_KVPREC_TRANSFORMS_PASSES_H
 
+#include "kvprec/Certify/PlanCertifier.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/Pass/Pass.h"

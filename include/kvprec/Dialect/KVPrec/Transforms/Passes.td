@@ -129,6 +129,20 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
     Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
            "E_cap of error-bounds.md section 4: the largest logit error a key "
            "format may introduce">,
+    Option<"extrapolate", "extrapolate", "::kvprec::certify::Extrapolation",
+           /*default=*/"::kvprec::certify::Extrapolation::None",
+           "What the certificate assumes past the calibrated length",
+           [{::llvm::cl::values(
+               clEnumValN(::kvprec::certify::Extrapolation::None, "none",
+                          "refuse to certify a cache longer than calibration "
+                          "observed"),
+               clEnumValN(::kvprec::certify::Extrapolation::WorstCase,
+                          "worst-case",
+                          "past it: every class mass 1, every magnitude "
+                          "envelope times margin"))}]>,
+    Option<"margin", "margin", "double", /*default=*/"1.0",
+           "Factor on |q|, the logit envelope's factors and the K/V ranges "
+           "of extrapolate=worst-case (at least 1)">,
     Option<"quiet", "quiet", "bool", /*default=*/"false",
            "Do not emit the memory remark on every planned allocation">
   ];
@@ -147,12 +161,16 @@ def VerifyPlan : Pass<"kvprec-verify-plan", "::mlir::ModuleOp"> {
     For every cache with a plan and a calibration, recomputes the static
     certificate of each (layer, KV head) from the plan's formats and the
     calibration alone (independently of how the plan was made, so
-    hand-written plans are checked too), and emits a located error when a
-    certified bound exceeds the tolerance (the `tolerance` option, else the
-    plan's certificate), when a key format's logit error exceeds E_cap, or
-    when a key format has fewer bits than the HNF necessary bits. When the
-    plan carries a certificate, its recorded bound must not be smaller than
-    the recomputed one. With `update=true` the recomputed certificate
+    hand-written plans are checked too), at the softmax scale of the
+    `kvprec.attend` ops that read the cache, and emits a located error when
+    the calibration does not cover the cache (length, scale), when a
+    certified bound exceeds its layer's tolerance (the `tolerance` option,
+    else the certificate's), or when a budget plan exceeds its budget. When
+    the plan carries a certificate, every recorded field (bounds per layer,
+    necessary bits, average bits, bytes vs fp16, calibrated length,
+    extrapolation, and the arithmetic contract) must equal the recomputed
+    one. The HNF necessary bits are recorded as a necessary condition only,
+    never a reason to reject. With `update=true` the recomputed certificate
     replaces the recorded one.
   }];
   let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
@@ -160,8 +178,18 @@ def VerifyPlan : Pass<"kvprec-verify-plan", "::mlir::ModuleOp"> {
     ListOption<"tolerance", "tolerance", "double",
                "Tolerance to check (one value or one per layer); default: the "
                "plan certificate's">,
-    Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
-           "E_cap used for the certificate">,
+    Option<"extrapolate", "extrapolate", "::kvprec::certify::Extrapolation",
+           /*default=*/"::kvprec::certify::Extrapolation::None",
+           "Extrapolation rule for a plan without a certificate (one with a "
+           "certificate is checked under the rule it records)",
+           [{::llvm::cl::values(
+               clEnumValN(::kvprec::certify::Extrapolation::None, "none",
+                          "refuse caches longer than the calibration"),
+               clEnumValN(::kvprec::certify::Extrapolation::WorstCase,
+                          "worst-case",
+                          "masses 1 and magnitudes times margin past it"))}]>,
+    Option<"margin", "margin", "double", /*default=*/"1.0",
+           "Margin of extrapolate=worst-case">,
     Option<"update", "update", "bool", /*default=*/"false",
            "Write the recomputed certificate into the plan">
   ];
@@ -183,9 +211,7 @@ def Report : Pass<"kvprec-report", "::mlir::ModuleOp"> {
     Option<"format", "format", "std::string", /*default=*/"\"table\"",
            "table | json | svg">,
     Option<"output", "output", "std::string", /*default=*/"\"-\"",
-           "Output file ('-' for stdout)">,
-    Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
-           "E_cap used to recompute per-head bounds">
+           "Output file ('-' for stdout)">
   ];
 }
 

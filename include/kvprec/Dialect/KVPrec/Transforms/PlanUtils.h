@@ -33,6 +33,27 @@ PlanAttr buildPlanAttr(MLIRContext *context,
                        const ::kvprec::certify::Plan &plan,
                        CertificateAttr certificate);
 
+/// The fields of a #kvprec.certificate as plain data.
+struct CertificateRecord {
+  /// One tolerance, one per layer, or none (then `budget` > 0).
+  std::vector<double> tolerances;
+  double budget = 0.0;
+  double bound = 0.0;
+  std::vector<double> layerBounds;
+  double necessaryBits = 0.0, averageBits = 0.0, bytesVsF16 = 0.0;
+  int64_t calibratedLength = 0;
+  bool extrapolated = false;
+  double margin = 1.0;
+  double softmaxScale = 0.0;
+  ::kvprec::analysis::StorageKind dequant =
+      ::kvprec::analysis::StorageKind::F32;
+  int64_t accumulateBlock = 0;
+  int64_t expUlps = 0;
+};
+CertificateAttr buildCertificateAttr(MLIRContext *context,
+                                     const CertificateRecord &record);
+CertificateRecord readCertificateAttr(CertificateAttr attr);
+
 /// Parses a format spelled as an MLIR element type ("f16", "bf16", "f32",
 /// "f8E4M3FN", "f8E5M2", "i8", "i4", "i2") into a storage kind.
 std::optional<::kvprec::analysis::StorageKind>
