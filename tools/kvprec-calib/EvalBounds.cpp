@@ -1,12 +1,12 @@
 //===- EvalBounds.cpp - kvprec-calib eval-bounds --------------------------===//
 
 #include "EvalBounds.h"
-#include "PlanEmulation.h"
 
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Calibration/CalibrationStats.h"
 #include "kvprec/Calibration/Generation.h"
 #include "kvprec/Certify/Plan.h"
+#include "kvprec/Certify/PlanEmulation.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
 #include "kvprec/Dialect/KVPrec/Transforms/CalibrationIR.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
@@ -236,7 +236,7 @@ public:
   /// The first failure (quantizer or certificate), if any.
   const an::Status &getStatus() const { return status; }
   void collectStreamCounters() {
-    for (const EmulatedStream &stream : streams) {
+    for (const cf::EmulatedStream &stream : streams) {
       elementBoundViolations += stream.getElementBoundViolations();
       demotions += stream.getNumDemotions();
     }
@@ -258,7 +258,7 @@ private:
   std::vector<HeadSummary> &heads;
   raw_ostream *casesOut;
   int64_t prompt = 0;
-  std::vector<EmulatedStream> streams;
+  std::vector<cf::EmulatedStream> streams;
   std::vector<long double> exactWeights, storedWeights;
   an::Status status = an::Status::success();
 };
@@ -297,8 +297,8 @@ static void computeWeights(const std::vector<double> &query,
 /// the true error (and a sound certificate) when the stored data is nearly
 /// exact. Where K^ = K the weights are computed identically and cancel.
 static double measureAttentionError(const std::vector<double> &query,
-                                    const EmulatedStream &keys,
-                                    const EmulatedStream &values,
+                                    const cf::EmulatedStream &keys,
+                                    const cf::EmulatedStream &values,
                                     std::vector<long double> &exactWeights,
                                     std::vector<long double> &storedWeights) {
   computeWeights(query, keys.getExact(), exactWeights);
@@ -323,7 +323,7 @@ void BoundEvaluator::observe(const AttentionStep &step) {
   const int64_t group = config.getQueryHeadsPerKVHead();
   for (int64_t h = 0; h < kvHeads; ++h)
     for (int kv = 0; kv < 2; ++kv) {
-      EmulatedStream &stream = streams[plan.getItem(step.layer, h, kv)];
+      cf::EmulatedStream &stream = streams[plan.getItem(step.layer, h, kv)];
       if (stream.getLength() != step.position) {
         status = an::Status::failure("internal error: position " +
                                      std::to_string(step.position) +
@@ -344,8 +344,8 @@ void BoundEvaluator::observe(const AttentionStep &step) {
   std::vector<double> query(headDim);
   for (int64_t qh = 0; qh < config.numHeads; ++qh) {
     int64_t h = qh / group;
-    const EmulatedStream &keys = streams[plan.getItem(step.layer, h, 0)];
-    const EmulatedStream &values = streams[plan.getItem(step.layer, h, 1)];
+    const cf::EmulatedStream &keys = streams[plan.getItem(step.layer, h, 0)];
+    const cf::EmulatedStream &values = streams[plan.getItem(step.layer, h, 1)];
     for (int64_t j = 0; j < headDim; ++j)
       query[j] = step.queries[qh * headDim + j];
     double error =

@@ -1,8 +1,10 @@
 //===- PlanEmulation.h - a KV cache stored as a plan says -------*- C++ -*-===//
 //
 // Emulates, bit for bit, the storage of one (layer, KV head, K or V) stream
-// of a planned cache as it grows one position at a time, for
-// `kvprec-calib eval-bounds`:
+// of a planned cache as it grows one position at a time: the executable
+// statement of store and demotion semantics, which `kvprec-calib
+// eval-bounds` and the unit tests measure certificates against and the
+// lowering must reproduce:
 //  * a new position is quantized from its fp32 value in the format of its
 //    current class (sink, window, or its body block);
 //  * channel-group formats group tokens within a quantization unit (the
@@ -18,8 +20,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KVPREC_TOOLS_KVPREC_CALIB_PLANEMULATION_H
-#define KVPREC_TOOLS_KVPREC_CALIB_PLANEMULATION_H
+#ifndef KVPREC_CERTIFY_PLANEMULATION_H
+#define KVPREC_CERTIFY_PLANEMULATION_H
 
 #include "kvprec/Analysis/Matrix.h"
 #include "kvprec/Analysis/Quantizer.h"
@@ -29,11 +31,11 @@
 #include <cstdint>
 #include <vector>
 
-namespace kvprec::calib {
+namespace kvprec::certify {
 
 class EmulatedStream {
 public:
-  EmulatedStream(const certify::Plan &plan, int64_t item,
+  EmulatedStream(const Plan &plan, int64_t item,
                  const analysis::DequantizerConfig &dequantizer);
 
   /// Appends the fp32 vector of the next position (head_dim values), then
@@ -63,7 +65,7 @@ private:
   analysis::Status store(int64_t begin, int64_t end,
                          const analysis::StorageFormat &format);
 
-  const certify::Plan &plan;
+  const Plan &plan;
   int64_t item;
   analysis::DequantizerConfig dequantizer;
   int64_t headDim;
@@ -81,6 +83,6 @@ private:
   uint64_t demotions = 0;
 };
 
-} // namespace kvprec::calib
+} // namespace kvprec::certify
 
-#endif // KVPREC_TOOLS_KVPREC_CALIB_PLANEMULATION_H
+#endif // KVPREC_CERTIFY_PLANEMULATION_H

@@ -1,13 +1,13 @@
 //===- PlanEmulation.cpp - a KV cache stored exactly as a plan says -------===//
 
-#include "PlanEmulation.h"
+#include "kvprec/Certify/PlanEmulation.h"
 
 #include <algorithm>
 #include <cmath>
 #include <string>
 
 using namespace kvprec;
-using namespace kvprec::calib;
+using namespace kvprec::certify;
 namespace an = kvprec::analysis;
 
 EmulatedStream::EmulatedStream(const certify::Plan &plan, int64_t item,
