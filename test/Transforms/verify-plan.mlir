@@ -9,12 +9,12 @@
 
 // The same plan cannot meet a tight tolerance.
 // RUN: not kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=1e-6" 2>&1 | FileCheck %s --check-prefix=TIGHT
-// TIGHT: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound {{.*}}, above the tolerance 1.000000e-06
+// TIGHT: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has position-by-position bound 0.0297574, above the tolerance 1e-06
 
 // i2 keys: their logit error makes the bound far exceed the tolerance.
 // RUN: sed 's/#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>/#kvprec.format<i2, asymmetric, token_group = 8, scale = f16>/' %t.hand.mlir > %t.i2.mlir
 // RUN: not kvprec-opt %t.i2.mlir --kvprec-verify-plan="tolerance=1e-1" 2>&1 | FileCheck %s --check-prefix=I2
-// I2: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound
+// I2: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has position-by-position bound
 
 // The allocator's own all-f32 plan verifies: the HNF bits are a necessary
 // condition only, and its bound is the kernel arithmetic's rounding alone.
@@ -47,7 +47,7 @@
 // 1e-1 in both layers does not pass as a plan for 1e-1 and 1e-3.
 // RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-1" \
 // RUN: | sed -E 's/tolerance = \[1.0e-01\]/tolerance = [1.0e-01, 1.0e-03]/' | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=PERLAYER
-// PERLAYER: error: 'kvprec.alloc' op plan of layer 1, KV head 0 has certified bound {{.*}}, above the tolerance 1.000000e-03
+// PERLAYER: error: 'kvprec.alloc' op plan of layer 1, KV head 0 has position-by-position bound {{.*}}, above the tolerance 0.001
 
 // A budget plan records its budget and is checked against it.
 // RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="budget=6000" --kvprec-verify-plan -o %t.budget.mlir
@@ -67,7 +67,7 @@
 // RUN: | sed 's/!kvprec.cache<2x2x64x8xf32>/!kvprec.cache<2x2x64x8xf32, #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f32>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [0]>>/g' > %t.hand4.mlir
 // RUN: kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=3.1e-2" -o /dev/null
 // RUN: not kvprec-opt %t.hand4.mlir --kvprec-verify-plan="tolerance=3.1e-2" 2>&1 | FileCheck %s --check-prefix=SCALE4
-// SCALE4: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has certified bound 4.0{{[0-9]+}}e-01, above the tolerance 3.100000e-02
+// SCALE4: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has position-by-position bound 0.402{{[0-9]*}}, above the tolerance 0.031
 
 // A cache longer than its calibration: refused without a rule; with the
 // worst-case rule the certificate says so, and verify applies the rule the
@@ -85,6 +85,17 @@
 // calibrated envelope with margin 1.
 // RUN: sed -E 's/margin = 2.0e\+00/margin = 1.0e+00/' %t.extrapolated.mlir | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=MARGIN
 // MARGIN: error: 'kvprec.alloc' op plan certificate records bound {{.*}} but the recomputed value is
+
+// A plan edited by hand to be unsound: its body values moved from i8 to i2
+// under the certificate of the i8 plan. The position-by-position check,
+// which shares only the per-element error model with the allocator's
+// certifier, refuses it.
+// RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-2 formats=f32,f16,i8" -o %t.i8plan.mlir
+// RUN: grep -c 'format<i8, asymmetric' %t.i8plan.mlir | FileCheck %s --check-prefix=HASI8
+// HASI8: {{^[1-9]}}
+// RUN: sed 's/#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>/#kvprec.format<i2, asymmetric, token_group = 8, scale = f16>/' %t.i8plan.mlir \
+// RUN: | not kvprec-opt --kvprec-verify-plan 2>&1 | FileCheck %s --check-prefix=EDITED
+// EDITED: error: 'kvprec.alloc' op plan of layer 0, KV head 0 has position-by-position bound {{[0-9.e+-]+}}, above the tolerance 0.01
 
 // A plan whose recorded certificate claims a smaller bound than provable.
 // RUN: kvprec-opt %t.calibrated.mlir --kvprec-assign-precision="tolerance=1e-2" | sed -E 's/bound = [0-9.e+-]+/bound = 1.0e-12/' > %t.forged.mlir

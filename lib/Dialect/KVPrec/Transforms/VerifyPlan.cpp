@@ -10,6 +10,7 @@
 #include "PassSupport.h"
 
 #include "kvprec/Certify/Plan.h"
+#include "kvprec/Certify/ReferenceCertifier.h"
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
 
@@ -138,7 +139,34 @@ VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
     return failure();
   const CertificateRecord &fresh = computed->record;
 
+  // The independent check: the certificate recomputed position by position
+  // (ReferenceCertifier.h), which shares only the per-element error model
+  // with the certifier above. It must meet the tolerance on its own, and
+  // the certifier must never claim a smaller bound than it.
   bool ok = true;
+  std::vector<double> referenceBounds(g.layers * g.heads, 0.0);
+  for (int64_t flat = 0; flat < g.layers * g.heads; ++flat) {
+    int64_t layer = flat / g.heads, head = flat % g.heads;
+    if (an::Status status = cf::certifyHeadByPosition(
+            *entry.stats, *plain, layer, head, options, referenceBounds[flat]);
+        status.failed())
+      return alloc.emitOpError()
+             << "plan of layer " << layer << ", KV head " << head
+             << " cannot be certified position by position: "
+             << status.getMessage();
+    if (computed->headBounds[flat] <
+        referenceBounds[flat] * (1 - 1e-9)) {
+      alloc.emitOpError() << "plan of layer " << layer << ", KV head " << head
+                          << ": the certifier's bound "
+                          << formatShortest(computed->headBounds[flat])
+                          << " is below the position-by-position bound "
+                          << formatShortest(referenceBounds[flat])
+                          << " (an internal inconsistency; the certificate "
+                             "is not trusted)";
+      ok = false;
+    }
+  }
+
   if (budget > 0) {
     double bytes = plain->getTotalBytes();
     if (bytes > budget) {
@@ -151,7 +179,14 @@ VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
     for (int64_t flat = 0; flat < g.layers * g.heads; ++flat) {
       int64_t layer = flat / g.heads;
       double tol = tolerances.size() == 1 ? tolerances[0] : tolerances[layer];
-      if (computed->headBounds[flat] > tol) {
+      if (referenceBounds[flat] > tol) {
+        alloc.emitOpError()
+            << "plan of layer " << layer << ", KV head " << flat % g.heads
+            << " has position-by-position bound "
+            << formatShortest(referenceBounds[flat]) << ", above the tolerance "
+            << formatShortest(tol);
+        ok = false;
+      } else if (computed->headBounds[flat] > tol) {
         alloc.emitOpError() << "plan of layer " << layer << ", KV head "
                             << flat % g.heads << " has certified bound "
                             << computed->headBounds[flat]
