@@ -7,6 +7,7 @@
 #include "kvprec/Calibration/Generation.h"
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Certify/PlanEmulation.h"
+#include "kvprec/Certify/ReferenceCertifier.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
 #include "kvprec/Dialect/KVPrec/Transforms/CalibrationIR.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
@@ -211,6 +212,8 @@ namespace {
 /// Per (layer, KV head) results.
 struct HeadSummary {
   double bound = 0.0;
+  /// The same certificate from the position-by-position certifier.
+  double referenceBound = 0.0;
   double keyLogitError = 0.0;
   int64_t cases = 0, violations = 0, runtimeViolations = 0;
   double maxError = 0.0, maxRatio = 0.0, maxRuntimeBound = 0.0;
@@ -243,6 +246,9 @@ public:
   }
 
   std::vector<double> ratios, runtimeRatios;
+  /// Static bound / run-time bound per case: how much the envelopes cost
+  /// against knowing the query.
+  std::vector<double> staticOverRuntime;
   int64_t cases = 0, violations = 0, runtimeViolations = 0;
   /// The same for positions at or past the calibrated length.
   int64_t calibratedLength = std::numeric_limits<int64_t>::max();
@@ -377,6 +383,8 @@ void BoundEvaluator::observe(const AttentionStep &step) {
       ratios.push_back(ratio);
       maxRatio = std::max(maxRatio, ratio);
     }
+    if (runtime.infNorm > 0.0 && std::isfinite(bound))
+      staticOverRuntime.push_back(bound / runtime.infNorm);
     if (runtime.infNorm > 0.0) {
       runtimeRatios.push_back(runtimeRatio);
       maxRuntimeRatio = std::max(maxRuntimeRatio, runtimeRatio);
@@ -492,7 +500,7 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   // The certified bound of every (layer, KV head), recomputed from the
   // calibration (any bound stored in the plan is not trusted).
   std::vector<HeadSummary> heads(g.layers * g.heads);
-  double maxBound = 0.0;
+  double maxBound = 0.0, maxCertifierGap = 0.0;
   for (int64_t layer = 0; layer < g.layers; ++layer)
     for (int64_t head = 0; head < g.heads; ++head) {
       an::StaticCertifiedBound bound;
@@ -505,6 +513,17 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
                                  where, layer, head, status.getMessage()));
       summary.bound = bound.infNorm;
       maxBound = std::max(maxBound, bound.infNorm);
+      if (an::Status status = cf::certifyHeadByPosition(
+              stats, plan, layer, head, options, summary.referenceBound);
+          status.failed())
+        return makeError(formatv("{0}: cannot certify layer {1}, KV head {2} "
+                                 "position by position: {3}",
+                                 where, layer, head, status.getMessage()));
+      if (std::isfinite(bound.infNorm) && bound.infNorm > 0)
+        maxCertifierGap =
+            std::max(maxCertifierGap,
+                     std::fabs(bound.infNorm - summary.referenceBound) /
+                         bound.infNorm);
     }
 
   std::unique_ptr<raw_fd_ostream> casesOut;
@@ -550,6 +569,12 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
       double(g.layers) * g.heads * 2 * g.capacity * g.headDim * 2;
   double medianRatio = median(evaluator.ratios);
   double medianRuntimeRatio = median(evaluator.runtimeRatios);
+  double maxStaticOverRuntime =
+      evaluator.staticOverRuntime.empty()
+          ? 0.0
+          : *std::max_element(evaluator.staticOverRuntime.begin(),
+                              evaluator.staticOverRuntime.end());
+  double medianStaticOverRuntime = median(evaluator.staticOverRuntime);
 
   json::OStream json(os, 2);
   json.object([&] {
@@ -564,6 +589,10 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
     json.attribute("max_error", number(evaluator.maxError));
     json.attribute("max_bound", number(maxBound));
     json.attribute("max_runtime_bound", number(evaluator.maxRuntimeBound));
+    json.attribute("median_static_over_runtime",
+                   number(medianStaticOverRuntime));
+    json.attribute("max_static_over_runtime", number(maxStaticOverRuntime));
+    json.attribute("max_certifier_gap", number(maxCertifierGap));
     json.attribute("element_bound_violations",
                    int64_t(evaluator.elementBoundViolations));
     json.attribute("demotions", int64_t(evaluator.demotions));
@@ -604,6 +633,7 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
             json.attribute("layer", layer);
             json.attribute("kv_head", head);
             json.attribute("bound", number(s.bound));
+            json.attribute("reference_bound", number(s.referenceBound));
             json.attribute("key_logit_error", number(s.keyLogitError));
             json.attribute("cases", s.cases);
             json.attribute("violations", s.violations);

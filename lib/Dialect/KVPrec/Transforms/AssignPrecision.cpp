@@ -438,8 +438,13 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
         budgetMode ? double(budget) : 0.0);
     if (failed(computed))
       return failure();
+    // The bounds it achieves are its tolerances; the necessary bits are
+    // then taken at those tolerances, as verify recomputes them.
     if (ownBounds)
-      computed->record.tolerances = computed->record.layerBounds;
+      computed = computeCertificate(alloc, *stats, plan, certifyOptions,
+                                    computed->record.layerBounds, 0.0);
+    if (failed(computed))
+      return failure();
     // The allocator's decoupled bound is never below the certificate; this
     // guards the per-block refinement, which relies on monotone error
     // models.
