@@ -22,6 +22,10 @@ int64_t CalibrationShape::getNumBodyBlocks() const {
   return (beyondWindow + block - 1) / block;
 }
 
+int64_t CalibrationShape::getNumSampleMassBins() const {
+  return 3 + std::min(getNumBodyBlocks(), kSampleBodyBins);
+}
+
 int64_t CalibrationShape::getNumAbsoluteBlocks() const {
   if (block <= 0)
     return 0;
@@ -92,6 +96,19 @@ ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
        &S::queryCount, "number of (query, query head) samples reduced"},
       {"position_count", DType::I64, Kind::AbsBlock, Value::Count, nullptr,
        &S::positionCount, "number of cached vectors observed per block"},
+      {"query_sample_count", DType::I64, Kind::LayerHead, Value::Count,
+       nullptr, &S::querySampleCount,
+       "query samples kept (a uniform reservoir of at most N)"},
+      {"query_sample_mass", DType::F32, Kind::LayerHeadSampleMass,
+       Value::Mass, &S::querySampleMass, nullptr,
+       "per sample: its attention mass on the sink, the window, relative "
+       "body blocks 0 .. min(NB, 8) - 1 and the rest of the body"},
+      {"query_sample_absq", DType::F32, Kind::LayerHeadSampleChannel,
+       Value::NonNegative, &S::querySampleAbsQ, nullptr,
+       "per sample: |q_j| (after RoPE, unscaled)"},
+      {"query_sample_logit", DType::F32, Kind::LayerHeadSample,
+       Value::NonNegative, &S::querySampleLogit, nullptr,
+       "per sample: max over cached t of (1/sqrt(D)) sum_j |q_j| |K_{t,j}|"},
   };
   return specs;
 }
@@ -109,6 +126,13 @@ SmallVector<int64_t, 3> getTensorShape(const CalibrationShape &shape,
     return {shape.layers, shape.kvHeads, shape.getNumAbsoluteBlocks()};
   case Kind::AbsBlock:
     return {shape.getNumAbsoluteBlocks()};
+  case Kind::LayerHeadSample:
+    return {shape.layers, shape.kvHeads, shape.querySamples};
+  case Kind::LayerHeadSampleChannel:
+    return {shape.layers, shape.kvHeads, shape.querySamples, shape.headDim};
+  case Kind::LayerHeadSampleMass:
+    return {shape.layers, shape.kvHeads, shape.querySamples,
+            shape.getNumSampleMassBins()};
   }
   llvm_unreachable("unknown tensor kind");
 }
@@ -126,6 +150,12 @@ static StringRef getSymbolicShape(CalibrationTensorKind kind) {
     return "[L, H, NA]";
   case Kind::AbsBlock:
     return "[NA]";
+  case Kind::LayerHeadSample:
+    return "[L, H, N]";
+  case Kind::LayerHeadSampleChannel:
+    return "[L, H, N, D]";
+  case Kind::LayerHeadSampleMass:
+    return "[L, H, N, M]";
   }
   llvm_unreachable("unknown tensor kind");
 }
@@ -188,6 +218,8 @@ Error validateCalibrationShape(const CalibrationShape &shape,
     return e;
   if (Error e = requireAtLeast("max_positions", shape.maxPositions, 1))
     return e;
+  if (Error e = requireAtLeast("query_samples", shape.querySamples, 0))
+    return e;
   if (shape.qHeads % shape.kvHeads != 0)
     return makeError(context,
                      formatv("q_heads {0} is not a multiple of kv_heads {1}",
@@ -224,6 +256,7 @@ private:
   Error checkQueryNorms();
   Error checkLogitEnvelope();
   Error checkSamples();
+  Error checkQuerySamples();
   Error checkBlocks(StringRef prefix, const std::vector<float> &chanMin,
                     const std::vector<float> &chanMax,
                     const std::vector<float> &absMax,
@@ -281,6 +314,8 @@ Error StatsValidator::run() {
   if (Error e = checkLogitEnvelope())
     return e;
   if (Error e = checkSamples())
+    return e;
+  if (Error e = checkQuerySamples())
     return e;
   if (Error e =
           checkBlocks("k", stats.kChanMin, stats.kChanMax, stats.kBlockAbsMax,
@@ -508,6 +543,85 @@ Error StatsValidator::checkSamples() {
   return Error::success();
 }
 
+Error StatsValidator::checkQuerySamples() {
+  // Every kept sample is one of the queries the envelopes were taken over,
+  // so it lies inside them, and its masses sum to 1; unused slots are 0.
+  const CalibrationShape &shape = stats.shape;
+  int64_t n = shape.querySamples, d = shape.headDim,
+          bins = shape.getNumSampleMassBins(),
+          bodyBlocks = shape.getNumBodyBlocks();
+  for (size_t lh = 0; lh < stats.querySampleCount.size(); ++lh) {
+    int64_t kept = stats.querySampleCount[lh];
+    if (kept > std::min(n, stats.queryCount[lh]))
+      return elementError(
+          "query_sample_count", Kind::LayerHead, lh,
+          formatv("is {0}, more than query_samples ({1}) or query_count ({2})",
+                  kept, n, stats.queryCount[lh])
+              .str());
+    for (int64_t i = 0; i < n; ++i) {
+      size_t sample = lh * n + i;
+      const float *mass = stats.querySampleMass.data() + sample * bins;
+      const float *absQ = stats.querySampleAbsQ.data() + sample * d;
+      float logit = stats.querySampleLogit[sample];
+      if (i >= kept) {
+        bool zero = logit == 0.0f;
+        for (int64_t b = 0; b < bins; ++b)
+          zero &= mass[b] == 0.0f;
+        for (int64_t j = 0; j < d; ++j)
+          zero &= absQ[j] == 0.0f;
+        if (!zero)
+          return elementError("query_sample_logit", Kind::LayerHeadSample,
+                              sample,
+                              "belongs to an unused sample slot but its "
+                              "sample is not all zero");
+        continue;
+      }
+      for (int64_t j = 0; j < d; ++j)
+        if (absQ[j] > stats.qAbsMax[lh * d + j] +
+                          slack(stats.qAbsMax[lh * d + j]))
+          return elementError(
+              "query_sample_absq", Kind::LayerHeadSampleChannel,
+              sample * d + j,
+              formatv("is {0}, above q_absmax {1}", num(absQ[j]),
+                      num(stats.qAbsMax[lh * d + j]))
+                  .str());
+      if (logit > stats.qkLogitMax[lh] + slack(stats.qkLogitMax[lh]))
+        return elementError("query_sample_logit", Kind::LayerHeadSample,
+                            sample,
+                            formatv("is {0}, above qk_logit_max {1}",
+                                    num(logit), num(stats.qkLogitMax[lh]))
+                                .str());
+      // Each bin within its class's maximum (the rest bin within the sum of
+      // the remaining blocks' maxima), and the bins sum to 1.
+      double restMax = 0.0, total = 0.0;
+      for (int64_t j = kSampleBodyBins; j < bodyBlocks; ++j)
+        restMax += stats.attnBodyMass[lh * bodyBlocks + j];
+      for (int64_t b = 0; b < bins; ++b) {
+        double cap = b == 0   ? stats.attnSinkMass[lh]
+                     : b == 1 ? stats.attnWindowMass[lh]
+                     : b < bins - 1
+                         ? stats.attnBodyMass[lh * bodyBlocks + (b - 2)]
+                         : restMax;
+        if (mass[b] > cap + 1e-5)
+          return elementError(
+              "query_sample_mass", Kind::LayerHeadSampleMass,
+              sample * bins + b,
+              formatv("is {0}, above the class maximum {1}", num(mass[b]),
+                      num(cap))
+                  .str());
+        total += mass[b];
+      }
+      if (total < 1.0 - 1e-4 || total > 1.0 + 1e-4)
+        return elementError(
+            "query_sample_mass", Kind::LayerHeadSampleMass, sample * bins,
+            formatv("starts a sample whose masses sum to {0}, not 1",
+                    num(float(total)))
+                .str());
+    }
+  }
+  return Error::success();
+}
+
 Error StatsValidator::checkBlocks(StringRef prefix,
                                   const std::vector<float> &chanMin,
                                   const std::vector<float> &chanMax,
@@ -579,11 +693,12 @@ template <typename StatsT> static auto getIntegerMetadata(StatsT &stats) {
     Slot slot;
   };
   auto &shape = stats.shape;
-  return SmallVector<Entry, 10>{
+  return SmallVector<Entry, 11>{
       {"layers", &shape.layers},   {"kv_heads", &shape.kvHeads},
       {"q_heads", &shape.qHeads},  {"head_dim", &shape.headDim},
       {"sink", &shape.sink},       {"window", &shape.window},
       {"block", &shape.block},     {"max_positions", &shape.maxPositions},
+      {"query_samples", &shape.querySamples},
       {"prompts", &stats.prompts}, {"steps", &stats.steps}};
 }
 

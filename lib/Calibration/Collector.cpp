@@ -25,10 +25,11 @@ static float roundUp(double value) {
 }
 
 StatsCollector::StatsCollector(const LlamaConfig &config,
-                               const PositionClasses &classes)
+                               const PositionClasses &classes,
+                               int64_t querySamples)
     : config(config), classes(classes), layers(config.numLayers),
       kvHeads(config.numKVHeads), groupSize(config.getQueryHeadsPerKVHead()),
-      headDim(config.getHeadSize()) {
+      headDim(config.getHeadSize()), querySamples(querySamples) {
   assert(classes.block >= 1 && classes.sink >= 0 && classes.window >= 0 &&
          "invalid position classes");
   int64_t seqLen = config.seqLen;
@@ -56,6 +57,10 @@ StatsCollector::StatsCollector(const LlamaConfig &config,
        {&kAbsMax, &vAbsMax, &kTokenRange, &vTokenRange, &kChanSpan, &vChanSpan})
     blockStat->assign(lh * absBlockCapacity, 0.0f);
   positionCount.assign(absBlockCapacity, 0);
+  sampleMass.assign(lh * querySamples * kSampleSlotBins, 0.0f);
+  sampleAbsQ.assign(lh * querySamples * headDim, 0.0f);
+  sampleLogit.assign(lh * querySamples, 0.0f);
+  samplesSeen.assign(lh, 0);
   kBlockMin.assign(lh * headDim, kInf);
   kBlockMax.assign(lh * headDim, -kInf);
   vBlockMin.assign(lh * headDim, kInf);
@@ -170,8 +175,41 @@ void StatsCollector::observe(const AttentionStep &step) {
           sum += queryAbsScratch[j] * key[j];
         largestLogit = std::max(largestLogit, sum);
       }
-      logitMax[lh] =
-          std::max(logitMax[lh], roundUp(logitScale * largestLogit));
+      float sampleLogitValue = roundUp(logitScale * largestLogit);
+      logitMax[lh] = std::max(logitMax[lh], sampleLogitValue);
+
+      // Reservoir sampling (Algorithm R): the k-th query replaces a kept
+      // one with probability N / k.
+      if (querySamples > 0) {
+        int64_t seen = samplesSeen[lh]++;
+        int64_t slot = seen;
+        if (seen >= querySamples) {
+          sampleRandom ^= sampleRandom << 13;
+          sampleRandom ^= sampleRandom >> 7;
+          sampleRandom ^= sampleRandom << 17;
+          slot = static_cast<int64_t>(sampleRandom % uint64_t(seen + 1));
+        }
+        if (slot < querySamples) {
+          size_t base = lh * querySamples + slot;
+          float *mass = sampleMass.data() + base * kSampleSlotBins;
+          std::fill_n(mass, kSampleSlotBins, 0.0f);
+          mass[0] = roundUp(sinkMass);
+          mass[1] = roundUp(windowMass);
+          if (lastBody >= sink) {
+            int64_t lastBlock = (p - sink - window) / blockSize;
+            double rest = 0.0;
+            for (int64_t j = 0; j <= lastBlock; ++j)
+              if (j < kSampleBodyBins)
+                mass[2 + j] = roundUp(bodyScratch[j]);
+              else
+                rest += bodyScratch[j];
+            mass[kSampleSlotBins - 1] = roundUp(rest);
+          }
+          for (int64_t j = 0; j < headDim; ++j)
+            sampleAbsQ[base * headDim + j] = std::fabs(q[j]);
+          sampleLogit[base] = sampleLogitValue;
+        }
+      }
     }
 
     // The K/V appended at p: per-channel ranges and block statistics.
@@ -224,6 +262,7 @@ StatsCollector::finish(StringRef modelName, int64_t prompts, int64_t steps) {
   stats.shape.window = classes.window;
   stats.shape.block = classes.block;
   stats.shape.maxPositions = maxPositions;
+  stats.shape.querySamples = querySamples;
   stats.model = modelName.str();
   stats.synthetic = false;
   stats.prompts = prompts;
@@ -265,6 +304,23 @@ StatsCollector::finish(StringRef modelName, int64_t prompts, int64_t steps) {
   stats.vChanMin = vMin;
   stats.vChanMax = vMax;
   std::copy_n(positionCount.begin(), numAbs, stats.positionCount.begin());
+  // Query samples, with the body bins the observed length has.
+  const int64_t bins = stats.shape.getNumSampleMassBins();
+  for (size_t lh = 0; lh < samplesSeen.size(); ++lh) {
+    stats.querySampleCount[lh] = std::min(samplesSeen[lh], querySamples);
+    for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
+      size_t base = lh * querySamples + i;
+      const float *from = sampleMass.data() + base * kSampleSlotBins;
+      float *to = stats.querySampleMass.data() + base * bins;
+      for (int64_t b = 0; b < bins - 1; ++b)
+        to[b] = from[b];
+      to[bins - 1] = from[kSampleSlotBins - 1];
+    }
+  }
+  std::copy(sampleAbsQ.begin(), sampleAbsQ.end(),
+            stats.querySampleAbsQ.begin());
+  std::copy(sampleLogit.begin(), sampleLogit.end(),
+            stats.querySampleLogit.begin());
   return stats;
 }
 

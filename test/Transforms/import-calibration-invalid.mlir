@@ -14,7 +14,7 @@
 
 // RUN: python3 %S/Inputs/make-calibration.py %t.truncated --corrupt truncated
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.truncated" 2>&1 | FileCheck %s --check-prefix=TRUNCATED
-// TRUNCATED: error: kvprec-import-calibration: {{.*}}: tensor 'query_count': data_offsets [{{[0-9]+}}, {{[0-9]+}}] is out of range
+// TRUNCATED: error: kvprec-import-calibration: {{.*}}: tensor 'query_sample_absq': data_offsets [{{[0-9]+}}, {{[0-9]+}}] is out of range
 
 // RUN: python3 %S/Inputs/make-calibration.py %t.hlen --corrupt header-length
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.hlen" 2>&1 | FileCheck %s --check-prefix=HLEN

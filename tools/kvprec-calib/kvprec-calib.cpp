@@ -124,6 +124,11 @@ static cl::opt<long> collectBlock("block",
                                            "(default 32)"),
                                   cl::init(32), cl::sub(collectCommand),
                                   cl::cat(toolCategory));
+static cl::opt<long> collectQuerySamples(
+    "query-samples",
+    cl::desc("Queries kept per (layer, KV head) for the joint certificate, a "
+             "uniform random sample (default 1024; 0 keeps none)"),
+    cl::init(1024), cl::sub(collectCommand), cl::cat(toolCategory));
 static cl::opt<std::string> modelName(
     "model-name",
     cl::desc("Model name for the metadata (default: checkpoint file stem)"),
@@ -320,6 +325,9 @@ static Error runCollect() {
   if (collectSink < 0 || collectWindow < 0 || collectBlock < 1)
     return usageError("collect", "--sink and --window must be >= 0 and "
                                  "--block >= 1");
+  // The samples take N * (D + M + 1) floats per (layer, KV head).
+  if (collectQuerySamples < 0 || collectQuerySamples > (1 << 20))
+    return usageError("collect", "--query-samples must be in [0, 1048576]");
   if (Error e = requireOption("collect", promptsPath))
     return e;
   if (Error e = requireOption("collect", outputPath))
@@ -334,7 +342,7 @@ static Error runCollect() {
   const LlamaModel &model = loaded->model;
   const LlamaConfig &config = model.getConfig();
   PositionClasses classes{collectSink, collectWindow, collectBlock};
-  StatsCollector collector(config, classes);
+  StatsCollector collector(config, classes, collectQuerySamples);
   LlamaRunner runner(model);
   Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
   GenerationOptions options;

@@ -78,7 +78,10 @@ TEST(CalibrationStatsTest, ShapesFollowMetadata) {
   EXPECT_EQ(shape.getNumAbsoluteBlocks(), 2);
   EXPECT_EQ(getTensorShape(shape, CalibrationTensorKind::LayerHeadBody),
             (SmallVector<int64_t, 3>{3, 2, 0}));
-  EXPECT_EQ(getCalibrationTensorSpecs().size(), 22u);
+  shape.querySamples = 5;
+  EXPECT_EQ(getTensorShape(shape, CalibrationTensorKind::LayerHeadSampleMass),
+            (SmallVector<int64_t, 3>{3, 2, 5, 3}));
+  EXPECT_EQ(getCalibrationTensorSpecs().size(), 26u);
 }
 
 TEST(CalibrationStatsTest, RoundTrip) {
@@ -168,7 +171,7 @@ TEST(CalibrationStatsTest, RejectsMetadataProblems) {
          for (StringRef key :
               {"schema", "layers", "kv_heads", "q_heads", "head_dim", "sink",
                "window", "block", "max_positions", "model", "synthetic",
-               "prompts", "steps", "softmax_scale"})
+               "prompts", "steps", "softmax_scale", "query_samples"})
            w.removeMetadata(key);
        },
        "missing \"__metadata__\""},

@@ -33,6 +33,10 @@ namespace kvprec::calib {
 /// Value of the "schema" metadata entry.
 inline constexpr llvm::StringLiteral kCalibrationSchema = "kvprec-calib-v1";
 
+/// Relative body blocks a query sample keeps apart; farther ones share one
+/// bin.
+inline constexpr int64_t kSampleBodyBins = 8;
+
 /// Masses may exceed 1 by this much (float rounding of a sum of weights).
 inline constexpr double kMassTolerance = 1e-6;
 
@@ -47,6 +51,9 @@ struct CalibrationShape {
   int64_t window = 0;
   int64_t block = 0;
   int64_t maxPositions = 0;
+  /// N: query samples kept per (layer, KV head) for the joint certificate
+  /// (error-bounds.md §7); 0 when none were kept.
+  int64_t querySamples = 0;
 
   /// G: query heads sharing one KV head.
   int64_t getQueryHeadsPerKVHead() const {
@@ -56,6 +63,9 @@ struct CalibrationShape {
   int64_t getNumBodyBlocks() const;
   /// NA = ceil(P / B).
   int64_t getNumAbsoluteBlocks() const;
+  /// M = 3 + min(NB, kSampleBodyBins): a query sample's mass bins: sink,
+  /// window, the first body blocks, and the rest of the body.
+  int64_t getNumSampleMassBins() const;
 };
 
 /// The shapes a schema tensor can have.
@@ -65,6 +75,9 @@ enum class CalibrationTensorKind {
   LayerHeadBody,     ///< [L, H, NB]
   LayerHeadAbsBlock, ///< [L, H, NA]
   AbsBlock,          ///< [NA]
+  LayerHeadSample,   ///< [L, H, N]
+  LayerHeadSampleChannel, ///< [L, H, N, D]
+  LayerHeadSampleMass,    ///< [L, H, N, M]
 };
 
 /// What a tensor holds, which fixes the value checks the validator applies.
@@ -136,6 +149,18 @@ struct CalibrationStats {
   // Sample counts: [L, H] and [NA].
   std::vector<int64_t> queryCount;
   std::vector<int64_t> positionCount;
+  // Query samples (error-bounds.md §7): a uniform random sample (reservoir)
+  // of at most N queries per (layer, KV head), each with its own class
+  // masses, |q_j| and logit envelope, so a certificate can take the worst
+  // per-query bound instead of combining coordinate-wise maxima.
+  /// [L, H]: samples kept (min(N, query_count)).
+  std::vector<int64_t> querySampleCount;
+  /// [L, H, N, M]: mass bins (sink, window, body blocks 0..S-1, the rest).
+  std::vector<float> querySampleMass;
+  /// [L, H, N, D]: |q_j| of the sample.
+  std::vector<float> querySampleAbsQ;
+  /// [L, H, N]: max over cached t of (1/sqrt D) sum_j |q_j||K_{t,j}|.
+  std::vector<float> querySampleLogit;
 
   /// Resizes every tensor to its schema shape and zero-fills it.
   void allocate();

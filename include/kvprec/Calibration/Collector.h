@@ -40,7 +40,11 @@ class StatsCollector : public AttentionObserver {
 public:
   /// Statistics for a model with `config`; `classes` must have block >= 1 and
   /// non-negative sink and window.
-  StatsCollector(const LlamaConfig &config, const PositionClasses &classes);
+  /// `querySamples` (N) queries per (layer, KV head) are kept for the joint
+  /// certificate: a uniform reservoir sample over all queries, drawn from a
+  /// fixed seed so collection is deterministic.
+  StatsCollector(const LlamaConfig &config, const PositionClasses &classes,
+                 int64_t querySamples = 0);
 
   /// Reduces one attention step. A step at position 0 starts a new sequence:
   /// per-block channel spans are taken within one sequence's cache, so the
@@ -86,6 +90,15 @@ private:
   // |K| of the current sequence, [L, seq_len, H * D]; position p of a layer
   // is written when its key is appended (before the query at p reads it).
   std::vector<float> keyAbsCache;
+
+  // Query samples: per (layer, KV head) N slots of kSampleSlotBins masses
+  // (sink, window, body blocks 0..7, the rest), D |q_j| and the logit
+  // envelope, and how many queries the reservoir has seen.
+  static constexpr int64_t kSampleSlotBins = 11;
+  int64_t querySamples;
+  std::vector<float> sampleMass, sampleAbsQ, sampleLogit;
+  std::vector<int64_t> samplesSeen;
+  uint64_t sampleRandom = 0x9E3779B97F4A7C15ull;
 
   // Scratch for one query head's body-block masses and |q|.
   std::vector<double> bodyScratch;

@@ -147,7 +147,7 @@ func.func private @f() attributes {plan = #bad}
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op softmax_scale must be positive and finite, got -1}}
-kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, model = "toy", synthetic = false, softmax_scale = -1.0 : f64, stats = {}}>
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = -1.0 : f64, stats = {}}>
 
 //===----------------------------------------------------------------------===//
 // #kvprec.plan
@@ -281,7 +281,7 @@ func.func @alloc_missing_calibration() {
 
 // -----
 
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64,
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64,
   stats = {attn_sink_mass = dense<5.000000e-01> : tensor<2x4xf32>,
     attn_window_mass = dense<6.000000e-01> : tensor<2x4xf32>,
     attn_body_mass = dense<2.000000e-01> : tensor<2x4x3xf32>,
@@ -303,7 +303,11 @@ kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8,
     k_block_chan_span = dense<3.000000e+00> : tensor<2x4x4xf32>,
     v_block_chan_span = dense<1.500000e+00> : tensor<2x4x4xf32>,
     query_count = dense<10> : tensor<2x4xi64>,
-    position_count = dense<16> : tensor<4xi64>}}>
+    position_count = dense<16> : tensor<4xi64>,
+    query_sample_count = dense<0> : tensor<2x4xi64>,
+    query_sample_mass = dense<0.0> : tensor<2x4x0x6xf32>,
+    query_sample_absq = dense<0.0> : tensor<2x4x0x8xf32>,
+    query_sample_logit = dense<0.0> : tensor<2x4x0xf32>}}>
 func.func @alloc_calibration_mismatch() {
   // expected-error @+1 {{'kvprec.alloc' op calibration @calib describes 2 layers x 4 KV heads x head_dim 8 but the cache is 2x2x64x8}}
   %c = kvprec.alloc calibration @calib : !kvprec.cache<2x2x64x8xf32>
@@ -481,47 +485,47 @@ func.func @load_heads(%c: !kvprec.cache<2x2x64x8xf32>, %k: memref<?x3x8xf32>, %s
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op 6 query heads cannot be grouped over 4 KV heads}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 6, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 6, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' is not an elements attribute}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = 1.0 : f32}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = 1.0 : f32}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'q_absmax' has element type 'f16'; expected f32}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = dense<1.0> : tensor<2x4x8xf16>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {q_absmax = dense<1.0> : tensor<2x4x8xf16>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op attribute 'layers' failed to satisfy constraint: 64-bit signless integer attribute whose value is positive}}
-kvprec.calibration @calib <{layers = 0, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
+kvprec.calibration @calib <{layers = 0, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'k_range' is not part of the kvprec-calib-v1 schema}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {k_range = dense<1.0> : tensor<2x4x8xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {k_range = dense<1.0> : tensor<2x4x8xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'attn_body_mass' has shape 'tensor<2x4x4xf32>' but the calibration's dimensions give [2, 4, 3]}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {attn_body_mass = dense<0.1> : tensor<2x4x4xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {attn_body_mass = dense<0.1> : tensor<2x4x4xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op statistic 'query_count' has element type 'f32'; expected i64}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {query_count = dense<1.0> : tensor<2x4xf32>}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {query_count = dense<1.0> : tensor<2x4xf32>}}>
 
 // -----
 
 // expected-error @+1 {{'kvprec.calibration' op is missing statistic 'attn_sink_mass'}}
-kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
+kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8, sink = 4, window = 16, block = 16, max_positions = 64, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}>
 
 // -----
 
 func.func @calibration_parent() {
   // expected-error @+1 {{'kvprec.calibration' op expects parent op 'builtin.module'}}
-  "kvprec.calibration"() <{sym_name = "c", layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}> : () -> ()
+  "kvprec.calibration"() <{sym_name = "c", layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.35355339059327373 : f64, stats = {}}> : () -> ()
   return
 }

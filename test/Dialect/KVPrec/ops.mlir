@@ -34,12 +34,13 @@
   sink_formats = [0, 0], body_formats = [0, 1, 1, 0, 1, 1, 1, 1, 0, 0], window_formats = [0, 0]>
 
 module {
-  // CHECK: kvprec.calibration @toy <{block = 16 : i64, head_dim = 8 : i64, kv_heads = 2 : i64, layers = 2 : i64, max_positions = 64 : i64, model = "toy", q_heads = 4 : i64, sink = 4 : i64, softmax_scale = 0.35355339059327373 : f64, stats = {
+  // CHECK: kvprec.calibration @toy <{block = 16 : i64, head_dim = 8 : i64, kv_heads = 2 : i64, layers = 2 : i64, max_positions = 64 : i64, model = "toy", q_heads = 4 : i64, query_samples = 1 : i64, sink = 4 : i64, softmax_scale = 0.35355339059327373 : f64, stats = {
   // CHECK-SAME: attn_body_mass = dense<2.000000e-01> : tensor<2x2x3xf32>
   // CHECK-SAME: position_count = dense<16> : tensor<4xi64>
+  // CHECK-SAME: query_sample_mass = dense<{{\[}}[{{\[}}[3.000000e-01, 5.000000e-01, 2.000000e-01, 0.000000e+00, 0.000000e+00, 0.000000e+00]]
   // CHECK-SAME: synthetic = true, window = 16 : i64}>
   kvprec.calibration @toy <{layers = 2, kv_heads = 2, q_heads = 4, head_dim = 8, sink = 4,
-      window = 16, block = 16, max_positions = 64, model = "toy", synthetic = true, softmax_scale = 0.35355339059327373 : f64,
+      window = 16, block = 16, max_positions = 64, query_samples = 1, model = "toy", synthetic = true, softmax_scale = 0.35355339059327373 : f64,
       stats = {attn_sink_mass = dense<5.000000e-01> : tensor<2x2xf32>,
                attn_window_mass = dense<6.000000e-01> : tensor<2x2xf32>,
                attn_body_mass = dense<2.000000e-01> : tensor<2x2x3xf32>,
@@ -61,7 +62,11 @@ module {
                k_block_chan_span = dense<3.000000e+00> : tensor<2x2x4xf32>,
                v_block_chan_span = dense<1.500000e+00> : tensor<2x2x4xf32>,
                query_count = dense<10> : tensor<2x2xi64>,
-               position_count = dense<16> : tensor<4xi64>}}>
+               position_count = dense<16> : tensor<4xi64>,
+               query_sample_count = dense<1> : tensor<2x2xi64>,
+               query_sample_mass = dense<[[[[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]], [[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]]], [[[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]], [[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]]]]> : tensor<2x2x1x6xf32>,
+               query_sample_absq = dense<1.000000e+00> : tensor<2x2x1x8xf32>,
+               query_sample_logit = dense<1.500000e+00> : tensor<2x2x1xf32>}}>
 
   // CHECK-LABEL: func.func @plain
   func.func @plain(%pos: index, %len: index, %k: memref<1x2x8xf16>, %v: memref<1x2x8xf16>,

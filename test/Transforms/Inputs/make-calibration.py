@@ -26,6 +26,7 @@ p.add_argument("--sink", type=int, default=4)
 p.add_argument("--window", type=int, default=16)
 p.add_argument("--block", type=int, default=16)
 p.add_argument("--max-positions", type=int, default=64)
+p.add_argument("--query-samples", type=int, default=2)
 p.add_argument("--softmax-scale", type=float, default=None,
                help="the scale recorded in the metadata (default 1/sqrt(D))")
 p.add_argument("--corrupt", choices=CORRUPTIONS, default="none")
@@ -34,6 +35,7 @@ a = p.parse_args()
 L, H, D = a.layers, a.kv_heads, a.head_dim
 NB = math.ceil(max(a.max_positions - a.window, 0) / a.block)
 NA = math.ceil(a.max_positions / a.block)
+M = 3 + min(NB, 8)
 
 # (name, shape, value): one consistent value per tensor.
 tensors = [
@@ -60,6 +62,12 @@ tensors = [
     ("v_block_chan_span", [L, H, NA], 1.5),
     ("query_count", [L, H], 10),
     ("position_count", [NA], a.block),
+    ("query_sample_count", [L, H], a.query_samples),
+    # Each sample inside the envelopes: |q| 1, logit 1.5, masses sink 0.3,
+    # window 0.5, first body block 0.2 (summing to 1).
+    ("query_sample_mass", [L, H, a.query_samples, M], None),
+    ("query_sample_absq", [L, H, a.query_samples, D], 1.0),
+    ("query_sample_logit", [L, H, a.query_samples], 1.5),
 ]
 
 header = {}
@@ -75,7 +83,11 @@ for name, shape, value in tensors:
     if name.endswith("_count"):
         dtype, blob = "I64", struct.pack("<%dq" % count, *([int(value)] * count))
     else:
-        values = [float(value)] * count
+        if name == "query_sample_mass":
+            row = [0.3, 0.5, 0.2] + [0.0] * (M - 3)
+            values = row * (count // M)
+        else:
+            values = [float(value)] * count
         if a.corrupt == "nan" and name == "q_absmax":
             values[3] = float("nan")
         if a.corrupt == "inf" and name == "v_chan_max":
@@ -102,7 +114,7 @@ metadata = {
     "layers": str(L), "kv_heads": str(H), "q_heads": str(a.q_heads),
     "head_dim": str(D), "sink": str(a.sink), "window": str(a.window),
     "block": str(a.block), "max_positions": str(a.max_positions),
-    "prompts": "1", "steps": "8",
+    "prompts": "1", "steps": "8", "query_samples": str(a.query_samples),
     "softmax_scale": repr(a.softmax_scale if a.softmax_scale is not None
                           else 1 / math.sqrt(D)),
 }

@@ -182,6 +182,7 @@ LogicalResult CalibrationOp::verify() {
   shape.window = getWindow();
   shape.block = getBlock();
   shape.maxPositions = getMaxPositions();
+  shape.querySamples = getQuerySamples();
   // Every statistic of the kvprec-calib-v1 schema, with the shape the
   // dimensions above give it (docs/calibration.md).
   llvm::StringMap<const ::kvprec::calib::CalibrationTensorSpec *> specs;

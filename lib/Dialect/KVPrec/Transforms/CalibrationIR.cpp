@@ -58,6 +58,7 @@ CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder,
       builder.getI64IntegerAttr(shape.window),
       builder.getI64IntegerAttr(shape.block),
       builder.getI64IntegerAttr(shape.maxPositions),
+      builder.getI64IntegerAttr(shape.querySamples),
       builder.getStringAttr(stats.model), builder.getBoolAttr(stats.synthetic),
       builder.getF64FloatAttr(stats.softmaxScale),
       builder.getDictionaryAttr(entries));
@@ -99,6 +100,7 @@ FailureOr<CalibrationStats> mlir::kvprec::readCalibrationOp(CalibrationOp op) {
   stats.shape.window = op.getWindow();
   stats.shape.block = op.getBlock();
   stats.shape.maxPositions = op.getMaxPositions();
+  stats.shape.querySamples = op.getQuerySamples();
   stats.model = op.getModel().str();
   stats.synthetic = op.getSynthetic();
   stats.softmaxScale = op.getSoftmaxScale().convertToDouble();
