@@ -55,6 +55,7 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
   const Geometry &g = plan.geometry;
   HeadEnvelope envelope = buildHeadEnvelope(stats, g, layer, head, options);
   std::vector<an::PositionClassEnvelope> classes;
+  std::vector<std::vector<KeyLogitModel>> keyModels;
   maxKeyLogitError = 0.0;
   int64_t tokens[kNumSegments] = {g.getSinkTokens(), g.getWindowTokens(),
                                   g.getBodyTokens()};
@@ -62,8 +63,10 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
     if (tokens[segment] == 0)
       continue;
     an::PositionClassEnvelope cls;
+    cls.segment = segment;
     cls.attentionMass = envelope.mass[segment];
     cls.maxValueError.assign(g.headDim, 0.0);
+    keyModels.emplace_back();
     // The formats a class uses: one, or for a per-block body each block's
     // with that block's calibrated ranges.
     int64_t parts = segment == kBody && plan.perBlock ? g.getNumBodyBlocks() : 1;
@@ -101,9 +104,10 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
           return Status::failure(std::string(getSegmentName(segment)) +
                                  (kv == 0 ? " keys: " : " values: ") +
                                  status.getMessage());
-        if (kv == 0)
+        if (kv == 0) {
           cls.maxLogitError = std::max(cls.maxLogitError, error.logitError);
-        else
+          keyModels.back().push_back(std::move(error.keyModel));
+        } else
           for (int64_t j = 0; j < g.headDim; ++j)
             cls.maxValueError[j] = std::max(cls.maxValueError[j],
                                             error.valueErrorPerChannel[j]);
@@ -112,5 +116,5 @@ Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
     maxKeyLogitError = std::max(maxKeyLogitError, cls.maxLogitError);
     classes.push_back(std::move(cls));
   }
-  return finishCertificate(envelope, g, options, classes, result);
+  return finishCertificate(envelope, g, options, classes, keyModels, result);
 }

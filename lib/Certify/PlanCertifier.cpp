@@ -270,7 +270,7 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   // Magnitudes the kernel-rounding terms use (every class, after any
   // extrapolation).
   envelope.valueMagnitude.assign(d, 0.0);
-  double channelwiseLogit = 0.0;
+  envelope.keyReach.assign(d, 0.0);
   for (int64_t j = 0; j < d; ++j) {
     double keyReach = 0.0;
     for (int segment = 0; segment < kNumSegments; ++segment) {
@@ -280,32 +280,54 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
       envelope.valueMagnitude[j] = std::max(
           {envelope.valueMagnitude[j], std::fabs(v.min), std::fabs(v.max)});
     }
-    channelwiseLogit += envelope.queryBound[j] * keyReach;
+    envelope.keyReach[j] = keyReach;
   }
-  channelwiseLogit /= std::sqrt(double(d));
-  envelope.logitMagnitude =
-      std::min(channelwiseLogit, envelope.logitEnvelope);
-  return envelope;
-}
 
-double certify::getKernelLogitError(const HeadEnvelope &envelope,
-                                    const CertifyOptions &options,
-                                    double logitError) {
-  if (!options.kernel.enabled)
-    return 0.0;
-  const double u = 0x1p-24;
-  double d = double(envelope.queryBound.size());
-  // (1/sqrt d) sum_j |q_j| |K^_j| <= Lambda' + E, since |K^_j| <= |K_j| +
-  // delta_j.
-  double magnitude = envelope.logitMagnitude + logitError;
-  double gammaDot = an::computeGamma(d + 2, u);
-  // Dot product and scale (gamma_{d+2}), then the max shift fl(s - m) with
-  // |s - m| <= 2 (Lambda' + E) (1 + gamma_{d+2}); exp and the one rescale
-  // per block each err by theta relatively, a logit error ln(1 + theta) <=
-  // theta / (1 - theta) each.
-  double theta = double(options.kernel.expUlps) * u;
-  return gammaDot * magnitude + 2 * u * (1 + gammaDot) * magnitude +
-         2 * theta / (1 - theta);
+  // The query samples, for the joint certificate: within the calibrated
+  // length only (past it nothing is known of any query).
+  const calib::CalibrationShape &shape = stats.shape;
+  if (options.jointEnvelope && !envelope.extrapolated &&
+      shape.querySamples > 0 && stats.querySampleCount[lh] > 0) {
+    int64_t bins = shape.getNumSampleMassBins();
+    int64_t bodyBins = bins - 3;
+    for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
+      size_t sample = lh * shape.querySamples + i;
+      const float *mass = stats.querySampleMass.data() + sample * bins;
+      // A sample's relative classes: the window at distances [0, W_c), body
+      // block j at [W_c + j B_c, W_c + (j+1) B_c), the rest beyond; each
+      // counts in every plan class whose distances it meets.
+      auto over = [&](int64_t lo, int64_t hi) {
+        double total = 0.0;
+        if (lo < shape.window && hi > 0)
+          total += mass[1];
+        for (int64_t j = 0; j < bodyBins; ++j) {
+          int64_t begin = shape.window + j * shape.block;
+          if (begin < hi && begin + shape.block > lo)
+            total += mass[2 + j];
+        }
+        if (hi > shape.window + bodyBins * shape.block)
+          total += mass[bins - 1];
+        return std::min(total, 1.0);
+      };
+      QuerySample q;
+      q.mass[kSink] = geometry.sink > 0 ? mass[0] : 0.0;
+      q.mass[kWindow] = geometry.getWindowTokens() > 0
+                            ? over(0, geometry.window + geometry.block - 1)
+                            : 0.0;
+      q.mass[kBody] = geometry.getBodyTokens() > 0
+                          ? over(geometry.window, geometry.capacity)
+                          : 0.0;
+      if (geometry.sink < shape.sink)
+        for (int segment : {kWindow, kBody})
+          if (q.mass[segment] > 0.0)
+            q.mass[segment] = std::min(1.0, q.mass[segment] + mass[0]);
+      for (int64_t j = 0; j < d; ++j)
+        q.absQuery.push_back(stats.querySampleAbsQ[sample * d + j] * scale);
+      q.logitEnvelope = double(stats.querySampleLogit[sample]) * scale;
+      envelope.samples.push_back(std::move(q));
+    }
+  }
+  return envelope;
 }
 
 std::vector<double> certify::getKernelAccumulationError(
@@ -339,10 +361,53 @@ Status certify::finishCertificate(
     const HeadEnvelope &envelope, const Geometry &geometry,
     const CertifyOptions &options,
     const std::vector<an::PositionClassEnvelope> &classes,
+    const std::vector<std::vector<KeyLogitModel>> &keyModels,
     an::StaticCertifiedBound &result) {
   if (Status status = computeClassBound(classes, envelope.valueSpan, result);
       status.failed())
     return status;
+  if (!envelope.samples.empty()) {
+    if (keyModels.size() != classes.size())
+      return Status::failure("the joint certificate needs the key models of "
+                             "every class");
+    // The joint certificate (error-bounds.md §7): the §2 bound of each
+    // sampled query, with its masses, |q| and logit envelope, and the
+    // class-wide value errors (C3); the largest over the samples.
+    an::StaticCertifiedBound joint;
+    size_t dims = envelope.valueSpan.size();
+    joint.perComponent.assign(dims, 0.0);
+    joint.valueTerm.assign(dims, 0.0);
+    joint.keyTerm.assign(dims, 0.0);
+    std::vector<an::PositionClassEnvelope> perQuery = classes;
+    for (const QuerySample &q : envelope.samples) {
+      for (size_t c = 0; c < classes.size(); ++c) {
+        double e = 0.0;
+        for (const KeyLogitModel &model : keyModels[c])
+          e = std::max(e, model.evaluate(q.absQuery, q.logitEnvelope));
+        perQuery[c].maxLogitError = e;
+      }
+      // The classes' masses for this query (in the order of `classes`,
+      // which lists the present segments in order).
+      std::vector<double> masses;
+      for (const an::PositionClassEnvelope &cls : classes)
+        masses.push_back(cls.segment >= 0 ? q.mass[cls.segment] : 1.0);
+      for (size_t c = 0; c < classes.size(); ++c)
+        perQuery[c].attentionMass = masses[c];
+      an::StaticCertifiedBound one;
+      if (Status status = computeClassBound(perQuery, envelope.valueSpan, one);
+          status.failed())
+        return status;
+      joint.meanLogitErrorBound =
+          std::max(joint.meanLogitErrorBound, one.meanLogitErrorBound);
+      for (size_t j = 0; j < dims; ++j) {
+        joint.perComponent[j] = std::max(joint.perComponent[j],
+                                         one.perComponent[j]);
+        joint.valueTerm[j] = std::max(joint.valueTerm[j], one.valueTerm[j]);
+        joint.keyTerm[j] = std::max(joint.keyTerm[j], one.keyTerm[j]);
+      }
+    }
+    result = std::move(joint);
+  }
   std::vector<double> maxValueError(envelope.valueSpan.size(), 0.0);
   for (const an::PositionClassEnvelope &cls : classes)
     for (size_t j = 0; j < maxValueError.size(); ++j)
@@ -406,61 +471,98 @@ bool certify::fitsSegment(const StorageFormat &format, int64_t tokens,
   return tokens > 0 && tokens % format.groupSize == 0;
 }
 
-/// The maximum over the keys of E_t = (1/sqrt d) sum_j |q_j| delta_{t,j} of
-/// a relative-error key format through the logit envelope: with delta_j <=
-/// slope |x_j| + offset_j for the stored element x of channel j, whose
-/// magnitude exceeds |K_j| by at most what `priorLogitError` bounds (0 for a
-/// first quantization; the window's E for a demoted block),
-/// E_t <= slope (Lambda + prior) + (1/sqrt d) sum_j Q_j offset_j.
-/// +inf where the format's error is not relative or there is no envelope.
-static double getRelativeLogitError(const HeadEnvelope &envelope,
-                                    const StorageFormat &format,
-                                    const an::BlockStatistics &keys,
-                                    const CertifyOptions &options,
-                                    double priorLogitError) {
+double KeyLogitModel::evaluate(const std::vector<double> &absQuery,
+                               double lambda) const {
   const double inf = std::numeric_limits<double>::infinity();
-  if (an::isIntegerKind(format.kind) || !std::isfinite(envelope.logitEnvelope))
-    return inf;
-  double slope = 0.0;
-  std::vector<double> offsets;
-  if (an::computeBlockAffineErrorBounds(format, keys, options.dequantizer,
-                                        slope, offsets)
-          .failed())
-    return inf;
-  return slope * (envelope.logitEnvelope + priorLogitError) +
-         an::computeLogitErrorBound(envelope.queryBound, offsets);
+  double sqrtD = std::sqrt(double(absQuery.size()));
+  auto dot = [&](const std::vector<double> &v) {
+    double sum = 0.0;
+    for (size_t j = 0; j < absQuery.size(); ++j)
+      sum += absQuery[j] * v[j];
+    return sum / sqrtD;
+  };
+  bool envelope = std::isfinite(lambda);
+  // The relative form: delta_j <= slope |x_j| + offset_j for the stored
+  // element x, whose magnitude exceeds |K_j| by at most what `prior`
+  // bounds, gives E <= slope (Lambda + prior) + (1/sqrt d) sum_j q_j
+  // offset_j.
+  auto relativeError = [&](bool valid, double s, const std::vector<double> &o,
+                           double prior) {
+    return valid && envelope ? s * (lambda + prior) + dot(o) : inf;
+  };
+  double error = dot(delta);
+  if (demoted) {
+    // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|.
+    double windowError =
+        std::min(dot(windowDelta),
+                 relativeError(windowRelative, windowSlope, windowOffset, 0.0));
+    double relative =
+        exact ? windowError
+              : windowError +
+                    relativeError(this->relative, slope, offset, windowError);
+    error = std::min(error, relative);
+  } else {
+    error = std::min(error, relativeError(relative, slope, offset, 0.0));
+  }
+  if (!kernel)
+    return error;
+  // The kernel's rounding (error-bounds.md §8): (1/sqrt d) sum_j |q_j||K^_j|
+  // <= Lambda' + E with Lambda' the smaller of the logit envelope and the
+  // channel-wise one; the dot product and scaling (gamma_{d+2}), the max
+  // shift fl(s - m) with |s - m| <= 2 (Lambda' + E)(1 + gamma_{d+2}), and
+  // exp and the one rescale per block, each a relative theta, a logit error
+  // ln(1 + theta) <= theta / (1 - theta).
+  const double u = 0x1p-24;
+  // (An envelope built by hand may leave keyReach empty: then only Lambda.)
+  double reach = keyReach.size() == absQuery.size() ? dot(keyReach) : inf;
+  double magnitude = std::min(lambda, reach) + error;
+  double gammaDot = an::computeGamma(double(absQuery.size()) + 2, u);
+  double theta = double(expUlps) * u;
+  return error + gammaDot * magnitude + 2 * u * (1 + gammaDot) * magnitude +
+         2 * theta / (1 - theta);
 }
 
-/// The logit error of keys stored in `format` once, with per-channel error
-/// bounds `keyDelta`: the smaller of the channel-wise bound
-/// (1/sqrt d) sum_j Q_j delta_j and the relative one.
-static double getKeyLogitError(const HeadEnvelope &envelope,
-                               const StorageFormat &format,
-                               const an::BlockStatistics &keys,
-                               const CertifyOptions &options,
-                               const std::vector<double> &keyDelta) {
-  return std::min(
-      an::computeLogitErrorBound(envelope.queryBound, keyDelta),
-      getRelativeLogitError(envelope, format, keys, options, 0.0));
+/// The relative form of `format` over `keys`, when it has one.
+static void getRelativeForm(const StorageFormat &format,
+                            const an::BlockStatistics &keys,
+                            const CertifyOptions &options, bool &relative,
+                            double &slope, std::vector<double> &offset) {
+  relative = !an::isIntegerKind(format.kind) &&
+             an::computeBlockAffineErrorBounds(format, keys,
+                                               options.dequantizer, slope,
+                                               offset)
+                 .ok();
+}
+
+static KeyLogitModel makeKeyModel(const HeadEnvelope &envelope,
+                                  const CertifyOptions &options) {
+  KeyLogitModel model;
+  model.kernel = options.kernel.enabled;
+  model.expUlps = options.kernel.expUlps;
+  model.keyReach = envelope.keyReach;
+  return model;
 }
 
 static Status computeKeyLogitError(const HeadEnvelope &envelope,
                                    const StorageFormat &format,
                                    const an::BlockStatistics &keys,
                                    const CertifyOptions &options,
-                                   double &logitError) {
+                                   SegmentError &result) {
   if (envelope.queryBound.size() != keys.channelRanges.size())
     return Status::failure("query bound has " +
                            std::to_string(envelope.queryBound.size()) +
                            " channels, the key block " +
                            std::to_string(keys.channelRanges.size()));
-  std::vector<double> delta;
+  KeyLogitModel model = makeKeyModel(envelope, options);
   if (Status status = an::computeBlockChannelErrorBounds(
-          format, keys, options.dequantizer, delta);
+          format, keys, options.dequantizer, model.delta);
       status.failed())
     return status;
-  logitError = getKeyLogitError(envelope, format, keys, options, delta);
-  logitError += getKernelLogitError(envelope, options, logitError);
+  getRelativeForm(format, keys, options, model.relative, model.slope,
+                  model.offset);
+  result.logitError =
+      model.evaluate(envelope.queryBound, envelope.logitEnvelope);
+  result.keyModel = std::move(model);
   return Status::success();
 }
 
@@ -480,8 +582,8 @@ Status certify::evaluateSegment(const HeadEnvelope &envelope, int segment,
       kv == 0 ? envelope.keys[segment] : envelope.values[segment];
   double mass = envelope.mass[segment];
   if (kv == 0) {
-    if (Status status = computeKeyLogitError(envelope, format, block, options,
-                                             result.logitError);
+    if (Status status =
+            computeKeyLogitError(envelope, format, block, options, result);
         status.failed())
       return status;
     result.itemError = an::computeKeyItemError(mass, result.logitError,
@@ -541,20 +643,21 @@ Status certify::evaluateDemotedBody(const HeadEnvelope &envelope, int kv,
     total[j] = windowDelta[j] + bodyDelta[j];
   double mass = envelope.mass[kBody];
   if (kv == 0) {
-    double windowError =
-        getKeyLogitError(envelope, windowFormat, asWindow, options, windowDelta);
-    // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|, and the body
-    // re-quantizes x^_window, whose magnitude exceeds |K| by at most the
-    // window's error.
-    double relative =
-        exact ? windowError
-              : windowError + getRelativeLogitError(envelope, bodyFormat,
-                                                    widened, options,
-                                                    windowError);
-    result.logitError = std::min(
-        an::computeLogitErrorBound(envelope.queryBound, total), relative);
-    result.logitError +=
-        getKernelLogitError(envelope, options, result.logitError);
+    // The body re-quantizes x^_window, whose magnitude exceeds |K| by at
+    // most the window's error (KeyLogitModel::evaluate).
+    KeyLogitModel model = makeKeyModel(envelope, options);
+    model.delta = total;
+    model.demoted = true;
+    model.exact = exact;
+    model.windowDelta = windowDelta;
+    getRelativeForm(windowFormat, asWindow, options, model.windowRelative,
+                    model.windowSlope, model.windowOffset);
+    if (!exact)
+      getRelativeForm(bodyFormat, widened, options, model.relative,
+                      model.slope, model.offset);
+    result.logitError =
+        model.evaluate(envelope.queryBound, envelope.logitEnvelope);
+    result.keyModel = std::move(model);
     result.itemError = an::computeKeyItemError(mass, result.logitError,
                                                getMaxValueSpan(envelope));
     return Status::success();
@@ -642,11 +745,14 @@ Status certify::certifyHead(const HeadEnvelope &envelope,
                             const CertifyOptions &options,
                             an::StaticCertifiedBound &result) {
   std::vector<an::PositionClassEnvelope> classes;
+  std::vector<std::vector<KeyLogitModel>> keyModels;
   for (int segment = 0; segment < kNumSegments; ++segment) {
     if (envelope.keys[segment].numTokens == 0)
       continue;
     an::PositionClassEnvelope cls;
+    cls.segment = segment;
     cls.attentionMass = envelope.mass[segment];
+    keyModels.emplace_back();
     for (int kv = 0; kv < 2; ++kv) {
       SegmentError error;
       Status status =
@@ -660,14 +766,17 @@ Status certify::certifyHead(const HeadEnvelope &envelope,
         return Status::failure(std::string(getSegmentName(segment)) +
                                (kv == 0 ? " keys: " : " values: ") +
                                status.getMessage());
-      if (kv == 0)
+      if (kv == 0) {
         cls.maxLogitError = error.logitError;
-      else
+        keyModels.back().push_back(std::move(error.keyModel));
+      } else {
         cls.maxValueError = error.valueErrorPerChannel;
+      }
     }
     classes.push_back(std::move(cls));
   }
-  return finishCertificate(envelope, geometry, options, classes, result);
+  return finishCertificate(envelope, geometry, options, classes, keyModels,
+                           result);
 }
 
 double certify::computeKeyNecessaryBits(const HeadEnvelope &envelope,
@@ -839,6 +948,57 @@ static Status buildProblem(const std::vector<ItemOptions> &items,
   return Status::success();
 }
 
+/// Lowers the bytes of one head's formats while its joint certificate stays
+/// within `tolerance`: the knapsack above works on coordinate-wise item
+/// errors, which the joint certificate (the worst sampled query) never
+/// exceeds, so its plan is feasible but may be larger than needed. Each
+/// step applies the single (K/V, class) format change that saves the most
+/// bytes and keeps the certificate within the tolerance, until none does.
+static Status descendOnJointCertificate(const HeadEnvelope &envelope,
+                                        const AllocationRequest &request,
+                                        double tolerance,
+                                        HeadFormats &formats) {
+  const Geometry &geometry = request.geometry;
+  int64_t tokens[kNumSegments] = {geometry.getSinkTokens(),
+                                  geometry.getWindowTokens(),
+                                  geometry.getBodyTokens()};
+  int64_t extent[kNumSegments] = {tokens[kSink], geometry.block,
+                                  geometry.block};
+  for (;;) {
+    double bestSaving = 0.0;
+    HeadFormats best = formats;
+    for (int kv = 0; kv < 2; ++kv) {
+      const std::vector<StorageFormat> &candidates =
+          kv == 0 ? request.keyCandidates : request.valueCandidates;
+      for (int segment = 0; segment < kNumSegments; ++segment) {
+        if (tokens[segment] == 0)
+          continue;
+        double current = getSegmentBytes(formats[kv][segment], tokens[segment],
+                                         geometry.headDim);
+        for (const StorageFormat &candidate : candidates) {
+          double saving = current - getSegmentBytes(candidate, tokens[segment],
+                                                    geometry.headDim);
+          if (saving <= bestSaving ||
+              !fitsSegment(candidate, extent[segment], geometry.headDim))
+            continue;
+          HeadFormats trial = formats;
+          trial[kv][segment] = candidate;
+          an::StaticCertifiedBound bound;
+          if (certifyHead(envelope, trial, geometry, request.options, bound)
+                  .failed() ||
+              !(bound.infNorm <= tolerance))
+            continue;
+          bestSaving = saving;
+          best = trial;
+        }
+      }
+    }
+    if (bestSaving <= 0.0)
+      return Status::success();
+    formats = best;
+  }
+}
+
 Status certify::allocatePlan(const CalibrationStats &stats,
                              const AllocationRequest &request,
                              AllocationOutcome &outcome) {
@@ -958,6 +1118,11 @@ Status certify::allocatePlan(const CalibrationStats &stats,
       apply(items, best, 0);
       outcome.numItems += items.size();
       outcome.lowerBoundBytes += best.lowerBound;
+      if (!envelopes[flat].samples.empty())
+        if (Status status = descendOnJointCertificate(
+                envelopes[flat], request, tolerance, outcome.formats[flat]);
+            status.failed())
+          return status;
     }
   }
 
@@ -1046,10 +1211,18 @@ Status certify::refineBodyBlocks(const CalibrationStats &stats,
                             options, error)
             .failed())
       return false;
-    // Dominated per channel (values) or in logit error (keys), so every term
-    // of the certificate is no larger than with the body format.
-    if (kv == 0)
-      return error.logitError <= reference.logitError;
+    // Dominated per channel (values) or in logit error (keys: at the
+    // envelope and for every query sample of the joint certificate), so
+    // every term of the certificate is no larger than with the body format.
+    if (kv == 0) {
+      if (!(error.logitError <= reference.logitError))
+        return false;
+      for (const QuerySample &q : envelope.samples)
+        if (!(error.keyModel.evaluate(q.absQuery, q.logitEnvelope) <=
+              reference.keyModel.evaluate(q.absQuery, q.logitEnvelope)))
+          return false;
+      return true;
+    }
     for (size_t j = 0; j < error.valueErrorPerChannel.size(); ++j)
       if (error.valueErrorPerChannel[j] > reference.valueErrorPerChannel[j])
         return false;

@@ -46,12 +46,7 @@ struct PositionKey {
   }
 };
 
-/// The error terms of one distinct position.
-struct PositionTerms {
-  int segment;
-  double logitError;               // E_t, kernel rounding included.
-  std::vector<double> valueError;  // delta^V_{t,j}.
-};
+
 
 /// Everything about the head that does not depend on the position.
 struct HeadData {
@@ -117,41 +112,95 @@ static an::BlockStatistics clip(const std::vector<an::ValueRange> &ranges,
   return result;
 }
 
-/// E of keys stored in `format` over `keys` whose values are first off by
-/// at most `prior` in logit terms (0 for a first quantization): the
-/// channel-wise (1/sqrt d) sum_j Q_j delta_j, or for relative-error formats
-/// slope (Lambda + prior) + (1/sqrt d) sum_j Q_j offset_j when smaller.
-static an::Status keyLogitError(const HeadData &head,
-                                const an::StorageFormat &format,
-                                const an::BlockStatistics &keys,
-                                const CertifyOptions &options,
-                                const std::vector<double> *channelDelta,
-                                double prior, double &result) {
+namespace {
+/// What a position's key logit error depends on besides the query.
+struct KeyTerms {
+  /// Per-channel bound on |K^ - K| (window and body added for a demotion).
   std::vector<double> delta;
-  if (!channelDelta) {
-    if (an::Status s = an::computeBlockChannelErrorBounds(
-            format, keys, options.dequantizer, delta);
-        s.failed())
-      return s;
-    channelDelta = &delta;
-  }
-  double channelwise = 0;
-  for (int64_t j = 0; j < head.d; ++j)
-    channelwise += head.queryBound[j] * (*channelDelta)[j];
-  channelwise /= head.sqrtD;
-  result = channelwise;
-  double slope;
-  std::vector<double> offsets;
-  if (!an::isIntegerKind(format.kind) && std::isfinite(head.logitEnvelope) &&
-      an::computeBlockAffineErrorBounds(format, keys, options.dequantizer,
-                                        slope, offsets)
-          .ok()) {
-    double relative = slope * (head.logitEnvelope + prior);
+  /// The stored format's relative form delta_j <= slope |x| + offset_j.
+  bool relative = false;
+  double slope = 0;
+  std::vector<double> offset;
+  /// A body position first stored in the window format.
+  bool demoted = false, exact = false;
+  std::vector<double> windowDelta;
+  bool windowRelative = false;
+  double windowSlope = 0;
+  std::vector<double> windowOffset;
+};
+
+/// The error terms of one distinct position.
+struct PositionTerms {
+  int segment;
+  double logitError;               // E_t at the envelope, kernel included.
+  std::vector<double> valueError;  // delta^V_{t,j}.
+  KeyTerms keys;
+};
+} // namespace
+
+static void relativeForm(const an::StorageFormat &format,
+                         const an::BlockStatistics &keys,
+                         const CertifyOptions &options, bool &relative,
+                         double &slope, std::vector<double> &offset) {
+  relative = !an::isIntegerKind(format.kind) &&
+             an::computeBlockAffineErrorBounds(format, keys,
+                                               options.dequantizer, slope,
+                                               offset)
+                 .ok();
+}
+
+/// E_t for a query with scaled |q_j| = `q` and logit envelope `lambda`: the
+/// channel-wise (1/sqrt d) sum_j q_j delta_j, or through the relative form
+/// slope (lambda + prior) + (1/sqrt d) sum_j q_j offset_j (prior: what the
+/// stored value's magnitude may exceed |K| by, in logit terms), plus the
+/// kernel's rounding.
+static double keyLogit(const HeadData &head, const KeyTerms &terms,
+                       const std::vector<double> &q, double lambda,
+                       const CertifyOptions &options) {
+  auto weighted = [&](const std::vector<double> &v) {
+    double sum = 0;
     for (int64_t j = 0; j < head.d; ++j)
-      relative += head.queryBound[j] * offsets[j] / head.sqrtD;
-    result = std::min(result, relative);
+      sum += q[j] * v[j];
+    return sum / head.sqrtD;
+  };
+  auto through = [&](bool valid, double slope, const std::vector<double> &o,
+                     double prior) {
+    return valid && std::isfinite(lambda)
+               ? slope * (lambda + prior) + weighted(o)
+               : INFINITY;
+  };
+  double logit = weighted(terms.delta);
+  if (!terms.demoted) {
+    logit = std::min(logit, through(terms.relative, terms.slope, terms.offset,
+                                    0.0));
+  } else {
+    // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|: the window's
+    // E plus the body's relative error of the window's values (whose
+    // magnitudes exceed |K| by at most the window's error).
+    double window =
+        std::min(weighted(terms.windowDelta),
+                 through(terms.windowRelative, terms.windowSlope,
+                         terms.windowOffset, 0.0));
+    double relative =
+        terms.exact ? window
+                    : window + through(terms.relative, terms.slope,
+                                       terms.offset, window);
+    logit = std::min(logit, relative);
   }
-  return an::Status::success();
+  // The kernel's rounding (error-bounds.md §8): the dot product and the
+  // scaling, the max shift, then exp and one rescale as logit errors.
+  if (options.kernel.enabled) {
+    double reach = 0;
+    for (int64_t j = 0; j < head.d; ++j)
+      reach += q[j] * std::max(std::fabs(head.keyRanges[j].min),
+                               std::fabs(head.keyRanges[j].max));
+    double magnitude = std::min(lambda, reach / head.sqrtD) + logit;
+    double gd = higham(double(head.d) + 2);
+    double theta = double(options.kernel.expUlps) * kUnitRoundoff;
+    logit += gd * magnitude + 2 * kUnitRoundoff * (1 + gd) * magnitude +
+             2 * theta / (1 - theta);
+  }
+  return logit;
 }
 
 /// The terms of one position: its K and V quantized as the plan's storage
@@ -173,92 +222,46 @@ static an::Status positionTerms(const HeadData &head, const Plan &plan,
         clip(kv == 0 ? (sink ? head.calibratedKeyRanges : head.keyRanges)
                      : (sink ? head.calibratedValueRanges : head.valueRanges),
              kv == 0 ? key.keyClip : key.valueClip, tokens);
-    std::vector<double> delta, windowDelta;
-    double windowLogit = 0;
-    bool exact = false;
+    KeyTerms k;
+    std::vector<double> delta;
     if (window >= 0) {
       const an::StorageFormat &windowFormat = plan.formats[window];
       if (an::Status s = an::computeBlockChannelErrorBounds(
-              windowFormat, ranges, options.dequantizer, windowDelta);
+              windowFormat, ranges, options.dequantizer, k.windowDelta);
           s.failed())
         return s;
-      if (kv == 0)
-        if (an::Status s = keyLogitError(head, windowFormat, ranges, options,
-                                         &windowDelta, 0.0, windowLogit);
-            s.failed())
-          return s;
+      k.demoted = true;
+      relativeForm(windowFormat, ranges, options, k.windowRelative,
+                   k.windowSlope, k.windowOffset);
       // Re-quantizing into f32, or into the same unscaled float, stores
       // the window's values exactly.
-      exact = format.kind == an::StorageKind::F32 ||
-              (!an::isScaled(windowFormat) && windowFormat == format);
+      k.exact = format.kind == an::StorageKind::F32 ||
+                (!an::isScaled(windowFormat) && windowFormat == format);
       // The window's values lie within the ranges widened by its error.
       for (int64_t j = 0; j < head.d; ++j) {
-        ranges.channelRanges[j].min -= windowDelta[j];
-        ranges.channelRanges[j].max += windowDelta[j];
+        ranges.channelRanges[j].min -= k.windowDelta[j];
+        ranges.channelRanges[j].max += k.windowDelta[j];
       }
     }
-    if (exact)
+    if (k.exact)
       delta.assign(head.d, 0.0);
     else if (an::Status s = an::computeBlockChannelErrorBounds(
                  format, ranges, options.dequantizer, delta);
              s.failed())
       return s;
+    if (!k.exact)
+      relativeForm(format, ranges, options, k.relative, k.slope, k.offset);
     if (window >= 0)
       for (int64_t j = 0; j < head.d; ++j)
-        delta[j] += windowDelta[j];
+        delta[j] += k.windowDelta[j];
     if (kv == 1) {
       terms.valueError = std::move(delta);
       continue;
     }
-    double logit = 0;
-    if (window < 0) {
-      if (an::Status s = keyLogitError(head, format, ranges, options, &delta,
-                                       0.0, logit);
-          s.failed())
-        return s;
-    } else {
-      // |x^_body - K| <= |x^_body - x^_window| + |x^_window - K|: the
-      // channel-wise total, or the window's E plus the body's relative
-      // error of the window's values (whose magnitudes exceed |K| by at most
-      // the window's error).
-      double channelwise = 0;
-      for (int64_t j = 0; j < head.d; ++j)
-        channelwise += head.queryBound[j] * delta[j];
-      channelwise /= head.sqrtD;
-      double relative = windowLogit;
-      if (!exact) {
-        double bodyRelative;
-        std::vector<double> bodyDelta(head.d);
-        for (int64_t j = 0; j < head.d; ++j)
-          bodyDelta[j] = INFINITY; // Only the relative form is wanted.
-        if (an::Status s = keyLogitError(head, format, ranges, options,
-                                         &bodyDelta, windowLogit,
-                                         bodyRelative);
-            s.failed())
-          return s;
-        relative += bodyRelative;
-      }
-      logit = std::min(channelwise, relative);
-    }
-    // The kernel's rounding (error-bounds.md §8): the dot product and the
-    // scaling, the max shift, then exp and one rescale as logit errors.
-    if (options.kernel.enabled) {
-      double magnitude =
-          std::min(head.logitEnvelope, [&] {
-            double sum = 0;
-            for (int64_t j = 0; j < head.d; ++j)
-              sum += head.queryBound[j] *
-                     std::max(std::fabs(head.keyRanges[j].min),
-                              std::fabs(head.keyRanges[j].max));
-            return sum / head.sqrtD;
-          }()) +
-          logit;
-      double gd = higham(double(head.d) + 2);
-      double theta = double(options.kernel.expUlps) * kUnitRoundoff;
-      logit += gd * magnitude + 2 * kUnitRoundoff * (1 + gd) * magnitude +
-               2 * theta / (1 - theta);
-    }
-    terms.logitError = logit;
+    k.delta = std::move(delta);
+    terms.logitError =
+        keyLogit(head, k, head.queryBound, head.logitEnvelope, options);
+    terms.keys = std::move(k);
   }
   return an::Status::success();
 }
@@ -399,11 +402,6 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
     positions.push_back(std::move(terms));
   }
 
-  // The Theorem with the worst attention the envelopes allow.
-  std::vector<double> x(positions.size());
-  for (size_t i = 0; i < positions.size(); ++i)
-    x[i] = positions[i].logitError;
-  double growth = std::exp(worstAttention(positions, data.mass, x));
   // The kernel's accumulation error (error-bounds.md §8), blocked sums.
   double accumulation = 0;
   if (options.kernel.enabled) {
@@ -415,27 +413,86 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
     double w = (1 + kUnitRoundoff) / (1 - higham(n)) - 1;
     accumulation = w + higham(n + 1) * (1 + w);
   }
-  bound = 0;
-  for (int64_t j = 0; j < data.d; ++j) {
-    std::vector<double> value(positions.size()), key(positions.size()),
-        both(positions.size());
-    double largestDelta = 0;
-    for (size_t i = 0; i < positions.size(); ++i) {
-      double e = positions[i].logitError;
-      value[i] = std::exp(e) * positions[i].valueError[j];
-      key[i] = std::expm1(e) * data.span[j];
-      both[i] = value[i] + key[i];
-      largestDelta = std::max(largestDelta, positions[i].valueError[j]);
+  // The Theorem with the worst attention that `caps` allow, for logit
+  // errors `logits` (one per distinct position).
+  auto theorem = [&](const double caps[kNumSegments],
+                     const std::vector<double> &logits) {
+    double growth = std::exp(worstAttention(positions, caps, logits));
+    double result = 0;
+    for (int64_t j = 0; j < data.d; ++j) {
+      std::vector<double> value(positions.size()), key(positions.size()),
+          both(positions.size());
+      double largestDelta = 0;
+      for (size_t i = 0; i < positions.size(); ++i) {
+        double e = logits[i];
+        value[i] = std::exp(e) * positions[i].valueError[j];
+        key[i] = std::expm1(e) * data.span[j];
+        both[i] = value[i] + key[i];
+        largestDelta = std::max(largestDelta, positions[i].valueError[j]);
+      }
+      double valueTerm = std::min(
+          growth * worstAttention(positions, caps, value), largestDelta);
+      double keyTerm = growth * worstAttention(positions, caps, key);
+      double joint = growth * worstAttention(positions, caps, both);
+      double magnitude = std::max(std::fabs(data.valueRanges[j].min),
+                                  std::fabs(data.valueRanges[j].max)) +
+                         largestDelta;
+      result = std::max(result, std::min(joint, valueTerm + keyTerm) +
+                                    accumulation * magnitude);
     }
-    double valueTerm = std::min(
-        growth * worstAttention(positions, data.mass, value), largestDelta);
-    double keyTerm = growth * worstAttention(positions, data.mass, key);
-    double joint = growth * worstAttention(positions, data.mass, both);
-    double magnitude = std::max(std::fabs(data.valueRanges[j].min),
-                                std::fabs(data.valueRanges[j].max)) +
-                       largestDelta;
-    bound = std::max(bound, std::min(joint, valueTerm + keyTerm) +
-                                accumulation * magnitude);
+    return result;
+  };
+
+  const calib::CalibrationShape &shape = stats.shape;
+  bool joint = options.jointEnvelope && !extrapolated &&
+               shape.querySamples > 0 && stats.querySampleCount[lh] > 0;
+  if (!joint) {
+    std::vector<double> logits(positions.size());
+    for (size_t i = 0; i < positions.size(); ++i)
+      logits[i] = positions[i].logitError;
+    bound = theorem(data.mass, logits);
+    return Status::success();
+  }
+  // The joint certificate (error-bounds.md §7): every sampled query with its
+  // own class masses (re-derived from its mass bins), |q| and logit
+  // envelope; the worst of them.
+  int64_t bins = shape.getNumSampleMassBins();
+  int64_t bodyBins = bins - 3;
+  bound = 0;
+  for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
+    size_t sample = lh * shape.querySamples + i;
+    const float *mass = stats.querySampleMass.data() + sample * bins;
+    // Relative classes of the sample meeting distances [lo, hi).
+    auto massOver = [&](int64_t lo, int64_t hi) {
+      double m = 0;
+      if (shape.window > 0 && lo < shape.window && hi > 0)
+        m += mass[1];
+      for (int64_t j = 0; j < bodyBins; ++j) {
+        int64_t begin = shape.window + j * shape.block;
+        if (begin < hi && begin + shape.block > lo)
+          m += mass[2 + j];
+      }
+      if (hi > shape.window + bodyBins * shape.block)
+        m += mass[bins - 1];
+      return std::min(m, 1.0);
+    };
+    double caps[kNumSegments];
+    caps[kSink] = g.sink > 0 ? mass[0] : 0.0;
+    caps[kWindow] =
+        windowTokens > 0 ? massOver(0, g.window + g.block - 1) : 0.0;
+    caps[kBody] = bodyTokens > 0 ? massOver(g.window, g.capacity) : 0.0;
+    if (g.sink < shape.sink)
+      for (int c : {kWindow, kBody})
+        if (caps[c] > 0)
+          caps[c] = std::min(1.0, caps[c] + mass[0]);
+    std::vector<double> q(data.d);
+    for (int64_t j = 0; j < data.d; ++j)
+      q[j] = stats.querySampleAbsQ[sample * data.d + j] * scale;
+    double lambda = stats.querySampleLogit[sample] * scale;
+    std::vector<double> logits(positions.size());
+    for (size_t p = 0; p < positions.size(); ++p)
+      logits[p] = keyLogit(data, positions[p].keys, q, lambda, options);
+    bound = std::max(bound, theorem(caps, logits));
   }
   return Status::success();
 }

@@ -7,7 +7,7 @@
 // RUN: | FileCheck %s --check-prefix=STATS
 // Every function signature that carries the cache gets the plan, and the
 // certificate passes the independent check of kvprec-verify-plan.
-// CERT: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [{{.*}}], sink_formats = [{{.*}}], body_formats = [{{.*}}], window_formats = [{{.*}}], certificate = <deterministic, tolerance = [1.0e-02], bound = {{[0-9.e+-]+}}, layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = {{[0-9.e+-]+}}, bytes_vs_f16 = {{[0-9.e+-]+}}, calibrated_length = 64, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+// CERT: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [{{.*}}], sink_formats = [{{.*}}], body_formats = [{{.*}}], window_formats = [{{.*}}], certificate = <deterministic, tolerance = [1.0e-02], bound = {{[0-9.e+-]+}}, layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = {{[0-9.e+-]+}}, bytes_vs_f16 = {{[0-9.e+-]+}}, calibrated_length = 64, query_samples = 2, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [sampled_query_bound, kv_ranges, calibrated_length]>>
 // CERT-LABEL: func.func @init()
 // CERT-SAME: -> !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
 // CERT: kvprec.alloc calibration @calibration : !kvprec.cache<2x2x64x8xf32, #[[PLAN]]>
@@ -40,9 +40,11 @@
 // LAYERS: certificate = <deterministic, tolerance = [1.0e-01, 1.0e-03], bound = {{[0-9.e+-]+}}, layer_bounds = [{{[0-9.e+-]+}}, {{[0-9]\.[0-9]+e-0[4-9]}}],
 // RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="budget=6000" | FileCheck %s --check-prefix=BUDGET
-// BUDGET: #kvprec.plan<{{.*}}certificate = <deterministic, budget = 6.0e+03, bound = {{[0-9.e+-]+}}, layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = {{[0-9.e+-]+}}, bytes_vs_f16 = {{[0-9.e+-]+}}, calibrated_length = 64, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+// BUDGET: #kvprec.plan<{{.*}}certificate = <deterministic, budget = 6.0e+03, bound = {{[0-9.e+-]+}}, layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = {{[0-9.e+-]+}}, bytes_vs_f16 = {{[0-9.e+-]+}}, calibrated_length = 64, query_samples = 2, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [sampled_query_bound, kv_ranges, calibrated_length]>>
 // RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="tolerance=5e-2 per-block=true granularity=channel" --kvprec-verify-plan | FileCheck %s --check-prefix=BLOCKS
-// The toy's blocks all have the same calibrated ranges, so every block keeps
-// the channel-group body and the compact form stores one body entry.
-// BLOCKS: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f16>, #kvprec.format<i8, asymmetric, channel_group = 16, scale = f16>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0, 2, 0, 2, 0, 2, 0, 2], body_formats = [1], window_formats = [0], certificate = <deterministic, tolerance = [5.0e-02], bound = 3.5{{[0-9]+}}e-02,
+// The toy's blocks all have the same calibrated ranges, so every block of a
+// (layer, head, K/V) keeps one format and the compact form stores one body
+// entry per item; the joint certificate lets the descent move window keys
+// to f16 and body values to i4 channel groups.
+// BLOCKS: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>, #kvprec.format<f16>, #kvprec.format<i8, asymmetric, channel_group = 16, scale = f16>, #kvprec.format<i4, asymmetric, channel_group = 16, scale = f16>], sink_formats = [0], body_formats = [2, 3, 2, 3, 2, 3, 2, 3], window_formats = [1, 2, 1, 2, 1, 2, 1, 2], certificate = <deterministic, tolerance = [5.0e-02], bound = 4.2{{[0-9]+}}e-02,

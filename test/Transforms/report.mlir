@@ -6,11 +6,11 @@
 // TABLE: shape: 2 layers x 2 KV heads x 64 positions x head_dim 8
 // TABLE: classes: sink 4, window 16 (whole blocks), body blocks of 16
 // TABLE: memory: {{[0-9]+}} bytes vs 8192 in fp16
-// TABLE: certificate (deterministic): tolerance 0.01, certified bound [[BOUND:[0-9.]+]] (recomputed [[BOUND]])
+// TABLE: certificate (deterministic, joint over up to 2 query samples per head): tolerance 0.01, certified bound [[BOUND:[0-9.]+]] (recomputed [[BOUND]])
 // TABLE: layer bounds: [[BOUND]] [[BOUND]]
 // TABLE: HNF necessary bits (lower bound, not sufficient): {{[0-9.]+}} (necessary only)
 // TABLE: arithmetic contract: softmax scale 0.353553, dequantize in f32, accumulate in f32 over blocks of 16 positions, exp within 4 ulps
-// TABLE: assumes: attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length
+// TABLE: assumes: sampled_query_bound, kv_ranges, calibrated_length
 // TABLE: calibration: @calibration (model toy, 64 positions observed)
 // TABLE: the static bound holds for queries whose attention masses (attention_mass){{.*}}(kv_ranges){{.*}}The run-time certificate of kvprec.attend needs none of these
 // TABLE: layer head | K sink
@@ -24,9 +24,7 @@
 // JSON: "accumulate": "f32",
 // JSON: "accumulate_block": 16,
 // JSON: "assumes": [
-// JSON-NEXT: "attention_mass",
-// JSON-NEXT: "query_magnitude",
-// JSON-NEXT: "logit_envelope",
+// JSON-NEXT: "sampled_query_bound",
 // JSON-NEXT: "kv_ranges",
 // JSON-NEXT: "calibrated_length"
 // JSON: "bytes_vs_f16":

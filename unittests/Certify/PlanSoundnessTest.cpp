@@ -16,6 +16,7 @@
 
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Certify/PlanEmulation.h"
+#include "kvprec/Certify/ReferenceCertifier.h"
 
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Calibration/Collector.h"
@@ -82,8 +83,9 @@ calib::LlamaConfig makeConfig() {
 /// Feeds `sequences` to a collector as the model's attention would produce
 /// them (softmax at scale 1/sqrt(head_dim), in float).
 calib::CalibrationStats collect(const std::vector<Sequence> &sequences,
-                                const calib::PositionClasses &classes) {
-  calib::StatsCollector collector(makeConfig(), classes);
+                                const calib::PositionClasses &classes,
+                                int64_t querySamples = 0) {
+  calib::StatsCollector collector(makeConfig(), classes, querySamples);
   const int group = kQueryHeads / kKVHeads;
   for (const Sequence &s : sequences) {
     std::vector<float> keys, weights(kQueryHeads * kLength);
@@ -354,4 +356,57 @@ TEST(PlanSoundness, RuntimeCertificateHoldsWhereValuesLeaveTheirRanges) {
               "%.2fx), 0 above the run-time certificate\n",
               (long long)outside.staticViolations, (long long)outside.cases,
               outside.worstRatio);
+}
+
+TEST(PlanSoundness, JointCertificateHoldsAndIsTighter) {
+  // Every query kept as a sample (N above the query count): the joint
+  // certificate is the worst per-query bound over exactly the evaluated
+  // queries, so it must hold on them, and it must never exceed the
+  // coordinate-wise one. Both certifiers must agree on it.
+  std::mt19937 rng(17);
+  std::vector<Sequence> sequences;
+  for (int i = 0; i < 4; ++i)
+    sequences.push_back(makeSequence(rng));
+  calib::PositionClasses classes{4, 16, 8};
+  calib::CalibrationStats stats = collect(sequences, classes, 100000);
+  ASSERT_EQ(stats.querySampleCount[0], 4 * kLength * 2);
+  using K = an::StorageKind;
+  int64_t items = kKVHeads * 2;
+  Plan plans[] = {
+      makePlan(classes, {unscaled(K::F32), tokens(K::Int4, 8)}, 0, 0,
+               {0, 1, 0, 1}, false),
+      makePlan(classes, {unscaled(K::F16), tokens(K::Int8, 8)}, 0, 0,
+               std::vector<int8_t>(items, 1), false),
+      makePlan(classes, {unscaled(K::BF16), channels(K::Int4, 4)}, 0, 1,
+               std::vector<int8_t>(items, 1), false),
+  };
+  plans[0].sinkFormats = plans[0].windowFormats = plans[0].bodyFormats;
+  int tighter = 0;
+  for (Plan &plan : plans) {
+    std::vector<double> joint;
+    for (int h = 0; h < kKVHeads; ++h) {
+      CertifyOptions coordinateOnly;
+      coordinateOnly.jointEnvelope = false;
+      an::StaticCertifiedBound a, b;
+      double keyLogitError = 0, reference = 0;
+      ASSERT_TRUE(certifyPlanHead(stats, plan, 0, h, CertifyOptions(), a,
+                                  keyLogitError)
+                      .ok());
+      ASSERT_TRUE(certifyPlanHead(stats, plan, 0, h, coordinateOnly, b,
+                                  keyLogitError)
+                      .ok());
+      ASSERT_TRUE(certifyHeadByPosition(stats, plan, 0, h, CertifyOptions(),
+                                        reference)
+                      .ok());
+      EXPECT_LE(a.infNorm, b.infNorm * (1 + 1e-12));
+      EXPECT_NEAR(a.infNorm, reference, 1e-12 * a.infNorm);
+      tighter += a.infNorm < 0.9 * b.infNorm;
+      joint.push_back(a.infNorm);
+    }
+    Outcome outcome = evaluate(plan, joint, sequences, 1.0f);
+    EXPECT_EQ(outcome.staticViolations, 0);
+    std::printf("joint bound %.3g / %.3g, worst error/bound %.3f\n", joint[0],
+                joint[1], outcome.worstRatio);
+  }
+  EXPECT_GT(tighter, 0);
 }

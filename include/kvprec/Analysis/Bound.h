@@ -88,6 +88,8 @@ struct PositionClassEnvelope {
   double maxLogitError = 0.0;
   /// Per output component j: max_{t in B_i} deltaV_{t,j}.
   std::vector<double> maxValueError;
+  /// The caller's name for the class (kvprec/Certify's segment), -1 if none.
+  int segment = -1;
 };
 
 struct StaticBoundOptions {

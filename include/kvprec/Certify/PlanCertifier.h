@@ -88,6 +88,19 @@ struct CertifyOptions {
   Extrapolation extrapolation = Extrapolation::None;
   double extrapolationMargin = 1.0;
   KernelContract kernel;
+  /// Use the calibration's query samples (the joint certificate of
+  /// error-bounds.md §7) when it has any and the cache is within its length.
+  bool jointEnvelope = true;
+};
+
+/// One calibration query (error-bounds.md §7): its attention mass in each
+/// of the plan's classes (an upper bound: relative classes that straddle a
+/// class boundary count in both), its |q_j| scaled like
+/// HeadEnvelope::queryBound, and its own logit envelope.
+struct QuerySample {
+  std::array<double, kNumSegments> mass = {0.0, 0.0, 0.0};
+  std::vector<double> absQuery;
+  double logitEnvelope = 0.0;
 };
 
 /// What calibration says about one (layer, KV head) for a given geometry.
@@ -113,15 +126,47 @@ struct HeadEnvelope {
   /// max_j |V_j| over the class ranges, per channel: bounds |V^_j| - delta
   /// in the kernel's accumulation term.
   std::vector<double> valueMagnitude;
-  /// Bound on (1/sqrt d) sum_j |q_j||K_{t,j}| for the kernel's logit
-  /// rounding: the smaller of the logit envelope and the channel-wise one.
-  double logitMagnitude = 0.0;
   /// Statistics the envelope rests on, for reports.
   double queryL1Max = 0.0;
   int64_t calibratedPositions = 0;
   /// True when the cache is longer than calibration and the envelope was
   /// extrapolated by CertifyOptions::extrapolation.
   bool extrapolated = false;
+  /// max(|K_j|) over the classes' ranges, per channel (for the kernel's
+  /// logit rounding of one query).
+  std::vector<double> keyReach;
+  /// The calibration's query samples; when there are any, the certificate
+  /// is the joint one (the worst per-query bound), else coordinate-wise.
+  std::vector<QuerySample> samples;
+};
+
+/// The logit error E of the keys of one class (or one body block) as a
+/// function of the query: the channel-wise (1/sqrt d) sum_j |q_j| delta_j,
+/// or for relative-error formats slope (Lambda + prior) + (1/sqrt d)
+/// sum_j |q_j| offset_j when smaller, where a demoted block adds its
+/// window's E; plus the kernel's rounding. Evaluated at the coordinate-wise
+/// envelope (Q_j, Lambda) it is the static E; at one query sample, that
+/// query's.
+struct KeyLogitModel {
+  /// Total per-channel error bound (window and body added for a demotion).
+  std::vector<double> delta;
+  /// The relative form of the stored format (unused when !relative).
+  bool relative = false;
+  double slope = 0.0;
+  std::vector<double> offset;
+  /// A body block demoted from a window format: that format's own model.
+  bool demoted = false, exact = false;
+  std::vector<double> windowDelta;
+  bool windowRelative = false;
+  double windowSlope = 0.0;
+  std::vector<double> windowOffset;
+  /// Kernel rounding (error-bounds.md §8) under this contract.
+  bool kernel = true;
+  int64_t expUlps = 4;
+  std::vector<double> keyReach;
+
+  /// E for a query with scaled |q_j| `absQuery` and logit envelope `lambda`.
+  double evaluate(const std::vector<double> &absQuery, double lambda) const;
 };
 
 /// Checks that `stats` can describe a cache of `geometry` (layers, heads,
@@ -178,6 +223,9 @@ struct SegmentError {
   double itemError = 0.0;
   /// Values: delta^V_j per channel (for the per-component certificate).
   std::vector<double> valueErrorPerChannel;
+  /// Keys: E as a function of the query (logitError is it at the
+  /// envelope).
+  KeyLogitModel keyModel;
 };
 Status evaluateSegment(const HeadEnvelope &envelope, int segment, int kv,
                        const StorageFormat &format,
@@ -222,13 +270,6 @@ bool demotesExactly(const StorageFormat &windowFormat,
 /// Formats of one (layer, head): [kv][segment].
 using HeadFormats = std::array<std::array<StorageFormat, kNumSegments>, 2>;
 
-/// The logit error the kernel's own rounding adds to a key logit error E
-/// under options.kernel (error-bounds.md §8): dot product, scaling and max
-/// shift relative to (Lambda' + E), and the exp and rescaling errors as
-/// logit errors; 0 when the contract is disabled.
-double getKernelLogitError(const HeadEnvelope &envelope,
-                           const CertifyOptions &options, double logitError);
-
 /// The accumulation and normalisation error of the kernel per output
 /// channel, to add to the §2 bound: relative factor * max |V^_j| with
 /// max |V^_j| <= valueMagnitude_j + maxValueError_j.
@@ -239,11 +280,16 @@ getKernelAccumulationError(const HeadEnvelope &envelope,
                            const std::vector<double> &maxValueError);
 
 /// computeClassBound plus the kernel's accumulation error: the certificate
-/// of classes whose key logit errors already include getKernelLogitError.
+/// of classes whose key logit errors already include the kernel's rounding.
+/// With query samples in `envelope` and the key models of every class
+/// (`keyModels[i]`: the models of classes[i]'s parts), the certificate is
+/// the joint one instead (error-bounds.md §7): the largest over samples of
+/// the §2 bound with that query's masses, |q| and logit envelope.
 Status finishCertificate(
     const HeadEnvelope &envelope, const Geometry &geometry,
     const CertifyOptions &options,
     const std::vector<analysis::PositionClassEnvelope> &classes,
+    const std::vector<std::vector<KeyLogitModel>> &keyModels,
     analysis::StaticCertifiedBound &result);
 
 /// The static certificate of §5 for one (layer, head) and its formats.

@@ -55,85 +55,85 @@ func.func private @f() attributes {fmt = #bad}
 // -----
 
 // expected-error @+1 {{certificate field 'bound' must be finite and non-negative}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = -1.0, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = -1.0, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate tolerance must be positive and finite, got 0}}
-#bad = #kvprec.certificate<deterministic, tolerance = [0.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [0.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate records either a tolerance or a budget, not neither}}
-#bad = #kvprec.certificate<deterministic, tolerance = [], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate has no layer bounds}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate calibrated_length must be positive}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 0, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate margin must be at least 1}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = worst_case, margin = 0.5, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = worst_case, margin = 0.5, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate dequant must be f32, f16 or bf16, got 'i8'}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = i8, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = i8, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate accumulate must be f32, got 'f16'}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f16, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f16, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{certificate assumes must be [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length] for this certificate}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{unknown certificate kind 'probable'}}
-#bad = #kvprec.certificate<probable, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<probable, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{unknown extrapolation 'linear'}}
-#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = linear, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = linear, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{expected 'tolerance' or 'budget', got 'target'}}
-#bad = #kvprec.certificate<deterministic, target = [1.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+#bad = #kvprec.certificate<deterministic, target = [1.0], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}
 
 // -----
 
 // expected-error @+1 {{plan certificate has 3 tolerances; expected 1 or one per layer (2)}}
-#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0, 1.0, 1.0], bound = 1.0e-4, layer_bounds = [1.0e-4, 1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0, 1.0, 1.0], bound = 1.0e-4, layer_bounds = [1.0e-4, 1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
 func.func private @f() attributes {plan = #bad}
 
 // -----
 
 // expected-error @+1 {{plan certificate has 1 layer bounds; expected one per layer (2)}}
-#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+#bad = #kvprec.plan<layers = 2, heads = 1, capacity = 32, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
 func.func private @f() attributes {plan = #bad}
 
 // -----

@@ -5,7 +5,7 @@
 // Every op, type and attribute of the dialect, in custom form; the second
 // RUN line reads them back from the generic form.
 
-// CHECK: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f16>, #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>, #kvprec.format<i8, symmetric, token_group = 8, scale = f32>, #kvprec.format<f8E4M3FN, symmetric, token_group = 4, scale = bf16>, #kvprec.format<f8E5M2, symmetric, token_group = 8, scale = f16>, #kvprec.format<i2, asymmetric, token_group = 8, scale = f16>, #kvprec.format<bf16>, #kvprec.format<f32>], sink_formats = [0], body_formats = [1, 2, 3, 4, 5, 6, 7, 0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-03], bound = 9.5e-04, layer_bounds = [9.5e-04, 8.0e-04], necessary_bits = 2.5e+00, average_bits = 5.25e+00, bytes_vs_f16 = 3.3e-01, calibrated_length = 64, extrapolation = none, softmax_scale = 5.0e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
+// CHECK: #[[PLAN:.+]] = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f16>, #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>, #kvprec.format<i8, symmetric, token_group = 8, scale = f32>, #kvprec.format<f8E4M3FN, symmetric, token_group = 4, scale = bf16>, #kvprec.format<f8E5M2, symmetric, token_group = 8, scale = f16>, #kvprec.format<i2, asymmetric, token_group = 8, scale = f16>, #kvprec.format<bf16>, #kvprec.format<f32>], sink_formats = [0], body_formats = [1, 2, 3, 4, 5, 6, 7, 0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-03], bound = 9.5e-04, layer_bounds = [9.5e-04, 8.0e-04], necessary_bits = 2.5e+00, average_bits = 5.25e+00, bytes_vs_f16 = 3.3e-01, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 5.0e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
 #plan = #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16,
   formats = [#kvprec.format<f16>,
              #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>,
@@ -17,14 +17,14 @@
   sink_formats = [0], body_formats = [1, 2, 3, 4, 5, 6, 7, 0], window_formats = [0],
   certificate = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 9.5e-4,
     layer_bounds = [9.5e-4, 8.0e-4], necessary_bits = 2.5, average_bits = 5.25, bytes_vs_f16 = 0.33,
-    calibrated_length = 64, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32,
+    calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32,
     accumulate_block = 16, exp_ulps = 4,
     assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>>
 
 // A budget plan's certificate past the calibrated length, by the stated rule.
 #budget = #kvprec.certificate<deterministic, budget = 4096.0, bound = 0.02, layer_bounds = [0.02],
   necessary_bits = 0.0, average_bits = 4.0, bytes_vs_f16 = 0.25, calibrated_length = 99,
-  extrapolation = worst_case, margin = 2.0, softmax_scale = 0.125, dequant = bf16, accumulate = f32,
+  query_samples = 0, extrapolation = worst_case, margin = 2.0, softmax_scale = 0.125, dequant = bf16, accumulate = f32,
   accumulate_block = 64, exp_ulps = 4,
   assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
 
@@ -96,7 +96,7 @@ module {
   }
 
   // CHECK-LABEL: func.func private @budget_certificate
-  // CHECK-SAME: cert = #kvprec.certificate<deterministic, budget = 4.096e+03, bound = 2.0e-02, layer_bounds = [2.0e-02], necessary_bits = 0.0e+00, average_bits = 4.0e+00, bytes_vs_f16 = 2.5e-01, calibrated_length = 99, extrapolation = worst_case, margin = 2.0e+00, softmax_scale = 1.25e-01, dequant = bf16, accumulate = f32, accumulate_block = 64, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
+  // CHECK-SAME: cert = #kvprec.certificate<deterministic, budget = 4.096e+03, bound = 2.0e-02, layer_bounds = [2.0e-02], necessary_bits = 0.0e+00, average_bits = 4.0e+00, bytes_vs_f16 = 2.5e-01, calibrated_length = 99, query_samples = 0, extrapolation = worst_case, margin = 2.0e+00, softmax_scale = 1.25e-01, dequant = bf16, accumulate = f32, accumulate_block = 64, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
   func.func private @budget_certificate() attributes {cert = #budget}
 
   // CHECK-LABEL: func.func @per_block

@@ -218,6 +218,10 @@ SmallVector<StringRef> CertificateAttr::getAssumptions() const {
   if (getExtrapolated())
     return {"query_magnitude", "logit_envelope", "kv_ranges",
             "extrapolation_margin"};
+  // The joint certificate replaces the three query-side envelopes by one:
+  // a new query's bound is no larger than the worst sampled query's.
+  if (getQuerySamples() > 0)
+    return {"sampled_query_bound", "kv_ranges", "calibrated_length"};
   return {"attention_mass", "query_magnitude", "logit_envelope", "kv_ranges",
           "calibrated_length"};
 }
@@ -226,7 +230,8 @@ LogicalResult CertificateAttr::verify(
     function_ref<InFlightDiagnostic()> emitError, DenseF64ArrayAttr tolerance,
     APFloat budget, APFloat bound, DenseF64ArrayAttr layerBounds,
     APFloat necessaryBits, APFloat averageBits, APFloat bytesVsF16,
-    int64_t calibratedLength, bool extrapolated, APFloat margin,
+    int64_t calibratedLength, int64_t querySamples, bool extrapolated,
+    APFloat margin,
     APFloat softmaxScale, Type dequant, Type accumulate,
     int64_t accumulateBlock, int64_t expUlps) {
   std::pair<StringRef, APFloat> values[] = {
@@ -258,6 +263,9 @@ LogicalResult CertificateAttr::verify(
     return emitError() << "certificate has no layer bounds";
   if (calibratedLength <= 0)
     return emitError() << "certificate calibrated_length must be positive";
+  if (querySamples < 0 || (extrapolated && querySamples != 0))
+    return emitError() << "certificate query_samples must be non-negative, "
+                          "and 0 for an extrapolated certificate";
   if (extrapolated ? margin.convertToDouble() < 1.0
                    : margin.convertToDouble() != 1.0)
     return emitError() << "certificate margin must be "
@@ -296,7 +304,7 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
   SmallVector<double> tolerance, layerBounds;
   double budget = 0, bound, necessaryBits, averageBits, bytesVsF16,
          margin = 1.0, softmaxScale;
-  int64_t calibratedLength, accumulateBlock, expUlps;
+  int64_t calibratedLength, querySamples, accumulateBlock, expUlps;
   Type dequant, accumulate;
   StringRef model, extrapolation;
   auto field = [&](StringRef name) -> ParseResult {
@@ -331,7 +339,8 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
       parser.parseFloat(necessaryBits) || field("average_bits") ||
       parser.parseFloat(averageBits) || field("bytes_vs_f16") ||
       parser.parseFloat(bytesVsF16) || field("calibrated_length") ||
-      parser.parseInteger(calibratedLength) || field("extrapolation") ||
+      parser.parseInteger(calibratedLength) || field("query_samples") ||
+      parser.parseInteger(querySamples) || field("extrapolation") ||
       parser.parseKeyword(&extrapolation))
     return {};
   if (extrapolation != "none" && extrapolation != "worst_case") {
@@ -366,7 +375,7 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
       APFloat(budget), APFloat(bound),
       DenseF64ArrayAttr::get(context, layerBounds), APFloat(necessaryBits),
       APFloat(averageBits), APFloat(bytesVsF16), calibratedLength,
-      extrapolated, APFloat(margin), APFloat(softmaxScale), dequant,
+      querySamples, extrapolated, APFloat(margin), APFloat(softmaxScale), dequant,
       accumulate, accumulateBlock, expUlps);
   if (!attr)
     return {};
@@ -409,6 +418,7 @@ void CertificateAttr::print(AsmPrinter &printer) const {
           << ", bytes_vs_f16 = "
           << formatExact(getBytesVsF16().convertToDouble())
           << ", calibrated_length = " << getCalibratedLength()
+          << ", query_samples = " << getQuerySamples()
           << ", extrapolation = "
           << (getExtrapolated() ? "worst_case" : "none");
   if (getExtrapolated())

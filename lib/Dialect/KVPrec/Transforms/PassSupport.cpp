@@ -154,6 +154,9 @@ FailureOr<ComputedCertificate> mlir::kvprec::computeCertificate(
   record.bytesVsF16 = bytes / (2 * elements);
   record.calibratedLength = stats.shape.maxPositions;
   record.extrapolated = g.capacity > stats.shape.maxPositions;
+  record.querySamples = options.jointEnvelope && !record.extrapolated
+                            ? stats.shape.querySamples
+                            : 0;
   record.margin = record.extrapolated ? options.extrapolationMargin : 1.0;
   record.softmaxScale = options.softmaxScale > 0
                             ? options.softmaxScale

@@ -142,7 +142,7 @@ mlir::kvprec::buildCertificateAttr(MLIRContext *context,
       DenseF64ArrayAttr::get(context, record.layerBounds),
       APFloat(record.necessaryBits), APFloat(record.averageBits),
       APFloat(record.bytesVsF16), record.calibratedLength,
-      record.extrapolated, APFloat(record.margin),
+      record.querySamples, record.extrapolated, APFloat(record.margin),
       APFloat(record.softmaxScale), toType(context, record.dequant), f32,
       record.accumulateBlock, record.expUlps);
 }
@@ -157,6 +157,7 @@ CertificateRecord mlir::kvprec::readCertificateAttr(CertificateAttr attr) {
   record.averageBits = attr.getAverageBits().convertToDouble();
   record.bytesVsF16 = attr.getBytesVsF16().convertToDouble();
   record.calibratedLength = attr.getCalibratedLength();
+  record.querySamples = attr.getQuerySamples();
   record.extrapolated = attr.getExtrapolated();
   record.margin = attr.getMargin().convertToDouble();
   record.softmaxScale = attr.getSoftmaxScale().convertToDouble();

@@ -124,9 +124,15 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
       if (c.tolerances.size() > 1)
         target += " (per layer)";
     }
-    os << llvm::format("  certificate (deterministic): %s, certified bound "
-                       "%.3g (recomputed %.3g)\n",
-                       target.c_str(), c.bound, report.recomputedBound);
+    std::string kind =
+        c.querySamples > 0
+            ? "deterministic, joint over up to " +
+                  std::to_string(c.querySamples) + " query samples per head"
+            : "deterministic, coordinate-wise envelopes";
+    os << llvm::format("  certificate (%s): %s, certified bound %.3g "
+                       "(recomputed %.3g)\n",
+                       kind.c_str(), target.c_str(), c.bound,
+                       report.recomputedBound);
     os << "  layer bounds:";
     for (double bound : c.layerBounds)
       os << llvm::format(" %.3g", bound);
@@ -255,6 +261,7 @@ static llvm::json::Value toJson(const CacheReport &report) {
         {"average_bits", c.averageBits},
         {"bytes_vs_f16", c.bytesVsF16},
         {"calibrated_length", c.calibratedLength},
+        {"query_samples", c.querySamples},
         {"extrapolation", c.extrapolated ? "worst_case" : "none"},
         {"margin", c.margin},
         {"softmax_scale", c.softmaxScale},

@@ -228,6 +228,9 @@ VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
   if (recorded->calibratedLength != fresh.calibratedLength)
     mismatch("calibrated_length", std::to_string(recorded->calibratedLength),
              std::to_string(fresh.calibratedLength));
+  if (recorded->querySamples != fresh.querySamples)
+    mismatch("query_samples", std::to_string(recorded->querySamples),
+             std::to_string(fresh.querySamples));
   if (recorded->extrapolated != fresh.extrapolated)
     mismatch("extrapolation",
              recorded->extrapolated ? "worst_case" : "none",

@@ -79,6 +79,9 @@ def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
       lower bound only, never a reason to accept or reject.
     - `average_bits` per cached element and `bytes_vs_f16`.
     - `calibrated_length`: positions the calibration observed;
+      `query_samples = N`: the calibration queries per (layer, KV head) the
+      joint certificate (error-bounds.md §7) takes its worst case over, or 0
+      when the envelopes are combined coordinate by coordinate;
       `extrapolation = none`, or `worst_case, margin = M` when the cache is
       longer and the stated worst-case rule covers the rest.
     - The arithmetic contract: `softmax_scale`, the `dequant` precision,
@@ -92,7 +95,7 @@ def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
     #kvprec.certificate<deterministic, tolerance = [1.0e-02], bound = 6.1e-03,
       layer_bounds = [6.1e-03, 5.0e-03], necessary_bits = 2.5e+00,
       average_bits = 5.25e+00, bytes_vs_f16 = 3.3e-01,
-      calibrated_length = 64, extrapolation = none,
+      calibrated_length = 64, query_samples = 0, extrapolation = none,
       softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32,
       accumulate_block = 16, exp_ulps = 4,
       assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges,
@@ -108,6 +111,7 @@ def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
     APFloatParameter<"average stored bits per element">:$averageBits,
     APFloatParameter<"bytes relative to fp16">:$bytesVsF16,
     "int64_t":$calibratedLength,
+    "int64_t":$querySamples,
     "bool":$extrapolated,
     APFloatParameter<"extrapolation margin">:$margin,
     APFloatParameter<"softmax scale">:$softmaxScale,

@@ -42,6 +42,9 @@ struct CertificateRecord {
   std::vector<double> layerBounds;
   double necessaryBits = 0.0, averageBits = 0.0, bytesVsF16 = 0.0;
   int64_t calibratedLength = 0;
+  /// 0: coordinate-wise envelopes; else the joint certificate over up to
+  /// this many calibration queries per (layer, KV head).
+  int64_t querySamples = 0;
   bool extrapolated = false;
   double margin = 1.0;
   double softmaxScale = 0.0;
