@@ -51,7 +51,7 @@
 // SVG: </svg>
 
 // RUN: not kvprec-opt %t.planned.mlir --kvprec-report="format=html" 2>&1 | FileCheck %s --check-prefix=BADFORMAT
-// BADFORMAT: error: kvprec-report: format must be table, json or svg, got 'html'
+// BADFORMAT: for the --format option: Cannot find option named 'html'!
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-report 2>&1 | FileCheck %s --check-prefix=NOPLAN
 // NOPLAN: error: kvprec-report: no cache has a plan (run --kvprec-assign-precision first)
 // RUN: not kvprec-opt %t.planned.mlir --kvprec-report="output=%t.missing/dir/report.txt" 2>&1 | FileCheck %s --check-prefix=BADFILE

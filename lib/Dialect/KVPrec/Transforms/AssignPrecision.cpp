@@ -30,6 +30,20 @@ using namespace mlir::kvprec;
 namespace an = ::kvprec::analysis;
 namespace cf = ::kvprec::certify;
 
+const char *mlir::kvprec::getAssignModeName(AssignMode mode) {
+  switch (mode) {
+  case AssignMode::Certified:
+    return "certified";
+  case AssignMode::Uniform:
+    return "uniform";
+  case AssignMode::Kivi:
+    return "kivi";
+  case AssignMode::Seed:
+    return "seed";
+  }
+  return "unknown";
+}
+
 namespace {
 struct AssignPrecisionPass
     : public mlir::kvprec::impl::AssignPrecisionBase<AssignPrecisionPass> {
@@ -73,20 +87,11 @@ LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
              << "kvprec-assign-precision: tolerance must be positive and "
                 "finite, got "
              << value;
-  if (scheme != "symmetric" && scheme != "asymmetric")
-    return module.emitError() << "kvprec-assign-precision: scheme must be "
-                                 "'symmetric' or 'asymmetric', got '"
-                              << scheme << "'";
-  settings.scheme = scheme == "symmetric" ? QuantScheme::symmetric
-                                          : QuantScheme::asymmetric;
-  settings.analysisScheme = scheme == "symmetric"
+  settings.scheme = scheme;
+  settings.analysisScheme = scheme == QuantScheme::symmetric
                                 ? an::QuantScheme::Symmetric
                                 : an::QuantScheme::Asymmetric;
-  if (granularity != "token" && granularity != "channel")
-    return module.emitError() << "kvprec-assign-precision: granularity must "
-                                 "be 'token' or 'channel', got '"
-                              << granularity << "'";
-  settings.channelGroups = granularity == "channel";
+  settings.channelGroups = granularity == GroupGranularity::Channel;
   std::optional<an::StorageKind> scaleKind = parseStorageKind(scale);
   if (!scaleKind || an::isScaledKind(*scaleKind))
     return module.emitError() << "kvprec-assign-precision: scale must be "
@@ -114,13 +119,7 @@ LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
   if (!(logitErrorCap > 0))
     return module.emitError()
            << "kvprec-assign-precision: ecap must be positive";
-  if (mode != "certified" && mode != "uniform" && mode != "kivi" &&
-      mode != "seed")
-    return module.emitError() << "kvprec-assign-precision: unknown mode '"
-                              << mode
-                              << "'; expected certified, uniform, kivi or "
-                                 "seed";
-  if (mode == "kivi" && bits != 2 && bits != 4)
+  if (mode == AssignMode::Kivi && bits != 2 && bits != 4)
     return module.emitError()
            << "kvprec-assign-precision: mode=kivi takes bits=2 or bits=4, got "
            << static_cast<int64_t>(bits);
@@ -139,7 +138,7 @@ LogicalResult AssignPrecisionPass::resolveGeometry(
   geometry.headDim = cache.getHeadDim();
   // KIVI fixes its own layout: no sink, groups of 32 tokens, 128-token
   // window.
-  bool kivi = mode == "kivi";
+  bool kivi = mode == AssignMode::Kivi;
   geometry.block = block > 0 ? block
                    : kivi    ? 32
                    : stats   ? stats->shape.block
@@ -260,9 +259,9 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     const std::optional<::kvprec::calib::CalibrationStats> &stats,
     const Settings &settings) {
   MLIRContext *context = &getContext();
-  if ((mode == "certified" || mode == "seed") && !stats)
+  if ((mode == AssignMode::Certified || mode == AssignMode::Seed) && !stats)
     return alloc.emitOpError()
-           << "has no calibration: mode=" << mode
+           << "has no calibration: mode=" << getAssignModeName(mode)
            << " needs one (run --kvprec-import-calibration first, or use "
               "mode=uniform)";
   cf::Geometry geometry;
@@ -307,7 +306,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                : settings.tolerances[flat / geometry.heads];
   };
 
-  if (mode == "uniform") {
+  if (mode == AssignMode::Uniform) {
     std::optional<an::StorageKind> kind = parseStorageKind(format);
     if (!kind)
       return alloc.emitOpError()
@@ -320,7 +319,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     for (cf::HeadFormats &f : headFormats)
       for (auto &kv : f)
         kv.fill(chosen);
-  } else if (mode == "kivi") {
+  } else if (mode == AssignMode::Kivi) {
     an::StorageKind kind =
         bits == 2 ? an::StorageKind::Int2 : an::StorageKind::Int4;
     an::StorageFormat keys = an::StorageFormat::scaled(
@@ -340,7 +339,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
       f[0] = {f16, f16, keys};
       f[1] = {f16, f16, values};
     }
-  } else if (mode == "seed") {
+  } else if (mode == AssignMode::Seed) {
     for (int64_t flat = 0; flat < heads; ++flat) {
       cf::HeadEnvelope envelope =
           cf::buildHeadEnvelope(*stats, geometry, flat / geometry.heads,
@@ -415,7 +414,8 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   averageMilliBits = static_cast<uint64_t>(bytes * 8 / elements * 1000);
   ++numCaches;
   if (!quiet)
-    alloc.emitRemark() << "kvprec-assign-precision (mode=" << mode << "): "
+    alloc.emitRemark() << "kvprec-assign-precision (mode="
+                       << getAssignModeName(mode) << "): "
                        << llvm::formatv("{0:F0} bytes, {1:F4} of fp16, {2:F3} "
                                         "bits per element",
                                         bytes, bytes / (elements * 2),
@@ -430,8 +430,8 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     // Budget mode records its budget, and uniform and KIVI plans made
     // without a tolerance the bounds they achieve, not a tolerance nobody
     // gave.
-    bool budgetMode = mode == "certified" && budget > 0;
-    bool ownBounds = (mode == "uniform" || mode == "kivi") && tolerance.empty();
+    bool budgetMode = mode == AssignMode::Certified && budget > 0;
+    bool ownBounds = (mode == AssignMode::Uniform || mode == AssignMode::Kivi) && tolerance.empty();
     FailureOr<ComputedCertificate> computed = computeCertificate(
         alloc, *stats, plan, certifyOptions,
         budgetMode || ownBounds ? std::vector<double>() : settings.tolerances,
@@ -448,7 +448,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     // The allocator's decoupled bound is never below the certificate; this
     // guards the per-block refinement, which relies on monotone error
     // models.
-    if (mode == "certified" && !budgetMode)
+    if (mode == AssignMode::Certified && !budgetMode)
       for (int64_t flat = 0; flat < heads; ++flat)
         if (computed->headBounds[flat] > toleranceOf(flat))
           return alloc.emitOpError()

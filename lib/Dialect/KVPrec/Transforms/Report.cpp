@@ -336,12 +336,6 @@ static void printSvg(raw_ostream &os, const CacheReport &report) {
 
 void ReportPass::runOnOperation() {
   ModuleOp module = getOperation();
-  if (format != "table" && format != "json" && format != "svg") {
-    module.emitError() << "kvprec-report: format must be table, json or svg, "
-                          "got '"
-                       << format << "'";
-    return signalPassFailure();
-  }
   FailureOr<std::vector<CalibratedAlloc>> allocs =
       collectCalibratedAllocs(module);
   if (failed(allocs))
@@ -448,14 +442,15 @@ void ReportPass::runOnOperation() {
     }
   }
   raw_ostream &os = file ? *file : llvm::outs();
-  if (format == "json") {
+  if (format == ReportFormat::Json) {
     llvm::json::Array array;
     for (const CacheReport &report : reports)
       array.push_back(toJson(report));
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(array))) << "\n";
   } else {
     for (const CacheReport &report : reports)
-      format == "svg" ? printSvg(os, report) : printTable(os, report);
+      format == ReportFormat::Svg ? printSvg(os, report)
+                                  : printTable(os, report);
   }
   os.flush();
 }

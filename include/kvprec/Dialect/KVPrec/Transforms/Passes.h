@@ -9,6 +9,17 @@
 #include "mlir/Pass/Pass.h"
 
 namespace mlir::kvprec {
+/// kvprec-assign-precision's modes.
+enum class AssignMode { Certified, Uniform, Kivi, Seed };
+/// Scale sharing of integer formats.
+enum class GroupGranularity { Token, Channel };
+/// kvprec-report's output formats.
+enum class ReportFormat { Table, Json, Svg };
+/// The option spelling of a mode, for messages.
+const char *getAssignModeName(AssignMode mode);
+} // namespace mlir::kvprec
+
+namespace mlir::kvprec {
 
 #define GEN_PASS_DECL
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h.inc"

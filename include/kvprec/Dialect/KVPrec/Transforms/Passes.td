@@ -91,8 +91,20 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
   let options = [
-    Option<"mode", "mode", "std::string", /*default=*/"\"certified\"",
-           "certified | uniform | kivi | seed">,
+    Option<"mode", "mode", "::mlir::kvprec::AssignMode",
+           /*default=*/"::mlir::kvprec::AssignMode::Certified",
+           "How to choose formats",
+           [{::llvm::cl::values(
+               clEnumValN(::mlir::kvprec::AssignMode::Certified, "certified",
+                          "the cheapest plan whose certificate meets the "
+                          "tolerance (or the least error within a budget)"),
+               clEnumValN(::mlir::kvprec::AssignMode::Uniform, "uniform",
+                          "one format everywhere (format=T)"),
+               clEnumValN(::mlir::kvprec::AssignMode::Kivi, "kivi",
+                          "KIVI's layout (bits=2|4)"),
+               clEnumValN(::mlir::kvprec::AssignMode::Seed, "seed",
+                          "the earlier prototype's heuristic, for "
+                          "comparison"))}]>,
     ListOption<"tolerance", "tolerance", "double",
                "Attention-output error tolerance (infinity norm): one value, "
                "or one per layer">,
@@ -113,15 +125,29 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
     Option<"window", "window", "int64_t", /*default=*/"-1",
            "Recent-window positions, a multiple of the block (-1: the "
            "calibration's, else 64)">,
-    Option<"granularity", "granularity", "std::string",
-           /*default=*/"\"token\"",
-           "Scale sharing of integer formats: token (groups of channels of "
-           "one token) or channel (one channel over a group of tokens)">,
+    Option<"granularity", "granularity", "::mlir::kvprec::GroupGranularity",
+           /*default=*/"::mlir::kvprec::GroupGranularity::Token",
+           "Scale sharing of integer formats",
+           [{::llvm::cl::values(
+               clEnumValN(::mlir::kvprec::GroupGranularity::Token, "token",
+                          "groups of channels of one token"),
+               clEnumValN(::mlir::kvprec::GroupGranularity::Channel,
+                          "channel",
+                          "one channel over a group of tokens (also allows "
+                          "token groups where channel groups cannot "
+                          "tile)"))}]>,
     Option<"group", "group", "int64_t", /*default=*/"0",
            "Group size (0: head_dim for token groups, the block for channel "
            "groups)">,
-    Option<"scheme", "scheme", "std::string", /*default=*/"\"asymmetric\"",
-           "Integer quantization scheme: symmetric or asymmetric">,
+    Option<"scheme", "scheme", "::mlir::kvprec::QuantScheme",
+           /*default=*/"::mlir::kvprec::QuantScheme::asymmetric",
+           "Integer quantization scheme",
+           [{::llvm::cl::values(
+               clEnumValN(::mlir::kvprec::QuantScheme::symmetric, "symmetric",
+                          "codes k * scale"),
+               clEnumValN(::mlir::kvprec::QuantScheme::asymmetric,
+                          "asymmetric",
+                          "codes zero + k * scale"))}]>,
     Option<"scale", "scale", "std::string", /*default=*/"\"f16\"",
            "Scale (and zero point) element type: f16, bf16 or f32">,
     Option<"perBlock", "per-block", "bool", /*default=*/"false",
@@ -208,8 +234,16 @@ def Report : Pass<"kvprec-report", "::mlir::ModuleOp"> {
   }];
   let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
   let options = [
-    Option<"format", "format", "std::string", /*default=*/"\"table\"",
-           "table | json | svg">,
+    Option<"format", "format", "::mlir::kvprec::ReportFormat",
+           /*default=*/"::mlir::kvprec::ReportFormat::Table",
+           "Output format",
+           [{::llvm::cl::values(
+               clEnumValN(::mlir::kvprec::ReportFormat::Table, "table",
+                          "a terminal table"),
+               clEnumValN(::mlir::kvprec::ReportFormat::Json, "json",
+                          "a JSON document"),
+               clEnumValN(::mlir::kvprec::ReportFormat::Svg, "svg",
+                          "an SVG heatmap of stored bits"))}]>,
     Option<"output", "output", "std::string", /*default=*/"\"-\"",
            "Output file ('-' for stdout)">
   ];
