@@ -2,6 +2,8 @@
 
 #include "kvprec/Certify/Plan.h"
 
+#include "CertifyInternal.h"
+
 #include <algorithm>
 #include <map>
 #include <limits>
@@ -9,6 +11,7 @@
 using namespace kvprec;
 using namespace kvprec::certify;
 namespace an = kvprec::analysis;
+using namespace kvprec::certify::detail;
 
 int Plan::getSegmentAt(int64_t position, int64_t length) const {
   const Geometry &g = geometry;
@@ -47,74 +50,23 @@ double Plan::getTotalBytes() const {
   return total;
 }
 
-Status certify::certifyPlanHead(const calib::CalibrationStats &stats,
-                                const Plan &plan, int64_t layer, int64_t head,
-                                const CertifyOptions &options,
-                                an::StaticCertifiedBound &result,
-                                double &maxKeyLogitError) {
-  const Geometry &g = plan.geometry;
-  HeadEnvelope envelope = buildHeadEnvelope(stats, g, layer, head, options);
-  std::vector<an::PositionClassEnvelope> classes;
-  std::vector<std::vector<KeyLogitModel>> keyModels;
-  maxKeyLogitError = 0.0;
-  int64_t tokens[kNumSegments] = {g.getSinkTokens(), g.getWindowTokens(),
-                                  g.getBodyTokens()};
-  for (int segment = 0; segment < kNumSegments; ++segment) {
-    if (tokens[segment] == 0)
-      continue;
-    an::PositionClassEnvelope cls;
-    cls.segment = segment;
-    cls.attentionMass = envelope.mass[segment];
-    cls.maxValueError.assign(g.headDim, 0.0);
-    keyModels.emplace_back();
-    // The formats a class uses: one, or for a per-block body each block's
-    // with that block's calibrated ranges.
-    int64_t parts = segment == kBody && plan.perBlock ? g.getNumBodyBlocks() : 1;
-    HeadEnvelope local = envelope;
-    // Blocks whose ranges calibration could not narrow share the class-wide
-    // error of their format: evaluate each such format once.
-    std::map<std::pair<int, int8_t>, bool> seenWide;
-    for (int64_t part = 0; part < parts; ++part) {
-      bool narrowed = false;
-      if (parts > 1) {
-        int64_t begin = g.sink + part * g.block;
-        int64_t end = std::min(begin + g.block, g.capacity);
-        narrowed =
-            narrowToBlock(stats, layer, head, envelope, begin, end, local);
-      }
-      for (int kv = 0; kv < 2; ++kv) {
-        int64_t item = plan.getItem(layer, head, kv);
-        if (parts > 1 && !narrowed) {
-          int8_t index =
-              plan.bodyFormats[item * g.getNumBodyBlocks() + part];
-          if (!seenWide.emplace(std::make_pair(kv, index), true).second)
-            continue;
-        }
-        const an::StorageFormat &format =
-            segment == kSink     ? plan.getSink(item)
-            : segment == kWindow ? plan.getWindow(item)
-                                 : plan.getBody(item, part);
-        SegmentError error;
-        Status status =
-            segment == kBody
-                ? evaluateDemotedBody(local, kv, plan.getWindow(item), format,
-                                      g, options, error)
-                : evaluateSegment(local, segment, kv, format, options, error);
-        if (status.failed())
-          return Status::failure(std::string(getSegmentName(segment)) +
-                                 (kv == 0 ? " keys: " : " values: ") +
-                                 status.getMessage());
-        if (kv == 0) {
-          cls.maxLogitError = std::max(cls.maxLogitError, error.logitError);
-          keyModels.back().push_back(std::move(error.keyModel));
-        } else
-          for (int64_t j = 0; j < g.headDim; ++j)
-            cls.maxValueError[j] = std::max(cls.maxValueError[j],
-                                            error.valueErrorPerChannel[j]);
-      }
-    }
-    maxKeyLogitError = std::max(maxKeyLogitError, cls.maxLogitError);
-    classes.push_back(std::move(cls));
-  }
-  return finishCertificate(envelope, g, options, classes, keyModels, result);
+double certify::getSegmentBytes(const StorageFormat &format, int64_t tokens,
+                                int64_t headDim) {
+  double bytes =
+      double(tokens) * headDim * an::getBitWidth(format.kind) / 8.0;
+  if (!an::isScaled(format) || tokens == 0)
+    return bytes;
+  int64_t groups = format.granularity == an::Granularity::TokenGroup
+                       ? tokens * ceilDiv(headDim, format.groupSize)
+                       : headDim * ceilDiv(tokens, format.groupSize);
+  return bytes + groups * an::getGroupOverheadBits(format) / 8.0;
+}
+
+bool certify::fitsSegment(const StorageFormat &format, int64_t tokens,
+                          int64_t headDim) {
+  if (!an::isScaled(format))
+    return true;
+  if (format.granularity == an::Granularity::TokenGroup)
+    return headDim % format.groupSize == 0;
+  return tokens > 0 && tokens % format.groupSize == 0;
 }
