@@ -532,9 +532,11 @@ def main():
       "keys stay f32. The deterministic bound takes every key error aligned "
       "against the query and every logit error pushing mass to the farthest "
       "value (some error pattern attains that); the median static / run-time "
-      "ratios above show how much of the gap comes from the coordinate-wise "
-      "envelopes instead. The joint envelopes and the probabilistic "
-      "certificate of error-bounds.md §7 and §9 are not implemented yet.")
+      "ratios above show how much of the gap comes from not knowing the "
+      "query. The certificates here are joint over the calibration's "
+      "sampled queries (error-bounds.md §7); the probabilistic certificate "
+      "of §9, which would drop the worst-case alignment of rounding errors, "
+      "is not implemented yet.")
     w("")
 
     # 6. Violations and the envelopes they left.
