@@ -320,7 +320,8 @@ kvprec::analysis::minimizeCostForErrorExact(const AllocationProblem &problem,
     // Keep the points no other point beats in both cost and error.
     std::sort(candidates.begin(), candidates.end(),
               [](const Point &a, const Point &b) {
-                return a.cost < b.cost || (a.cost == b.cost && a.error < b.error);
+                return a.cost < b.cost ||
+                       (a.cost == b.cost && a.error < b.error);
               });
     std::vector<Point> &frontier = layers[item + 1];
     for (const Point &point : candidates)
@@ -330,8 +331,8 @@ kvprec::analysis::minimizeCostForErrorExact(const AllocationProblem &problem,
       result.status = AllocationStatus::InfeasibleTolerance;
       result.message = "tolerance " + std::to_string(errorTolerance) +
                        " is not reachable: the most precise options of the "
-                       "first " + std::to_string(item + 1) +
-                       " items already exceed it";
+                       "first " +
+                       std::to_string(item + 1) + " items already exceed it";
       return result;
     }
     if (frontier.size() > maxFrontier) {
@@ -408,88 +409,5 @@ kvprec::analysis::minimizeErrorForCost(const AllocationProblem &problem,
       std::max(0.0, plan.totalError - (costBudget - plan.totalCost) * nextGain);
   result.lowerBound = std::min(result.lowerBound, plan.totalError);
   result.gap = plan.totalError - result.lowerBound;
-  return result;
-}
-
-AllocationResult
-kvprec::analysis::minimizeCostLagrangian(const AllocationProblem &problem,
-                                         double errorTolerance,
-                                         unsigned iterations) {
-  AllocationResult result;
-  if (!(errorTolerance >= 0.0)) {
-    result.message = "error tolerance must be non-negative";
-    return result;
-  }
-  const size_t numItems = problem.getNumItems();
-  Hulls hulls(problem);
-  Plan mostPrecise = makePlanAt(hulls, numItems, /*mostPrecise=*/true);
-  if (mostPrecise.totalError > errorTolerance) {
-    fillResult(hulls, mostPrecise, AllocationStatus::InfeasibleTolerance,
-               "tolerance " + std::to_string(errorTolerance) +
-                   " is not reachable: the most precise options still give "
-                   "total error " +
-                   std::to_string(mostPrecise.totalError),
-               result);
-    return result;
-  }
-  Plan cheapest = makePlanAt(hulls, numItems, /*mostPrecise=*/false);
-  if (cheapest.totalError <= errorTolerance) {
-    fillResult(hulls, cheapest, AllocationStatus::Feasible, "", result);
-    result.lowerBound = cheapest.totalCost;
-    return result;
-  }
-
-  double minGain = std::numeric_limits<double>::infinity(), maxGain = 0.0;
-  for (size_t item = 0; item < numItems; ++item)
-    for (size_t k = 0; k + 1 < hulls.size(item); ++k) {
-      minGain = std::min(minGain, hulls.gain(item, k));
-      maxGain = std::max(maxGain, hulls.gain(item, k));
-    }
-
-  // For a given lambda every item independently minimises cost + lambda
-  // error along its hull (unimodal, so stop at the first non-improvement);
-  // ties upgrade, so the solution's error is non-increasing in lambda.
-  Plan trial;
-  trial.position.resize(numItems);
-  auto solve = [&](double lambda, double &dual) {
-    CompensatedSum cost, error, lagrangian;
-    for (size_t item = 0; item < numItems; ++item) {
-      size_t k = 0;
-      while (k + 1 < hulls.size(item) &&
-             hulls.cost(item, k + 1) + lambda * hulls.error(item, k + 1) <=
-                 hulls.cost(item, k) + lambda * hulls.error(item, k))
-        ++k;
-      trial.position[item] = static_cast<uint16_t>(k);
-      cost.add(hulls.cost(item, k));
-      error.add(hulls.error(item, k));
-      lagrangian.add(hulls.cost(item, k) + lambda * hulls.error(item, k));
-    }
-    trial.totalCost = cost.value();
-    trial.totalError = error.value();
-    dual = lagrangian.value() - lambda * errorTolerance;
-  };
-
-  double low = 0.5 / maxGain, high = 2.0 / minGain;
-  double bestDual = cheapest.totalCost, dual;
-  Plan feasible;
-  solve(high, dual);
-  bestDual = std::max(bestDual, dual);
-  feasible = trial;
-  for (unsigned i = 0; i < iterations; ++i) {
-    double mid = std::sqrt(low * high);
-    if (!(mid > low && mid < high))
-      break;
-    solve(mid, dual);
-    bestDual = std::max(bestDual, dual);
-    if (trial.totalError <= errorTolerance) {
-      high = mid;
-      feasible = trial;
-    } else {
-      low = mid;
-    }
-  }
-  fillResult(hulls, feasible, AllocationStatus::Feasible, "", result);
-  result.lowerBound = std::min(bestDual, feasible.totalCost);
-  result.gap = feasible.totalCost - result.lowerBound;
   return result;
 }

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 
 using namespace kvprec::analysis;
@@ -175,87 +176,6 @@ Status kvprec::analysis::computeCertifiedBound(const std::vector<double> &query,
     result.infNorm = std::max(result.infNorm, result.perComponent[j]);
     result.firstOrderInfNorm =
         std::max(result.firstOrderInfNorm, result.firstOrderPerComponent[j]);
-  }
-  return Status::success();
-}
-
-Status kvprec::analysis::computeStaticCertifiedBound(
-    const std::vector<PositionClassEnvelope> &classes,
-    const std::vector<double> &valueSpan, const StaticBoundOptions &options,
-    StaticCertifiedBound &result) {
-  if (classes.empty())
-    return Status::failure("static bound needs at least one position class");
-  const size_t valueDim = valueSpan.size();
-  double totalMass = 0.0, massWeightedE = 0.0, maxE = 0.0;
-  for (size_t i = 0; i < classes.size(); ++i) {
-    const PositionClassEnvelope &c = classes[i];
-    std::string where = "position class " + std::to_string(i);
-    if (c.maxValueError.size() != valueDim)
-      return Status::failure(
-          where + " has " + std::to_string(c.maxValueError.size()) +
-          " value channels, the span " + std::to_string(valueDim));
-    if (!(c.attentionMass >= 0.0) || !std::isfinite(c.attentionMass) ||
-        !(c.maxLogitError >= 0.0) || !std::isfinite(c.maxLogitError))
-      return Status::failure(where + ": mass and logit error must be finite "
-                                     "and non-negative");
-    if (c.maxLogitError > options.logitErrorCap)
-      return Status::failure(
-          where + ": logit error " + std::to_string(c.maxLogitError) +
-          " exceeds the cap " + std::to_string(options.logitErrorCap) +
-          " (such key options are pruned)");
-    totalMass += c.attentionMass;
-    massWeightedE += c.attentionMass * c.maxLogitError;
-    maxE = std::max(maxE, c.maxLogitError);
-  }
-  // Masses that cannot cover a distribution contradict (C1); the tolerance
-  // only forgives rounding in envelopes that sum to one.
-  if (totalMass < 1.0 - 1e-9)
-    return Status::failure("attention-mass envelopes sum to " +
-                           std::to_string(totalMass) +
-                           " < 1, so they cannot bound every query");
-  result.meanLogitErrorBound = std::min(massWeightedE, maxE);
-  const double globalFactor = std::exp(result.meanLogitErrorBound);
-
-  double massWeightedPhi = 0.0, maxPhi = 0.0;
-  for (const PositionClassEnvelope &c : classes) {
-    massWeightedPhi += c.attentionMass * phi(c.maxLogitError);
-    maxPhi = std::max(maxPhi, phi(c.maxLogitError));
-  }
-  result.valueTerm.assign(valueDim, 0.0);
-  result.keyTerm.assign(valueDim, 0.0);
-  result.perComponent.assign(valueDim, 0.0);
-  result.infNorm = 0.0;
-  for (size_t j = 0; j < valueDim; ++j) {
-    double massWeighted = 0.0, maxGrown = 0.0, maxDelta = 0.0;
-    for (const PositionClassEnvelope &c : classes) {
-      double grown = std::exp(c.maxLogitError) * c.maxValueError[j];
-      massWeighted += c.attentionMass * grown;
-      maxGrown = std::max(maxGrown, grown);
-      maxDelta = std::max(maxDelta, c.maxValueError[j]);
-    }
-    result.valueTerm[j] =
-        std::min(globalFactor * std::min(massWeighted, maxGrown), maxDelta);
-    result.keyTerm[j] =
-        globalFactor * valueSpan[j] * std::min(massWeightedPhi, maxPhi);
-    result.perComponent[j] = result.valueTerm[j] + result.keyTerm[j];
-    result.infNorm = std::max(result.infNorm, result.perComponent[j]);
-  }
-
-  result.decoupledInfNorm = std::numeric_limits<double>::infinity();
-  if (std::isfinite(options.logitErrorCap)) {
-    double maxSpan = 0.0;
-    for (double s : valueSpan)
-      maxSpan = std::max(maxSpan, s);
-    double itemSum = 0.0;
-    for (const PositionClassEnvelope &c : classes) {
-      double maxDelta = 0.0;
-      for (double d : c.maxValueError)
-        maxDelta = std::max(maxDelta, d);
-      itemSum += computeValueItemError(c.attentionMass, maxDelta,
-                                       options.logitErrorCap) +
-                 computeKeyItemError(c.attentionMass, c.maxLogitError, maxSpan);
-    }
-    result.decoupledInfNorm = std::exp(options.logitErrorCap) * itemSum;
   }
   return Status::success();
 }

@@ -152,27 +152,6 @@ unsigned kvprec::analysis::getGroupOverheadBits(const StorageFormat &format) {
   return format.scheme == QuantScheme::Asymmetric ? 2 * scaleBits : scaleBits;
 }
 
-uint64_t kvprec::analysis::getNumGroups(const StorageFormat &format,
-                                        uint64_t numElements) {
-  if (!isScaled(format) || format.groupSize == 0)
-    return 0;
-  return (numElements + format.groupSize - 1) / format.groupSize;
-}
-
-uint64_t kvprec::analysis::getStorageBits(const StorageFormat &format,
-                                          uint64_t numElements) {
-  return numElements * getBitWidth(format.kind) +
-         getNumGroups(format, numElements) * getGroupOverheadBits(format);
-}
-
-uint64_t kvprec::analysis::getStorageBytes(const StorageFormat &format,
-                                           uint64_t numElements) {
-  uint64_t elementBytes = (numElements * getBitWidth(format.kind) + 7) / 8;
-  uint64_t overheadBytes =
-      getNumGroups(format, numElements) * (getGroupOverheadBits(format) / 8);
-  return elementBytes + overheadBytes;
-}
-
 double
 kvprec::analysis::getEffectiveBitsPerElement(const StorageFormat &format) {
   double bits = getBitWidth(format.kind);

@@ -50,22 +50,18 @@ TEST(StorageFormatTest, CodeRanges) {
             std::make_pair(0, 255));
 }
 
-TEST(StorageFormatTest, StorageBytesIncludeScaleAndZeroPoint) {
-  // 64 int4 elements = 32 bytes, two groups of 32 with one f16 scale each.
-  EXPECT_EQ(getStorageBytes(int4Sym32F16(), 64), 32u + 2 * 2);
+TEST(StorageFormatTest, GroupOverheadIsScaleAndZeroPoint) {
+  // One f16 scale per group; asymmetric adds an f16 zero point.
+  EXPECT_EQ(getGroupOverheadBits(int4Sym32F16()), 16u);
   StorageFormat asym = int4Sym32F16();
   asym.scheme = QuantScheme::Asymmetric;
-  EXPECT_EQ(getStorageBytes(asym, 64), 32u + 2 * 4);
-  // A partial last group still carries a scale; packed bytes round up.
-  EXPECT_EQ(getStorageBytes(int4Sym32F16(), 33), 17u + 2 * 2);
-  EXPECT_EQ(getStorageBits(int4Sym32F16(), 33), 33u * 4 + 2 * 16);
-  EXPECT_EQ(getStorageBytes(StorageFormat::unscaled(StorageKind::F16), 10),
-            20u);
-  EXPECT_EQ(getStorageBytes(StorageFormat::unscaled(StorageKind::F32), 3), 12u);
+  EXPECT_EQ(getGroupOverheadBits(asym), 32u);
+  EXPECT_EQ(getGroupOverheadBits(StorageFormat::unscaled(StorageKind::F16)),
+            0u);
   StorageFormat e4m3 =
       StorageFormat::scaled(StorageKind::F8E4M3FN, QuantScheme::Symmetric,
                             Granularity::ChannelGroup, 64, StorageKind::F32);
-  EXPECT_EQ(getStorageBytes(e4m3, 128), 128u + 2 * 4);
+  EXPECT_EQ(getGroupOverheadBits(e4m3), 32u);
   // llama.cpp's q4_0 and q8_0 averages.
   EXPECT_DOUBLE_EQ(getEffectiveBitsPerElement(int4Sym32F16()), 4.5);
   StorageFormat q8 = int4Sym32F16();

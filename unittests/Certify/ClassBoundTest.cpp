@@ -2,15 +2,21 @@
 //
 // maximizeOverEnvelope against brute force, and computeClassBound against
 // real attention on quantized caches whose position-class masses, query
-// magnitudes and ranges stay inside the envelopes it is given: zero
-// violations, tightness printed.
+// magnitudes and ranges stay inside the envelopes it is given, against the
+// concrete Theorem (kvprec/Analysis/Bound.h) and the adversarial corners of
+// the statistics boxes, and together with the §4 decoupled tolerance the
+// allocator accepts plans at: zero violations, tightness printed.
 //
 //===----------------------------------------------------------------------===//
 
 #include "kvprec/Certify/PlanCertifier.h"
 
 #include "kvprec/Analysis/Bound.h"
+#include "kvprec/Analysis/ErrorModel.h"
 #include "kvprec/Analysis/Quantizer.h"
+
+#include "../Analysis/AttentionTestUtil.h"
+
 #include "gtest/gtest.h"
 
 #include <algorithm>
@@ -167,10 +173,10 @@ TEST(ClassBound, HoldsOnQuantizedCachesWithinTheEnvelopes) {
       for (size_t j = 0; j < d; ++j)
         queryBound[j] = std::fabs(q[j]);
       double logitError = 0;
-      ok = ok && an::computeKeyBlockLogitError(keyFormat[c], keyStats,
-                                               queryBound, dequantizer,
-                                               logitError)
-                     .ok();
+      ok = ok &&
+           an::computeKeyBlockLogitError(keyFormat[c], keyStats, queryBound,
+                                         dequantizer, logitError)
+               .ok();
       std::vector<double> valueErrors;
       ok = ok && an::computeBlockChannelErrorBounds(valueFormat[c], valueStats,
                                                     dequantizer, valueErrors)
@@ -201,8 +207,9 @@ TEST(ClassBound, HoldsOnQuantizedCachesWithinTheEnvelopes) {
     if (bound.infNorm > 0)
       maxRatio = std::max(maxRatio, error / bound.infNorm);
   }
-  std::printf("[class bound] %d cases, %d violations, max measured/bound %.3f\n",
-              cases, violations, maxRatio);
+  std::printf(
+      "[class bound] %d cases, %d violations, max measured/bound %.3f\n", cases,
+      violations, maxRatio);
   EXPECT_GT(cases, 200);
   EXPECT_EQ(violations, 0);
 }
@@ -213,7 +220,7 @@ namespace {
 /// of different channels rarely meet in one (query, key) pair.
 struct KeyTrial {
   size_t d = 0, tokens = 0;
-  an::Matrix keys;                        // tokens x d, f32 values.
+  an::Matrix keys; // tokens x d, f32 values.
   std::vector<std::vector<double>> queries;
 };
 
@@ -231,8 +238,8 @@ KeyTrial makeKeyTrial(std::mt19937 &rng, size_t d, size_t tokens,
   for (size_t t = 0; t < tokens; ++t)
     for (size_t j = 0; j < d; ++j)
       // Keys sit on a few tokens' spikes, as RoPE pairs trade magnitude.
-      trial.keys(t, j) = static_cast<float>(
-          channelScale[j] * normal(rng) * (rng() % 3 == 0 ? 2.0 : 0.3));
+      trial.keys(t, j) = static_cast<float>(channelScale[j] * normal(rng) *
+                                            (rng() % 3 == 0 ? 2.0 : 0.3));
   for (size_t i = 0; i < numQueries; ++i) {
     std::vector<double> q(d);
     size_t spike = rng() % d;
@@ -249,8 +256,10 @@ an::BlockStatistics rangesOf(const an::Matrix &m, unsigned numTokens) {
   stats.channelRanges.assign(m.cols, {1e300, -1e300});
   for (size_t t = 0; t < m.rows; ++t)
     for (size_t j = 0; j < m.cols; ++j) {
-      stats.channelRanges[j].min = std::min(stats.channelRanges[j].min, m(t, j));
-      stats.channelRanges[j].max = std::max(stats.channelRanges[j].max, m(t, j));
+      stats.channelRanges[j].min =
+          std::min(stats.channelRanges[j].min, m(t, j));
+      stats.channelRanges[j].max =
+          std::max(stats.channelRanges[j].max, m(t, j));
     }
   return stats;
 }
@@ -304,8 +313,8 @@ TEST(ClassBound, KeyLogitErrorThroughTheLogitEnvelope) {
       for (size_t t = 0; t < tokens; ++t) {
         double sum = 0.0;
         for (size_t j = 0; j < d; ++j) {
-          envelope.queryBound[j] = std::max(envelope.queryBound[j],
-                                            std::fabs(q[j]));
+          envelope.queryBound[j] =
+              std::max(envelope.queryBound[j], std::fabs(q[j]));
           sum += std::fabs(q[j]) * std::fabs(keys.keys(t, j));
         }
         lambda = std::max(lambda, sum / std::sqrt(double(d)));
@@ -377,9 +386,9 @@ TEST(ClassBound, DemotionIsExactOnlyIntoTheSameFloatOrF32) {
   an::StorageFormat f32 = an::StorageFormat::unscaled(K::F32);
   an::StorageFormat f16 = an::StorageFormat::unscaled(K::F16);
   an::StorageFormat bf16 = an::StorageFormat::unscaled(K::BF16);
-  an::StorageFormat i8 = an::StorageFormat::scaled(
-      K::Int8, an::QuantScheme::Symmetric, an::Granularity::TokenGroup, 8,
-      K::F16);
+  an::StorageFormat i8 =
+      an::StorageFormat::scaled(K::Int8, an::QuantScheme::Symmetric,
+                                an::Granularity::TokenGroup, 8, K::F16);
   EXPECT_TRUE(demotesExactly(f16, f16));
   EXPECT_TRUE(demotesExactly(bf16, bf16));
   EXPECT_TRUE(demotesExactly(i8, f32));
@@ -389,3 +398,449 @@ TEST(ClassBound, DemotionIsExactOnlyIntoTheSameFloatOrF32) {
   EXPECT_FALSE(demotesExactly(i8, i8)); // A new scale over the block.
   EXPECT_FALSE(demotesExactly(f32, f16));
 }
+
+//===----------------------------------------------------------------------===//
+// The certificate from block statistics, against the concrete Theorem and
+// the adversarial corners of the statistics boxes, and with the §4 decoupled
+// tolerance (helpers from unittests/Analysis/AttentionTestUtil.h).
+//===----------------------------------------------------------------------===//
+
+namespace {
+using namespace kvprec::analysis;
+using namespace kvprec::analysis::test;
+
+// End to end from statistics: per-block calibration ranges give delta
+// (ErrorModel), position-class envelopes give (C1) and (C2); the static
+// certificate must bound the error of the actual quantized cache, and the
+// concrete Theorem with the statistics boxes, for every query that
+// satisfies the envelopes.
+TEST(ClassBound, StaticCertificateFromStatisticsHolds) {
+  Rng rng(77);
+  TightnessTracker random, adversarial;
+  size_t shapeChecks = 0;
+  const size_t blockTokens = 32;
+  for (int c = 0; c < 120; ++c) {
+    size_t d = size_t(16) << uniformIndex(rng, 0, 2);
+    size_t numBlocks = uniformIndex(rng, 2, 8), T = numBlocks * blockTokens;
+    bool channelGroups = c % 2;
+    unsigned g = channelGroups ? unsigned(blockTokens) : 16u;
+    Granularity granularity =
+        channelGroups ? Granularity::ChannelGroup : Granularity::TokenGroup;
+    StorageKind keyKinds[] = {StorageKind::Int8, StorageKind::Int4,
+                              StorageKind::Int2, StorageKind::F8E4M3FN};
+    StorageKind keyKind = keyKinds[c % 4];
+    StorageFormat keyFormat = StorageFormat::scaled(
+        keyKind,
+        isFp8Kind(keyKind) ? QuantScheme::Symmetric : QuantScheme::Asymmetric,
+        granularity, g, StorageKind::F16);
+    StorageFormat valueFormat =
+        StorageFormat::scaled(StorageKind::Int4, QuantScheme::Symmetric,
+                              Granularity::TokenGroup, 16, StorageKind::F16);
+    Matrix K = randomCache(rng, T, d, 1.0, 0.02, 6.0);
+    Matrix V = randomCache(rng, T, d, 1.0, 0.02, 4.0);
+    // Sink tokens get large logits, as in real models.
+    for (size_t j = 0; j < d; ++j)
+      K(0, j) = toF32(K(0, j) * 3);
+
+    std::vector<std::vector<double>> queries;
+    for (int i = 0; i < 6; ++i)
+      queries.push_back(randomQuery(rng, d, uniform(rng, 0.3, 1.5)));
+    // Envelopes that hold for these queries: (C2) per channel, (C1) per block
+    // with a margin.
+    std::vector<double> queryBound(d, 0.0);
+    for (const std::vector<double> &q : queries)
+      for (size_t j = 0; j < d; ++j)
+        queryBound[j] = std::max(queryBound[j], std::fabs(q[j]));
+    std::vector<double> massBound(numBlocks, 0.0);
+    for (const std::vector<double> &q : queries) {
+      AttentionResult attention = computeAttention(q, K, V);
+      for (size_t b = 0; b < numBlocks; ++b) {
+        double mass = 0.0;
+        for (size_t t = b * blockTokens; t < (b + 1) * blockTokens; ++t)
+          mass += attention.weights[t];
+        massBound[b] = std::max(massBound[b], mass);
+      }
+    }
+    std::vector<PositionClassEnvelope> classes(numBlocks);
+    std::vector<double> valueSpan = computeValueSpan(V);
+    for (size_t b = 0; b < numBlocks; ++b) {
+      size_t begin = b * blockTokens, end = begin + blockTokens;
+      classes[b].attentionMass = std::min(1.0, massBound[b] * 1.05);
+      ASSERT_TRUE(
+          computeKeyBlockLogitError(keyFormat, blockStatistics(K, begin, end),
+                                    queryBound, {}, classes[b].maxLogitError)
+              .ok());
+      ASSERT_TRUE(computeBlockChannelErrorBounds(valueFormat,
+                                                 blockStatistics(V, begin, end),
+                                                 {}, classes[b].maxValueError)
+                      .ok());
+    }
+    StaticCertifiedBound staticBound;
+    ASSERT_TRUE(computeClassBound(classes, valueSpan, staticBound).ok());
+
+    QuantizedMatrix Kq, Vq;
+    ASSERT_TRUE(quantizeMatrix(keyFormat, K, {}, Kq).ok());
+    ASSERT_TRUE(quantizeMatrix(valueFormat, V, {}, Vq).ok());
+    // The per-element statistics boxes, for the concrete Theorem.
+    Matrix statsDeltaK(T, d), statsDeltaV(T, d);
+    for (size_t b = 0; b < numBlocks; ++b) {
+      std::vector<double> deltaK, deltaV;
+      ASSERT_TRUE(
+          computeBlockChannelErrorBounds(
+              keyFormat,
+              blockStatistics(K, b * blockTokens, (b + 1) * blockTokens), {},
+              deltaK)
+              .ok());
+      deltaV = classes[b].maxValueError;
+      for (size_t t = b * blockTokens; t < (b + 1) * blockTokens; ++t)
+        for (size_t j = 0; j < d; ++j) {
+          statsDeltaK(t, j) = deltaK[j];
+          statsDeltaV(t, j) = deltaV[j];
+        }
+    }
+    double slack = referenceSlack(V);
+    for (const std::vector<double> &q : queries) {
+      std::vector<double> error =
+          outputError(q, K, V, Kq.dequantized, Vq.dequantized);
+      for (size_t j = 0; j < d; ++j)
+        random.record(error[j], staticBound.perComponent[j], slack);
+      CertifiedBound concrete;
+      ASSERT_TRUE(
+          computeCertifiedBound(q, K, V, statsDeltaK, statsDeltaV, concrete)
+              .ok());
+      for (size_t j = 0; j < d; ++j) {
+        ++shapeChecks;
+        EXPECT_LE(concrete.perComponent[j],
+                  staticBound.perComponent[j] * (1 + 1e-12));
+      }
+      size_t jStar = size_t(std::max_element(concrete.perComponent.begin(),
+                                             concrete.perComponent.end()) -
+                            concrete.perComponent.begin());
+      Matrix Khat, Vhat;
+      makeAdversarialCorner(q, K, V, statsDeltaK, statsDeltaV, jStar, Khat,
+                            Vhat);
+      std::vector<double> cornerError = outputError(q, K, V, Khat, Vhat);
+      for (size_t j = 0; j < d; ++j)
+        adversarial.record(cornerError[j], staticBound.perComponent[j], slack);
+    }
+  }
+  random.print("static certificate, quantized cache");
+  adversarial.print("static certificate, adversarial corners");
+  EXPECT_EQ(random.violations, 0u);
+  EXPECT_EQ(adversarial.violations, 0u);
+  EXPECT_GT(shapeChecks, 0u);
+}
+
+/// The smallest tolerance the allocator accepts for items summing to
+/// `itemSum`: the least eps (to 1e-12 relative) with itemSum <=
+/// computeDecoupledTolerance(eps, cap). Bisection only calls the budget
+/// function, so a wrong budget shows as a tolerance the errors exceed.
+double smallestAcceptedTolerance(double itemSum, double cap) {
+  double lo = 0.0, hi = 1e-300;
+  while (computeDecoupledTolerance(hi, cap) < itemSum)
+    hi *= 2;
+  while (hi - lo > 1e-12 * hi) {
+    double mid = 0.5 * (lo + hi);
+    (computeDecoupledTolerance(mid, cap) >= itemSum ? hi : lo) = mid;
+  }
+  return hi;
+}
+
+/// The allocator's total over the classes: one value and one key item per
+/// class, with the largest span standing in for every residual (§4).
+double sumItemErrors(const std::vector<PositionClassEnvelope> &classes,
+                     const std::vector<double> &valueSpan, double cap) {
+  double maxSpan = *std::max_element(valueSpan.begin(), valueSpan.end());
+  double sum = 0.0;
+  for (const PositionClassEnvelope &c : classes) {
+    double maxDelta =
+        *std::max_element(c.maxValueError.begin(), c.maxValueError.end());
+    sum += computeValueItemError(c.attentionMass, maxDelta, cap) +
+           computeKeyItemError(c.attentionMass, c.maxLogitError, maxSpan);
+  }
+  return sum;
+}
+
+// §4's promise, end to end: when the items of a plan whose key options all
+// pass the cap sum to at most computeDecoupledTolerance(eps, E_cap), the
+// attention error is at most eps, for the quantized cache and for the
+// adversarial corners of its statistics boxes, for every query inside the
+// envelopes, and so is the static certificate of the plan. The tolerance is
+// the smallest one the items fit, so the measured errors are compared with
+// the allocator's own acceptance test.
+TEST(ClassBound, DecoupledToleranceCertifiesQuantizedCaches) {
+  Rng rng(5);
+  TightnessTracker random, adversarial, againstStatic;
+  size_t accepted = 0, pruned = 0;
+  const size_t sinkTokens = 4, blockTokens = 32;
+  const double cap = 0.25;
+  for (int c = 0; c < 160; ++c) {
+    size_t d = size_t(16) << uniformIndex(rng, 0, 2);
+    size_t numBlocks = uniformIndex(rng, 1, 6);
+    size_t T = sinkTokens + numBlocks * blockTokens;
+    StorageKind keyKinds[] = {StorageKind::Int8, StorageKind::F8E4M3FN,
+                              StorageKind::Int8};
+    StorageKind valueKinds[] = {StorageKind::Int8, StorageKind::Int4,
+                                StorageKind::Int2, StorageKind::F8E4M3FN};
+    StorageFormat keyFormat =
+        StorageFormat::scaled(keyKinds[c % 3], QuantScheme::Symmetric,
+                              Granularity::TokenGroup, 16, StorageKind::F16);
+    StorageFormat valueFormat = StorageFormat::scaled(
+        valueKinds[uniformIndex(rng, 0, 3)], QuantScheme::Symmetric,
+        Granularity::TokenGroup, 16, StorageKind::F16);
+    Matrix K = randomCache(rng, T, d, 1.0, 0.02, 6.0);
+    Matrix V = randomCache(rng, T, d, 1.0, 0.02, 4.0);
+    // Sink tokens get large logits, as in real models.
+    for (size_t t = 0; t < sinkTokens; ++t)
+      for (size_t j = 0; j < d; ++j)
+        K(t, j) = toF32(K(t, j) * 3);
+    std::vector<std::vector<double>> queries;
+    for (int i = 0; i < 6; ++i)
+      queries.push_back(
+          randomQuery(rng, d, std::pow(10.0, uniform(rng, -1.5, -0.5))));
+
+    // Classes: the sink, then one per block; (C1) and (C2) from the queries.
+    std::vector<std::pair<size_t, size_t>> spans = {{0, sinkTokens}};
+    for (size_t b = 0; b < numBlocks; ++b)
+      spans.push_back(
+          {sinkTokens + b * blockTokens, sinkTokens + (b + 1) * blockTokens});
+    std::vector<double> queryBound(d, 0.0), massBound(spans.size(), 0.0);
+    for (const std::vector<double> &q : queries) {
+      for (size_t j = 0; j < d; ++j)
+        queryBound[j] = std::max(queryBound[j], std::fabs(q[j]));
+      AttentionResult attention = computeAttention(q, K, V);
+      for (size_t i = 0; i < spans.size(); ++i) {
+        double mass = 0.0;
+        for (size_t t = spans[i].first; t < spans[i].second; ++t)
+          mass += attention.weights[t];
+        massBound[i] = std::max(massBound[i], mass);
+      }
+    }
+    std::vector<PositionClassEnvelope> classes(spans.size());
+    Matrix statsDeltaK(T, d), statsDeltaV(T, d);
+    bool keyPruned = false;
+    for (size_t i = 0; i < spans.size(); ++i) {
+      auto [begin, end] = spans[i];
+      classes[i].attentionMass = std::min(1.0, massBound[i] * (1 + 1e-9));
+      std::vector<double> deltaK;
+      ASSERT_TRUE(computeBlockChannelErrorBounds(
+                      keyFormat, blockStatistics(K, begin, end), {}, deltaK)
+                      .ok());
+      ASSERT_TRUE(computeBlockChannelErrorBounds(valueFormat,
+                                                 blockStatistics(V, begin, end),
+                                                 {}, classes[i].maxValueError)
+                      .ok());
+      ASSERT_TRUE(
+          computeKeyBlockLogitError(keyFormat, blockStatistics(K, begin, end),
+                                    queryBound, {}, classes[i].maxLogitError)
+              .ok());
+      keyPruned |= classes[i].maxLogitError > cap;
+      for (size_t t = begin; t < end; ++t)
+        for (size_t j = 0; j < d; ++j) {
+          statsDeltaK(t, j) = deltaK[j];
+          statsDeltaV(t, j) = classes[i].maxValueError[j];
+        }
+    }
+    // The allocator never offers a key option above the cap.
+    if (keyPruned) {
+      ++pruned;
+      continue;
+    }
+    ++accepted;
+    std::vector<double> valueSpan = computeValueSpan(V);
+    StaticCertifiedBound staticBound;
+    ASSERT_TRUE(computeClassBound(classes, valueSpan, staticBound).ok());
+    double tolerance =
+        smallestAcceptedTolerance(sumItemErrors(classes, valueSpan, cap), cap);
+    // e^Ebar <= e^{E_cap}, and the items bound the certificate's terms.
+    EXPECT_LE(staticBound.meanLogitErrorBound, cap);
+    EXPECT_LE(staticBound.infNorm, tolerance * (1 + 1e-12));
+
+    QuantizedMatrix Kq, Vq;
+    ASSERT_TRUE(quantizeMatrix(keyFormat, K, {}, Kq).ok());
+    ASSERT_TRUE(quantizeMatrix(valueFormat, V, {}, Vq).ok());
+    double slack = referenceSlack(V);
+    for (const std::vector<double> &q : queries) {
+      std::vector<double> error =
+          outputError(q, K, V, Kq.dequantized, Vq.dequantized);
+      CertifiedBound concrete;
+      ASSERT_TRUE(
+          computeCertifiedBound(q, K, V, statsDeltaK, statsDeltaV, concrete)
+              .ok());
+      size_t jStar = size_t(std::max_element(concrete.perComponent.begin(),
+                                             concrete.perComponent.end()) -
+                            concrete.perComponent.begin());
+      Matrix Khat, Vhat;
+      makeAdversarialCorner(q, K, V, statsDeltaK, statsDeltaV, jStar, Khat,
+                            Vhat);
+      std::vector<double> cornerError = outputError(q, K, V, Khat, Vhat);
+      for (size_t j = 0; j < d; ++j) {
+        random.record(error[j], tolerance, slack);
+        adversarial.record(cornerError[j], tolerance, slack);
+        againstStatic.record(std::max(error[j], cornerError[j]),
+                             staticBound.perComponent[j], slack);
+      }
+    }
+  }
+  random.print("decoupled tolerance, quantized cache");
+  adversarial.print("decoupled tolerance, adversarial corners");
+  againstStatic.print("static certificate with cap, both");
+  std::printf("[tightness] decoupled tolerance: %zu plans accepted, %zu with "
+              "a key class above E_cap = %.2f\n",
+              accepted, pruned, cap);
+  EXPECT_EQ(random.violations, 0u);
+  EXPECT_EQ(adversarial.violations, 0u);
+  EXPECT_EQ(againstStatic.violations, 0u);
+  EXPECT_GT(accepted, 60u);
+}
+
+// Two caches built so that the static certificate is attained up to O(E)
+// and O(mass) factors, which bounds it from below: a bound (or a §4
+// budget) that is too loose by a factor of two fails here. Values: every
+// value error at +delta moves o by delta, whatever the weights. Keys: one
+// position of small mass alpha with value +1 against the rest at -1 and a
+// logit error E = E_cap toward it moves o by 2 alpha (1 - alpha) phi(E) /
+// (1 + alpha phi(E)), and the certificate is 2 alpha phi(E) e^{alpha E}.
+// The §4 form pays e^{E_cap} for the unknown Ebar (and a second e^{E_cap} on
+// values), so its ratio is at least about e^{-2 E_cap}.
+TEST(ClassBound, StaticAndDecoupledBoundsAreAttained) {
+  Rng rng(6);
+  double minStatic = HUGE_VAL, minDecoupled = HUGE_VAL;
+  size_t numCases = 0;
+  for (double cap : {0.05, 0.25}) {
+    // Values: exact keys, one class.
+    for (int c = 0; c < 20; ++c) {
+      size_t d = randomHeadDim(rng), T = randomLength(rng, 1, 100);
+      std::vector<double> q = randomQuery(rng, d, 1.0);
+      Matrix K = randomCache(rng, T, d, 1.0), V = randomCache(rng, T, d, 1.0);
+      std::vector<PositionClassEnvelope> classes(1);
+      classes[0].maxValueError.resize(d);
+      for (double &delta : classes[0].maxValueError)
+        delta = std::pow(10.0, uniform(rng, -4.0, -2.0));
+      Matrix deltaK(T, d), deltaV(T, d);
+      for (size_t t = 0; t < T; ++t)
+        for (size_t j = 0; j < d; ++j)
+          deltaV(t, j) = classes[0].maxValueError[j];
+      std::vector<double> span = computeValueSpan(V);
+      StaticCertifiedBound bound;
+      ASSERT_TRUE(computeClassBound(classes, span, bound).ok());
+      double tolerance =
+          smallestAcceptedTolerance(sumItemErrors(classes, span, cap), cap);
+      Matrix Khat, Vhat;
+      makeAdversarialCorner(q, K, V, deltaK, deltaV, 0, Khat, Vhat);
+      std::vector<double> error = outputError(q, K, V, Khat, Vhat);
+      double slack = referenceSlack(V), measured = 0.0;
+      for (size_t j = 0; j < d; ++j) {
+        EXPECT_LE(error[j], bound.perComponent[j] + slack);
+        minStatic = std::min(minStatic, error[j] / bound.perComponent[j]);
+        measured = std::max(measured, error[j]);
+      }
+      EXPECT_LE(measured, tolerance + slack);
+      minDecoupled = std::min(minDecoupled, measured / tolerance);
+      ++numCases;
+    }
+    // Keys: a light position against a heavy one, d = 1 and q = 1 so the
+    // key error bound is the logit error.
+    for (double alpha : {0.001, 0.01, 0.05}) {
+      Matrix K(2, 1), V(2, 1), deltaK(2, 1), deltaV(2, 1);
+      K(0, 0) = std::log(alpha / (1 - alpha));
+      V(0, 0) = 1.0;
+      V(1, 0) = -1.0;
+      deltaK(0, 0) = cap;
+      AttentionResult attention = computeAttention({1.0}, K, V);
+      std::vector<PositionClassEnvelope> classes(2);
+      classes[0].attentionMass = attention.weights[0] * (1 + 1e-12);
+      classes[0].maxLogitError = cap;
+      classes[0].maxValueError = {0.0};
+      classes[1].attentionMass = 1.0;
+      classes[1].maxValueError = {0.0};
+      std::vector<double> span = computeValueSpan(V);
+      StaticCertifiedBound bound;
+      ASSERT_TRUE(computeClassBound(classes, span, bound).ok());
+      double tolerance =
+          smallestAcceptedTolerance(sumItemErrors(classes, span, cap), cap);
+      Matrix Khat, Vhat;
+      makeAdversarialCorner({1.0}, K, V, deltaK, deltaV, 0, Khat, Vhat);
+      double measured = outputError({1.0}, K, V, Khat, Vhat)[0];
+      double slack = referenceSlack(V);
+      EXPECT_LE(measured, bound.perComponent[0] + slack);
+      EXPECT_LE(measured, tolerance + slack);
+      minStatic = std::min(minStatic, measured / bound.perComponent[0]);
+      minDecoupled = std::min(minDecoupled, measured / tolerance);
+      ++numCases;
+    }
+  }
+  std::printf("[tightness] attained static certificate: cases=%zu, min "
+              "measured/static = %.4f, min measured/decoupled tolerance = "
+              "%.4f\n",
+              numCases, minStatic, minDecoupled);
+  EXPECT_GT(minStatic, 0.9);
+  EXPECT_GT(minDecoupled, 0.5);
+}
+
+// What computeClassBound takes from the envelopes: the masses bound a
+// distribution that sums to one, so the worst case fills the unit of mass
+// largest errors first (not the plain sum over classes); envelopes that
+// cannot hold a distribution contradict (C1) and give the uniform bound;
+// malformed envelopes are refused. The E_cap of §4 is not checked here: the
+// allocator prunes key options above it before certifying.
+TEST(ClassBound, EnvelopeChecks) {
+  std::vector<PositionClassEnvelope> classes(2);
+  classes[0].attentionMass = classes[1].attentionMass = 0.7;
+  classes[0].maxLogitError = 0.1;
+  classes[1].maxLogitError = 0.2;
+  classes[0].maxValueError = {0.0};
+  classes[1].maxValueError = {0.0};
+  StaticCertifiedBound bound;
+  ASSERT_TRUE(computeClassBound(classes, {2.0}, bound).ok());
+  // 0.7 on the class with E = 0.2, the remaining 0.3 on the other; the
+  // plain sum would give min(0.7 (0.1 + 0.2), 0.2) = 0.2.
+  double meanLogit = 0.7 * 0.2 + 0.3 * 0.1;
+  EXPECT_NEAR(bound.meanLogitErrorBound, meanLogit, 1e-15);
+  double keyTerm =
+      std::exp(meanLogit) * 2.0 * (0.7 * phi(0.2) + 0.3 * phi(0.1));
+  EXPECT_NEAR(bound.keyTerm[0], keyTerm, 1e-15);
+  EXPECT_EQ(bound.valueTerm[0], 0.0);
+  EXPECT_NEAR(bound.infNorm, keyTerm, 1e-15);
+
+  // Masses summing to 0.6 < 1: the bound of no attention knowledge (A = 1
+  // everywhere), which is that of the worst class alone.
+  classes[0].attentionMass = classes[1].attentionMass = 0.3;
+  StaticCertifiedBound tooLight, unknown, worstAlone;
+  ASSERT_TRUE(computeClassBound(classes, {2.0}, tooLight).ok());
+  classes[0].attentionMass = classes[1].attentionMass = 1.0;
+  ASSERT_TRUE(computeClassBound(classes, {2.0}, unknown).ok());
+  ASSERT_TRUE(computeClassBound({classes[1]}, {2.0}, worstAlone).ok());
+  EXPECT_EQ(tooLight.meanLogitErrorBound, 0.2);
+  EXPECT_EQ(tooLight.infNorm, unknown.infNorm);
+  EXPECT_GT(tooLight.infNorm, bound.infNorm);
+
+  // With no attention knowledge the bound is the uniform one (§5 honesty
+  // note): classes that are better in every respect than the worst one add
+  // nothing to it.
+  std::vector<PositionClassEnvelope> uniformClasses(3);
+  for (size_t i = 0; i < 3; ++i) {
+    uniformClasses[i].attentionMass = 1.0;
+    uniformClasses[i].maxLogitError = 0.01 * double(i + 1);
+    uniformClasses[i].maxValueError = {0.001 * double(i + 1)};
+  }
+  ASSERT_TRUE(computeClassBound(uniformClasses, {2.0}, bound).ok());
+  ASSERT_TRUE(computeClassBound({uniformClasses[2]}, {2.0}, worstAlone).ok());
+  EXPECT_NEAR(bound.infNorm, worstAlone.infNorm, 1e-15);
+  EXPECT_GT(bound.infNorm, 0.0);
+
+  // Malformed envelopes.
+  std::vector<PositionClassEnvelope> bad = {uniformClasses[0]};
+  Status status = computeClassBound(bad, {2.0, 1.0}, bound);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("channels"), std::string::npos);
+  bad[0].maxLogitError = INFINITY;
+  EXPECT_TRUE(computeClassBound(bad, {2.0}, bound).failed());
+  bad[0].maxLogitError = 0.01;
+  bad[0].attentionMass = -0.5;
+  EXPECT_TRUE(computeClassBound(bad, {2.0}, bound).failed());
+  bad[0].attentionMass = NAN;
+  EXPECT_TRUE(computeClassBound(bad, {2.0}, bound).failed());
+}
+
+} // namespace

@@ -13,8 +13,8 @@
 //     -Delta err / Delta cost with a max-heap until the tolerance is met (or
 //     the next upgrade would break the budget).
 // The result is LP-optimal up to the last upgrade, so cost <= OPT + max Delta
-// cost; the LP lower bound and the gap are reported. A Lagrangian bisection
-// variant is provided as an independent cross-check.
+// cost; the LP lower bound and the gap are reported. For small problems an
+// exact dynamic program over Pareto frontiers closes that last-step gap.
 //
 // Storage is compact (flat arrays indexed by item, no per-item allocations):
 // about 16 bytes per option for the problem and 2 per option for the hulls.
@@ -83,7 +83,7 @@ struct AllocationResult {
   double totalCost = 0.0;
   double totalError = 0.0;
   /// Lower bound on the optimal objective (cost for a tolerance, error for a
-  /// budget) from the LP relaxation (or Lagrangian dual).
+  /// budget) from the LP relaxation; the exact solver reports its optimum.
   double lowerBound = 0.0;
   /// Objective minus lowerBound.
   double gap = 0.0;
@@ -112,12 +112,6 @@ AllocationResult minimizeCostForErrorExact(const AllocationProblem &problem,
 /// stopping when the next upgrade in gain order would exceed the budget.
 AllocationResult minimizeErrorForCost(const AllocationProblem &problem,
                                       double costBudget);
-/// Cross-check of minimizeCostForError: bisection on the Lagrange multiplier
-/// lambda of min sum (cost + lambda error); returns the cheapest feasible
-/// Lagrangian solution found and the best dual bound g(lambda).
-AllocationResult minimizeCostLagrangian(const AllocationProblem &problem,
-                                        double errorTolerance,
-                                        unsigned iterations = 100);
 
 } // namespace analysis
 } // namespace kvprec

@@ -2,9 +2,10 @@
 //
 // The certified bound of error-bounds.md for single-query decode attention
 // (one head, one layer): the concrete Theorem of §2, the first-order estimate
-// of §1, the static certificate of §5 from position-class envelopes, the §4
-// decoupling used by the allocator, the run-time a-posteriori certificate of
-// §5, and a separate, labelled Higham gamma_n term for rounding inside the
+// of §1, the position-class envelopes of §5 and the result type of the
+// static certificate (computed from them by certify::computeClassBound), the
+// §4 decoupling used by the allocator, the run-time a-posteriori certificate
+// of §5, and a separate, labelled Higham gamma_n term for rounding inside the
 // attention kernel (§5 "Other assumptions").
 //
 // Shapes: query q has d entries; keys K and their bounds deltaK are T x d;
@@ -19,7 +20,6 @@
 #include "kvprec/Analysis/Matrix.h"
 #include "kvprec/Analysis/Status.h"
 
-#include <limits>
 #include <vector>
 
 namespace kvprec {
@@ -92,35 +92,17 @@ struct PositionClassEnvelope {
   int segment = -1;
 };
 
-struct StaticBoundOptions {
-  /// E_cap of §4: key options with E > E_cap are pruned, which makes
-  /// e^Ebar <= e^{E_cap}. Infinite = no cap.
-  double logitErrorCap = std::numeric_limits<double>::infinity();
-};
-
+/// The static certificate of §5 over position classes, as computed by
+/// certify::computeClassBound (kvprec/Certify/PlanCertifier.h).
 struct StaticCertifiedBound {
-  /// Bound on Ebar: min(sum_i A_i E_i, max_i E_i).
+  /// Bound on Ebar: the largest sum_i a_i E_i over class masses a_i <= A_i
+  /// that sum to one.
   double meanLogitErrorBound = 0.0;
   std::vector<double> valueTerm;
   std::vector<double> keyTerm;
   std::vector<double> perComponent;
   double infNorm = 0.0;
-  /// §4 decoupled form (infinity norm), only when the cap is finite:
-  /// e^{E_cap} sum_i A_i [e^{E_cap} max_j deltaV_{i,j} + phi(E_i) max_j
-  /// span_j]. It is >= infNorm and is what the allocator's items sum to.
-  double decoupledInfNorm = std::numeric_limits<double>::infinity();
 };
-
-/// Static certificate of §5: the Theorem with sum_t a_t x_t <=
-/// min(sum_i A_i max_{t in B_i} x_t, max_t x_t) and R_{t,j} <= span_j(V).
-/// The classes must partition the positions; fails when the envelopes cannot
-/// cover a distribution (sum_i A_i < 1), on shape mismatches, or when a class
-/// exceeds the cap.
-Status
-computeStaticCertifiedBound(const std::vector<PositionClassEnvelope> &classes,
-                            const std::vector<double> &valueSpan,
-                            const StaticBoundOptions &options,
-                            StaticCertifiedBound &result);
 
 /// span_j(V) = max_t V_{t,j} - min_t V_{t,j}; o lies in the convex hull of
 /// the values, so R_{t,j} <= span_j(V) (§5).

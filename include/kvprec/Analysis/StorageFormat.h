@@ -95,15 +95,8 @@ std::pair<int32_t, int32_t> getIntegerCodeRange(StorageKind kind,
 
 /// Bits stored per scale group besides the elements: one scale, plus one
 /// zero point of the scale's type when asymmetric. Zero for unscaled formats.
+/// (The bytes of a cache segment are certify::getSegmentBytes.)
 unsigned getGroupOverheadBits(const StorageFormat &format);
-/// Number of scale groups for `numElements` elements laid out as whole groups
-/// (ceil(n / groupSize)); zero for unscaled formats.
-uint64_t getNumGroups(const StorageFormat &format, uint64_t numElements);
-/// Exact storage in bits of `numElements` elements plus their group overhead.
-uint64_t getStorageBits(const StorageFormat &format, uint64_t numElements);
-/// Storage in bytes: packed elements rounded up to whole bytes, plus the
-/// group overhead (scales and zero points are whole bytes).
-uint64_t getStorageBytes(const StorageFormat &format, uint64_t numElements);
 /// Average bits per element including scale/zero-point overhead.
 double getEffectiveBitsPerElement(const StorageFormat &format);
 
