@@ -9,155 +9,64 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cassert>
+#include <iterator>
 #include <cmath>
 
 using namespace llvm;
 
 namespace kvprec::calib {
 
-int64_t CalibrationShape::getNumBodyBlocks() const {
-  if (block <= 0)
-    return 0;
-  int64_t beyondWindow = std::max<int64_t>(maxPositions - window, 0);
-  return (beyondWindow + block - 1) / block;
-}
-
-int64_t CalibrationShape::getNumSampleMassBins() const {
-  return 3 + std::min(getNumBodyBlocks(), kSampleBodyBins);
-}
-
-int64_t CalibrationShape::getNumAbsoluteBlocks() const {
-  if (block <= 0)
-    return 0;
-  return (std::max<int64_t>(maxPositions, 0) + block - 1) / block;
-}
-
 using Kind = CalibrationTensorKind;
 using Value = CalibrationValueKind;
 using S = CalibrationStats;
 
 ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
-  static const CalibrationTensorSpec specs[] = {
-      {"attn_sink_mass", DType::F32, Kind::LayerHead, Value::Mass,
-       &S::attnSinkMass, nullptr,
-       "max over queries and group query heads of the attention weight on "
-       "positions t < sink"},
-      {"attn_window_mass", DType::F32, Kind::LayerHead, Value::Mass,
-       &S::attnWindowMass, nullptr,
-       "max of the weight on the recent window p - t < window, sink excluded"},
-      {"attn_body_mass", DType::F32, Kind::LayerHeadBody, Value::Mass,
-       &S::attnBodyMass, nullptr,
-       "max of the weight on relative body block j: t >= sink, "
-       "window + j*block <= p - t < window + (j+1)*block"},
-      {"attn_sink_mass_mean", DType::F32, Kind::LayerHead, Value::Mass,
-       &S::attnSinkMassMean, nullptr, "mean of the sink mass"},
-      {"attn_window_mass_mean", DType::F32, Kind::LayerHead, Value::Mass,
-       &S::attnWindowMassMean, nullptr, "mean of the window mass"},
-      {"attn_entropy_mean", DType::F32, Kind::LayerHead, Value::NonNegative,
-       &S::attnEntropyMean, nullptr, "mean attention entropy in nats"},
-      {"attn_max_weight", DType::F32, Kind::LayerHead, Value::Mass,
-       &S::attnMaxWeight, nullptr, "max single-position attention weight"},
-      {"q_absmax", DType::F32, Kind::LayerHeadChannel, Value::NonNegative,
-       &S::qAbsMax, nullptr,
-       "max |q_j| over queries and group query heads (after RoPE, unscaled)"},
-      {"q_l1_max", DType::F32, Kind::LayerHead, Value::NonNegative, &S::qL1Max,
-       nullptr, "max ||q||_1 over queries and group query heads"},
-      {"qk_logit_max", DType::F32, Kind::LayerHead, Value::NonNegative,
-       &S::qkLogitMax, nullptr,
-       "max over queries, group query heads and cached t <= p of "
-       "(1/sqrt(D)) * sum_j |q_j| * |K_{t,j}|"},
-      {"k_chan_min", DType::F32, Kind::LayerHeadChannel, Value::ChannelMin,
-       &S::kChanMin, nullptr, "per-channel min of cached K (after RoPE)"},
-      {"k_chan_max", DType::F32, Kind::LayerHeadChannel, Value::ChannelMax,
-       &S::kChanMax, nullptr, "per-channel max of cached K (after RoPE)"},
-      {"v_chan_min", DType::F32, Kind::LayerHeadChannel, Value::ChannelMin,
-       &S::vChanMin, nullptr, "per-channel min of cached V"},
-      {"v_chan_max", DType::F32, Kind::LayerHeadChannel, Value::ChannelMax,
-       &S::vChanMax, nullptr, "per-channel max of cached V"},
-      {"k_block_absmax", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::kBlockAbsMax, nullptr,
-       "max |K| over the positions of absolute block a and all channels"},
-      {"v_block_absmax", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::vBlockAbsMax, nullptr,
-       "max |V| over the positions of absolute block a and all channels"},
-      {"k_block_token_range", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::kBlockTokenRange, nullptr,
-       "max over tokens of block a of (max_j K - min_j K)"},
-      {"v_block_token_range", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::vBlockTokenRange, nullptr,
-       "max over tokens of block a of (max_j V - min_j V)"},
-      {"k_block_chan_span", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::kBlockChanSpan, nullptr,
-       "max over channels of (max_t K - min_t K) over the tokens of block a"},
-      {"v_block_chan_span", DType::F32, Kind::LayerHeadAbsBlock,
-       Value::NonNegative, &S::vBlockChanSpan, nullptr,
-       "max over channels of (max_t V - min_t V) over the tokens of block a"},
-      {"query_count", DType::I64, Kind::LayerHead, Value::Count, nullptr,
-       &S::queryCount, "number of (query, query head) samples reduced"},
-      {"position_count", DType::I64, Kind::AbsBlock, Value::Count, nullptr,
-       &S::positionCount, "number of cached vectors observed per block"},
-      {"query_sample_count", DType::I64, Kind::LayerHead, Value::Count,
-       nullptr, &S::querySampleCount,
-       "query samples kept (a uniform reservoir of at most N)"},
-      {"query_sample_mass", DType::F32, Kind::LayerHeadSampleMass,
-       Value::Mass, &S::querySampleMass, nullptr,
-       "per sample: its attention mass on the sink, the window, relative "
-       "body blocks 0 .. min(NB, 8) - 1 and the rest of the body"},
-      {"query_sample_absq", DType::F32, Kind::LayerHeadSampleChannel,
-       Value::NonNegative, &S::querySampleAbsQ, nullptr,
-       "per sample: |q_j| (after RoPE, unscaled)"},
-      {"query_sample_logit", DType::F32, Kind::LayerHeadSample,
-       Value::NonNegative, &S::querySampleLogit, nullptr,
-       "per sample: max over cached t of (1/sqrt(D)) sum_j |q_j| |K_{t,j}|"},
+  // Where each schema tensor lives, in schema order.
+  struct Members {
+    std::vector<float> CalibrationStats::*f32;
+    std::vector<int64_t> CalibrationStats::*i64;
   };
+  static const Members members[] = {
+      {&S::attnSinkMass, nullptr}, // attn_sink_mass
+      {&S::attnWindowMass, nullptr}, // attn_window_mass
+      {&S::attnBodyMass, nullptr}, // attn_body_mass
+      {&S::attnSinkMassMean, nullptr}, // attn_sink_mass_mean
+      {&S::attnWindowMassMean, nullptr}, // attn_window_mass_mean
+      {&S::attnEntropyMean, nullptr}, // attn_entropy_mean
+      {&S::attnMaxWeight, nullptr}, // attn_max_weight
+      {&S::qAbsMax, nullptr}, // q_absmax
+      {&S::qL1Max, nullptr}, // q_l1_max
+      {&S::qkLogitMax, nullptr}, // qk_logit_max
+      {&S::kChanMin, nullptr}, // k_chan_min
+      {&S::kChanMax, nullptr}, // k_chan_max
+      {&S::vChanMin, nullptr}, // v_chan_min
+      {&S::vChanMax, nullptr}, // v_chan_max
+      {&S::kBlockAbsMax, nullptr}, // k_block_absmax
+      {&S::vBlockAbsMax, nullptr}, // v_block_absmax
+      {&S::kBlockTokenRange, nullptr}, // k_block_token_range
+      {&S::vBlockTokenRange, nullptr}, // v_block_token_range
+      {&S::kBlockChanSpan, nullptr}, // k_block_chan_span
+      {&S::vBlockChanSpan, nullptr}, // v_block_chan_span
+      {nullptr, &S::queryCount}, // query_count
+      {nullptr, &S::positionCount}, // position_count
+      {nullptr, &S::querySampleCount}, // query_sample_count
+      {&S::querySampleMass, nullptr}, // query_sample_mass
+      {&S::querySampleAbsQ, nullptr}, // query_sample_absq
+      {&S::querySampleLogit, nullptr}, // query_sample_logit
+  };
+  static const std::vector<CalibrationTensorSpec> specs = [] {
+    std::vector<CalibrationTensorSpec> result;
+    ArrayRef<CalibrationTensorSchema> schema = getCalibrationSchema();
+    assert(schema.size() == std::size(members) && "schema and members differ");
+    for (size_t i = 0; i < schema.size(); ++i)
+      result.push_back({schema[i].name,
+                        schema[i].isCount ? DType::I64 : DType::F32,
+                        schema[i].kind, schema[i].valueKind, members[i].f32,
+                        members[i].i64, schema[i].description});
+    return result;
+  }();
   return specs;
-}
-
-SmallVector<int64_t, 3> getTensorShape(const CalibrationShape &shape,
-                                       CalibrationTensorKind kind) {
-  switch (kind) {
-  case Kind::LayerHead:
-    return {shape.layers, shape.kvHeads};
-  case Kind::LayerHeadChannel:
-    return {shape.layers, shape.kvHeads, shape.headDim};
-  case Kind::LayerHeadBody:
-    return {shape.layers, shape.kvHeads, shape.getNumBodyBlocks()};
-  case Kind::LayerHeadAbsBlock:
-    return {shape.layers, shape.kvHeads, shape.getNumAbsoluteBlocks()};
-  case Kind::AbsBlock:
-    return {shape.getNumAbsoluteBlocks()};
-  case Kind::LayerHeadSample:
-    return {shape.layers, shape.kvHeads, shape.querySamples};
-  case Kind::LayerHeadSampleChannel:
-    return {shape.layers, shape.kvHeads, shape.querySamples, shape.headDim};
-  case Kind::LayerHeadSampleMass:
-    return {shape.layers, shape.kvHeads, shape.querySamples,
-            shape.getNumSampleMassBins()};
-  }
-  llvm_unreachable("unknown tensor kind");
-}
-
-/// The symbolic form of a tensor kind's shape, for messages.
-static StringRef getSymbolicShape(CalibrationTensorKind kind) {
-  switch (kind) {
-  case Kind::LayerHead:
-    return "[L, H]";
-  case Kind::LayerHeadChannel:
-    return "[L, H, D]";
-  case Kind::LayerHeadBody:
-    return "[L, H, NB]";
-  case Kind::LayerHeadAbsBlock:
-    return "[L, H, NA]";
-  case Kind::AbsBlock:
-    return "[NA]";
-  case Kind::LayerHeadSample:
-    return "[L, H, N]";
-  case Kind::LayerHeadSampleChannel:
-    return "[L, H, N, D]";
-  case Kind::LayerHeadSampleMass:
-    return "[L, H, N, M]";
-  }
-  llvm_unreachable("unknown tensor kind");
 }
 
 void CalibrationStats::allocate() {

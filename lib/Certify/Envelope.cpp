@@ -20,34 +20,6 @@ using namespace kvprec::certify::detail;
 namespace an = kvprec::analysis;
 using calib::CalibrationStats;
 
-int64_t Geometry::getNumBodyBlocks() const {
-  return block > 0 ? ceilDiv(std::max<int64_t>(capacity - sink, 0), block) : 0;
-}
-
-int64_t Geometry::getWindowTokens() const {
-  if (window == 0)
-    return 0;
-  // Whole blocks overlapping the newest `window` positions: `window` is a
-  // multiple of `block`, so in a full cache that is exactly `window`
-  // positions, or all of the body if it is shorter.
-  return std::min(window, capacity - sink);
-}
-
-int64_t Geometry::getBodyTokens() const {
-  return capacity - sink - getWindowTokens();
-}
-
-const char *certify::getSegmentName(int segment) {
-  switch (segment) {
-  case kSink:
-    return "sink";
-  case kWindow:
-    return "window";
-  default:
-    return "body";
-  }
-}
-
 std::string certify::checkGeometry(const CalibrationStats &stats,
                                    const Geometry &geometry) {
   const calib::CalibrationShape &shape = stats.shape;

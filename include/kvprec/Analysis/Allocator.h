@@ -25,7 +25,7 @@
 #ifndef KVPREC_ANALYSIS_ALLOCATOR_H
 #define KVPREC_ANALYSIS_ALLOCATOR_H
 
-#include "kvprec/Analysis/Status.h"
+#include "kvprec/Format/Status.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -18,7 +18,7 @@
 #define KVPREC_ANALYSIS_BOUND_H
 
 #include "kvprec/Analysis/Matrix.h"
-#include "kvprec/Analysis/Status.h"
+#include "kvprec/Format/Status.h"
 
 #include <vector>
 

@@ -33,8 +33,8 @@
 #define KVPREC_ANALYSIS_ERRORMODEL_H
 
 #include "kvprec/Analysis/Quantizer.h"
-#include "kvprec/Analysis/Status.h"
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/Status.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include <vector>
 

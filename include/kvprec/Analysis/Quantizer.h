@@ -39,8 +39,8 @@
 #define KVPREC_ANALYSIS_QUANTIZER_H
 
 #include "kvprec/Analysis/Matrix.h"
-#include "kvprec/Analysis/Status.h"
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/Status.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include <cstddef>
 #include <cstdint>

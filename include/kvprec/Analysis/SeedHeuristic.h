@@ -20,7 +20,7 @@
 #ifndef KVPREC_ANALYSIS_SEEDHEURISTIC_H
 #define KVPREC_ANALYSIS_SEEDHEURISTIC_H
 
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include <vector>
 

@@ -13,7 +13,7 @@
 
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Analysis/Matrix.h"
-#include "kvprec/Analysis/Status.h"
+#include "kvprec/Format/Status.h"
 
 #include <vector>
 

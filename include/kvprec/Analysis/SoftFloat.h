@@ -15,7 +15,7 @@
 #ifndef KVPREC_ANALYSIS_SOFTFLOAT_H
 #define KVPREC_ANALYSIS_SOFTFLOAT_H
 
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include <cstdint>
 

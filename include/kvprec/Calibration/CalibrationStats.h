@@ -18,6 +18,7 @@
 #define KVPREC_CALIBRATION_CALIBRATIONSTATS_H
 
 #include "kvprec/Calibration/SafeTensors.h"
+#include "kvprec/Format/CalibrationSchema.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/SmallVector.h"
@@ -33,74 +34,19 @@ namespace kvprec::calib {
 /// Value of the "schema" metadata entry.
 inline constexpr llvm::StringLiteral kCalibrationSchema = "kvprec-calib-v1";
 
-/// Relative body blocks a query sample keeps apart; farther ones share one
-/// bin.
-inline constexpr int64_t kSampleBodyBins = 8;
-
-/// Masses may exceed 1 by this much (float rounding of a sum of weights).
-inline constexpr double kMassTolerance = 1e-6;
-
-/// The dimensions every tensor shape is derived from.
-struct CalibrationShape {
-  int64_t layers = 0;
-  int64_t kvHeads = 0;
-  /// Total query heads of the model (not per group).
-  int64_t qHeads = 0;
-  int64_t headDim = 0;
-  int64_t sink = 0;
-  int64_t window = 0;
-  int64_t block = 0;
-  int64_t maxPositions = 0;
-  /// N: query samples kept per (layer, KV head) for the joint certificate
-  /// (error-bounds.md §7); 0 when none were kept.
-  int64_t querySamples = 0;
-
-  /// G: query heads sharing one KV head.
-  int64_t getQueryHeadsPerKVHead() const {
-    return kvHeads > 0 ? qHeads / kvHeads : 0;
-  }
-  /// NB = ceil(max(P - W, 0) / B).
-  int64_t getNumBodyBlocks() const;
-  /// NA = ceil(P / B).
-  int64_t getNumAbsoluteBlocks() const;
-  /// M = 3 + min(NB, kSampleBodyBins): a query sample's mass bins: sink,
-  /// window, the first body blocks, and the rest of the body.
-  int64_t getNumSampleMassBins() const;
-};
-
-/// The shapes a schema tensor can have.
-enum class CalibrationTensorKind {
-  LayerHead,         ///< [L, H]
-  LayerHeadChannel,  ///< [L, H, D]
-  LayerHeadBody,     ///< [L, H, NB]
-  LayerHeadAbsBlock, ///< [L, H, NA]
-  AbsBlock,          ///< [NA]
-  LayerHeadSample,   ///< [L, H, N]
-  LayerHeadSampleChannel, ///< [L, H, N, D]
-  LayerHeadSampleMass,    ///< [L, H, N, M]
-};
-
-/// What a tensor holds, which fixes the value checks the validator applies.
-enum class CalibrationValueKind {
-  Mass,        ///< attention mass, in [0, 1 + kMassTolerance]
-  NonNegative, ///< magnitudes, ranges, entropies
-  ChannelMin,  ///< lower end of a channel range; paired with a ChannelMax
-  ChannelMax,
-  Count, ///< I64 sample counts, >= 0
-};
-
 struct CalibrationStats;
 
-/// One row of the schema.
+/// One row of the schema (kvprec/Format/CalibrationSchema.h) with where its
+/// values live in CalibrationStats.
 struct CalibrationTensorSpec {
-  llvm::StringLiteral name;
+  llvm::StringRef name;
   DType dtype;
   CalibrationTensorKind kind;
   CalibrationValueKind valueKind;
   /// Exactly one of these is set, matching dtype.
   std::vector<float> CalibrationStats::*f32Member;
   std::vector<int64_t> CalibrationStats::*i64Member;
-  llvm::StringLiteral description;
+  llvm::StringRef description;
 };
 
 /// Calibration statistics in memory. Plain data: fill the vectors in the
@@ -179,9 +125,6 @@ struct CalibrationStats {
 /// The schema, in the order tensors are written.
 llvm::ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs();
 
-/// Shape of a tensor kind for given dimensions.
-llvm::SmallVector<int64_t, 3> getTensorShape(const CalibrationShape &shape,
-                                             CalibrationTensorKind kind);
 
 /// Checks the dimensions (positive sizes, q_heads divisible by kv_heads, ...).
 /// `context` (usually a file name) prefixes every message.

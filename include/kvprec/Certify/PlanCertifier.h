@@ -15,8 +15,9 @@
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Analysis/ErrorModel.h"
 #include "kvprec/Analysis/Quantizer.h"
-#include "kvprec/Analysis/Status.h"
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/Plan.h"
+#include "kvprec/Format/Status.h"
+#include "kvprec/Format/StorageFormat.h"
 #include "kvprec/Calibration/CalibrationStats.h"
 
 #include <array>
@@ -31,23 +32,7 @@ namespace certify {
 using analysis::Status;
 using analysis::StorageFormat;
 
-/// The shape of a cache and the position classes of its plan.
-struct Geometry {
-  int64_t layers = 0, heads = 0, capacity = 0, headDim = 0;
-  int64_t block = 0, sink = 0, window = 0;
-  int64_t getNumBodyBlocks() const;
-  /// Positions of each class in a full cache: sink, the window (whole blocks
-  /// overlapping the newest `window` positions) and the older body.
-  int64_t getSinkTokens() const { return sink; }
-  int64_t getWindowTokens() const;
-  int64_t getBodyTokens() const;
-};
 
-/// The three position classes; every (layer, head, K/V) stores each in one
-/// format (the body can further be refined per block).
-enum Segment : int { kSink = 0, kWindow = 1, kBody = 2 };
-constexpr int kNumSegments = 3;
-const char *getSegmentName(int segment);
 
 /// What a certificate may say about positions past the calibrated length
 /// (error-bounds.md §5, C4).
@@ -202,16 +187,7 @@ bool narrowToBlock(const calib::CalibrationStats &stats, int64_t layer,
                    const HeadEnvelope &envelope, int64_t begin, int64_t end,
                    HeadEnvelope &local);
 
-/// Storage bytes of `tokens` positions of `headDim` channels, including
-/// scales and zero points (one per group; token groups per token, channel
-/// groups per channel and group of tokens).
-double getSegmentBytes(const StorageFormat &format, int64_t tokens,
-                       int64_t headDim);
 
-/// Whether `format` can store a class of `tokens` positions of `headDim`
-/// channels (group sizes must tile them).
-bool fitsSegment(const StorageFormat &format, int64_t tokens,
-                 int64_t headDim);
 
 /// Error figures of one class in one format.
 struct SegmentError {

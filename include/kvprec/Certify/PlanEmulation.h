@@ -25,7 +25,7 @@
 
 #include "kvprec/Analysis/Matrix.h"
 #include "kvprec/Analysis/Quantizer.h"
-#include "kvprec/Analysis/Status.h"
+#include "kvprec/Format/Status.h"
 #include "kvprec/Certify/Plan.h"
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 //===- KVPrecOps.cpp - kvprec operations ----------------------------------===//
 
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
-#include "kvprec/Calibration/CalibrationStats.h"
+#include "kvprec/Format/CalibrationSchema.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
@@ -185,9 +185,9 @@ LogicalResult CalibrationOp::verify() {
   shape.querySamples = getQuerySamples();
   // Every statistic of the kvprec-calib-v1 schema, with the shape the
   // dimensions above give it (docs/calibration.md).
-  llvm::StringMap<const ::kvprec::calib::CalibrationTensorSpec *> specs;
-  for (const ::kvprec::calib::CalibrationTensorSpec &spec :
-       ::kvprec::calib::getCalibrationTensorSpecs())
+  llvm::StringMap<const ::kvprec::calib::CalibrationTensorSchema *> specs;
+  for (const ::kvprec::calib::CalibrationTensorSchema &spec :
+       ::kvprec::calib::getCalibrationSchema())
     specs[spec.name] = &spec;
   for (NamedAttribute stat : getStats()) {
     StringRef name = stat.getName().getValue();
@@ -195,12 +195,12 @@ LogicalResult CalibrationOp::verify() {
     if (!elements)
       return emitOpError() << "statistic '" << name
                            << "' is not an elements attribute";
-    const ::kvprec::calib::CalibrationTensorSpec *spec = specs.lookup(name);
+    const ::kvprec::calib::CalibrationTensorSchema *spec = specs.lookup(name);
     if (!spec)
       return emitOpError() << "statistic '" << name
                            << "' is not part of the kvprec-calib-v1 schema";
     Type elementType = elements.getShapedType().getElementType();
-    bool isCount = spec->dtype == ::kvprec::calib::DType::I64;
+    bool isCount = spec->isCount;
     if (isCount ? !elementType.isSignlessInteger(64) : !elementType.isF32())
       return emitOpError() << "statistic '" << name << "' has element type "
                            << elementType << "; expected "
@@ -215,8 +215,8 @@ LogicalResult CalibrationOp::verify() {
       return diag << "]";
     }
   }
-  for (const ::kvprec::calib::CalibrationTensorSpec &spec :
-       ::kvprec::calib::getCalibrationTensorSpecs())
+  for (const ::kvprec::calib::CalibrationTensorSchema &spec :
+       ::kvprec::calib::getCalibrationSchema())
     if (!getStats().get(spec.name))
       return emitOpError() << "is missing statistic '" << spec.name << "'";
   return success();

@@ -3,7 +3,7 @@
 #ifndef KVPREC_DIALECT_KVPREC_IR_KVPRECATTRS_H
 #define KVPREC_DIALECT_KVPREC_IR_KVPRECATTRS_H
 
-#include "kvprec/Certify/Plan.h"
+#include "kvprec/Format/Plan.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecDialect.h"
 #include "mlir/IR/Attributes.h"
 #include "mlir/IR/BuiltinAttributes.h"

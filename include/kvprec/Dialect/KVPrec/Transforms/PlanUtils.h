@@ -9,7 +9,7 @@
 #ifndef KVPREC_DIALECT_KVPREC_TRANSFORMS_PLANUTILS_H
 #define KVPREC_DIALECT_KVPREC_TRANSFORMS_PLANUTILS_H
 
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
 

@@ -8,10 +8,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KVPREC_ANALYSIS_STORAGEFORMAT_H
-#define KVPREC_ANALYSIS_STORAGEFORMAT_H
+#ifndef KVPREC_FORMAT_STORAGEFORMAT_H
+#define KVPREC_FORMAT_STORAGEFORMAT_H
 
-#include "kvprec/Analysis/Status.h"
+#include "kvprec/Format/Status.h"
 
 #include <cstdint>
 #include <string>
@@ -109,4 +109,4 @@ Status verifyStorageFormat(const StorageFormat &format,
 } // namespace analysis
 } // namespace kvprec
 
-#endif // KVPREC_ANALYSIS_STORAGEFORMAT_H
+#endif // KVPREC_FORMAT_STORAGEFORMAT_H

@@ -1,17 +1,42 @@
 //===- Plan.cpp - a precision plan as plain data --------------------------===//
 
-#include "kvprec/Certify/Plan.h"
-
-#include "CertifyInternal.h"
+#include "kvprec/Format/Plan.h"
 
 #include <algorithm>
-#include <map>
-#include <limits>
 
 using namespace kvprec;
 using namespace kvprec::certify;
 namespace an = kvprec::analysis;
-using namespace kvprec::certify::detail;
+
+static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+int64_t Geometry::getNumBodyBlocks() const {
+  return block > 0 ? ceilDiv(std::max<int64_t>(capacity - sink, 0), block) : 0;
+}
+
+int64_t Geometry::getWindowTokens() const {
+  if (window == 0)
+    return 0;
+  // Whole blocks overlapping the newest `window` positions: `window` is a
+  // multiple of `block`, so in a full cache that is exactly `window`
+  // positions, or all of the body if it is shorter.
+  return std::min(window, capacity - sink);
+}
+
+int64_t Geometry::getBodyTokens() const {
+  return capacity - sink - getWindowTokens();
+}
+
+const char *certify::getSegmentName(int segment) {
+  switch (segment) {
+  case kSink:
+    return "sink";
+  case kWindow:
+    return "window";
+  default:
+    return "body";
+  }
+}
 
 int Plan::getSegmentAt(int64_t position, int64_t length) const {
   const Geometry &g = geometry;

@@ -1,6 +1,6 @@
 //===- StorageFormat.cpp - KV-cache element storage formats ---------------===//
 
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include <cassert>
 

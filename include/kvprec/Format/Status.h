@@ -7,8 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef KVPREC_ANALYSIS_STATUS_H
-#define KVPREC_ANALYSIS_STATUS_H
+#ifndef KVPREC_FORMAT_STATUS_H
+#define KVPREC_FORMAT_STATUS_H
 
 #include <string>
 #include <utility>
@@ -38,4 +38,4 @@ private:
 } // namespace analysis
 } // namespace kvprec
 
-#endif // KVPREC_ANALYSIS_STATUS_H
+#endif // KVPREC_FORMAT_STATUS_H
