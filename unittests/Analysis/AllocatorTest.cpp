@@ -1,7 +1,7 @@
 //===- AllocatorTest.cpp - Multiple-choice knapsack allocation ------------===//
 
 #include "kvprec/Analysis/Allocator.h"
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include "TestUtil.h"
 

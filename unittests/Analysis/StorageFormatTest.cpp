@@ -1,6 +1,6 @@
 //===- StorageFormatTest.cpp - Storage format helpers ---------------------===//
 
-#include "kvprec/Analysis/StorageFormat.h"
+#include "kvprec/Format/StorageFormat.h"
 
 #include "gtest/gtest.h"
 
