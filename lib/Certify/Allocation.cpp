@@ -179,9 +179,9 @@ static Status buildProblem(const std::vector<ItemOptions> &items,
   return Status::success();
 }
 
-/// Lowers the bytes of one head's formats while its joint certificate stays
-/// within `tolerance`: the knapsack above works on coordinate-wise item
-/// errors, which the joint certificate (the worst sampled query) never
+/// Lowers the bytes of one head's formats while its certificate stays within
+/// `tolerance`: the knapsack works on decoupled, coordinate-wise item
+/// errors, which the certificate (joint: the worst sampled query) never
 /// exceeds, so its plan is feasible but may be larger than needed. Each
 /// step applies the single (K/V, class) format change that saves the most
 /// bytes and keeps the certificate within the tolerance, until none does.
@@ -341,11 +341,52 @@ Status certify::allocatePlan(const CalibrationStats &stats,
         if (!best.ok() || result.totalCost < best.totalCost)
           best = std::move(result);
       }
-      if (!best.ok())
+      if (!best.ok()) {
+        // Say how close the most precise allowed formats come: the bound
+        // they certify (which can exceed the tolerance through the kernel's
+        // own rounding alone).
+        std::string closest;
+        HeadFormats precise;
+        bool found = true;
+        for (int kv = 0; kv < 2 && found; ++kv) {
+          const std::vector<StorageFormat> &candidates =
+              kv == 0 ? request.keyCandidates : request.valueCandidates;
+          const StorageFormat *widest = nullptr;
+          for (const StorageFormat &c : candidates)
+            if (!an::isScaled(c) &&
+                (!widest || an::getBitWidth(c.kind) >
+                                an::getBitWidth(widest->kind)))
+              widest = &c;
+          found = widest != nullptr;
+          if (found)
+            precise[kv].fill(*widest);
+        }
+        an::StaticCertifiedBound bound;
+        bool certified = found && certifyHead(envelopes[flat], precise,
+                                              geometry, request.options, bound)
+                                      .ok();
+        // The knapsack's decoupled item errors (summed over classes, with
+        // e^{E_cap}) can exceed a tolerance the certificate itself meets:
+        // then start from the most precise formats and descend on the
+        // certificate.
+        if (certified && bound.infNorm <= tolerance) {
+          outcome.formats[flat] = precise;
+          if (Status status = descendOnJointCertificate(
+                  envelopes[flat], request, tolerance, outcome.formats[flat]);
+              status.failed())
+            return status;
+          continue;
+        }
+        if (certified)
+          closest = "; the most precise allowed formats (" +
+                    std::string(an::getStorageKindName(precise[0][0].kind)) +
+                    " keys, " + an::getStorageKindName(precise[1][0].kind) +
+                    " values) certify " + formatNumber(bound.infNorm);
         return Status::failure(describeHead(flat) + ": tolerance " +
                                formatNumber(tolerance) +
                                " cannot be met by the allowed formats (" +
-                               lastMessage + ")");
+                               lastMessage + ")" + closest);
+      }
       apply(items, best, 0);
       outcome.numItems += items.size();
       outcome.lowerBoundBytes += best.lowerBound;

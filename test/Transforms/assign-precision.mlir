@@ -48,3 +48,11 @@
 // entry per item; the joint certificate lets the descent move window keys
 // to f16 and body values to i4 channel groups.
 // BLOCKS: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>, #kvprec.format<f16>, #kvprec.format<i8, asymmetric, channel_group = 16, scale = f16>, #kvprec.format<i4, asymmetric, channel_group = 16, scale = f16>], sink_formats = [0], body_formats = [2, 3, 2, 3, 2, 3, 2, 3], window_formats = [1, 2, 1, 2, 1, 2, 1, 2], certificate = <deterministic, tolerance = [5.0e-02], bound = 4.2{{[0-9]+}}e-02,
+
+// A tolerance the knapsack's decoupled item errors cannot meet but the
+// certificate of the most precise formats does (the toy's all-f32 bound is
+// 5.6e-6, the kernel's rounding): the allocator starts from those formats
+// and descends on the certificate.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="tolerance=1e-5" --kvprec-verify-plan | FileCheck %s --check-prefix=PRECISE
+// PRECISE: formats = [#kvprec.format<f32>], sink_formats = [0], body_formats = [0], window_formats = [0], certificate = <deterministic, tolerance = [1.0e-05], bound = 5.6{{[0-9]+}}e-06,
