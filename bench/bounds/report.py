@@ -521,8 +521,9 @@ def main():
       f"{fmt(max(lam))}, and with the max shift and exp the logit error of "
       f"exactly stored keys is up to {fmt(kernel)}; times a value span of "
       f"{fmt(span)} that is {fmt(kernel * span)} per unit of attention "
-      "mass, which is why no plan, even all-f32, is certified below about "
-      "2e-3 for this model (tolerances 1e-3 and below fail above).")
+      "mass in the worst case: the floor below which no plan, even all-f32, "
+      "can be certified for this model (the tolerances that fail above; "
+      "their messages give what the all-f32 plan certifies).")
     w(f"- The logit envelope qk_logit_max reaches {fmt(max(lam))} "
       f"(largest over heads), so f16 rounding of a key alone can move a "
       f"logit by up to 2^-11 · {fmt(max(lam))} = {fmt(e16)} in the worst "
