@@ -1,0 +1,158 @@
+//===- PlanEmulationTest.cpp - the plan's storage semantics, executably ---===//
+//
+// The plain plan's class of every position at every length, the emulator
+// that stores a stream exactly as the plan says (formats per position,
+// demotions, element error bounds, the full cache), and allocatePlan's
+// promise: every head it plans certifies within its tolerance, and no plan
+// is larger than storing everything in f32.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvprec/Certify/Plan.h"
+#include "kvprec/Certify/PlanEmulation.h"
+
+#include "kvprec/Calibration/Synthetic.h"
+#include "gtest/gtest.h"
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+using namespace kvprec;
+using namespace kvprec::certify;
+namespace an = kvprec::analysis;
+
+namespace {
+Plan makePlan(int64_t capacity, int64_t sink, int64_t window, int64_t block,
+              std::vector<an::StorageFormat> formats) {
+  Plan plan;
+  plan.geometry = {1, 1, capacity, 4, block, sink, window};
+  plan.formats = std::move(formats);
+  // K: sink 0, window 1, body 2; V the same.
+  plan.sinkFormats = {0, 0};
+  plan.windowFormats = {1, 1};
+  plan.bodyFormats = {2, 2};
+  return plan;
+}
+
+an::StorageFormat scaled(an::StorageKind kind, an::Granularity granularity,
+                         unsigned group) {
+  return an::StorageFormat::scaled(kind, an::QuantScheme::Asymmetric,
+                                   granularity, group, an::StorageKind::F16);
+}
+} // namespace
+
+TEST(PlanEmulation, SegmentOfEveryPositionAtEveryLength) {
+  // Sink 2, window 4 (whole blocks of 2), capacity 12: body blocks start at
+  // 2, 4, 6, 8, 10. A block is in the window while it overlaps the newest 4
+  // positions, including the one being filled.
+  Plan plan = makePlan(12, 2, 4, 2,
+                       {an::StorageFormat::unscaled(an::StorageKind::F32),
+                        an::StorageFormat::unscaled(an::StorageKind::F16),
+                        an::StorageFormat::unscaled(an::StorageKind::BF16)});
+  // length 9: positions 5..8 are the newest 4; blocks [4,6) [6,8) [8,10)
+  // overlap them, [2,4) does not.
+  const int expected9[] = {kSink,   kSink,   kBody,   kBody,  kWindow,
+                           kWindow, kWindow, kWindow, kWindow};
+  for (int t = 0; t < 9; ++t)
+    EXPECT_EQ(plan.getSegmentAt(t, 9), expected9[t]) << "position " << t;
+  // length 12: the newest 4 are 8..11, so blocks [8,10) and [10,12).
+  for (int t = 2; t < 8; ++t)
+    EXPECT_EQ(plan.getSegmentAt(t, 12), kBody) << "position " << t;
+  for (int t = 8; t < 12; ++t)
+    EXPECT_EQ(plan.getSegmentAt(t, 12), kWindow) << "position " << t;
+  EXPECT_EQ(plan.getFormatAt(0, 0, 12).kind, an::StorageKind::F32);
+  EXPECT_EQ(plan.getFormatAt(0, 9, 12).kind, an::StorageKind::F16);
+  EXPECT_EQ(plan.getFormatAt(0, 3, 12).kind, an::StorageKind::BF16);
+}
+
+TEST(PlanEmulation, StoresDemotesAndBoundsEveryElement) {
+  // i8 window, i4 channel-group body: every block leaving the window is
+  // re-quantized from its window values, and channel groups of a block that
+  // is still filling are re-quantized as positions arrive.
+  Plan plan = makePlan(
+      40, 4, 8, 4,
+      {an::StorageFormat::unscaled(an::StorageKind::F16),
+       scaled(an::StorageKind::Int8, an::Granularity::TokenGroup, 4),
+       scaled(an::StorageKind::Int4, an::Granularity::ChannelGroup, 4)});
+  EmulatedStream stream(plan, 0, an::DequantizerConfig());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  for (int p = 0; p < 40; ++p) {
+    float values[4];
+    for (float &v : values)
+      v = normal(rng);
+    an::Status status = stream.append(values);
+    ASSERT_TRUE(status.ok()) << "position " << p << ": "
+                             << status.getMessage();
+    EXPECT_EQ(stream.getLength(), p + 1);
+  }
+  // Body blocks [4,8) .. [28,32) left the window (the newest 8 positions
+  // lie in [32,40)): 7 demotions, once each.
+  EXPECT_EQ(stream.getNumDemotions(), 7u);
+  EXPECT_EQ(stream.getElementBoundViolations(), 0u);
+  // Every stored element within its bound, and a demoted element's bound
+  // covers both quantizations (it exceeds the body format's own step).
+  const an::Matrix &exact = stream.getExact(), &stored = stream.getStored(),
+                   &bounds = stream.getErrorBounds();
+  for (size_t t = 0; t < exact.rows; ++t)
+    for (size_t j = 0; j < exact.cols; ++j)
+      EXPECT_LE(std::fabs(stored(t, j) - exact(t, j)), bounds(t, j));
+  // The sink is f16: relative error at most 2^-11.
+  for (size_t j = 0; j < exact.cols; ++j)
+    EXPECT_LE(std::fabs(stored(0, j) - exact(0, j)),
+              0x1p-11 * std::fabs(exact(0, j)));
+  // The cache is full: one more position is refused and stores nothing.
+  float more[4] = {0, 0, 0, 0};
+  an::Status full = stream.append(more);
+  ASSERT_TRUE(full.failed());
+  EXPECT_NE(full.getMessage().find("the cache is full (capacity 40)"),
+            std::string::npos);
+  EXPECT_EQ(stream.getLength(), 40);
+}
+
+TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
+  calib::SyntheticOptions synth;
+  synth.layers = 2;
+  synth.kvHeads = 2;
+  synth.qHeads = 4;
+  synth.headDim = 8;
+  synth.capacity = 96;
+  synth.block = 8;
+  synth.sink = 4;
+  synth.window = 16;
+  llvm::Expected<calib::CalibrationStats> stats =
+      calib::generateSyntheticStats(synth);
+  ASSERT_TRUE(bool(stats));
+  using K = an::StorageKind;
+  std::vector<an::StorageFormat> candidates = {
+      an::StorageFormat::unscaled(K::F32), an::StorageFormat::unscaled(K::F16),
+      scaled(K::Int8, an::Granularity::TokenGroup, 8),
+      scaled(K::Int4, an::Granularity::TokenGroup, 8),
+      scaled(K::Int4, an::Granularity::ChannelGroup, 8)};
+  for (double tolerance : {1e-3, 1e-2, 1e-1, 1.0}) {
+    AllocationRequest request;
+    request.geometry = {2, 2, 96, 8, 8, 4, 16};
+    request.tolerances = {tolerance};
+    request.keyCandidates = request.valueCandidates = candidates;
+    AllocationOutcome outcome;
+    an::Status status = allocatePlan(*stats, request, outcome);
+    ASSERT_TRUE(status.ok()) << tolerance << ": " << status.getMessage();
+    double f32Bytes = 2 * 2 * 2 * 96 * 8 * 4.0;
+    EXPECT_LE(outcome.totalBytes, f32Bytes);
+    for (int64_t flat = 0; flat < 4; ++flat) {
+      EXPECT_LE(outcome.bounds[flat], tolerance) << "head " << flat;
+      // The same formats, certified as a plain plan by the other entry
+      // point, give the same bound.
+      HeadEnvelope envelope = buildHeadEnvelope(
+          *stats, request.geometry, flat / 2, flat % 2, request.options);
+      an::StaticCertifiedBound again;
+      ASSERT_TRUE(certifyHead(envelope, outcome.formats[flat],
+                              request.geometry, request.options, again)
+                      .ok());
+      EXPECT_DOUBLE_EQ(again.infNorm, outcome.bounds[flat]);
+    }
+    std::printf("tolerance %g: %.0f bytes (f32: %.0f)\n", tolerance,
+                outcome.totalBytes, f32Bytes);
+  }
+}
