@@ -11,6 +11,7 @@
 #include "CertifyInternal.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -75,32 +76,46 @@ std::string certify::checkCoverage(const CalibrationStats &stats,
   return "";
 }
 
-/// Sum of the calibration's relative-class masses whose distance interval
-/// [begin, end) meets [lo, hi), extrapolating past the calibrated blocks.
-static double massOverDistances(const CalibrationStats &stats, size_t lh,
-                                int64_t lo, int64_t hi) {
-  const calib::CalibrationShape &shape = stats.shape;
-  double mass = 0.0;
-  if (lo < shape.window && hi > 0)
-    mass += stats.attnWindowMass[lh];
-  int64_t blocks = shape.getNumBodyBlocks();
-  for (int64_t j = 0; j < blocks; ++j) {
-    int64_t begin = shape.window + j * shape.block;
-    int64_t end = begin + shape.block;
-    if (begin < hi && end > lo)
-      mass += stats.attnBodyMass[lh * blocks + j];
-    if (mass >= 1.0)
-      return 1.0;
-  }
-  // Distances beyond the calibrated ones: extrapolate with the farthest
-  // calibrated block's mass per block.
-  int64_t calibratedEnd = shape.window + blocks * shape.block;
-  if (hi > calibratedEnd && blocks > 0) {
-    int64_t extraBlocks =
-        ceilDiv(hi - std::max(lo, calibratedEnd), shape.block);
-    mass += extraBlocks * stats.attnBodyMass[lh * blocks + blocks - 1];
-  }
-  return std::min(mass, 1.0);
+/// The masses of a plan's classes from relative-class masses: `windowMass`
+/// at distances [0, W_c), `body[j]` at [W_c + j B_c, W_c + (j+1) B_c) for
+/// the `bodyCount` listed blocks, and `rest` beyond them. Each relative class
+/// counts in every plan class whose distances it meets (the plan's window
+/// holds whole blocks, at distances [0, window + block - 1); its body lies at
+/// >= window), each capped at 1. Calibrated sink positions that a plan with a
+/// shorter sink stores in its window or body add the sink's mass to both.
+/// The coordinate-wise envelope passes the calibration's maxima (no rest),
+/// a query sample its own mass bins.
+static std::array<double, kNumSegments>
+getPlanClassMasses(const calib::CalibrationShape &shape,
+                   const Geometry &geometry, double sinkMass,
+                   double windowMass, const float *body, int64_t bodyCount,
+                   double rest) {
+  auto over = [&](int64_t lo, int64_t hi) {
+    double total = 0.0;
+    if (lo < shape.window && hi > 0)
+      total += windowMass;
+    for (int64_t j = 0; j < bodyCount; ++j) {
+      int64_t begin = shape.window + j * shape.block;
+      if (begin < hi && begin + shape.block > lo)
+        total += body[j];
+    }
+    if (hi > shape.window + bodyCount * shape.block)
+      total += rest;
+    return std::min(total, 1.0);
+  };
+  std::array<double, kNumSegments> mass;
+  mass[kSink] = geometry.sink > 0 ? sinkMass : 0.0;
+  mass[kWindow] = geometry.getWindowTokens() > 0
+                      ? over(0, geometry.window + geometry.block - 1)
+                      : 0.0;
+  mass[kBody] = geometry.getBodyTokens() > 0
+                    ? over(geometry.window, geometry.capacity)
+                    : 0.0;
+  if (geometry.sink < shape.sink)
+    for (int segment : {kWindow, kBody})
+      if (mass[segment] > 0.0)
+        mass[segment] = std::min(1.0, mass[segment] + sinkMass);
+  return mass;
 }
 
 /// Channel ranges of `minima`/`maxima` (per channel) clipped to +-absMax.
@@ -156,26 +171,11 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   envelope.extrapolated = geometry.capacity > stats.shape.maxPositions;
   double margin = envelope.extrapolated ? options.extrapolationMargin : 1.0;
 
-  // (C1) masses. The plan's window holds whole blocks, so its positions lie
-  // at distances [0, window + block - 1); body positions at >= window.
-  envelope.mass[kSink] = geometry.sink > 0 ? stats.attnSinkMass[lh] : 0.0;
-  int64_t farthest = geometry.capacity;
-  envelope.mass[kWindow] =
-      geometry.window > 0
-          ? massOverDistances(stats, lh, 0,
-                              geometry.window + geometry.block - 1)
-          : 0.0;
-  envelope.mass[kBody] =
-      geometry.getBodyTokens() > 0
-          ? massOverDistances(stats, lh, geometry.window, farthest)
-          : 0.0;
-  // Calibrated sink positions that the plan stores in the window or body
-  // (a plan with a shorter sink) add the sink's mass to both classes.
-  if (geometry.sink < stats.shape.sink)
-    for (int segment : {kWindow, kBody})
-      if (envelope.mass[segment] > 0.0)
-        envelope.mass[segment] =
-            std::min(1.0, envelope.mass[segment] + stats.attnSinkMass[lh]);
+  // (C1) masses: the calibration's class maxima.
+  int64_t bodyBlocks = stats.shape.getNumBodyBlocks();
+  envelope.mass = getPlanClassMasses(
+      stats.shape, geometry, stats.attnSinkMass[lh], stats.attnWindowMass[lh],
+      stats.attnBodyMass.data() + lh * bodyBlocks, bodyBlocks, 0.0);
 
   // K and V ranges of each class: the sink may use its own blocks' absmax;
   // the window and body move through the cache, so they use the ranges over
@@ -253,38 +253,12 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   if (options.jointEnvelope && !envelope.extrapolated &&
       shape.querySamples > 0 && stats.querySampleCount[lh] > 0) {
     int64_t bins = shape.getNumSampleMassBins();
-    int64_t bodyBins = bins - 3;
     for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
       size_t sample = lh * shape.querySamples + i;
       const float *mass = stats.querySampleMass.data() + sample * bins;
-      // A sample's relative classes: the window at distances [0, W_c), body
-      // block j at [W_c + j B_c, W_c + (j+1) B_c), the rest beyond; each
-      // counts in every plan class whose distances it meets.
-      auto over = [&](int64_t lo, int64_t hi) {
-        double total = 0.0;
-        if (lo < shape.window && hi > 0)
-          total += mass[1];
-        for (int64_t j = 0; j < bodyBins; ++j) {
-          int64_t begin = shape.window + j * shape.block;
-          if (begin < hi && begin + shape.block > lo)
-            total += mass[2 + j];
-        }
-        if (hi > shape.window + bodyBins * shape.block)
-          total += mass[bins - 1];
-        return std::min(total, 1.0);
-      };
       QuerySample q;
-      q.mass[kSink] = geometry.sink > 0 ? mass[0] : 0.0;
-      q.mass[kWindow] = geometry.getWindowTokens() > 0
-                            ? over(0, geometry.window + geometry.block - 1)
-                            : 0.0;
-      q.mass[kBody] = geometry.getBodyTokens() > 0
-                          ? over(geometry.window, geometry.capacity)
-                          : 0.0;
-      if (geometry.sink < shape.sink)
-        for (int segment : {kWindow, kBody})
-          if (q.mass[segment] > 0.0)
-            q.mass[segment] = std::min(1.0, q.mass[segment] + mass[0]);
+      q.mass = getPlanClassMasses(shape, geometry, mass[0], mass[1], mass + 2,
+                                  bins - 3, mass[bins - 1]);
       for (int64_t j = 0; j < d; ++j)
         q.absQuery.push_back(stats.querySampleAbsQ[sample * d + j] * scale);
       q.logitEnvelope = double(stats.querySampleLogit[sample]) * scale;
