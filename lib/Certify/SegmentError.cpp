@@ -76,8 +76,8 @@ static void getRelativeForm(const StorageFormat &format,
                             const an::BlockStatistics &keys,
                             const CertifyOptions &options, bool &relative,
                             double &slope, std::vector<double> &offset) {
-  relative = !an::isIntegerKind(format.kind) &&
-             an::computeBlockAffineErrorBounds(format, keys,
+  // (The error model has none for integer formats.)
+  relative = an::computeBlockAffineErrorBounds(format, keys,
                                                options.dequantizer, slope,
                                                offset)
                  .ok();
