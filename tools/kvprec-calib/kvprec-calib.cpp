@@ -341,6 +341,13 @@ static Error runCollect() {
 
   const LlamaModel &model = loaded->model;
   const LlamaConfig &config = model.getConfig();
+  // Checked before the model runs, not after.
+  if (irCapacity < 0 || irCapacity > config.seqLen)
+    return usageError("collect",
+                      formatv("--ir-capacity {0} is outside [1, {1}] (the "
+                              "model's context)",
+                              int64_t(irCapacity), config.seqLen)
+                          .str());
   PositionClasses classes{collectSink, collectWindow, collectBlock};
   StatsCollector collector(config, classes, collectQuerySamples);
   LlamaRunner runner(model);
@@ -387,12 +394,6 @@ static Error runCollect() {
                           config.getHeadSize(),
                           irCapacity > 0 ? int64_t(irCapacity)
                                          : stats->shape.maxPositions};
-    if (irCapacity < 0 || irCapacity > config.seqLen)
-      return createStringError(
-          inconvertibleErrorCode(),
-          formatv("--ir-capacity {0} is outside [1, {1}] (the model's "
-                  "context)",
-                  int64_t(irCapacity), config.seqLen));
     if (Error e = writeDecodeStepIR(irPath, shape))
       return e;
     os << "wrote " << irPath << " (cache capacity " << shape.capacity

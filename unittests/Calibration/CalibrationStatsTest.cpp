@@ -389,6 +389,81 @@ TEST(CalibrationStatsTest, LogitEnvelopeBoundIsInclusive) {
   EXPECT_EQ(errorMessage(validateCalibrationStats(stats, "ctx")), "");
 }
 
+/// makeValidStats() with one valid query sample per head: its |q| and
+/// logit envelope at their maxima, and its masses filled up to 1 class by
+/// class within the class maxima.
+CalibrationStats makeStatsWithSamples() {
+  CalibrationStats stats = makeValidStats();
+  CalibrationShape &shape = stats.shape;
+  shape.querySamples = 2;
+  int64_t heads = shape.layers * shape.kvHeads, d = shape.headDim,
+          bins = shape.getNumSampleMassBins(), blocks = shape.getNumBodyBlocks();
+  stats.querySampleCount.assign(heads, 1);
+  stats.querySampleMass.assign(heads * 2 * bins, 0.0f);
+  stats.querySampleAbsQ.assign(heads * 2 * d, 0.0f);
+  stats.querySampleLogit.assign(heads * 2, 0.0f);
+  for (int64_t lh = 0; lh < heads; ++lh) {
+    size_t sample = lh * 2;
+    for (int64_t j = 0; j < d; ++j)
+      stats.querySampleAbsQ[sample * d + j] = stats.qAbsMax[lh * d + j];
+    stats.querySampleLogit[sample] = stats.qkLogitMax[lh];
+    std::vector<float> caps = {stats.attnSinkMass[lh],
+                               stats.attnWindowMass[lh]};
+    for (int64_t j = 0; j < blocks; ++j)
+      caps.push_back(stats.attnBodyMass[lh * blocks + j]);
+    float left = 1.0f;
+    for (int64_t b = 0; b < bins - 1 && b < int64_t(caps.size()); ++b) {
+      float take = std::min(left, caps[b]);
+      stats.querySampleMass[sample * bins + b] = take;
+      left -= take;
+    }
+    EXPECT_LE(left, 1e-6f);
+  }
+  return stats;
+}
+
+TEST(CalibrationStatsTest, RejectsQuerySamplesOutsideTheEnvelopes) {
+  EXPECT_EQ(errorMessage(validateCalibrationStats(makeStatsWithSamples(),
+                                                  "ctx")),
+            "");
+  struct Case {
+    const char *label;
+    std::function<void(CalibrationStats &)> edit;
+    const char *expected;
+  } cases[] = {
+      {"more samples than slots",
+       [](CalibrationStats &s) { s.querySampleCount[1] = 3; },
+       "tensor 'query_sample_count' element 1 [0, 1] is 3, more than "
+       "query_samples (2)"},
+      {"|q| above q_absmax",
+       [](CalibrationStats &s) { s.querySampleAbsQ[3] *= 2.0f; },
+       "tensor 'query_sample_absq' element 3 [0, 0, 0, 3] is"},
+      {"logit above qk_logit_max",
+       [](CalibrationStats &s) { s.querySampleLogit[0] *= 2.0f; },
+       "tensor 'query_sample_logit' element 0 [0, 0, 0] is"},
+      {"mass above its class maximum",
+       [](CalibrationStats &s) {
+         s.querySampleMass[0] = s.attnSinkMass[0] + 0.1f;
+         s.querySampleMass[1] = 0.0f;
+       },
+       "tensor 'query_sample_mass' element 0 [0, 0, 0, 0] is"},
+      {"masses not summing to one",
+       [](CalibrationStats &s) { s.querySampleMass[1] = 0.0f; },
+       "starts a sample whose masses sum to"},
+      {"a used unused slot",
+       [](CalibrationStats &s) { s.querySampleLogit[1] = 0.5f; },
+       "tensor 'query_sample_logit' element 1 [0, 0, 1] belongs to an unused "
+       "sample slot"},
+  };
+  for (const Case &c : cases) {
+    CalibrationStats stats = makeStatsWithSamples();
+    c.edit(stats);
+    EXPECT_CONTAINS(errorMessage(validateCalibrationStats(stats, "ctx")),
+                    c.expected)
+        << c.label;
+  }
+}
+
 TEST(CalibrationStatsTest, ValidatorChecksVectorSizes) {
   CalibrationStats stats = makeValidStats();
   stats.kBlockTokenRange.pop_back();
