@@ -410,3 +410,42 @@ TEST(PlanSoundness, JointCertificateHoldsAndIsTighter) {
   }
   EXPECT_GT(tighter, 0);
 }
+
+TEST(PlanSoundness, JointCertificateRestsOnItsSamples) {
+  // The joint certificate assumes a new query's bound is no larger than the
+  // worst sampled query's (sampled_query_bound). Samples that miss the large
+  // queries break it: keep 2 samples per head and make them the smallest
+  // queries possible (|q| and the logit envelope 0, still inside every
+  // envelope). The static bound then fails on the real queries, while the
+  // run-time certificate, which needs no envelope, holds.
+  std::mt19937 rng(17);
+  std::vector<Sequence> sequences;
+  for (int i = 0; i < 4; ++i)
+    sequences.push_back(makeSequence(rng, 4.0f));
+  calib::PositionClasses classes{4, 16, 8};
+  calib::CalibrationStats stats = collect(sequences, classes, 2);
+  std::fill(stats.querySampleAbsQ.begin(), stats.querySampleAbsQ.end(), 0.0f);
+  std::fill(stats.querySampleLogit.begin(), stats.querySampleLogit.end(),
+            0.0f);
+  ASSERT_EQ(llvm::toString(calib::validateCalibrationStats(stats, "edited")),
+            "");
+  using K = an::StorageKind;
+  Plan plan = makePlan(classes, {tokens(K::Int4, 8)}, 0, 0,
+                       std::vector<int8_t>(kKVHeads * 2, 0), false);
+  std::vector<double> bounds;
+  for (int h = 0; h < kKVHeads; ++h) {
+    an::StaticCertifiedBound bound;
+    double keyLogitError = 0;
+    ASSERT_TRUE(certifyPlanHead(stats, plan, 0, h, CertifyOptions(), bound,
+                                keyLogitError)
+                    .ok());
+    bounds.push_back(bound.infNorm);
+  }
+  Outcome outcome = evaluate(plan, bounds, sequences, 1.0f);
+  EXPECT_GT(outcome.staticViolations, 0);
+  EXPECT_EQ(outcome.runtimeViolations, 0);
+  std::printf("samples with |q| = 0: %lld of %lld cases above the joint "
+              "bound (worst %.2fx), 0 above the run-time certificate\n",
+              (long long)outcome.staticViolations, (long long)outcome.cases,
+              outcome.worstRatio);
+}
