@@ -200,7 +200,8 @@ double kvprec::analysis::computeDecoupledTolerance(double tolerance,
 Status kvprec::analysis::computeRuntimeCertificate(
     const std::vector<double> &query, const Matrix &dequantizedKeys,
     const Matrix &dequantizedValues, const Matrix &keyErrorBounds,
-    const Matrix &valueErrorBounds, RuntimeCertificate &result) {
+    const Matrix &valueErrorBounds, RuntimeCertificate &result,
+    const ConcentrationLevels *levels) {
   if (Status s = checkAttentionShapes(query, dequantizedKeys, dequantizedValues,
                                       keyErrorBounds, valueErrorBounds);
       s.failed())
@@ -209,57 +210,120 @@ Status kvprec::analysis::computeRuntimeCertificate(
   const size_t valueDim = dequantizedValues.cols;
   AttentionResult attention =
       computeAttention(query, dequantizedKeys, dequantizedValues);
-  result.logitErrorBounds = computeLogitErrorBounds(query, keyErrorBounds);
-  const std::vector<double> &E = result.logitErrorBounds;
   const std::vector<double> &aHat = attention.weights;
+  std::vector<double> E = computeLogitErrorBounds(query, keyErrorBounds);
 
-  // Lemma 2(a) with the roles of exact and perturbed logits swapped.
-  double meanUnderHat = 0.0, maxE = 0.0;
-  for (size_t t = 0; t < numPositions; ++t) {
-    meanUnderHat += aHat[t] * E[t];
-    maxE = std::max(maxE, E[t]);
-  }
-  result.attentionUpperBounds.resize(numPositions);
-  double massWeightedE = 0.0;
-  for (size_t t = 0; t < numPositions; ++t) {
-    result.attentionUpperBounds[t] =
-        std::min(1.0, aHat[t] * std::exp(E[t] + meanUnderHat));
-    massWeightedE += result.attentionUpperBounds[t] * E[t];
-  }
-  const std::vector<double> &aBound = result.attentionUpperBounds;
-  result.meanLogitErrorBound = std::min(massWeightedE, maxE);
-  const double globalFactor = std::exp(result.meanLogitErrorBound);
+  // The deterministic certificate of logit bounds `bound` (E_t, or E~_t on
+  // the probabilistic event): per component its value and key terms.
+  struct Terms {
+    std::vector<double> attention, value, key;
+    double meanLogit = 0.0;
+  };
+  // The exact output and every exact value lie in [lo_j, hi_j].
+  std::vector<double> lo(valueDim, std::numeric_limits<double>::infinity()),
+      hi(valueDim, -std::numeric_limits<double>::infinity());
+  for (size_t j = 0; j < valueDim; ++j)
+    for (size_t t = 0; t < numPositions; ++t) {
+      lo[j] = std::min(lo[j], dequantizedValues(t, j) - valueErrorBounds(t, j));
+      hi[j] = std::max(hi[j], dequantizedValues(t, j) + valueErrorBounds(t, j));
+    }
+  auto residual = [&](size_t t, size_t j) {
+    double vHat = dequantizedValues(t, j), deltaV = valueErrorBounds(t, j);
+    return std::max(vHat + deltaV - lo[j], hi[j] - vHat + deltaV);
+  };
+  auto deterministic = [&](const std::vector<double> &bound) {
+    Terms terms;
+    // Lemma 2(a) with the roles of exact and perturbed logits swapped.
+    double meanUnderHat = 0.0, maxE = 0.0;
+    for (size_t t = 0; t < numPositions; ++t) {
+      meanUnderHat += aHat[t] * bound[t];
+      maxE = std::max(maxE, bound[t]);
+    }
+    terms.attention.resize(numPositions);
+    double massWeightedE = 0.0;
+    for (size_t t = 0; t < numPositions; ++t) {
+      terms.attention[t] =
+          std::min(1.0, aHat[t] * std::exp(bound[t] + meanUnderHat));
+      massWeightedE += terms.attention[t] * bound[t];
+    }
+    terms.meanLogit = std::min(massWeightedE, maxE);
+    const double globalFactor = std::exp(terms.meanLogit);
+    for (size_t j = 0; j < valueDim; ++j) {
+      double keyWeighted = 0.0, keyMax = 0.0;
+      double valueWeighted = 0.0, valueMaxGrown = 0.0, valueMax = 0.0;
+      for (size_t t = 0; t < numPositions; ++t) {
+        double deltaV = valueErrorBounds(t, j);
+        double keyContribution = phi(bound[t]) * residual(t, j);
+        keyWeighted += terms.attention[t] * keyContribution;
+        keyMax = std::max(keyMax, keyContribution);
+        double grown = std::exp(bound[t]) * deltaV;
+        valueWeighted += terms.attention[t] * grown;
+        valueMaxGrown = std::max(valueMaxGrown, grown);
+        valueMax = std::max(valueMax, deltaV);
+      }
+      terms.value.push_back(std::min(
+          globalFactor * std::min(valueWeighted, valueMaxGrown), valueMax));
+      terms.key.push_back(globalFactor * std::min(keyWeighted, keyMax));
+    }
+    return terms;
+  };
 
-  result.valueTerm.assign(valueDim, 0.0);
-  result.keyTerm.assign(valueDim, 0.0);
+  Terms exact = deterministic(E);
+  result.logitErrorBounds = E;
+  result.attentionUpperBounds = exact.attention;
+  result.meanLogitErrorBound = exact.meanLogit;
+  result.valueTerm = exact.value;
+  result.keyTerm = exact.key;
   result.perComponent.assign(valueDim, 0.0);
   result.infNorm = 0.0;
-  for (size_t j = 0; j < valueDim; ++j) {
-    // The exact output and every exact value lie in [lo, hi].
-    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
-    for (size_t t = 0; t < numPositions; ++t) {
-      lo = std::min(lo, dequantizedValues(t, j) - valueErrorBounds(t, j));
-      hi = std::max(hi, dequantizedValues(t, j) + valueErrorBounds(t, j));
-    }
-    double keyWeighted = 0.0, keyMax = 0.0;
-    double valueWeighted = 0.0, valueMaxGrown = 0.0, valueMax = 0.0;
-    for (size_t t = 0; t < numPositions; ++t) {
-      double vHat = dequantizedValues(t, j), deltaV = valueErrorBounds(t, j);
-      double residual = std::max(vHat + deltaV - lo, hi - vHat + deltaV);
-      double keyContribution = phi(E[t]) * residual;
-      keyWeighted += aBound[t] * keyContribution;
-      keyMax = std::max(keyMax, keyContribution);
-      double grown = std::exp(E[t]) * deltaV;
-      valueWeighted += aBound[t] * grown;
-      valueMaxGrown = std::max(valueMaxGrown, grown);
-      valueMax = std::max(valueMax, deltaV);
-    }
-    result.valueTerm[j] = std::min(
-        globalFactor * std::min(valueWeighted, valueMaxGrown), valueMax);
-    result.keyTerm[j] = globalFactor * std::min(keyWeighted, keyMax);
+  for (size_t j = 0; j < valueDim; ++j)
     result.perComponent[j] = result.valueTerm[j] + result.keyTerm[j];
-    result.infNorm = std::max(result.infNorm, result.perComponent[j]);
+
+  if (levels) {
+    // sigma_t = ((1/d) sum_j q_j^2 (delta^K_{t,j})^2)^{1/2} and E~_t.
+    const size_t headDim = keyErrorBounds.cols;
+    std::vector<double> sigma(numPositions), tilde(numPositions);
+    for (size_t t = 0; t < numPositions; ++t) {
+      double sum = 0.0;
+      for (size_t j = 0; j < headDim; ++j) {
+        double x = query[j] * keyErrorBounds(t, j);
+        sum += x * x;
+      }
+      sigma[t] = std::sqrt(sum / double(headDim));
+      tilde[t] = std::min(E[t], levels->logit * sigma[t]);
+    }
+    Terms event = deterministic(tilde);
+    double growth = std::exp(event.meanLogit);
+    for (size_t j = 0; j < valueDim; ++j) {
+      // Value part sum_t a^_t dV_t with the weights a^ the kernel computes
+      // from the stored keys (independent of dV under (M)); key part
+      // (1/Z)(L_j + N_j) with the exact a_t <= the event's bounds.
+      double valueSquares = 0.0, keySquares = 0.0, remainder = 0.0,
+             remainderMax = 0.0;
+      for (size_t t = 0; t < numPositions; ++t) {
+        double deltaV = valueErrorBounds(t, j), r = residual(t, j);
+        valueSquares += aHat[t] * aHat[t] * deltaV * deltaV;
+        double a = event.attention[t];
+        keySquares += a * a * r * r * sigma[t] * sigma[t];
+        double rest = (std::expm1(tilde[t]) - tilde[t]) * r;
+        remainder += a * rest;
+        remainderMax = std::max(remainderMax, rest);
+      }
+      double valueTerm = std::min(event.value[j],
+                                  levels->value * std::sqrt(valueSquares));
+      double keyTerm =
+          std::min(event.key[j],
+                   growth * (levels->key * std::sqrt(keySquares) +
+                             std::min(remainder, remainderMax)));
+      if (valueTerm + keyTerm < result.perComponent[j]) {
+        result.valueTerm[j] = valueTerm;
+        result.keyTerm[j] = keyTerm;
+        result.perComponent[j] = valueTerm + keyTerm;
+      }
+    }
   }
+  for (size_t j = 0; j < valueDim; ++j)
+    result.infNorm = std::max(result.infNorm, result.perComponent[j]);
   return Status::success();
 }
 

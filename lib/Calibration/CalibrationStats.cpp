@@ -52,6 +52,7 @@ ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
       {nullptr, &S::positionCount}, // position_count
       {nullptr, &S::querySampleCount}, // query_sample_count
       {&S::querySampleMass, nullptr}, // query_sample_mass
+      {&S::querySampleSqMass, nullptr}, // query_sample_sqmass
       {&S::querySampleAbsQ, nullptr}, // query_sample_absq
       {&S::querySampleLogit, nullptr}, // query_sample_logit
   };
@@ -470,12 +471,13 @@ Error StatsValidator::checkQuerySamples() {
     for (int64_t i = 0; i < n; ++i) {
       size_t sample = lh * n + i;
       const float *mass = stats.querySampleMass.data() + sample * bins;
+      const float *squares = stats.querySampleSqMass.data() + sample * bins;
       const float *absQ = stats.querySampleAbsQ.data() + sample * d;
       float logit = stats.querySampleLogit[sample];
       if (i >= kept) {
         bool zero = logit == 0.0f;
         for (int64_t b = 0; b < bins; ++b)
-          zero &= mass[b] == 0.0f;
+          zero &= mass[b] == 0.0f && squares[b] == 0.0f;
         for (int64_t j = 0; j < d; ++j)
           zero &= absQ[j] == 0.0f;
         if (!zero)
@@ -517,6 +519,14 @@ Error StatsValidator::checkQuerySamples() {
               sample * bins + b,
               formatv("is {0}, above the class maximum {1}", num(mass[b]),
                       num(cap))
+                  .str());
+        // sum_t a_t^2 <= (sum_t a_t)^2 <= sum_t a_t over a bin.
+        if (squares[b] > mass[b])
+          return elementError(
+              "query_sample_sqmass", Kind::LayerHeadSampleMass,
+              sample * bins + b,
+              formatv("is {0}, above its bin's mass {1}", num(squares[b]),
+                      num(mass[b]))
                   .str());
         total += mass[b];
       }

@@ -58,6 +58,7 @@ StatsCollector::StatsCollector(const LlamaConfig &config,
     blockStat->assign(lh * absBlockCapacity, 0.0f);
   positionCount.assign(absBlockCapacity, 0);
   sampleMass.assign(lh * querySamples * kSampleSlotBins, 0.0f);
+  sampleSqMass.assign(lh * querySamples * kSampleSlotBins, 0.0f);
   sampleAbsQ.assign(lh * querySamples * headDim, 0.0f);
   sampleLogit.assign(lh * querySamples, 0.0f);
   samplesSeen.assign(lh, 0);
@@ -205,6 +206,20 @@ void StatsCollector::observe(const AttentionStep &step) {
                 rest += bodyScratch[j];
             mass[kSampleSlotBins - 1] = roundUp(rest);
           }
+          // The same bins' sums of squared weights (error-bounds.md §9).
+          float *squares = sampleSqMass.data() + base * kSampleSlotBins;
+          double binSquares[kSampleSlotBins] = {};
+          for (int64_t t = 0; t <= p; ++t) {
+            double w = weights[t];
+            int64_t bin = t < sink                ? 0
+                          : p - t < window        ? 1
+                          : (p - t - window) / blockSize < kSampleBodyBins
+                              ? 2 + (p - t - window) / blockSize
+                              : kSampleSlotBins - 1;
+            binSquares[bin] += w * w;
+          }
+          for (int64_t b = 0; b < kSampleSlotBins; ++b)
+            squares[b] = std::min(roundUp(binSquares[b]), mass[b]);
           for (int64_t j = 0; j < headDim; ++j)
             sampleAbsQ[base * headDim + j] = std::fabs(q[j]);
           sampleLogit[base] = sampleLogitValue;
@@ -312,9 +327,14 @@ StatsCollector::finish(StringRef modelName, int64_t prompts, int64_t steps) {
       size_t base = lh * querySamples + i;
       const float *from = sampleMass.data() + base * kSampleSlotBins;
       float *to = stats.querySampleMass.data() + base * bins;
-      for (int64_t b = 0; b < bins - 1; ++b)
+      const float *fromSquares = sampleSqMass.data() + base * kSampleSlotBins;
+      float *toSquares = stats.querySampleSqMass.data() + base * bins;
+      for (int64_t b = 0; b < bins - 1; ++b) {
         to[b] = from[b];
+        toSquares[b] = fromSquares[b];
+      }
       to[bins - 1] = from[kSampleSlotBins - 1];
+      toSquares[bins - 1] = fromSquares[kSampleSlotBins - 1];
     }
   }
   std::copy(sampleAbsQ.begin(), sampleAbsQ.end(),

@@ -185,6 +185,39 @@ static Status buildProblem(const std::vector<ItemOptions> &items,
 /// exceeds, so its plan is feasible but may be larger than needed. Each
 /// step applies the single (K/V, class) format change that saves the most
 /// bytes and keeps the certificate within the tolerance, until none does.
+/// The bytes of one head's K and V in `formats`.
+static double getHeadBytes(const HeadFormats &formats,
+                           const Geometry &geometry) {
+  double bytes = 0.0;
+  for (int kv = 0; kv < 2; ++kv)
+    bytes += getSegmentBytes(formats[kv][kSink], geometry.getSinkTokens(),
+                             geometry.headDim) +
+             getSegmentBytes(formats[kv][kWindow], geometry.getWindowTokens(),
+                             geometry.headDim) +
+             getSegmentBytes(formats[kv][kBody], geometry.getBodyTokens(),
+                             geometry.headDim);
+  return bytes;
+}
+
+/// Every class in the widest unscaled candidate (f32 when allowed); false
+/// when K or V has none.
+static bool getMostPreciseFormats(const AllocationRequest &request,
+                                  HeadFormats &formats) {
+  for (int kv = 0; kv < 2; ++kv) {
+    const std::vector<StorageFormat> &candidates =
+        kv == 0 ? request.keyCandidates : request.valueCandidates;
+    const StorageFormat *widest = nullptr;
+    for (const StorageFormat &c : candidates)
+      if (!an::isScaled(c) &&
+          (!widest || an::getBitWidth(c.kind) > an::getBitWidth(widest->kind)))
+        widest = &c;
+    if (!widest)
+      return false;
+    formats[kv].fill(*widest);
+  }
+  return true;
+}
+
 static Status descendOnJointCertificate(const HeadEnvelope &envelope,
                                         const AllocationRequest &request,
                                         double tolerance,
@@ -347,20 +380,7 @@ Status certify::allocatePlan(const CalibrationStats &stats,
         // own rounding alone).
         std::string closest;
         HeadFormats precise;
-        bool found = true;
-        for (int kv = 0; kv < 2 && found; ++kv) {
-          const std::vector<StorageFormat> &candidates =
-              kv == 0 ? request.keyCandidates : request.valueCandidates;
-          const StorageFormat *widest = nullptr;
-          for (const StorageFormat &c : candidates)
-            if (!an::isScaled(c) &&
-                (!widest || an::getBitWidth(c.kind) >
-                                an::getBitWidth(widest->kind)))
-              widest = &c;
-          found = widest != nullptr;
-          if (found)
-            precise[kv].fill(*widest);
-        }
+        bool found = getMostPreciseFormats(request, precise);
         an::StaticCertifiedBound bound;
         bool certified = found && certifyHead(envelopes[flat], precise,
                                               geometry, request.options, bound)
@@ -390,11 +410,32 @@ Status certify::allocatePlan(const CalibrationStats &stats,
       apply(items, best, 0);
       outcome.numItems += items.size();
       outcome.lowerBoundBytes += best.lowerBound;
-      if (!envelopes[flat].samples.empty())
+      bool probabilistic =
+          request.options.certificate == CertificateKind::Probabilistic;
+      if (!envelopes[flat].samples.empty() || probabilistic)
         if (Status status = descendOnJointCertificate(
                 envelopes[flat], request, tolerance, outcome.formats[flat]);
             status.failed())
           return status;
+      // The knapsack's items are the deterministic ones, far from the
+      // probabilistic certificate: descend from the most precise formats
+      // too and keep the smaller plan.
+      HeadFormats fromTop;
+      if (probabilistic && getMostPreciseFormats(request, fromTop)) {
+        an::StaticCertifiedBound bound;
+        if (certifyHead(envelopes[flat], fromTop, geometry, request.options,
+                        bound)
+                .ok() &&
+            bound.infNorm <= tolerance) {
+          if (Status status = descendOnJointCertificate(
+                  envelopes[flat], request, tolerance, fromTop);
+              status.failed())
+            return status;
+          if (getHeadBytes(fromTop, geometry) <
+              getHeadBytes(outcome.formats[flat], geometry))
+            outcome.formats[flat] = fromTop;
+        }
+      }
     }
   }
 
@@ -405,15 +446,7 @@ Status certify::allocatePlan(const CalibrationStats &stats,
         status.failed())
       return Status::failure(describeHead(flat) + ": " + status.getMessage());
     outcome.bounds[flat] = bound.infNorm;
-    const HeadFormats &f = outcome.formats[flat];
-    for (int kv = 0; kv < 2; ++kv)
-      outcome.totalBytes +=
-          getSegmentBytes(f[kv][kSink], geometry.getSinkTokens(),
-                          geometry.headDim) +
-          getSegmentBytes(f[kv][kWindow], geometry.getWindowTokens(),
-                          geometry.headDim) +
-          getSegmentBytes(f[kv][kBody], geometry.getBodyTokens(),
-                          geometry.headDim);
+    outcome.totalBytes += getHeadBytes(outcome.formats[flat], geometry);
   }
   return Status::success();
 }

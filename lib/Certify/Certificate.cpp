@@ -52,44 +52,188 @@ std::vector<double> certify::getKernelAccumulationError(
   return result;
 }
 
+const char *certify::getCertificateKindName(CertificateKind kind) {
+  return kind == CertificateKind::Deterministic ? "deterministic"
+                                                 : "probabilistic";
+}
+
+ConcentrationLevels certify::getConcentrationLevels(double stepFailure,
+                                                    int64_t attentionHeads,
+                                                    int64_t capacity,
+                                                    int64_t headDim) {
+  // Hoeffding: P(|S| > lambda sigma) <= 2 exp(-lambda^2 / 2) for a sum of
+  // independent bounded terms with sigma^2 the sum of their squared bounds;
+  // a union bound over n such sums at failure p needs
+  // lambda = sqrt(2 ln(2 n / p)).
+  double p = stepFailure / (3.0 * double(std::max<int64_t>(attentionHeads, 1)));
+  auto level = [&](int64_t n) {
+    return std::sqrt(2.0 * std::log(2.0 * double(std::max<int64_t>(n, 1)) / p));
+  };
+  ConcentrationLevels levels;
+  levels.logit = level(capacity);
+  levels.value = level(headDim);
+  levels.key = level(headDim);
+  return levels;
+}
+
+namespace {
+/// What the probabilistic certificate of one query needs of a class: its
+/// logit bound E~ = min(E, lambda_1 sigma) (with the kernel's rounding),
+/// the Hoeffding deviation sigma of its storage error and the kernel's
+/// share of E~.
+struct ProbabilisticLogit {
+  double bound = 0.0, deviation = 0.0, kernel = 0.0;
+};
+} // namespace
+
+static ProbabilisticLogit
+getProbabilisticLogit(const std::vector<KeyLogitModel> &models,
+                      const std::vector<double> &absQuery, double lambda,
+                      const ConcentrationLevels &levels) {
+  ProbabilisticLogit result;
+  for (const KeyLogitModel &model : models) {
+    double deviation = model.evaluateDeviation(absQuery);
+    double storage = std::min(model.evaluateStorage(absQuery, lambda),
+                              levels.logit * deviation);
+    double kernel = model.evaluateKernel(absQuery, lambda, storage);
+    result.bound = std::max(result.bound, storage + kernel);
+    result.deviation = std::max(result.deviation, deviation);
+    result.kernel = std::max(result.kernel, kernel);
+  }
+  return result;
+}
+
+/// The §9 bound of one query (its class masses and sums of squared weights)
+/// on the event that every concentration inequality holds: each of the
+/// value and key parts is the smaller of its Hoeffding form and its §2 form
+/// at E~, and the whole the smaller of their sum and the §2 bound at E~.
+static Status computeProbabilisticBound(
+    const std::vector<an::PositionClassEnvelope> &classes,
+    const std::vector<ProbabilisticLogit> &logits,
+    const std::vector<double> &squares, const std::vector<double> &valueSpan,
+    const ConcentrationLevels &levels, an::StaticCertifiedBound &result) {
+  std::vector<an::PositionClassEnvelope> atBound = classes;
+  std::vector<double> masses, tilde, kernel, remainder;
+  for (size_t c = 0; c < classes.size(); ++c) {
+    atBound[c].maxLogitError = logits[c].bound;
+    masses.push_back(std::min(classes[c].attentionMass, 1.0));
+    tilde.push_back(logits[c].bound);
+    kernel.push_back(logits[c].kernel);
+    // e^x - 1 - x, the remainder of the linearisation.
+    remainder.push_back(std::expm1(logits[c].bound) - logits[c].bound);
+  }
+  if (Status status = computeClassBound(atBound, valueSpan, result);
+      status.failed())
+    return status;
+  double meanLogit = result.meanLogitErrorBound;
+  double growth = std::exp(meanLogit);
+  double keyDeviation = 0.0;
+  for (size_t c = 0; c < classes.size(); ++c)
+    keyDeviation += squares[c] * logits[c].deviation * logits[c].deviation;
+  keyDeviation = std::sqrt(keyDeviation);
+  double kernelShare = maximizeOverEnvelope(masses, kernel);
+  double remainderShare = maximizeOverEnvelope(masses, remainder);
+  result.infNorm = 0.0;
+  for (size_t j = 0; j < valueSpan.size(); ++j) {
+    // Key part: e^{Ebar~} [lambda_3 (sum_t a_t^2 R^2 sigma_t^2)^{1/2} +
+    // sum_t a_t (kernel_t + e^{E~_t} - 1 - E~_t) R], R <= span_j.
+    double keyTerm = growth * valueSpan[j] *
+                     (levels.key * keyDeviation + kernelShare + remainderShare);
+    // Value part: lambda_2 (sum_t a^_t^2 deltaV^2)^{1/2} with
+    // a^_t <= a_t e^{E~_t + Ebar~}.
+    double valueDeviation = 0.0;
+    for (size_t c = 0; c < classes.size(); ++c) {
+      double grown = std::exp(tilde[c] + meanLogit) * classes[c].maxValueError[j];
+      valueDeviation += squares[c] * grown * grown;
+    }
+    double valueTerm = levels.value * std::sqrt(valueDeviation);
+    keyTerm = std::min(keyTerm, result.keyTerm[j]);
+    valueTerm = std::min(valueTerm, result.valueTerm[j]);
+    result.keyTerm[j] = keyTerm;
+    result.valueTerm[j] = valueTerm;
+    result.perComponent[j] = std::min(result.perComponent[j], keyTerm + valueTerm);
+    result.infNorm = std::max(result.infNorm, result.perComponent[j]);
+  }
+  return Status::success();
+}
+
 Status certify::finishCertificate(
     const HeadEnvelope &envelope, const Geometry &geometry,
     const CertifyOptions &options,
     const std::vector<an::PositionClassEnvelope> &classes,
     const std::vector<std::vector<KeyLogitModel>> &keyModels,
     an::StaticCertifiedBound &result) {
-  if (Status status = computeClassBound(classes, envelope.valueSpan, result);
-      status.failed())
-    return status;
-  if (!envelope.samples.empty()) {
-    if (keyModels.size() != classes.size())
-      return Status::failure("the joint certificate needs the key models of "
-                             "every class");
-    // The joint certificate (error-bounds.md §7): the §2 bound of each
-    // sampled query, with its masses, |q| and logit envelope, and the
-    // class-wide value errors (C3); the largest over the samples.
+  bool probabilistic = options.certificate == CertificateKind::Probabilistic;
+  if ((probabilistic || !envelope.samples.empty()) &&
+      keyModels.size() != classes.size())
+    return Status::failure("the joint and probabilistic certificates need "
+                           "the key models of every class");
+  // The bound of one query (or of the envelope) with class masses `masses`,
+  // sums of squared weights `squares`, |q| and logit envelope.
+  std::vector<an::PositionClassEnvelope> perQuery = classes;
+  auto boundOf = [&](const std::vector<double> &masses,
+                     const std::vector<double> &squares,
+                     const std::vector<double> &absQuery, double lambda,
+                     an::StaticCertifiedBound &one) -> Status {
+    for (size_t c = 0; c < classes.size(); ++c)
+      perQuery[c].attentionMass = masses[c];
+    if (!probabilistic) {
+      for (size_t c = 0; c < classes.size(); ++c) {
+        double e = 0.0;
+        for (const KeyLogitModel &model : keyModels[c])
+          e = std::max(e, model.evaluate(absQuery, lambda));
+        perQuery[c].maxLogitError = keyModels[c].empty()
+                                        ? classes[c].maxLogitError
+                                        : e;
+      }
+      return computeClassBound(perQuery, envelope.valueSpan, one);
+    }
+    std::vector<ProbabilisticLogit> logits;
+    for (size_t c = 0; c < classes.size(); ++c)
+      logits.push_back(getProbabilisticLogit(keyModels[c], absQuery, lambda,
+                                             envelope.levels));
+    return computeProbabilisticBound(perQuery, logits, squares,
+                                     envelope.valueSpan, envelope.levels, one);
+  };
+
+  if (envelope.samples.empty()) {
+    // Coordinate-wise: the class envelopes, and sum_{t in c} a_t^2 <=
+    // max_t a_t * mass_c.
+    std::vector<double> masses, squares;
+    for (const an::PositionClassEnvelope &cls : classes) {
+      double mass = std::min(cls.attentionMass, 1.0);
+      masses.push_back(mass);
+      squares.push_back(std::min(mass * mass, envelope.maxWeight * mass));
+    }
+    if (!probabilistic) {
+      if (Status status =
+              computeClassBound(classes, envelope.valueSpan, result);
+          status.failed())
+        return status;
+    } else if (Status status = boundOf(masses, squares, envelope.queryBound,
+                                       envelope.logitEnvelope, result);
+               status.failed())
+      return status;
+  } else {
+    // The joint certificate (error-bounds.md §7): the bound of each sampled
+    // query, with its masses, |q| and logit envelope, and the class-wide
+    // value errors (C3); the largest over the samples.
     an::StaticCertifiedBound joint;
     size_t dims = envelope.valueSpan.size();
     joint.perComponent.assign(dims, 0.0);
     joint.valueTerm.assign(dims, 0.0);
     joint.keyTerm.assign(dims, 0.0);
-    std::vector<an::PositionClassEnvelope> perQuery = classes;
     for (const QuerySample &q : envelope.samples) {
-      for (size_t c = 0; c < classes.size(); ++c) {
-        double e = 0.0;
-        for (const KeyLogitModel &model : keyModels[c])
-          e = std::max(e, model.evaluate(q.absQuery, q.logitEnvelope));
-        perQuery[c].maxLogitError = e;
-      }
       // The classes' masses for this query (in the order of `classes`,
       // which lists the present segments in order).
-      std::vector<double> masses;
-      for (const an::PositionClassEnvelope &cls : classes)
+      std::vector<double> masses, squares;
+      for (const an::PositionClassEnvelope &cls : classes) {
         masses.push_back(cls.segment >= 0 ? q.mass[cls.segment] : 1.0);
-      for (size_t c = 0; c < classes.size(); ++c)
-        perQuery[c].attentionMass = masses[c];
+        squares.push_back(cls.segment >= 0 ? q.squares[cls.segment] : 1.0);
+      }
       an::StaticCertifiedBound one;
-      if (Status status = computeClassBound(perQuery, envelope.valueSpan, one);
+      if (Status status = boundOf(masses, squares, q.absQuery, q.logitEnvelope,
+                                  one);
           status.failed())
         return status;
       joint.meanLogitErrorBound =

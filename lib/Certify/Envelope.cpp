@@ -170,6 +170,12 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
   envelope.calibratedPositions = stats.shape.maxPositions;
   envelope.extrapolated = geometry.capacity > stats.shape.maxPositions;
   double margin = envelope.extrapolated ? options.extrapolationMargin : 1.0;
+  envelope.maxWeight =
+      envelope.extrapolated ? 1.0 : std::min(1.0, double(stats.attnMaxWeight[lh]));
+  if (options.certificate == CertificateKind::Probabilistic)
+    envelope.levels = getConcentrationLevels(
+        options.failureProbability, geometry.layers * stats.shape.qHeads,
+        geometry.capacity, d);
 
   // (C1) masses: the calibration's class maxima.
   int64_t bodyBlocks = stats.shape.getNumBodyBlocks();
@@ -256,9 +262,16 @@ HeadEnvelope certify::buildHeadEnvelope(const CalibrationStats &stats,
     for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
       size_t sample = lh * shape.querySamples + i;
       const float *mass = stats.querySampleMass.data() + sample * bins;
+      const float *squares = stats.querySampleSqMass.data() + sample * bins;
       QuerySample q;
       q.mass = getPlanClassMasses(shape, geometry, mass[0], mass[1], mass + 2,
                                   bins - 3, mass[bins - 1]);
+      // The bins' squares add up over a class like their masses, and
+      // sum_{t in c} a_t^2 <= (sum_{t in c} a_t)^2.
+      q.squares = getPlanClassMasses(shape, geometry, squares[0], squares[1],
+                                     squares + 2, bins - 3, squares[bins - 1]);
+      for (int c = 0; c < kNumSegments; ++c)
+        q.squares[c] = std::min(q.squares[c], q.mass[c] * q.mass[c]);
       for (int64_t j = 0; j < d; ++j)
         q.absQuery.push_back(stats.querySampleAbsQ[sample * d + j] * scale);
       q.logitEnvelope = double(stats.querySampleLogit[sample]) * scale;

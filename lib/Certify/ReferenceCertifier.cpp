@@ -153,10 +153,14 @@ static void relativeForm(const an::StorageFormat &format,
 /// channel-wise (1/sqrt d) sum_j q_j delta_j, or through the relative form
 /// slope (lambda + prior) + (1/sqrt d) sum_j q_j offset_j (prior: what the
 /// stored value's magnitude may exceed |K| by, in logit terms), plus the
-/// kernel's rounding.
+/// kernel's rounding. The probabilistic certificate caps the storage part
+/// at `storageCap` (lambda_1 sigma_t) and wants the kernel's part in
+/// `kernelPart`.
 static double keyLogit(const HeadData &head, const KeyTerms &terms,
                        const std::vector<double> &q, double lambda,
-                       const CertifyOptions &options) {
+                       const CertifyOptions &options,
+                       double storageCap = INFINITY,
+                       double *kernelPart = nullptr) {
   auto weighted = [&](const std::vector<double> &v) {
     double sum = 0;
     for (int64_t j = 0; j < head.d; ++j)
@@ -187,6 +191,8 @@ static double keyLogit(const HeadData &head, const KeyTerms &terms,
                                        terms.offset, window);
     logit = std::min(logit, relative);
   }
+  logit = std::min(logit, storageCap);
+  double storage = logit;
   // The kernel's rounding (error-bounds.md §8): the dot product and the
   // scaling, the max shift, then exp and one rescale as logit errors.
   if (options.kernel.enabled) {
@@ -200,7 +206,21 @@ static double keyLogit(const HeadData &head, const KeyTerms &terms,
     logit += gd * magnitude + 2 * kUnitRoundoff * (1 + gd) * magnitude +
              2 * theta / (1 - theta);
   }
+  if (kernelPart)
+    *kernelPart = logit - storage;
   return logit;
+}
+
+/// sigma_t = ((1/d) sum_j q_j^2 (delta^K_{t,j})^2)^{1/2}: under (M) the
+/// storage logit error is a sum of independent terms |q_j dK_j| / sqrt d <=
+/// q_j delta_j / sqrt d, so Hoeffding bounds it by lambda sigma_t with
+/// probability 1 - 2 exp(-lambda^2 / 2).
+static double keyDeviation(const HeadData &head, const KeyTerms &terms,
+                           const std::vector<double> &q) {
+  double sum = 0;
+  for (int64_t j = 0; j < head.d; ++j)
+    sum += q[j] * terms.delta[j] * q[j] * terms.delta[j];
+  return std::sqrt(sum) / head.sqrtD;
 }
 
 /// The terms of one position: its K and V quantized as the plan's storage
@@ -413,11 +433,48 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
     double w = (1 + kUnitRoundoff) / (1 - higham(n)) - 1;
     accumulation = w + higham(n + 1) * (1 + w);
   }
+  // The probabilistic certificate (error-bounds.md §9): its concentration
+  // levels for this step's heads and the cache's positions and channels.
+  bool probabilistic = options.certificate == CertificateKind::Probabilistic;
+  double headFailure = options.failureProbability /
+                       (3.0 * double(g.layers) * double(stats.shape.qHeads));
+  double logitLevel =
+      std::sqrt(2 * std::log(2 * double(g.capacity) / headFailure));
+  double channelLevel = std::sqrt(2 * std::log(2 * double(data.d) / headFailure));
+
   // The Theorem with the worst attention that `caps` allow, for logit
-  // errors `logits` (one per distinct position).
+  // errors `logits` (one per distinct position). Probabilistic: `logits`
+  // are the E~_t, on the event that every concentration inequality holds;
+  // `deviation` and `kernelPart` the positions' sigma_t and kernel share,
+  // and `squares` caps sum_t a_t^2 over each class.
   auto theorem = [&](const double caps[kNumSegments],
-                     const std::vector<double> &logits) {
-    double growth = std::exp(worstAttention(positions, caps, logits));
+                     const std::vector<double> &logits,
+                     const std::vector<double> *deviation = nullptr,
+                     const std::vector<double> *kernelPart = nullptr,
+                     const double *squares = nullptr) {
+    double meanLogit = worstAttention(positions, caps, logits);
+    double growth = std::exp(meanLogit);
+    // Per class, the largest of a position's terms.
+    auto classMax = [&](auto term) {
+      std::vector<double> largest(kNumSegments, 0.0);
+      for (size_t i = 0; i < positions.size(); ++i)
+        largest[positions[i].segment] =
+            std::max(largest[positions[i].segment], term(i));
+      return largest;
+    };
+    double keySpread = 0, kernelShare = 0, remainderShare = 0;
+    if (deviation) {
+      std::vector<double> largest =
+          classMax([&](size_t i) { return (*deviation)[i] * (*deviation)[i]; });
+      for (int c = 0; c < kNumSegments; ++c)
+        keySpread += squares[c] * largest[c];
+      keySpread = channelLevel * std::sqrt(keySpread);
+      kernelShare = worstAttention(positions, caps, *kernelPart);
+      std::vector<double> remainder(positions.size());
+      for (size_t i = 0; i < positions.size(); ++i)
+        remainder[i] = std::expm1(logits[i]) - logits[i];
+      remainderShare = worstAttention(positions, caps, remainder);
+    }
     double result = 0;
     for (int64_t j = 0; j < data.d; ++j) {
       std::vector<double> value(positions.size()), key(positions.size()),
@@ -434,6 +491,23 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
           growth * worstAttention(positions, caps, value), largestDelta);
       double keyTerm = growth * worstAttention(positions, caps, key);
       double joint = growth * worstAttention(positions, caps, both);
+      if (deviation) {
+        // Key part e^{Ebar~} span_j (lambda_3 (sum_t a_t^2 sigma_t^2)^{1/2}
+        // + sum_t a_t (kernel_t + e^{E~_t} - 1 - E~_t)); value part
+        // lambda_2 (sum_t (a_t e^{E~_t + Ebar~} deltaV_t)^2)^{1/2}.
+        keyTerm = std::min(keyTerm, growth * data.span[j] *
+                                        (keySpread + kernelShare +
+                                         remainderShare));
+        std::vector<double> grown = classMax([&](size_t i) {
+          double x = std::exp(logits[i] + meanLogit) *
+                     positions[i].valueError[j];
+          return x * x;
+        });
+        double spread = 0;
+        for (int c = 0; c < kNumSegments; ++c)
+          spread += squares[c] * grown[c];
+        valueTerm = std::min(valueTerm, channelLevel * std::sqrt(spread));
+      }
       double magnitude = std::max(std::fabs(data.valueRanges[j].min),
                                   std::fabs(data.valueRanges[j].max)) +
                          largestDelta;
@@ -442,15 +516,42 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
     }
     return result;
   };
+  // The certificate of one query (or the envelope): |q| `q`, logit
+  // envelope `lambda`, class caps on masses and squared weights.
+  auto certifyQuery = [&](const std::vector<double> &q, double lambda,
+                          const double caps[kNumSegments],
+                          const double squares[kNumSegments]) {
+    std::vector<double> logits(positions.size()), deviation(positions.size()),
+        kernelPart(positions.size());
+    for (size_t i = 0; i < positions.size(); ++i) {
+      const KeyTerms &k = positions[i].keys;
+      if (!probabilistic) {
+        logits[i] = keyLogit(data, k, q, lambda, options);
+        continue;
+      }
+      deviation[i] = keyDeviation(data, k, q);
+      logits[i] = keyLogit(data, k, q, lambda, options,
+                           logitLevel * deviation[i], &kernelPart[i]);
+    }
+    return probabilistic
+               ? theorem(caps, logits, &deviation, &kernelPart, squares)
+               : theorem(caps, logits);
+  };
 
   const calib::CalibrationShape &shape = stats.shape;
   bool joint = options.jointEnvelope && !extrapolated &&
                shape.querySamples > 0 && stats.querySampleCount[lh] > 0;
   if (!joint) {
-    std::vector<double> logits(positions.size());
-    for (size_t i = 0; i < positions.size(); ++i)
-      logits[i] = positions[i].logitError;
-    bound = theorem(data.mass, logits);
+    // sum_{t in c} a_t^2 <= max_t a_t * mass_c, and <= mass_c^2.
+    double maxWeight =
+        extrapolated ? 1.0 : std::min(1.0, double(stats.attnMaxWeight[lh]));
+    double squares[kNumSegments];
+    for (int c = 0; c < kNumSegments; ++c) {
+      double m = std::min(data.mass[c], 1.0);
+      squares[c] = std::min(m * m, maxWeight * m);
+    }
+    bound = certifyQuery(data.queryBound, data.logitEnvelope, data.mass,
+                         squares);
     return Status::success();
   }
   // The joint certificate (error-bounds.md §7): every sampled query with its
@@ -461,38 +562,41 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
   bound = 0;
   for (int64_t i = 0; i < stats.querySampleCount[lh]; ++i) {
     size_t sample = lh * shape.querySamples + i;
-    const float *mass = stats.querySampleMass.data() + sample * bins;
-    // Relative classes of the sample meeting distances [lo, hi).
-    auto massOver = [&](int64_t lo, int64_t hi) {
+    // Relative classes of the sample meeting distances [lo, hi), from its
+    // mass bins or its squared-weight bins.
+    auto over = [&](const float *bin, int64_t lo, int64_t hi) {
       double m = 0;
       if (shape.window > 0 && lo < shape.window && hi > 0)
-        m += mass[1];
+        m += bin[1];
       for (int64_t j = 0; j < bodyBins; ++j) {
         int64_t begin = shape.window + j * shape.block;
         if (begin < hi && begin + shape.block > lo)
-          m += mass[2 + j];
+          m += bin[2 + j];
       }
       if (hi > shape.window + bodyBins * shape.block)
-        m += mass[bins - 1];
+        m += bin[bins - 1];
       return std::min(m, 1.0);
     };
-    double caps[kNumSegments];
-    caps[kSink] = g.sink > 0 ? mass[0] : 0.0;
-    caps[kWindow] =
-        windowTokens > 0 ? massOver(0, g.window + g.block - 1) : 0.0;
-    caps[kBody] = bodyTokens > 0 ? massOver(g.window, g.capacity) : 0.0;
-    if (g.sink < shape.sink)
-      for (int c : {kWindow, kBody})
-        if (caps[c] > 0)
-          caps[c] = std::min(1.0, caps[c] + mass[0]);
+    auto classCaps = [&](const float *bin, double caps[kNumSegments]) {
+      caps[kSink] = g.sink > 0 ? bin[0] : 0.0;
+      caps[kWindow] =
+          windowTokens > 0 ? over(bin, 0, g.window + g.block - 1) : 0.0;
+      caps[kBody] = bodyTokens > 0 ? over(bin, g.window, g.capacity) : 0.0;
+      if (g.sink < shape.sink)
+        for (int c : {kWindow, kBody})
+          if (caps[c] > 0)
+            caps[c] = std::min(1.0, caps[c] + bin[0]);
+    };
+    double caps[kNumSegments], squares[kNumSegments];
+    classCaps(stats.querySampleMass.data() + sample * bins, caps);
+    classCaps(stats.querySampleSqMass.data() + sample * bins, squares);
+    for (int c = 0; c < kNumSegments; ++c)
+      squares[c] = std::min(squares[c], caps[c] * caps[c]);
     std::vector<double> q(data.d);
     for (int64_t j = 0; j < data.d; ++j)
       q[j] = stats.querySampleAbsQ[sample * data.d + j] * scale;
     double lambda = stats.querySampleLogit[sample] * scale;
-    std::vector<double> logits(positions.size());
-    for (size_t p = 0; p < positions.size(); ++p)
-      logits[p] = keyLogit(data, positions[p].keys, q, lambda, options);
-    bound = std::max(bound, theorem(caps, logits));
+    bound = std::max(bound, certifyQuery(q, lambda, caps, squares));
   }
   return Status::success();
 }

@@ -22,6 +22,20 @@ using calib::CalibrationStats;
 
 double KeyLogitModel::evaluate(const std::vector<double> &absQuery,
                                double lambda) const {
+  double storage = evaluateStorage(absQuery, lambda);
+  return storage + evaluateKernel(absQuery, lambda, storage);
+}
+
+double KeyLogitModel::evaluateDeviation(
+    const std::vector<double> &absQuery) const {
+  double sum = 0.0;
+  for (size_t j = 0; j < absQuery.size(); ++j)
+    sum += absQuery[j] * absQuery[j] * delta[j] * delta[j];
+  return std::sqrt(sum / double(absQuery.size()));
+}
+
+double KeyLogitModel::evaluateStorage(const std::vector<double> &absQuery,
+                                      double lambda) const {
   const double inf = std::numeric_limits<double>::infinity();
   double sqrtD = std::sqrt(double(absQuery.size()));
   auto dot = [&](const std::vector<double> &v) {
@@ -53,8 +67,21 @@ double KeyLogitModel::evaluate(const std::vector<double> &absQuery,
   } else {
     error = std::min(error, relativeError(relative, slope, offset, 0.0));
   }
+  return error;
+}
+
+double KeyLogitModel::evaluateKernel(const std::vector<double> &absQuery,
+                                     double lambda, double error) const {
   if (!kernel)
-    return error;
+    return 0.0;
+  const double inf = std::numeric_limits<double>::infinity();
+  double sqrtD = std::sqrt(double(absQuery.size()));
+  auto dot = [&](const std::vector<double> &v) {
+    double sum = 0.0;
+    for (size_t j = 0; j < absQuery.size(); ++j)
+      sum += absQuery[j] * v[j];
+    return sum / sqrtD;
+  };
   // The kernel's rounding (error-bounds.md §8): (1/sqrt d) sum_j |q_j||K^_j|
   // <= Lambda' + E with Lambda' the smaller of the logit envelope and the
   // channel-wise one; the dot product and scaling (gamma_{d+2}), the max
@@ -67,7 +94,7 @@ double KeyLogitModel::evaluate(const std::vector<double> &absQuery,
   double magnitude = std::min(lambda, reach) + error;
   double gammaDot = an::computeGamma(double(absQuery.size()) + 2, u);
   double theta = double(expUlps) * u;
-  return error + gammaDot * magnitude + 2 * u * (1 + gammaDot) * magnitude +
+  return gammaDot * magnitude + 2 * u * (1 + gammaDot) * magnitude +
          2 * theta / (1 - theta);
 }
 

@@ -80,6 +80,8 @@ ArrayRef<CalibrationTensorSchema> getCalibrationSchema() {
        "query samples kept (a uniform reservoir of at most N)"},
       {"query_sample_mass", false, Kind::LayerHeadSampleMass, Value::Mass,
        "per sample: its attention mass on the sink, the window, relative body blocks 0 .. min(NB, 8) - 1 and the rest of the body"},
+      {"query_sample_sqmass", false, Kind::LayerHeadSampleMass, Value::Mass,
+       "per sample: sum of squared attention weights in each of its mass bins (at most the bin's mass; for the probabilistic certificate)"},
       {"query_sample_absq", false, Kind::LayerHeadSampleChannel, Value::NonNegative,
        "per sample: |q_j| (after RoPE, unscaled)"},
       {"query_sample_logit", false, Kind::LayerHeadSample, Value::NonNegative,

@@ -81,7 +81,7 @@ TEST(CalibrationStatsTest, ShapesFollowMetadata) {
   shape.querySamples = 5;
   EXPECT_EQ(getTensorShape(shape, CalibrationTensorKind::LayerHeadSampleMass),
             (SmallVector<int64_t, 3>{3, 2, 5, 3}));
-  EXPECT_EQ(getCalibrationTensorSpecs().size(), 26u);
+  EXPECT_EQ(getCalibrationTensorSpecs().size(), 27u);
 }
 
 TEST(CalibrationStatsTest, RoundTrip) {
@@ -400,6 +400,7 @@ CalibrationStats makeStatsWithSamples() {
           bins = shape.getNumSampleMassBins(), blocks = shape.getNumBodyBlocks();
   stats.querySampleCount.assign(heads, 1);
   stats.querySampleMass.assign(heads * 2 * bins, 0.0f);
+  stats.querySampleSqMass.assign(heads * 2 * bins, 0.0f);
   stats.querySampleAbsQ.assign(heads * 2 * d, 0.0f);
   stats.querySampleLogit.assign(heads * 2, 0.0f);
   for (int64_t lh = 0; lh < heads; ++lh) {
@@ -415,6 +416,7 @@ CalibrationStats makeStatsWithSamples() {
     for (int64_t b = 0; b < bins - 1 && b < int64_t(caps.size()); ++b) {
       float take = std::min(left, caps[b]);
       stats.querySampleMass[sample * bins + b] = take;
+      stats.querySampleSqMass[sample * bins + b] = take * take;
       left -= take;
     }
     EXPECT_LE(left, 1e-6f);
@@ -448,8 +450,21 @@ TEST(CalibrationStatsTest, RejectsQuerySamplesOutsideTheEnvelopes) {
        },
        "tensor 'query_sample_mass' element 0 [0, 0, 0, 0] is"},
       {"masses not summing to one",
-       [](CalibrationStats &s) { s.querySampleMass[1] = 0.0f; },
+       [](CalibrationStats &s) {
+         s.querySampleMass[1] = 0.0f;
+         s.querySampleSqMass[1] = 0.0f;
+       },
        "starts a sample whose masses sum to"},
+      {"squared weights above the mass",
+       [](CalibrationStats &s) {
+         s.querySampleSqMass[0] = s.querySampleMass[0] + 0.01f;
+       },
+       "tensor 'query_sample_sqmass' element 0 [0, 0, 0, 0] is"},
+      {"squares in an unused slot",
+       [](CalibrationStats &s) {
+         s.querySampleSqMass[s.shape.getNumSampleMassBins()] = 0.01f;
+       },
+       "belongs to an unused sample slot"},
       {"a used unused slot",
        [](CalibrationStats &s) { s.querySampleLogit[1] = 0.5f; },
        "tensor 'query_sample_logit' element 1 [0, 0, 1] belongs to an unused "

@@ -132,12 +132,27 @@ struct RuntimeCertificate {
   double infNorm = 0.0;
 };
 
+/// The Hoeffding levels of the probabilistic certificate (error-bounds.md
+/// §9): with probability at least 1 - p1 every position's storage logit
+/// error is at most `logit` sigma_t, and with 1 - p3 (1 - p2) every output
+/// channel's linear key part (value part) at most `key` (`value`) times its
+/// deviation.
+struct ConcentrationLevels {
+  double logit = 0.0, value = 0.0, key = 0.0;
+};
+
+/// With `levels`, the probabilistic run-time certificate of §9 instead:
+/// under the rounding model (M) it holds with probability at least
+/// 1 - p1 - p2 - p3. Each of its value and key parts is the smaller of the
+/// Hoeffding form and the deterministic form at E~_t = min(E_t, lambda_1
+/// sigma_t), and each component also at most the deterministic bound.
 Status computeRuntimeCertificate(const std::vector<double> &query,
                                  const Matrix &dequantizedKeys,
                                  const Matrix &dequantizedValues,
                                  const Matrix &keyErrorBounds,
                                  const Matrix &valueErrorBounds,
-                                 RuntimeCertificate &result);
+                                 RuntimeCertificate &result,
+                                 const ConcentrationLevels *levels = nullptr);
 
 /// Rounding inside the attention kernel (excluded from the Theorem; §5
 /// "Other assumptions"), modelled after Higham with gamma_n = nu/(1-nu):

@@ -103,6 +103,8 @@ struct CalibrationStats {
   std::vector<int64_t> querySampleCount;
   /// [L, H, N, M]: mass bins (sink, window, body blocks 0..S-1, the rest).
   std::vector<float> querySampleMass;
+  /// [L, H, N, M]: sum of a_t^2 over each mass bin (error-bounds.md §9).
+  std::vector<float> querySampleSqMass;
   /// [L, H, N, D]: |q_j| of the sample.
   std::vector<float> querySampleAbsQ;
   /// [L, H, N]: max over cached t of (1/sqrt D) sum_j |q_j||K_{t,j}|.

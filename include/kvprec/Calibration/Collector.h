@@ -96,7 +96,7 @@ private:
   // envelope, and how many queries the reservoir has seen.
   static constexpr int64_t kSampleSlotBins = 11;
   int64_t querySamples;
-  std::vector<float> sampleMass, sampleAbsQ, sampleLogit;
+  std::vector<float> sampleMass, sampleSqMass, sampleAbsQ, sampleLogit;
   std::vector<int64_t> samplesSeen;
   uint64_t sampleRandom = 0x9E3779B97F4A7C15ull;
 

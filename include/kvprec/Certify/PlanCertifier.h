@@ -62,6 +62,30 @@ struct KernelContract {
   int64_t accumulateBlock = 0;
 };
 
+/// Which promise a certificate makes.
+enum class CertificateKind {
+  /// A proof: the bound holds for every rounding error within the
+  /// per-element bounds (error-bounds.md §2, §5, §7, §8).
+  Deterministic,
+  /// The bound holds with probability at least 1 - P per decode step under
+  /// the rounding model (M) of error-bounds.md §9: stored-value errors
+  /// independent, mean zero, bounded by the per-element bounds, and
+  /// independent of the query. Never smaller than needed to hold where the
+  /// deterministic one does: each term is the smaller of the two.
+  Probabilistic,
+};
+const char *getCertificateKindName(CertificateKind kind);
+
+using analysis::ConcentrationLevels;
+/// The levels of §9 (analysis::ConcentrationLevels) for one (layer, query
+/// head): p1 = p2 = p3 = P / (3 layers qHeads), a union bound over the
+/// step's attention heads.
+/// The levels for a cache of `capacity` positions and `headDim` channels
+/// when `stepFailure` (P) is shared by `attentionHeads` heads per step.
+ConcentrationLevels getConcentrationLevels(double stepFailure,
+                                           int64_t attentionHeads,
+                                           int64_t capacity, int64_t headDim);
+
 struct CertifyOptions {
   /// E_cap of error-bounds.md §4: key formats whose logit error exceeds it
   /// are not used, which bounds e^{Ebar} by e^{E_cap}.
@@ -76,6 +100,10 @@ struct CertifyOptions {
   /// Use the calibration's query samples (the joint certificate of
   /// error-bounds.md §7) when it has any and the cache is within its length.
   bool jointEnvelope = true;
+  CertificateKind certificate = CertificateKind::Deterministic;
+  /// Probabilistic: P, the probability per decode step (one query token,
+  /// every layer and query head) that the bound may fail under (M).
+  double failureProbability = 1e-9;
 };
 
 /// One calibration query (error-bounds.md §7): its attention mass in each
@@ -84,6 +112,8 @@ struct CertifyOptions {
 /// HeadEnvelope::queryBound, and its own logit envelope.
 struct QuerySample {
   std::array<double, kNumSegments> mass = {0.0, 0.0, 0.0};
+  /// Upper bounds on sum_t a_t^2 over each class (error-bounds.md §9).
+  std::array<double, kNumSegments> squares = {0.0, 0.0, 0.0};
   std::vector<double> absQuery;
   double logitEnvelope = 0.0;
 };
@@ -123,6 +153,12 @@ struct HeadEnvelope {
   /// The calibration's query samples; when there are any, the certificate
   /// is the joint one (the worst per-query bound), else coordinate-wise.
   std::vector<QuerySample> samples;
+  /// Bound on every attention weight (attn_max_weight; 1 when
+  /// extrapolated): the coordinate-wise bound sum_{t in c} a_t^2 <=
+  /// maxWeight * mass_c of the probabilistic certificate.
+  double maxWeight = 1.0;
+  /// The probabilistic certificate's levels (unused when deterministic).
+  ConcentrationLevels levels;
 };
 
 /// The logit error E of the keys of one class (or one body block) as a
@@ -152,6 +188,15 @@ struct KeyLogitModel {
 
   /// E for a query with scaled |q_j| `absQuery` and logit envelope `lambda`.
   double evaluate(const std::vector<double> &absQuery, double lambda) const;
+  /// The stored values' part of E (evaluate without the kernel's rounding).
+  double evaluateStorage(const std::vector<double> &absQuery,
+                         double lambda) const;
+  /// The kernel's rounding of a logit whose storage error is `storage`.
+  double evaluateKernel(const std::vector<double> &absQuery, double lambda,
+                        double storage) const;
+  /// sigma = ((1/d) sum_j q_j^2 delta_j^2)^{1/2}: the Hoeffding deviation
+  /// of the storage error under (M) (error-bounds.md §9).
+  double evaluateDeviation(const std::vector<double> &absQuery) const;
 };
 
 /// Checks that `stats` can describe a cache of `geometry` (layers, heads,

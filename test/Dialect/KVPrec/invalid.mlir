@@ -306,6 +306,7 @@ kvprec.calibration @calib <{layers = 2, kv_heads = 4, q_heads = 8, head_dim = 8,
     position_count = dense<16> : tensor<4xi64>,
     query_sample_count = dense<0> : tensor<2x4xi64>,
     query_sample_mass = dense<0.0> : tensor<2x4x0x6xf32>,
+    query_sample_sqmass = dense<0.0> : tensor<2x4x0x6xf32>,
     query_sample_absq = dense<0.0> : tensor<2x4x0x8xf32>,
     query_sample_logit = dense<0.0> : tensor<2x4x0xf32>}}>
 func.func @alloc_calibration_mismatch() {

@@ -38,6 +38,7 @@ module {
   // CHECK-SAME: attn_body_mass = dense<2.000000e-01> : tensor<2x2x3xf32>
   // CHECK-SAME: position_count = dense<16> : tensor<4xi64>
   // CHECK-SAME: query_sample_mass = dense<{{\[}}[{{\[}}[3.000000e-01, 5.000000e-01, 2.000000e-01, 0.000000e+00, 0.000000e+00, 0.000000e+00]]
+  // CHECK-SAME: query_sample_sqmass = dense<{{\[}}[{{\[}}[9.000000e-02, 2.500000e-01, 4.000000e-02, 0.000000e+00, 0.000000e+00, 0.000000e+00]]
   // CHECK-SAME: synthetic = true, window = 16 : i64}>
   kvprec.calibration @toy <{layers = 2, kv_heads = 2, q_heads = 4, head_dim = 8, sink = 4,
       window = 16, block = 16, max_positions = 64, query_samples = 1, model = "toy", synthetic = true, softmax_scale = 0.35355339059327373 : f64,
@@ -65,6 +66,7 @@ module {
                position_count = dense<16> : tensor<4xi64>,
                query_sample_count = dense<1> : tensor<2x2xi64>,
                query_sample_mass = dense<[[[[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]], [[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]]], [[[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]], [[3.0e-01, 5.0e-01, 2.0e-01, 0.0, 0.0, 0.0]]]]> : tensor<2x2x1x6xf32>,
+               query_sample_sqmass = dense<[[[[9.0e-02, 2.5e-01, 4.0e-02, 0.0, 0.0, 0.0]], [[9.0e-02, 2.5e-01, 4.0e-02, 0.0, 0.0, 0.0]]], [[[9.0e-02, 2.5e-01, 4.0e-02, 0.0, 0.0, 0.0]], [[9.0e-02, 2.5e-01, 4.0e-02, 0.0, 0.0, 0.0]]]]> : tensor<2x2x1x6xf32>,
                query_sample_absq = dense<1.000000e+00> : tensor<2x2x1x8xf32>,
                query_sample_logit = dense<1.500000e+00> : tensor<2x2x1xf32>}}>
 

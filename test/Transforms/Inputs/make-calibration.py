@@ -66,6 +66,7 @@ tensors = [
     # Each sample inside the envelopes: |q| 1, logit 1.5, masses sink 0.3,
     # window 0.5, first body block 0.2 (summing to 1).
     ("query_sample_mass", [L, H, a.query_samples, M], None),
+    ("query_sample_sqmass", [L, H, a.query_samples, M], None),
     ("query_sample_absq", [L, H, a.query_samples, D], 1.0),
     ("query_sample_logit", [L, H, a.query_samples], 1.5),
 ]
@@ -85,6 +86,10 @@ for name, shape, value in tensors:
     else:
         if name == "query_sample_mass":
             row = [0.3, 0.5, 0.2] + [0.0] * (M - 3)
+            values = row * (count // M)
+        elif name == "query_sample_sqmass":
+            # As if each bin's mass fell on ten equal weights.
+            row = [0.009, 0.025, 0.004] + [0.0] * (M - 3)
             values = row * (count // M)
         else:
             values = [float(value)] * count

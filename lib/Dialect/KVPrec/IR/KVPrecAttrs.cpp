@@ -215,19 +215,26 @@ SmallVector<StringRef> CertificateAttr::getAssumptions() const {
   // (C2) query and logit envelopes and the (C3) K/V ranges, and on (C4)
   // the cache not outgrowing the calibration; past it on the worst-case
   // rule's margin instead of the masses and the length.
+  SmallVector<StringRef> result;
   if (getExtrapolated())
-    return {"query_magnitude", "logit_envelope", "kv_ranges",
-            "extrapolation_margin"};
+    result = {"query_magnitude", "logit_envelope", "kv_ranges",
+              "extrapolation_margin"};
   // The joint certificate replaces the three query-side envelopes by one:
   // a new query's bound is no larger than the worst sampled query's.
-  if (getQuerySamples() > 0)
-    return {"sampled_query_bound", "kv_ranges", "calibrated_length"};
-  return {"attention_mass", "query_magnitude", "logit_envelope", "kv_ranges",
-          "calibrated_length"};
+  else if (getQuerySamples() > 0)
+    result = {"sampled_query_bound", "kv_ranges", "calibrated_length"};
+  else
+    result = {"attention_mass", "query_magnitude", "logit_envelope",
+              "kv_ranges", "calibrated_length"};
+  // The probabilistic certificate also rests on the rounding model (M).
+  if (getProbabilistic())
+    result.push_back("rounding_model");
+  return result;
 }
 
 LogicalResult CertificateAttr::verify(
-    function_ref<InFlightDiagnostic()> emitError, DenseF64ArrayAttr tolerance,
+    function_ref<InFlightDiagnostic()> emitError, bool probabilistic,
+    APFloat confidence, DenseF64ArrayAttr tolerance,
     APFloat budget, APFloat bound, DenseF64ArrayAttr layerBounds,
     APFloat necessaryBits, APFloat averageBits, APFloat bytesVsF16,
     int64_t calibratedLength, int64_t querySamples, bool extrapolated,
@@ -243,6 +250,14 @@ LogicalResult CertificateAttr::verify(
     if (!value.isFinite() || value.isNegative())
       return emitError() << "certificate field '" << name
                          << "' must be finite and non-negative";
+  double p = confidence.convertToDouble();
+  if (probabilistic ? !(p > 0.0 && p < 1.0) : p != 0.0)
+    return emitError() << (probabilistic
+                               ? "probabilistic certificate confidence must "
+                                 "be a failure probability in (0, 1), got "
+                               : "deterministic certificate has no "
+                                 "confidence, got ")
+                       << p;
   if (!tolerance || !layerBounds)
     return emitError() << "certificate needs tolerance and layer_bounds lists";
   for (double value : tolerance.asArrayRef())
@@ -303,7 +318,7 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
   MLIRContext *context = parser.getContext();
   SmallVector<double> tolerance, layerBounds;
   double budget = 0, bound, necessaryBits, averageBits, bytesVsF16,
-         margin = 1.0, softmaxScale;
+         margin = 1.0, softmaxScale, confidence = 0.0;
   int64_t calibratedLength, querySamples, accumulateBlock, expUlps;
   Type dequant, accumulate;
   StringRef model, extrapolation;
@@ -313,11 +328,14 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
   };
   if (parser.parseLess() || parser.parseKeyword(&model))
     return {};
-  if (model != "deterministic") {
+  if (model != "deterministic" && model != "probabilistic") {
     parser.emitError(loc) << "unknown certificate kind '" << model
-                          << "'; expected 'deterministic'";
+                          << "'; expected 'deterministic' or 'probabilistic'";
     return {};
   }
+  bool probabilistic = model == "probabilistic";
+  if (probabilistic && (field("confidence") || parser.parseFloat(confidence)))
+    return {};
   if (parser.parseComma())
     return {};
   StringRef target;
@@ -371,7 +389,8 @@ Attribute CertificateAttr::parse(AsmParser &parser, Type) {
       parser.parseGreater())
     return {};
   auto attr = parser.getChecked<CertificateAttr>(
-      loc, context, DenseF64ArrayAttr::get(context, tolerance),
+      loc, context, probabilistic, APFloat(confidence),
+      DenseF64ArrayAttr::get(context, tolerance),
       APFloat(budget), APFloat(bound),
       DenseF64ArrayAttr::get(context, layerBounds), APFloat(necessaryBits),
       APFloat(averageBits), APFloat(bytesVsF16), calibratedLength,
@@ -401,7 +420,11 @@ void CertificateAttr::print(AsmPrinter &printer) const {
                           [&](double v) { printer << formatExact(v); });
     printer << "]";
   };
-  printer << "<deterministic, ";
+  if (getProbabilistic())
+    printer << "<probabilistic, confidence = "
+            << formatExact(getConfidence().convertToDouble()) << ", ";
+  else
+    printer << "<deterministic, ";
   if (getTolerance().empty())
     printer << "budget = " << formatExact(getBudget().convertToDouble());
   else {

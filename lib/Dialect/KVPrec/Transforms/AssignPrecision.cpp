@@ -284,6 +284,14 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   certifyOptions.logitErrorCap = logitErrorCap;
   certifyOptions.extrapolation = extrapolate;
   certifyOptions.extrapolationMargin = margin;
+  certifyOptions.certificate = certificate;
+  certifyOptions.failureProbability = confidence;
+  if (certificate == cf::CertificateKind::Probabilistic &&
+      !(confidence > 0.0 && confidence < 1.0))
+    return alloc.emitOpError()
+           << "certificate=probabilistic needs a failure probability "
+              "confidence in (0, 1), got "
+           << confidence.getValue();
   FailureOr<double> softmaxScale = getCacheSoftmaxScale(alloc);
   if (failed(softmaxScale))
     return failure();

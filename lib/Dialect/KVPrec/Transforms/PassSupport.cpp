@@ -153,6 +153,9 @@ FailureOr<ComputedCertificate> mlir::kvprec::computeCertificate(
   record.averageBits = bytes * 8 / elements;
   record.bytesVsF16 = bytes / (2 * elements);
   record.calibratedLength = stats.shape.maxPositions;
+  record.probabilistic =
+      options.certificate == cf::CertificateKind::Probabilistic;
+  record.confidence = record.probabilistic ? options.failureProbability : 0.0;
   record.extrapolated = g.capacity > stats.shape.maxPositions;
   record.querySamples = options.jointEnvelope && !record.extrapolated
                             ? stats.shape.querySamples

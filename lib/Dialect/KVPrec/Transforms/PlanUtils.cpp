@@ -137,7 +137,8 @@ mlir::kvprec::buildCertificateAttr(MLIRContext *context,
                                    const CertificateRecord &record) {
   Type f32 = Float32Type::get(context);
   return CertificateAttr::get(
-      context, DenseF64ArrayAttr::get(context, record.tolerances),
+      context, record.probabilistic, APFloat(record.confidence),
+      DenseF64ArrayAttr::get(context, record.tolerances),
       APFloat(record.budget), APFloat(record.bound),
       DenseF64ArrayAttr::get(context, record.layerBounds),
       APFloat(record.necessaryBits), APFloat(record.averageBits),
@@ -149,6 +150,8 @@ mlir::kvprec::buildCertificateAttr(MLIRContext *context,
 
 CertificateRecord mlir::kvprec::readCertificateAttr(CertificateAttr attr) {
   CertificateRecord record;
+  record.probabilistic = attr.getProbabilistic();
+  record.confidence = attr.getConfidence().convertToDouble();
   llvm::append_range(record.tolerances, attr.getTolerance().asArrayRef());
   record.budget = attr.getBudget().convertToDouble();
   record.bound = attr.getBound().convertToDouble();

@@ -126,9 +126,19 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
     }
     std::string kind =
         c.querySamples > 0
-            ? "deterministic, joint over up to " +
-                  std::to_string(c.querySamples) + " query samples per head"
-            : "deterministic, coordinate-wise envelopes";
+            ? "joint over up to " + std::to_string(c.querySamples) +
+                  " query samples per head"
+            : "coordinate-wise envelopes";
+    if (c.probabilistic) {
+      char buffer[160];
+      std::snprintf(buffer, sizeof(buffer),
+                    "PROBABILISTIC: holds with probability >= 1 - %g per "
+                    "decode step under rounding model (M), not a proof; ",
+                    c.confidence);
+      kind = buffer + kind;
+    } else {
+      kind = "deterministic, " + kind;
+    }
     os << llvm::format("  certificate (%s): %s, certified bound %.3g "
                        "(recomputed %.3g)\n",
                        kind.c_str(), target.c_str(), c.bound,
@@ -170,6 +180,11 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
           "query exceeds the max of n samples) <= 1/(n+1) under "
           "exchangeability (statistical). The run-time certificate of "
           "kvprec.attend needs none of these\n";
+    if (report.certificate && report.certificate.getProbabilistic())
+      os << "  rounding_model (M): stored K/V rounding errors are "
+            "independent, mean zero, within the per-element bounds and "
+            "independent of the query (error-bounds.md section 9); a "
+            "deterministic certificate needs no such model\n";
   }
   os << "\n";
   os << llvm::format("%-5s %-4s | %-20s %-20s %-20s | %-20s %-20s %-20s",
@@ -252,7 +267,8 @@ static llvm::json::Value toJson(const CacheReport &report) {
     for (StringRef name : report.certificate.getAssumptions())
       assumes.push_back(name.str());
     llvm::json::Object certificate{
-        {"model", "deterministic"},
+        {"model", c.probabilistic ? "probabilistic" : "deterministic"},
+        {"confidence", c.confidence},
         {"tolerance", llvm::json::Array(c.tolerances)},
         {"bound", c.bound},
         {"layer_bounds", llvm::json::Array(c.layerBounds)},
@@ -365,6 +381,11 @@ void ReportPass::runOnOperation() {
     if (failed(scale))
       return signalPassFailure();
     options.softmaxScale = *scale;
+    if (report.certificate && report.certificate.getProbabilistic()) {
+      options.certificate = cf::CertificateKind::Probabilistic;
+      options.failureProbability =
+          report.certificate.getConfidence().convertToDouble();
+    }
     if (report.certificate && report.certificate.getExtrapolated()) {
       options.extrapolation = cf::Extrapolation::WorstCase;
       options.extrapolationMargin =

@@ -87,7 +87,7 @@ FailureOr<CertificateRecord>
 VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
   AllocOp alloc = entry.alloc;
   CacheType cache = alloc.getCache().getType();
-  CertificateAttr certificate = cache.getPlan().getCertificate();
+  CertificateAttr recordedAttr = cache.getPlan().getCertificate();
   if (!entry.stats)
     return alloc.emitOpError()
            << "has a plan but no calibration to certify it against (run "
@@ -95,8 +95,8 @@ VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
   std::optional<cf::Plan> plain = toPlainPlan(cache);
   const cf::Geometry &g = plain->geometry;
   std::optional<CertificateRecord> recorded;
-  if (certificate)
-    recorded = readCertificateAttr(certificate);
+  if (recordedAttr)
+    recorded = readCertificateAttr(recordedAttr);
 
   // What to check against: the tolerance option, else the recorded
   // tolerances or budget.
@@ -129,6 +129,19 @@ VerifyPlanPass::verifyCache(const CalibratedAlloc &entry) {
   options.softmaxScale = *scale;
   options.extrapolation = extrapolate;
   options.extrapolationMargin = margin;
+  options.certificate = certificate;
+  options.failureProbability = confidence;
+  if (recorded) {
+    options.certificate = recorded->probabilistic
+                              ? cf::CertificateKind::Probabilistic
+                              : cf::CertificateKind::Deterministic;
+    options.failureProbability = recorded->confidence;
+  } else if (certificate == cf::CertificateKind::Probabilistic &&
+             !(confidence > 0.0 && confidence < 1.0))
+    return alloc.emitOpError()
+           << "certificate=probabilistic needs a failure probability "
+              "confidence in (0, 1), got "
+           << confidence.getValue();
   if (recorded && recorded->extrapolated) {
     options.extrapolation = cf::Extrapolation::WorstCase;
     options.extrapolationMargin = recorded->margin;

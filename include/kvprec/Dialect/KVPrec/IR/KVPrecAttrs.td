@@ -69,8 +69,14 @@ def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
     Records what the analysis proved about a plan, what it assumed, and the
     arithmetic the generated code must perform for the proof to apply.
 
-    - `deterministic`: the kind of certificate (docs/analysis.md): a
-      worst-case bound under the stated envelopes.
+    - The kind of certificate (docs/analysis.md): `deterministic`, a
+      worst-case bound under the stated envelopes (a proof); or
+      `probabilistic, confidence = P`, a bound that holds with probability
+      at least 1 - P per decode step (one query token, every layer and
+      query head) under the rounding model (M) of error-bounds.md §9
+      (stored-value rounding errors independent, mean zero, bounded by the
+      per-element bounds and independent of the query) as well as the
+      envelopes. It is not a proof, and `assumes` lists `rounding_model`.
     - `tolerance = [...]`: the user's tolerance on the attention-output
       error (infinity norm) of every (layer, KV head), one value or one per
       layer; or `budget = B`, the byte budget the plan was made for.
@@ -103,6 +109,8 @@ def KVPrec_CertificateAttr : KVPrec_Attr<"Certificate", "certificate"> {
     ```
   }];
   let parameters = (ins
+    "bool":$probabilistic,
+    APFloatParameter<"failure probability per step (0: deterministic)">:$confidence,
     "::mlir::DenseF64ArrayAttr":$tolerance,
     APFloatParameter<"byte budget (0 with tolerances)">:$budget,
     APFloatParameter<"certified bound">:$bound,

@@ -169,6 +169,21 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
     Option<"margin", "margin", "double", /*default=*/"1.0",
            "Factor on |q|, the logit envelope's factors and the K/V ranges "
            "of extrapolate=worst-case (at least 1)">,
+    Option<"certificate", "certificate", "::kvprec::certify::CertificateKind",
+           /*default=*/"::kvprec::certify::CertificateKind::Deterministic",
+           "Which certificate the plan must meet its tolerance with",
+           [{::llvm::cl::values(
+               clEnumValN(::kvprec::certify::CertificateKind::Deterministic,
+                          "deterministic",
+                          "a proof under the calibration envelopes"),
+               clEnumValN(::kvprec::certify::CertificateKind::Probabilistic,
+                          "probabilistic",
+                          "holds with probability 1 - confidence per decode "
+                          "step under the rounding model of "
+                          "error-bounds.md section 9"))}]>,
+    Option<"confidence", "confidence", "double", /*default=*/"1e-9",
+           "certificate=probabilistic: the failure probability P per decode "
+           "step (one query token, all layers and query heads), in (0, 1)">,
     Option<"quiet", "quiet", "bool", /*default=*/"false",
            "Do not emit the memory remark on every planned allocation">
   ];
@@ -216,6 +231,21 @@ def VerifyPlan : Pass<"kvprec-verify-plan", "::mlir::ModuleOp"> {
                           "masses 1 and magnitudes times margin past it"))}]>,
     Option<"margin", "margin", "double", /*default=*/"1.0",
            "Margin of extrapolate=worst-case">,
+    Option<"certificate", "certificate", "::kvprec::certify::CertificateKind",
+           /*default=*/"::kvprec::certify::CertificateKind::Deterministic",
+           "Certificate for a plan without one (one with a certificate is checked as the kind it records)",
+           [{::llvm::cl::values(
+               clEnumValN(::kvprec::certify::CertificateKind::Deterministic,
+                          "deterministic",
+                          "a proof under the calibration envelopes"),
+               clEnumValN(::kvprec::certify::CertificateKind::Probabilistic,
+                          "probabilistic",
+                          "holds with probability 1 - confidence per decode "
+                          "step under the rounding model of "
+                          "error-bounds.md section 9"))}]>,
+    Option<"confidence", "confidence", "double", /*default=*/"1e-9",
+           "certificate=probabilistic: the failure probability P per decode "
+           "step (one query token, all layers and query heads), in (0, 1)">,
     Option<"update", "update", "bool", /*default=*/"false",
            "Write the recomputed certificate into the plan">
   ];

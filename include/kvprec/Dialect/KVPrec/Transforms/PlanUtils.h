@@ -35,6 +35,10 @@ PlanAttr buildPlanAttr(MLIRContext *context,
 
 /// The fields of a #kvprec.certificate as plain data.
 struct CertificateRecord {
+  /// A probabilistic certificate (error-bounds.md §9) and its P, the
+  /// failure probability per decode step; 0 for a deterministic one.
+  bool probabilistic = false;
+  double confidence = 0.0;
   /// One tolerance, one per layer, or none (then `budget` > 0).
   std::vector<double> tolerances;
   double budget = 0.0;
