@@ -13,6 +13,10 @@
 # a stated extrapolation rule covers it, and the cases past the calibrated
 # length are reported apart.
 #
+# The same grid is planned with certificate=probabilistic confidence=1e-9
+# (error-bounds.md §9), and evaluated under its own static and run-time
+# bounds.
+#
 # Every plan is also checked by kvprec-verify-plan (which recomputes the
 # certificate with the independent position-by-position certifier).
 #
@@ -153,6 +157,11 @@ done
 for t in 2e-4 5e-4 2e-3 5e-3 2e-2 5e-2 1e-1 2e-1 5e-1 1 2 5 10 100; do
   plan "certified-$t" sweep "$t" "mode=certified tolerance=$t"
 done
+# The probabilistic certificate (error-bounds.md §9) on the same grid.
+for t in 1e-3 2e-3 5e-3 1e-2 2e-2 5e-2 1e-1 2e-1 5e-1 1 2 5 10 100; do
+  plan "probabilistic-$t" probabilistic "$t" \
+    "mode=certified tolerance=$t certificate=probabilistic confidence=1e-9"
+done
 # Baselines.
 for f in f16 i8 i4 f8E4M3FN; do
   plan "uniform-$f" baseline - "mode=uniform format=$f"
@@ -175,6 +184,8 @@ for m in 1 2; do
   plan "long-worst-case-$m" long 1e-1 \
     "mode=certified tolerance=1e-1 extrapolate=worst-case margin=$m"
 done
+plan "long-probabilistic-worst-case-1" long 1e-1 \
+  "mode=certified tolerance=1e-1 extrapolate=worst-case margin=1 certificate=probabilistic confidence=1e-9"
 plan "long-uniform-f16-worst-case-1" long-baseline - \
   "mode=uniform format=f16 extrapolate=worst-case margin=1"
 

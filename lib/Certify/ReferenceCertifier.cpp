@@ -132,7 +132,6 @@ struct KeyTerms {
 /// The error terms of one distinct position.
 struct PositionTerms {
   int segment;
-  double logitError;               // E_t at the envelope, kernel included.
   std::vector<double> valueError;  // delta^V_{t,j}.
   KeyTerms keys;
 };
@@ -279,8 +278,6 @@ static an::Status positionTerms(const HeadData &head, const Plan &plan,
       continue;
     }
     k.delta = std::move(delta);
-    terms.logitError =
-        keyLogit(head, k, head.queryBound, head.logitEnvelope, options);
     terms.keys = std::move(k);
   }
   return an::Status::success();

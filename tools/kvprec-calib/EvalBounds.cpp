@@ -29,6 +29,7 @@
 #include "llvm/Support/SourceMgr.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -236,6 +237,9 @@ public:
 
   void observe(const AttentionStep &step) override;
 
+  /// A probabilistic plan's levels: its run-time certificate is the §9 one.
+  std::optional<an::ConcentrationLevels> levels;
+
   /// The first failure (quantizer or certificate), if any.
   const an::Status &getStatus() const { return status; }
   void collectStreamCounters() {
@@ -292,6 +296,19 @@ static void computeWeights(const std::vector<double> &query,
   }
   for (long double &w : weights)
     w /= sum;
+}
+
+/// The rounding of the long double measurement itself: the weights carry a
+/// relative error of a few units of LDBL_EPSILON (dot product, exp, sum,
+/// division), which moves the difference of two outputs by up to that
+/// times the values. Below it, an error and a bound cannot be told apart
+/// (it only matters for bounds near 1e-19, of caches stored almost
+/// exactly).
+static double measurementSlack(const an::Matrix &values) {
+  double largest = 0.0;
+  for (double v : values.values)
+    largest = std::max(largest, std::fabs(v));
+  return 64.0 * double(LDBL_EPSILON) * (1.0 + largest);
 }
 
 /// The measured error max_j |o^_j - o_j| of exact attention over the
@@ -359,7 +376,7 @@ void BoundEvaluator::observe(const AttentionStep &step) {
     an::RuntimeCertificate runtime;
     if (an::Status s = an::computeRuntimeCertificate(
             query, keys.getStored(), values.getStored(), keys.getErrorBounds(),
-            values.getErrorBounds(), runtime);
+            values.getErrorBounds(), runtime, levels ? &*levels : nullptr);
         s.failed()) {
       status = an::Status::failure(
           formatv("run-time certificate of layer {0}, query head {1}: {2}",
@@ -370,10 +387,14 @@ void BoundEvaluator::observe(const AttentionStep &step) {
 
     HeadSummary &head = heads[step.layer * kvHeads + h];
     double bound = head.bound;
-    bool violated = error > bound;
-    bool runtimeViolated = error > runtime.infNorm;
-    double ratio = bound > 0.0 ? error / bound : 0.0;
-    double runtimeRatio = runtime.infNorm > 0.0 ? error / runtime.infNorm : 0.0;
+    double slack = measurementSlack(values.getExact());
+    bool violated = error > bound + slack;
+    bool runtimeViolated = error > runtime.infNorm + slack;
+    // Ratios against the bound plus the measurement's rounding: above 1
+    // exactly for the violations.
+    double ratio = bound > 0.0 ? error / (bound + slack) : 0.0;
+    double runtimeRatio =
+        runtime.infNorm > 0.0 ? error / (runtime.infNorm + slack) : 0.0;
     ++cases;
     violations += violated;
     runtimeViolations += runtimeViolated;
@@ -467,6 +488,13 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
     options.extrapolation = cf::Extrapolation::WorstCase;
     options.extrapolationMargin = loaded->stored->margin;
   }
+  // A probabilistic plan is evaluated as the certificate it states (both
+  // its static and its run-time bounds).
+  bool probabilistic = loaded->stored && loaded->stored->probabilistic;
+  if (probabilistic) {
+    options.certificate = cf::CertificateKind::Probabilistic;
+    options.failureProbability = loaded->stored->confidence;
+  }
   std::string problem = cf::checkCoverage(stats, g, options);
   if (!problem.empty())
     return makeError(where + ": calibration @" + loaded->calibrationName +
@@ -540,6 +568,10 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   // emulated caches only measure, they never feed back into the model.
   BoundEvaluator evaluator(plan, config, heads, casesOut.get());
   evaluator.calibratedLength = stats.shape.maxPositions;
+  if (probabilistic)
+    evaluator.levels = cf::getConcentrationLevels(
+        options.failureProbability, g.layers * config.numHeads, g.capacity,
+        g.headDim);
   LlamaRunner runner(*inputs.model);
   Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
   GenerationOptions generation;
@@ -578,6 +610,10 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
 
   json::OStream json(os, 2);
   json.object([&] {
+    json.attribute("certificate", probabilistic ? "probabilistic"
+                                                : "deterministic");
+    if (probabilistic)
+      json.attribute("confidence", number(options.failureProbability));
     json.attribute("violations", evaluator.violations);
     json.attribute("cases", evaluator.cases);
     json.attribute("max_ratio", number(evaluator.maxRatio));

@@ -484,3 +484,93 @@ TEST(BoundTest, ShapeErrorsAreReported) {
 }
 
 } // namespace
+
+namespace {
+/// The §9 levels for one head at failure probability p (split in three).
+ConcentrationLevels levelsFor(double p, size_t positions, size_t channels) {
+  ConcentrationLevels levels;
+  levels.logit = std::sqrt(2 * std::log(2 * double(positions) / (p / 3)));
+  levels.value = levels.key =
+      std::sqrt(2 * std::log(2 * double(channels) / (p / 3)));
+  return levels;
+}
+} // namespace
+
+// The probabilistic run-time certificate under its own model (M): stored
+// errors drawn independently, uniformly within their bounds (mean zero).
+// At p = 1e-6 per trial, no trial may exceed it; it never exceeds the
+// deterministic certificate, and for spread attention it is much smaller.
+TEST(BoundTest, ProbabilisticRuntimeCertificateHoldsUnderTheRoundingModel) {
+  Rng rng(41);
+  size_t trials = 0, violations = 0, muchTighter = 0;
+  double worstRatio = 0.0;
+  for (int trial = 0; trial < 300; ++trial) {
+    size_t d = randomHeadDim(rng), T = randomLength(rng, 8, 1024);
+    Matrix K = randomCache(rng, T, d, 1.0, 0.02);
+    Matrix V = randomCache(rng, T, d, 1.0, 0.02);
+    std::vector<double> q = randomQuery(rng, d, uniform(rng, 0.2, 2.0));
+    double scale = std::exp(uniform(rng, std::log(1e-4), std::log(0.2)));
+    Matrix deltaK(T, d), deltaV(T, d), Khat = K, Vhat = V;
+    for (size_t t = 0; t < T; ++t)
+      for (size_t j = 0; j < d; ++j) {
+        deltaK(t, j) = scale * uniform(rng, 0.2, 1.0);
+        deltaV(t, j) = scale * uniform(rng, 0.2, 1.0);
+        Khat(t, j) += uniform(rng, -1.0, 1.0) * deltaK(t, j);
+        Vhat(t, j) += uniform(rng, -1.0, 1.0) * deltaV(t, j);
+      }
+    RuntimeCertificate deterministic, probabilistic;
+    ConcentrationLevels levels = levelsFor(1e-6, T, d);
+    ASSERT_TRUE(computeRuntimeCertificate(q, Khat, Vhat, deltaK, deltaV,
+                                          deterministic)
+                    .ok());
+    ASSERT_TRUE(computeRuntimeCertificate(q, Khat, Vhat, deltaK, deltaV,
+                                          probabilistic, &levels)
+                    .ok());
+    std::vector<double> error = outputError(q, K, V, Khat, Vhat);
+    double measured = *std::max_element(error.begin(), error.end());
+    ++trials;
+    violations += measured > probabilistic.infNorm + referenceSlack(V);
+    worstRatio = std::max(worstRatio, measured / probabilistic.infNorm);
+    EXPECT_LE(probabilistic.infNorm, deterministic.infNorm * (1 + 1e-12));
+    muchTighter += probabilistic.infNorm < 0.5 * deterministic.infNorm;
+  }
+  std::printf("[probabilistic] %zu trials, %zu violations, worst "
+              "error/bound %.3f, %zu at most half the deterministic bound\n",
+              trials, violations, worstRatio, muchTighter);
+  EXPECT_EQ(violations, 0u);
+  EXPECT_GT(muchTighter, trials / 4);
+}
+
+// Outside its model the probabilistic certificate is no promise: value
+// errors that all push the same way (not mean zero, not independent) over
+// spread attention exceed it, while the deterministic certificate, which
+// assumes nothing about the errors but their bounds, holds.
+TEST(BoundTest, ProbabilisticRuntimeCertificateRestsOnTheRoundingModel) {
+  Rng rng(43);
+  size_t d = 64, T = 1024;
+  Matrix K = randomCache(rng, T, d, 1.0, 0.0);
+  Matrix V = randomCache(rng, T, d, 1.0, 0.0);
+  std::vector<double> q = randomQuery(rng, d, 0.05);
+  Matrix deltaK(T, d), deltaV(T, d), Vhat = V;
+  for (size_t t = 0; t < T; ++t)
+    for (size_t j = 0; j < d; ++j) {
+      deltaV(t, j) = 1e-3;
+      Vhat(t, j) += deltaV(t, j);
+    }
+  RuntimeCertificate deterministic, probabilistic;
+  ConcentrationLevels levels = levelsFor(1e-9, T, d);
+  ASSERT_TRUE(
+      computeRuntimeCertificate(q, K, Vhat, deltaK, deltaV, deterministic)
+          .ok());
+  ASSERT_TRUE(computeRuntimeCertificate(q, K, Vhat, deltaK, deltaV,
+                                        probabilistic, &levels)
+                  .ok());
+  std::vector<double> error = outputError(q, K, V, K, Vhat);
+  double measured = *std::max_element(error.begin(), error.end());
+  EXPECT_NEAR(measured, 1e-3, 1e-12);
+  EXPECT_LE(measured, deterministic.infNorm + referenceSlack(V));
+  EXPECT_GT(measured, 2 * probabilistic.infNorm);
+  std::printf("[probabilistic] aligned errors: measured %.3g, deterministic "
+              "%.3g, probabilistic %.3g\n",
+              measured, deterministic.infNorm, probabilistic.infNorm);
+}

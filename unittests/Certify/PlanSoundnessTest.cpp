@@ -167,7 +167,8 @@ struct Outcome {
 /// position against the static bounds `bounds` (per KV head) and the
 /// run-time certificate.
 Outcome evaluate(const Plan &plan, const std::vector<double> &bounds,
-                 const std::vector<Sequence> &sequences, float valueScale) {
+                 const std::vector<Sequence> &sequences, float valueScale,
+                 const an::ConcentrationLevels *levels = nullptr) {
   Outcome outcome;
   const int group = kQueryHeads / kKVHeads;
   for (const Sequence &s : sequences) {
@@ -198,7 +199,7 @@ Outcome evaluate(const Plan &plan, const std::vector<double> &bounds,
         EXPECT_TRUE(an::computeRuntimeCertificate(
                         q, keys.getStored(), values.getStored(),
                         keys.getErrorBounds(), values.getErrorBounds(),
-                        runtime)
+                        runtime, levels)
                         .ok());
         ++outcome.cases;
         outcome.staticViolations += error > bounds[h];
@@ -448,4 +449,85 @@ TEST(PlanSoundness, JointCertificateRestsOnItsSamples) {
               "bound (worst %.2fx), 0 above the run-time certificate\n",
               (long long)outcome.staticViolations, (long long)outcome.cases,
               outcome.worstRatio);
+}
+
+TEST(PlanSoundness, ProbabilisticCertificateHoldsAndIsTighter) {
+  // certificate=probabilistic (error-bounds.md §9) on the stored caches of
+  // round-to-nearest quantizers: its static and run-time bounds must hold
+  // on every evaluated query, never exceed the deterministic ones, and the
+  // position-by-position certifier must agree with the class-based one.
+  std::mt19937 rng(23);
+  std::vector<Sequence> sequences;
+  for (int i = 0; i < 4; ++i)
+    sequences.push_back(makeSequence(rng));
+  calib::PositionClasses classes{4, 16, 8};
+  using K = an::StorageKind;
+  int64_t items = kKVHeads * 2;
+  Plan plans[] = {
+      makePlan(classes, {unscaled(K::F32), tokens(K::Int4, 8)}, 0, 0,
+               {0, 1, 0, 1}, false),
+      makePlan(classes, {unscaled(K::F16), tokens(K::Int8, 8)}, 0, 0,
+               std::vector<int8_t>(items, 1), false),
+      makePlan(classes, {tokens(K::Int8, 8), tokens(K::Int4, 4)}, 0, 0,
+               std::vector<int8_t>(items, 1), false),
+      makePlan(classes, {unscaled(K::BF16), channels(K::Int4, 4)}, 0, 1,
+               std::vector<int8_t>(items, 1), false),
+  };
+  plans[0].sinkFormats = plans[0].windowFormats = plans[0].bodyFormats;
+  CertifyOptions probabilistic;
+  probabilistic.certificate = CertificateKind::Probabilistic;
+  probabilistic.failureProbability = 1e-9;
+  // Joint (every query a sample) and coordinate-wise envelopes.
+  for (int64_t samples : {int64_t(100000), int64_t(0)}) {
+    calib::CalibrationStats stats = collect(sequences, classes, samples);
+    an::ConcentrationLevels levels = getConcentrationLevels(
+        1e-9, stats.shape.qHeads, kLength, kHeadDim);
+    int tighter = 0;
+    for (Plan &plan : plans) {
+      std::vector<double> bounds;
+      for (int h = 0; h < kKVHeads; ++h) {
+        an::StaticCertifiedBound p, d;
+        double keyLogitError = 0, reference = 0;
+        ASSERT_TRUE(certifyPlanHead(stats, plan, 0, h, probabilistic, p,
+                                    keyLogitError)
+                        .ok());
+        ASSERT_TRUE(certifyPlanHead(stats, plan, 0, h, CertifyOptions(), d,
+                                    keyLogitError)
+                        .ok());
+        ASSERT_TRUE(certifyHeadByPosition(stats, plan, 0, h, probabilistic,
+                                          reference)
+                        .ok());
+        EXPECT_LE(p.infNorm, d.infNorm * (1 + 1e-12));
+        EXPECT_NEAR(p.infNorm, reference, 1e-12 * p.infNorm);
+        tighter += p.infNorm < 0.9 * d.infNorm;
+        bounds.push_back(p.infNorm);
+      }
+      Outcome outcome = evaluate(plan, bounds, sequences, 1.0f, &levels);
+      EXPECT_EQ(outcome.staticViolations, 0);
+      EXPECT_EQ(outcome.runtimeViolations, 0);
+      std::printf("probabilistic (%s) bound %.3g / %.3g, worst error/bound "
+                  "%.3f\n",
+                  samples ? "joint" : "coordinate-wise", bounds[0], bounds[1],
+                  outcome.worstRatio);
+    }
+    // Per-sample sums of squared weights are what it gains from; the
+    // coordinate-wise bound through attn_max_weight gains little here.
+    if (samples)
+      EXPECT_GT(tighter, 0);
+  }
+}
+
+TEST(PlanSoundness, ProbabilisticLevelsGrowWithTheUnionBound) {
+  // lambda = sqrt(2 ln(2 n / p)) with p = P / (3 heads): more positions,
+  // channels or heads, or a smaller P, all need a larger level.
+  an::ConcentrationLevels base = getConcentrationLevels(1e-9, 8, 512, 64);
+  EXPECT_NEAR(base.logit,
+              std::sqrt(2 * std::log(2 * 512 / (1e-9 / (3 * 8)))), 1e-12);
+  EXPECT_NEAR(base.value, std::sqrt(2 * std::log(2 * 64 / (1e-9 / (3 * 8)))),
+              1e-12);
+  EXPECT_EQ(base.key, base.value);
+  EXPECT_GT(getConcentrationLevels(1e-12, 8, 512, 64).logit, base.logit);
+  EXPECT_GT(getConcentrationLevels(1e-9, 80, 512, 64).logit, base.logit);
+  EXPECT_GT(getConcentrationLevels(1e-9, 8, 4096, 64).logit, base.logit);
+  EXPECT_GT(getConcentrationLevels(1e-9, 8, 512, 128).value, base.value);
 }

@@ -17,7 +17,13 @@
 //    max sum_t a_t x_t over a_t >= 0, sum_t a_t = 1 and the class caps,
 //    solved by filling positions largest-first;
 //  * the certificate is the §2 Theorem with that worst attention, per
-//    output channel, plus the kernel's accumulation error.
+//    output channel, plus the kernel's accumulation error;
+//  * for certificate=probabilistic (§9), every position also gets its
+//    Hoeffding deviation sigma_t and the capped logit error
+//    E~_t = min(E_t, lambda_1 sigma_t) + kernel rounding, and each class
+//    its cap on sum_t a_t^2 (from the sample's squared-weight bins, or
+//    attn_max_weight times its mass); the key and value parts are the
+//    smaller of their Hoeffding and deterministic forms at E~.
 //
 // Positions whose every input is identical (same class, formats and ranges)
 // have identical terms and are evaluated once; that is an exact

@@ -114,6 +114,31 @@ func.func private @f() attributes {cert = #bad}
 
 // -----
 
+// expected-error @+1 {{probabilistic certificate confidence must be a failure probability in (0, 1), got 0}}
+#bad = #kvprec.certificate<probabilistic, confidence = 0.0, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length, rounding_model]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{probabilistic certificate confidence must be a failure probability in (0, 1), got 1}}
+#bad = #kvprec.certificate<probabilistic, confidence = 1.0, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length, rounding_model]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// A probabilistic certificate rests on the rounding model and must say so.
+// expected-error @+1 {{certificate assumes must be [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length, rounding_model] for this certificate}}
+#bad = #kvprec.certificate<probabilistic, confidence = 1.0e-9, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
+// expected-error @+1 {{expected 'confidence'}}
+#bad = #kvprec.certificate<probabilistic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = none, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length, rounding_model]>
+func.func private @f() attributes {cert = #bad}
+
+// -----
+
 // expected-error @+1 {{unknown extrapolation 'linear'}}
 #bad = #kvprec.certificate<deterministic, tolerance = [1.0e-3], bound = 1.0e-4, layer_bounds = [1.0e-4], necessary_bits = 2.0, average_bits = 4.0, bytes_vs_f16 = 0.3, calibrated_length = 64, query_samples = 0, extrapolation = linear, softmax_scale = 0.5, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [attention_mass, query_magnitude, logit_envelope, kv_ranges, calibrated_length]>
 func.func private @f() attributes {cert = #bad}

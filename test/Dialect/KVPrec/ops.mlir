@@ -28,6 +28,14 @@
   accumulate_block = 64, exp_ulps = 4,
   assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
 
+// A probabilistic certificate (error-bounds.md §9) and its failure
+// probability.
+#probable = #kvprec.certificate<probabilistic, confidence = 1.0e-9, tolerance = [0.1], bound = 0.05,
+  layer_bounds = [0.05], necessary_bits = 0.0, average_bits = 4.0, bytes_vs_f16 = 0.25,
+  calibrated_length = 64, query_samples = 8, extrapolation = none, softmax_scale = 0.125, dequant = f32,
+  accumulate = f32, accumulate_block = 16, exp_ulps = 4,
+  assumes = [sampled_query_bound, kv_ranges, calibrated_length, rounding_model]>
+
 // CHECK: #[[BLOCKS:.+]] = #kvprec.plan<layers = 1, heads = 1, capacity = 40, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>, #kvprec.format<i8, symmetric, token_group = 4, scale = f16>], sink_formats = [0, 0], body_formats = [0, 1, 1, 0, 1, 1, 1, 1, 0, 0], window_formats = [0, 0]>
 #blocks = #kvprec.plan<layers = 1, heads = 1, capacity = 40, block = 8, sink = 0, window = 8,
   formats = [#kvprec.format<f16>, #kvprec.format<i8, symmetric, token_group = 4, scale = f16>],
@@ -100,6 +108,10 @@ module {
   // CHECK-LABEL: func.func private @budget_certificate
   // CHECK-SAME: cert = #kvprec.certificate<deterministic, budget = 4.096e+03, bound = 2.0e-02, layer_bounds = [2.0e-02], necessary_bits = 0.0e+00, average_bits = 4.0e+00, bytes_vs_f16 = 2.5e-01, calibrated_length = 99, query_samples = 0, extrapolation = worst_case, margin = 2.0e+00, softmax_scale = 1.25e-01, dequant = bf16, accumulate = f32, accumulate_block = 64, exp_ulps = 4, assumes = [query_magnitude, logit_envelope, kv_ranges, extrapolation_margin]>
   func.func private @budget_certificate() attributes {cert = #budget}
+
+  // CHECK-LABEL: func.func private @probabilistic_certificate
+  // CHECK-SAME: cert = #kvprec.certificate<probabilistic, confidence = 1.0e-09, tolerance = [1.0e-01], bound = 5.0e-02, layer_bounds = [5.0e-02], necessary_bits = 0.0e+00, average_bits = 4.0e+00, bytes_vs_f16 = 2.5e-01, calibrated_length = 64, query_samples = 8, extrapolation = none, softmax_scale = 1.25e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [sampled_query_bound, kv_ranges, calibrated_length, rounding_model]>
+  func.func private @probabilistic_certificate() attributes {cert = #probable}
 
   // CHECK-LABEL: func.func @per_block
   // CHECK-SAME: !kvprec.cache<1x1x40x4xbf16, #[[BLOCKS]]>
