@@ -172,6 +172,16 @@ done
 for t in 1e-2 1e-3 1e-4; do
   plan "seed-$t" seed "$t" "mode=seed tolerance=$t"
 done
+# The baselines' formats under the probabilistic certificate: what it
+# would have to allow for each to be planned.
+for f in f16 i8 i4 f8E4M3FN; do
+  plan "uniform-$f-probabilistic" baseline-probabilistic - \
+    "mode=uniform format=$f certificate=probabilistic confidence=1e-9"
+done
+for b in 4 2; do
+  plan "kivi-$b-probabilistic" baseline-probabilistic - \
+    "mode=kivi bits=$b certificate=probabilistic confidence=1e-9"
+done
 
 # Past the calibrated length: short calibration, 512-position cache, long
 # evaluation runs. Without a rule the plan is refused; with the worst-case
