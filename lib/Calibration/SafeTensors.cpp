@@ -12,6 +12,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <optional>
 #include <cassert>
 #include <cstring>
 
@@ -22,6 +23,37 @@ namespace kvprec::calib {
 // The reference implementation refuses headers above 100 MB; a header that
 // large is a corrupt length field, not a real file.
 static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+/// A safetensors header nests three levels (the root object, a tensor's
+/// object, its shape and offset arrays). llvm::json parses (and destroys)
+/// recursively, so a header of tens of thousands of nested arrays would
+/// overflow the stack: deeper headers are refused before parsing.
+static constexpr unsigned kMaxHeaderNesting = 16;
+
+/// The byte offset at which `text` (JSON) first nests deeper than `limit`
+/// arrays and objects, if it does. Brackets inside strings do not count.
+static std::optional<size_t> findExcessNesting(StringRef text,
+                                               unsigned limit) {
+  unsigned depth = 0;
+  bool inString = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (inString) {
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        inString = false;
+      continue;
+    }
+    if (c == '"')
+      inString = true;
+    else if (c == '[' || c == '{') {
+      if (++depth > limit)
+        return i;
+    } else if ((c == ']' || c == '}') && depth > 0)
+      --depth;
+  }
+  return std::nullopt;
+}
 
 std::optional<DType> parseDType(StringRef name) {
   return StringSwitch<std::optional<DType>>(name)
@@ -175,6 +207,15 @@ SafeTensorsFile::parse(std::unique_ptr<MemoryBuffer> buffer) {
     return makeError(name, "safetensors header is empty");
 
   StringRef headerText = bytes.substr(8, headerLength);
+  if (std::optional<size_t> offset =
+          findExcessNesting(headerText, kMaxHeaderNesting))
+    return makeError(name, "safetensors header nests arrays and objects more "
+                           "than " +
+                               Twine(kMaxHeaderNesting) +
+                               " levels deep (at header byte " +
+                               Twine(*offset) + ", file byte " +
+                               Twine(*offset + 8) +
+                               "); a safetensors header needs 3");
   Expected<json::Value> header = json::parse(headerText);
   if (!header)
     return makeError(name, "safetensors header is not valid JSON: " +

@@ -103,3 +103,9 @@
 // RUN: python3 %S/Inputs/make-calibration.py %t.noscale --corrupt no-scale
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.noscale" 2>&1 | FileCheck %s --check-prefix=NOSCALE
 // NOSCALE: error: kvprec-import-calibration: {{.*}}noscale: metadata has no "softmax_scale" entry (the softmax scale the attention masses were measured at)
+
+// A statistics file whose header nests 35,000 levels is refused before
+// parsing (it overflowed the stack inside llvm::json).
+// RUN: python3 -c "import struct,sys; h=b'{'*35000+b'}'*35000; sys.stdout.buffer.write(struct.pack('<Q',len(h))+h)" > %t.deep
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.deep" 2>&1 | FileCheck %s --check-prefix=DEEP
+// DEEP: error: {{.*}}safetensors header nests arrays and objects more than 16 levels deep (at header byte 16, file byte 24)
