@@ -13,7 +13,8 @@ namespace kvprec::calib {
 
 static constexpr float kInf = std::numeric_limits<float>::infinity();
 
-static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b.
+static int64_t ceilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 /// The smallest float >= `value`: envelope maxima are stored in f32 and
 /// must not drop below what was observed.

@@ -10,7 +10,8 @@
 
 namespace kvprec::certify::detail {
 
-inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b.
+inline int64_t ceilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 /// A number as a message shows it: shortest %g form.
 inline std::string formatNumber(double value) {

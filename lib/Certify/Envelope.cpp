@@ -24,6 +24,18 @@ using calib::CalibrationStats;
 std::string certify::checkGeometry(const CalibrationStats &stats,
                                    const Geometry &geometry) {
   const calib::CalibrationShape &shape = stats.shape;
+  // The classes must fit the cache (sizes come from IR and files: compared
+  // without forming sums that could wrap).
+  if (geometry.block < 1 || geometry.block > geometry.capacity)
+    return "the block of " + std::to_string(geometry.block) +
+           " positions does not fit the cache's " +
+           std::to_string(geometry.capacity);
+  if (geometry.sink < 0 || geometry.window < 0 ||
+      geometry.sink > geometry.capacity ||
+      geometry.window > geometry.capacity - geometry.sink)
+    return "a sink of " + std::to_string(geometry.sink) + " and a window of " +
+           std::to_string(geometry.window) + " positions do not fit the "
+           "cache's " + std::to_string(geometry.capacity);
   if (shape.layers != geometry.layers)
     return "the calibration has " + std::to_string(shape.layers) +
            " layers but the cache has " + std::to_string(geometry.layers);

@@ -426,7 +426,7 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
                     ? options.kernel.accumulateBlock
                     : std::max<int64_t>(g.block, 1);
     double n = double(std::min(b, g.capacity)) +
-               double((g.capacity + b - 1) / b);
+               double(g.capacity / b + (g.capacity % b != 0));
     double w = (1 + kUnitRoundoff) / (1 - higham(n)) - 1;
     accumulation = w + higham(n + 1) * (1 + w);
   }

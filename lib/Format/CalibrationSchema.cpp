@@ -10,11 +10,16 @@ using namespace llvm;
 
 namespace kvprec::calib {
 
+/// ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b.
+static int64_t ceilDivide(int64_t a, int64_t b) {
+  return a / b + (a % b != 0);
+}
+
 int64_t CalibrationShape::getNumBodyBlocks() const {
-  if (block <= 0)
+  if (block <= 0 || window < 0)
     return 0;
-  int64_t beyondWindow = std::max<int64_t>(maxPositions - window, 0);
-  return (beyondWindow + block - 1) / block;
+  int64_t beyondWindow = maxPositions > window ? maxPositions - window : 0;
+  return ceilDivide(beyondWindow, block);
 }
 
 int64_t CalibrationShape::getNumSampleMassBins() const {
@@ -24,7 +29,7 @@ int64_t CalibrationShape::getNumSampleMassBins() const {
 int64_t CalibrationShape::getNumAbsoluteBlocks() const {
   if (block <= 0)
     return 0;
-  return (std::max<int64_t>(maxPositions, 0) + block - 1) / block;
+  return ceilDivide(std::max<int64_t>(maxPositions, 0), block);
 }
 
 using Kind = CalibrationTensorKind;

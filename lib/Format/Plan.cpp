@@ -8,7 +8,8 @@ using namespace kvprec;
 using namespace kvprec::certify;
 namespace an = kvprec::analysis;
 
-static int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/// ceil(a / b) for a >= 0, b > 0, without the overflow of (a + b - 1) / b.
+static int64_t ceilDiv(int64_t a, int64_t b) { return a / b + (a % b != 0); }
 
 int64_t Geometry::getNumBodyBlocks() const {
   return block > 0 ? ceilDiv(std::max<int64_t>(capacity - sink, 0), block) : 0;

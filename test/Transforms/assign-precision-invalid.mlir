@@ -80,3 +80,8 @@
 // A format wider than the cache's element type.
 // RUN: sed 's/xf32/xf16/g' %S/Inputs/toy-cache.mlir | not kvprec-opt --kvprec-assign-precision="mode=uniform format=f32 window=32" 2>&1 | FileCheck %s --check-prefix=WIDE
 // WIDE: error: 'kvprec.alloc' op cannot store its 'f16' elements in the wider format f32
+
+// Class sizes near 2^63 are compared without wrapping (UBSan found signed
+// overflow in sink + window here).
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 sink=9223372036854775807" 2>&1 | FileCheck %s --check-prefix=HUGESINK
+// HUGESINK: error: 'kvprec.alloc' op cannot take a plan with sink 9223372036854775807 and window 64: the cache holds only 64 positions

@@ -348,6 +348,17 @@ static Error runCollect() {
                               "model's context)",
                               int64_t(irCapacity), config.seqLen)
                           .str());
+  // Classes longer than the model's context describe positions that cannot
+  // exist (and overflowed the collector's block arithmetic).
+  for (auto [name, value] : {std::pair<StringRef, long>{"sink", collectSink},
+                             {"window", collectWindow},
+                             {"block", collectBlock}})
+    if (value > config.seqLen)
+      return usageError("collect",
+                        formatv("--{0} {1} exceeds the model's context of {2} "
+                                "positions",
+                                name, value, config.seqLen)
+                            .str());
   PositionClasses classes{collectSink, collectWindow, collectBlock};
   StatsCollector collector(config, classes, collectQuerySamples);
   LlamaRunner runner(model);

@@ -186,8 +186,28 @@ func.func private @f() attributes {plan = #bad}
 
 // -----
 
-// expected-error @+1 {{plan block size must be positive, got 0}}
+// expected-error @+1 {{plan block size must be in [1, capacity 16], got 0}}
 #bad = #kvprec.plan<layers = 1, heads = 1, capacity = 16, block = 0, sink = 0, window = 0, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// Sizes near 2^63 are compared without wrapping (UBSan found signed
+// overflow in sink + window and layers x heads x 2 here).
+// expected-error @+1 {{plan block size must be in [1, capacity 16], got 9223372036854775807}}
+#bad = #kvprec.plan<layers = 1, heads = 1, capacity = 16, block = 9223372036854775807, sink = 0, window = 0, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// expected-error @+1 {{plan sink (9223372036854775807) plus window (8) exceed the capacity 16}}
+#bad = #kvprec.plan<layers = 1, heads = 1, capacity = 16, block = 8, sink = 9223372036854775807, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+func.func private @f() attributes {plan = #bad}
+
+// -----
+
+// expected-error @+1 {{plan of 1 layers x 9223372036854775807 heads overflows the number of (layer, head, K/V) entries}}
+#bad = #kvprec.plan<layers = 1, heads = 9223372036854775807, capacity = 16, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 func.func private @f() attributes {plan = #bad}
 
 // -----

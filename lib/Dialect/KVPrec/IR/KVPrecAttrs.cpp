@@ -5,6 +5,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/DialectImplementation.h"
+#include "llvm/Support/CheckedArithmetic.h"
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/TypeSwitch.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -461,9 +462,10 @@ void CertificateAttr::print(AsmPrinter &printer) const {
 //===----------------------------------------------------------------------===//
 
 static int64_t numBodyBlocks(int64_t capacity, int64_t sink, int64_t block) {
-  return block > 0 ? llvm::divideCeil(std::max<int64_t>(capacity - sink, 0),
-                                      block)
-                   : 0;
+  if (block <= 0 || sink >= capacity)
+    return 0;
+  int64_t body = capacity - sink;
+  return body / block + (body % block != 0);
 }
 
 /// Describes entry `index` of a per-(layer, head, kv) array for diagnostics.
@@ -485,11 +487,12 @@ PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t layers,
                  CertificateAttr certificate) {
   if (layers <= 0 || heads <= 0 || capacity <= 0)
     return emitError() << "plan layers, heads and capacity must be positive";
-  if (block <= 0)
-    return emitError() << "plan block size must be positive, got " << block;
+  if (block <= 0 || block > capacity)
+    return emitError() << "plan block size must be in [1, capacity " << capacity
+                       << "], got " << block;
   if (sink < 0 || window < 0)
     return emitError() << "plan sink and window must be non-negative";
-  if (sink + window > capacity)
+  if (sink > capacity || window > capacity - sink)
     return emitError() << "plan sink (" << sink << ") plus window (" << window
                        << ") exceed the capacity " << capacity;
   if (window % block != 0)
@@ -506,19 +509,33 @@ PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t layers,
       return emitError() << "plan format " << index
                          << " is not a #kvprec.format";
 
-  int64_t items = layers * heads * 2;
+  // Sizes from the IR: checked, a wrapped product would accept garbage.
+  std::optional<int64_t> itemCount = llvm::checkedMul<int64_t>(layers, heads);
+  if (itemCount)
+    itemCount = llvm::checkedMul<int64_t>(*itemCount, 2);
+  if (!itemCount)
+    return emitError() << "plan of " << layers << " layers x " << heads
+                       << " heads overflows the number of (layer, head, K/V) "
+                          "entries";
+  int64_t items = *itemCount;
   int64_t blocks = numBodyBlocks(capacity, sink, block);
+  // -1 when the per-block entry count does not fit int64_t (no array can
+  // have that many entries).
+  std::optional<int64_t> perBlockCount =
+      llvm::checkedMul<int64_t>(items, blocks);
+  int64_t perBlockEntries = perBlockCount ? *perBlockCount : -1;
   auto checkEntries = [&](StringRef name, DenseI8ArrayAttr entries,
                           bool allowPerBlock, int64_t segmentLength,
                           bool tokensSplitByBlock) -> LogicalResult {
     int64_t size = entries.size();
-    bool perBlock = allowPerBlock && size == items * blocks && size != items;
+    bool perBlock =
+        allowPerBlock && size == perBlockEntries && size != items;
     if (size != 1 && size != items && !perBlock) {
       InFlightDiagnostic diag = emitError();
       diag << "plan " << name << " has " << size << " entries; expected 1 or "
            << items << " (layers x heads x {K, V})";
       if (allowPerBlock)
-        diag << " or " << items * blocks << " (one per body block)";
+        diag << " or " << perBlockEntries << " (one per body block)";
       return diag;
     }
     for (auto [index, value] : llvm::enumerate(entries.asArrayRef())) {

@@ -152,7 +152,8 @@ LogicalResult AssignPrecisionPass::resolveGeometry(
     return alloc.emitOpError()
            << "cannot take a plan with window " << geometry.window
            << ": it must be a multiple of the block size " << geometry.block;
-  if (geometry.sink + geometry.window > geometry.capacity)
+  if (geometry.sink > geometry.capacity ||
+      geometry.window > geometry.capacity - geometry.sink)
     return alloc.emitOpError()
            << "cannot take a plan with sink " << geometry.sink
            << " and window " << geometry.window << ": the cache holds only "
