@@ -1,6 +1,7 @@
 //===- Model.cpp - llama2.c checkpoint and fp32 forward pass --------------===//
 
 #include "kvprec/Calibration/Model.h"
+#include "kvprec/Calibration/InputFile.h"
 
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/Format.h"
@@ -98,12 +99,11 @@ Error validateLlamaConfig(const LlamaConfig &config, StringRef context) {
 }
 
 Expected<LlamaModel> LlamaModel::load(StringRef path) {
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/false,
-                            /*RequiresNullTerminator=*/false);
+  // Mapped, not read; the header then says how much of it is used.
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "checkpoint", uint64_t(1) << 40);
   if (!buffer)
-    return makeError(path,
-                     "cannot open checkpoint: " + buffer.getError().message());
+    return buffer.takeError();
   StringRef bytes = (*buffer)->getBuffer();
   if (bytes.size() < kHeaderBytes)
     return makeError(path, "file is " + Twine(bytes.size()) +

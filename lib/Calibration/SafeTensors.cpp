@@ -1,6 +1,7 @@
 //===- SafeTensors.cpp - Read and write safetensors files -----------------===//
 
 #include "kvprec/Calibration/SafeTensors.h"
+#include "kvprec/Calibration/InputFile.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSwitch.h"
@@ -166,11 +167,10 @@ static Error makeError(StringRef file, const Twine &message) {
 }
 
 Expected<SafeTensorsFile> SafeTensorsFile::open(StringRef path) {
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/false,
-                            /*RequiresNullTerminator=*/false);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "file", uint64_t(1) << 40);
   if (!buffer)
-    return makeError(path, "cannot open file: " + buffer.getError().message());
+    return buffer.takeError();
   return parse(std::move(*buffer));
 }
 

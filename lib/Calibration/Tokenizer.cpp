@@ -1,6 +1,7 @@
 //===- Tokenizer.cpp - llama2.c BPE tokenizer -----------------------------===//
 
 #include "kvprec/Calibration/Tokenizer.h"
+#include "kvprec/Calibration/InputFile.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Endian.h"
@@ -55,12 +56,10 @@ Expected<Tokenizer> Tokenizer::load(StringRef path, int32_t vocabSize) {
   if (vocabSize <= 0)
     return makeError(path, "vocabulary size must be positive, got " +
                                Twine(vocabSize));
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/false,
-                            /*RequiresNullTerminator=*/false);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "tokenizer", uint64_t(1) << 30);
   if (!buffer)
-    return makeError(path,
-                     "cannot open tokenizer: " + buffer.getError().message());
+    return buffer.takeError();
   StringRef bytes = (*buffer)->getBuffer();
   if (bytes.size() < 4)
     return makeError(path, "tokenizer file is " + Twine(bytes.size()) +

@@ -109,3 +109,7 @@
 // RUN: python3 -c "import struct,sys; h=b'{'*35000+b'}'*35000; sys.stdout.buffer.write(struct.pack('<Q',len(h))+h)" > %t.deep
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.deep" 2>&1 | FileCheck %s --check-prefix=DEEP
 // DEEP: error: {{.*}}safetensors header nests arrays and objects more than 16 levels deep (at header byte 16, file byte 24)
+
+// A device is not a statistics file.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=/dev/zero" 2>&1 | FileCheck %s --check-prefix=DEVICE
+// DEVICE: error: {{.*}}/dev/zero: file is not a regular file

@@ -1,6 +1,7 @@
 //===- EvalBounds.cpp - kvprec-calib eval-bounds --------------------------===//
 
 #include "EvalBounds.h"
+#include "kvprec/Calibration/InputFile.h"
 
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Calibration/CalibrationStats.h"
@@ -90,12 +91,11 @@ static Expected<PlannedCache> loadPlannedCache(StringRef path) {
     return mlir::success();
   });
 
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/true);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "the planned module", uint64_t(4) << 30,
+                      /*isText=*/true);
   if (!buffer)
-    return createStringError(buffer.getError(),
-                             path + ": cannot open the planned module: " +
-                                 buffer.getError().message());
+    return buffer.takeError();
   SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
   mlir::OwningOpRef<mlir::ModuleOp> module =

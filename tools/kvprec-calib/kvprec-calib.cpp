@@ -13,6 +13,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "EvalBounds.h"
+#include "kvprec/Calibration/InputFile.h"
 
 #include "kvprec/Calibration/CalibrationStats.h"
 #include "kvprec/Calibration/Collector.h"
@@ -302,12 +303,10 @@ static Error runGenerate() {
 //===----------------------------------------------------------------------===//
 
 static Expected<std::vector<std::string>> readPrompts(StringRef path) {
-  ErrorOr<std::unique_ptr<MemoryBuffer>> buffer =
-      MemoryBuffer::getFile(path, /*IsText=*/true);
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "prompts", uint64_t(64) << 20, /*isText=*/true);
   if (!buffer)
-    return createStringError(
-        buffer.getError(),
-        path + ": cannot open prompts: " + buffer.getError().message());
+    return buffer.takeError();
   std::vector<std::string> prompts;
   SmallVector<StringRef> lines;
   (*buffer)->getBuffer().split(lines, '\n');
