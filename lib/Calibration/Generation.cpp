@@ -85,6 +85,17 @@ Expected<GenerationResult> generate(LlamaRunner &runner, ArrayRef<int> prompt,
   result.positionsRun = static_cast<int>(prompt.size());
 
   for (int step = 0; step < options.steps; ++step) {
+    // Finite weights can still overflow (f32 activations past 3.4e38); a
+    // sample drawn from non-finite logits is meaningless, so stop with the
+    // step rather than print argmax-of-NaN tokens.
+    for (size_t i = 0; i < logits.size(); ++i)
+      if (!std::isfinite(logits[i]))
+        return createStringError(
+            inconvertibleErrorCode(),
+            formatv("logits at position {0} (generation step {1}) are not "
+                    "finite: logit {2} is {3}",
+                    result.positionsRun - 1, step, i, logits[i])
+                .str());
     int next = sampler.sample(logits);
     if (next == Tokenizer::kBOSToken)
       break;

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <optional>
 #include <limits>
 
 using namespace llvm;
@@ -162,28 +163,51 @@ Expected<LlamaModel> LlamaModel::load(StringRef path) {
            qDim = uint64_t(config.numHeads) * config.getHeadSize(),
            kvDim = config.getKVDim();
   uint64_t offset = 0;
-  auto take = [&](uint64_t count) {
+  // Every tensor is checked for NaN and Inf as it is laid out: a non-finite
+  // weight would otherwise turn every logit into NaN and generation into a
+  // stream of argmax-of-NaN tokens that looks like output.
+  std::optional<std::string> nonFinite;
+  auto take = [&](uint64_t count, StringRef name, uint64_t perLayer = 0) {
     uint64_t start = offset;
     offset += count;
+    for (uint64_t i = start; i < offset && !nonFinite; ++i) {
+      if (std::isfinite(model.weights[i]))
+        continue;
+      uint64_t local = i - start;
+      std::string where =
+          perLayer ? formatv("{0}[layer {1}] element {2}", name,
+                             local / perLayer, local % perLayer)
+                         .str()
+                   : formatv("{0} element {1}", name, local).str();
+      nonFinite = formatv("tensor {0} is {1} (file offset {2}); the "
+                          "checkpoint is corrupt",
+                          where, model.weights[i], kHeaderBytes + 4 * i)
+                      .str();
+    }
     return start;
   };
-  model.embeddingOffset = take(vocab * d);
-  model.attentionNormOffset = take(layers * d);
-  model.wqOffset = take(layers * qDim * d);
-  model.wkOffset = take(layers * kvDim * d);
-  model.wvOffset = take(layers * kvDim * d);
-  model.woOffset = take(layers * d * qDim);
-  model.ffnNormOffset = take(layers * d);
-  model.w1Offset = take(layers * hidden * d);
-  model.w2Offset = take(layers * d * hidden);
-  model.w3Offset = take(layers * hidden * d);
-  model.finalNormOffset = take(d);
+  model.embeddingOffset = take(vocab * d, "token_embedding_table");
+  model.attentionNormOffset = take(layers * d, "rms_att_weight", d);
+  model.wqOffset = take(layers * qDim * d, "wq", qDim * d);
+  model.wkOffset = take(layers * kvDim * d, "wk", kvDim * d);
+  model.wvOffset = take(layers * kvDim * d, "wv", kvDim * d);
+  model.woOffset = take(layers * d * qDim, "wo", d * qDim);
+  model.ffnNormOffset = take(layers * d, "rms_ffn_weight", d);
+  model.w1Offset = take(layers * hidden * d, "w1", hidden * d);
+  model.w2Offset = take(layers * d * hidden, "w2", d * hidden);
+  model.w3Offset = take(layers * hidden * d, "w3", hidden * d);
+  model.finalNormOffset = take(d, "rms_final_weight");
   uint64_t halfHead = config.getHeadSize() / 2;
-  uint64_t ropeRealOffset = take(uint64_t(config.seqLen) * halfHead);
-  uint64_t ropeImagOffset = take(uint64_t(config.seqLen) * halfHead);
-  model.classifierOffset =
-      config.sharedClassifier ? model.embeddingOffset : take(vocab * d);
+  uint64_t ropeRealOffset =
+      take(uint64_t(config.seqLen) * halfHead, "freq_cis_real");
+  uint64_t ropeImagOffset =
+      take(uint64_t(config.seqLen) * halfHead, "freq_cis_imag");
+  model.classifierOffset = config.sharedClassifier
+                               ? model.embeddingOffset
+                               : take(vocab * d, "wcls");
   assert(offset == numFloats && "layout disagrees with the size formula");
+  if (nonFinite)
+    return makeError(path, *nonFinite);
 
   // The forward pass computes RoPE as llama2.c does; compare with the file's
   // legacy tables so a checkpoint exported with another RoPE is rejected.
