@@ -419,7 +419,31 @@ Error StatsValidator::checkSamples() {
       llvm::MulOverflow<int64_t>(totalPositions, group, queryLimit);
   float minWeight = 1.0f / static_cast<float>(shape.maxPositions);
   int64_t bodyBlocks = shape.getNumBodyBlocks();
+  // Classes longer than the observed positions are legal (short prompts
+  // leave the window unfilled), but then nothing can have been observed
+  // beyond them: mass there means the file does not describe its geometry.
+  int64_t sinkAndWindow = 0;
+  bool bodyObserved =
+      !llvm::AddOverflow<int64_t>(shape.sink, shape.window, sinkAndWindow) &&
+      sinkAndWindow < shape.maxPositions;
+  bool windowObserved = shape.sink < shape.maxPositions;
   for (size_t i = 0; i < stats.queryCount.size(); ++i) {
+    if (!windowObserved && stats.attnWindowMass[i] != 0.0f)
+      return elementError(
+          "attn_window_mass", Kind::LayerHead, i,
+          formatv("is {0}, but the sink of {1} positions covers all "
+                  "max_positions = {2} observed positions",
+                  num(stats.attnWindowMass[i]), shape.sink,
+                  shape.maxPositions)
+              .str());
+    for (int64_t j = 0; !bodyObserved && j < bodyBlocks; ++j)
+      if (float mass = stats.attnBodyMass[i * bodyBlocks + j]; mass != 0.0f)
+        return elementError(
+            "attn_body_mass", Kind::LayerHeadBody, i * bodyBlocks + j,
+            formatv("is {0}, but sink {1} + window {2} cover all "
+                    "max_positions = {3} observed positions",
+                    num(mass), shape.sink, shape.window, shape.maxPositions)
+                .str());
     if (stats.queryCount[i] <= 0)
       return elementError("query_count", Kind::LayerHead, i,
                           "is 0: no query was observed for this head");

@@ -12,6 +12,8 @@
 
 #include <cassert>
 #include <cctype>
+#include <cmath>
+#include <queue>
 
 using namespace llvm;
 
@@ -101,6 +103,17 @@ Expected<Tokenizer> Tokenizer::load(StringRef path, int32_t vocabSize) {
                                "bytes",
                                token, vocabSize, length, offset, bytes.size())
                            .str());
+    if (!std::isfinite(score))
+      return makeError(path, formatv("tokenizer token {0} has score {1} at "
+                                     "offset {2}; scores must be finite",
+                                     token, score, offset - 8)
+                                 .str());
+    if (length > tokenizer.maxTokenLength)
+      return makeError(path,
+                       formatv("tokenizer token {0} is {1} bytes, longer "
+                               "than the header's max_token_length {2}",
+                               token, length, tokenizer.maxTokenLength)
+                           .str());
     tokenizer.scores.push_back(score);
     tokenizer.pieces.push_back(bytes.substr(offset, length).str());
     offset += length;
@@ -120,7 +133,14 @@ Expected<Tokenizer> Tokenizer::fromPieces(std::vector<std::string> pieces,
   if (pieces.size() != scores.size() || pieces.empty())
     return makeError("tokenizer", "needs one score per piece and at least one "
                                   "piece");
+  for (size_t i = 0; i < scores.size(); ++i)
+    if (!std::isfinite(scores[i]))
+      return makeError("tokenizer",
+                       formatv("piece {0} has score {1}; scores must be finite",
+                               i, scores[i])
+                           .str());
   Tokenizer tokenizer;
+  tokenizer.maxTokenLength = 1;
   for (const std::string &piece : pieces)
     tokenizer.maxTokenLength =
         std::max<int32_t>(tokenizer.maxTokenLength, piece.size());
@@ -130,8 +150,93 @@ Expected<Tokenizer> Tokenizer::fromPieces(std::vector<std::string> pieces,
   return tokenizer;
 }
 
+/// Greedy BPE as llama2.c runs it: repeatedly merge the adjacent pair whose
+/// concatenation is the best-scoring piece, the leftmost on ties. llama2.c
+/// rescans all pairs per merge (quadratic); here candidate pairs sit in a
+/// max-heap over a doubly linked list, with stale entries skipped when
+/// popped, so n symbols cost O(n log n) lookups and heap operations.
+void Tokenizer::mergePairs(std::vector<int> &tokens) const {
+  size_t n = tokens.size();
+  if (n < 2)
+    return;
+  // Node i keeps its original index, so index order is sequence order and
+  // the smallest live index is the leftmost pair.
+  std::vector<size_t> next(n), prev(n);
+  std::vector<uint32_t> version(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    next[i] = i + 1; // n marks the end
+    prev[i] = i == 0 ? n : i - 1;
+  }
+  struct Candidate {
+    float score;
+    size_t left, right;
+    int token;
+    uint32_t leftVersion, rightVersion;
+  };
+  auto worse = [](const Candidate &a, const Candidate &b) {
+    if (a.score != b.score)
+      return a.score < b.score;
+    return a.left > b.left;
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)>
+      heap(worse);
+  std::string merged;
+  auto push = [&](size_t left) {
+    if (left >= n || next[left] >= n)
+      return;
+    size_t right = next[left];
+    merged = pieces[tokens[left]];
+    merged += pieces[tokens[right]];
+    int token = lookup(merged);
+    // llama2.c starts its search at -1e10: pieces scored at or below it
+    // never merge.
+    if (token < 0 || !(scores[token] > -1e10f))
+      return;
+    heap.push({scores[token], left, right, token, version[left], version[right]});
+  };
+  for (size_t i = 0; i + 1 < n; ++i)
+    push(i);
+  std::vector<bool> alive(n, true);
+  while (!heap.empty()) {
+    Candidate best = heap.top();
+    heap.pop();
+    size_t left = best.left;
+    size_t right = best.right;
+    if (!alive[left] || next[left] != right || version[left] != best.leftVersion ||
+        version[right] != best.rightVersion)
+      continue;
+    tokens[left] = best.token;
+    ++version[left];
+    alive[right] = false;
+    next[left] = next[right];
+    if (next[right] < n)
+      prev[next[right]] = left;
+    if (prev[left] < n)
+      push(prev[left]);
+    push(left);
+  }
+  size_t out = 0;
+  for (size_t i = 0; i < n; i = next[i])
+    tokens[out++] = tokens[i];
+  tokens.resize(out);
+}
+
 Expected<std::vector<int>> Tokenizer::encode(StringRef text, bool addBOS,
-                                             bool addEOS) const {
+                                             bool addEOS,
+                                             size_t maxTokens) const {
+  // No piece covers more than max_token_length bytes of text, so the dummy
+  // prefix plus `text` needs at least this many tokens; refuse before any
+  // work when that already exceeds the caller's limit.
+  uint64_t covered = uint64_t(text.size()) + (text.empty() ? 0 : 1);
+  uint64_t atLeast = (covered + maxTokenLength - 1) / maxTokenLength +
+                     (addBOS ? 1 : 0) + (addEOS ? 1 : 0);
+  if (atLeast > maxTokens)
+    return makeError(
+        "tokenizer",
+        formatv("text of {0} bytes needs at least {1} tokens (no piece is "
+                "longer than {2} bytes), more than the limit of {3}",
+                text.size(), atLeast, maxTokenLength, maxTokens)
+            .str());
   std::vector<int> tokens;
   auto appendBytes = [&](StringRef chunk) -> Error {
     for (unsigned char byte : chunk) {
@@ -169,27 +274,7 @@ Expected<std::vector<int>> Tokenizer::encode(StringRef text, bool addBOS,
     start = end;
   }
 
-  // Greedy BPE: merge the adjacent pair that forms the best-scoring piece.
-  std::string merged;
-  while (tokens.size() > 1) {
-    float bestScore = -1e10f;
-    int bestToken = -1;
-    size_t bestIndex = 0;
-    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-      merged = pieces[tokens[i]];
-      merged += pieces[tokens[i + 1]];
-      int token = lookup(merged);
-      if (token >= 0 && scores[token] > bestScore) {
-        bestScore = scores[token];
-        bestToken = token;
-        bestIndex = i;
-      }
-    }
-    if (bestToken < 0)
-      break;
-    tokens[bestIndex] = bestToken;
-    tokens.erase(tokens.begin() + bestIndex + 1);
-  }
+  mergePairs(tokens);
 
   if (addBOS)
     tokens.insert(tokens.begin(), kBOSToken);

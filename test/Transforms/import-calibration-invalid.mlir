@@ -113,3 +113,12 @@
 // A device is not a statistics file.
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=/dev/zero" 2>&1 | FileCheck %s --check-prefix=DEVICE
 // DEVICE: error: {{.*}}/dev/zero: file is not a regular file
+
+// Classes that cover every observed position leave nothing for the classes
+// after them: mass there means the file does not describe its geometry.
+// RUN: python3 %S/Inputs/make-calibration.py %t.bigsink --sink 64 --max-positions 64
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.bigsink" 2>&1 | FileCheck %s --check-prefix=BIGSINK
+// BIGSINK: error: kvprec-import-calibration: {{.*}}bigsink: tensor 'attn_window_mass' element 0 [0, 0] is 0.6, but the sink of 64 positions covers all max_positions = 64 observed positions
+// RUN: python3 %S/Inputs/make-calibration.py %t.bigwindow --sink 32 --window 32 --max-positions 64
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.bigwindow" 2>&1 | FileCheck %s --check-prefix=BIGWINDOW
+// BIGWINDOW: error: kvprec-import-calibration: {{.*}}bigwindow: tensor 'attn_body_mass' element 0 [0, 0, 0] is 0.2, but sink 32 + window 32 cover all max_positions = 64 observed positions

@@ -510,7 +510,7 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   int64_t maxPositions = 0;
   for (size_t i = 0; i < inputs.prompts.size(); ++i) {
     Expected<std::vector<int>> tokens = inputs.tokenizer->encode(
-        inputs.prompts[i], /*addBOS=*/true, /*addEOS=*/false);
+        inputs.prompts[i], /*addBOS=*/true, /*addEOS=*/false, config.seqLen);
     if (!tokens)
       return tokens.takeError();
     int64_t needed =

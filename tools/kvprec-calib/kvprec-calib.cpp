@@ -267,7 +267,8 @@ static Error runGenerate() {
     return loaded.takeError();
 
   Expected<std::vector<int>> prompt =
-      loaded->tokenizer.encode(promptText, /*addBOS=*/true, /*addEOS=*/false);
+      loaded->tokenizer.encode(promptText, /*addBOS=*/true, /*addEOS=*/false,
+                               loaded->model.getConfig().seqLen);
   if (!prompt)
     return prompt.takeError();
   Sampler sampler(greedy ? 0.0f : static_cast<float>(temperature.getValue()),
@@ -373,9 +374,12 @@ static Error runCollect() {
   for (size_t i = 0; i < prompts->size(); ++i) {
     Expected<std::vector<int>> tokens =
         loaded->tokenizer.encode((*prompts)[i], /*addBOS=*/true,
-                                 /*addEOS=*/false);
+                                 /*addEOS=*/false,
+                                 loaded->model.getConfig().seqLen);
     if (!tokens)
-      return tokens.takeError();
+      return createStringError(inconvertibleErrorCode(),
+                               promptsPath + ": prompt " + Twine(i + 1) + ": " +
+                                   toString(tokens.takeError()));
     Expected<GenerationResult> result =
         generate(runner, *tokens, sampler, options, &collector);
     if (!result)

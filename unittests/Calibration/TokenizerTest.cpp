@@ -10,6 +10,8 @@
 
 #include "gtest/gtest.h"
 
+#include <cmath>
+
 using namespace llvm;
 using namespace kvprec::calib;
 using namespace kvprec::calib::test;
@@ -162,6 +164,19 @@ TEST(TokenizerTest, LoadsAndRejectsFiles) {
   message = loadError(negative, vocab);
   EXPECT_NE(message.find("token 0 has negative length -3"), std::string::npos)
       << message;
+  std::string nanScore = bytes;
+  support::endian::write32le(&nanScore[4], 0x7fc00000u);
+  message = loadError(nanScore, vocab);
+  EXPECT_NE(message.find("token 0 has score nan at offset 4; scores must be "
+                         "finite"),
+            std::string::npos)
+      << message;
+  // " ab" is 3 bytes and "<unk>" 5: a header claiming 4 is wrong.
+  message = loadError(serialize(table, 4), vocab);
+  EXPECT_NE(message.find("token 0 is 5 bytes, longer than the header's "
+                         "max_token_length 4"),
+            std::string::npos)
+      << message;
   message =
       errorMessage(Tokenizer::load(dir.path("missing.bin"), vocab).takeError());
   EXPECT_NE(message.find("missing.bin: cannot open tokenizer"),
@@ -186,6 +201,82 @@ TEST(TokenizerTest, Stories260KTokenizer) {
     std::vector<int> tokens = encodeOrFail(*tokenizer, text);
     EXPECT_EQ(tokenizer->decode(tokens), text.str()) << text.str();
   }
+}
+
+/// llama2.c's quadratic merge loop, kept here as the reference for the
+/// heap-based one.
+std::vector<int> referenceMerge(const Tokenizer &tokenizer,
+                                std::vector<int> tokens) {
+  while (tokens.size() > 1) {
+    float bestScore = -1e10f;
+    int bestToken = -1;
+    size_t bestIndex = 0;
+    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+      int token = tokenizer.lookup(tokenizer.getPiece(tokens[i]).str() +
+                                   tokenizer.getPiece(tokens[i + 1]).str());
+      if (token >= 0 && tokenizer.getScore(token) > bestScore) {
+        bestScore = tokenizer.getScore(token);
+        bestToken = token;
+        bestIndex = i;
+      }
+    }
+    if (bestToken < 0)
+      break;
+    tokens[bestIndex] = bestToken;
+    tokens.erase(tokens.begin() + bestIndex + 1);
+  }
+  return tokens;
+}
+
+TEST(TokenizerTest, HeapMergeMatchesQuadraticMerge) {
+  // Ties are frequent here (equal scores), which is where leftmost-first
+  // matters.
+  Expected<Tokenizer> tokenizer = Tokenizer::fromPieces(
+      {"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "b", "aa", "ab", "ba",
+       "bb", "aaa", "aba", "bab", " a", " b", "aab", "abab"},
+      {0, 0, 0, -1, -1, -1, -2, -2, -2, -3, -2, -4, -4, -1, -2, -2, -1});
+  ASSERT_TRUE(bool(tokenizer)) << errorMessage(tokenizer);
+  uint64_t state = 12345;
+  for (int trial = 0; trial < 2000; ++trial) {
+    std::string text;
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    size_t length = 1 + (state >> 33) % 40;
+    for (size_t i = 0; i < length; ++i) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      text += " ab"[(state >> 33) % 3];
+    }
+    std::vector<int> symbols;
+    symbols.push_back(tokenizer->lookup(" "));
+    for (char c : text)
+      symbols.push_back(tokenizer->lookup(std::string(1, c)));
+    std::vector<int> expected = referenceMerge(*tokenizer, symbols);
+    expected.insert(expected.begin(), Tokenizer::kBOSToken);
+    EXPECT_EQ(encodeOrFail(*tokenizer, text), expected) << text;
+  }
+}
+
+TEST(TokenizerTest, LongTextIsRefusedBeforeMerging) {
+  Expected<Tokenizer> tokenizer = Tokenizer::fromPieces(
+      {"<unk>", "\n<s>\n", "\n</s>\n", " ", "a", "aa", "aaaa"},
+      {0, 0, 0, -1, -1, -2, -3});
+  ASSERT_TRUE(bool(tokenizer)) << errorMessage(tokenizer);
+  // 40 bytes plus the dummy prefix in pieces of at most 6 bytes ("\n</s>\n"):
+  // at least 7 tokens, plus BOS.
+  std::string text(40, 'a');
+  Expected<std::vector<int>> refused = tokenizer->encode(text, true, false, 7);
+  std::string message = errorMessage(refused);
+  EXPECT_NE(message.find("text of 40 bytes needs at least 8 tokens (no piece "
+                         "is longer than 6 bytes), more than the limit of 7"),
+            std::string::npos)
+      << message;
+  // A long text still encodes quickly: 1 MB of one letter.
+  std::string huge(1 << 20, 'a');
+  Expected<std::vector<int>> tokens = tokenizer->encode(huge, true, false);
+  ASSERT_TRUE(bool(tokens)) << errorMessage(tokens);
+  EXPECT_EQ(tokens->size(), 2u + (1u << 20) / 4);
+  Expected<Tokenizer> nanScore = Tokenizer::fromPieces({"a"}, {NAN});
+  EXPECT_NE(errorMessage(nanScore).find("piece 0 has score nan"),
+            std::string::npos);
 }
 
 } // namespace

@@ -24,6 +24,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <limits>
 #include <vector>
 
 namespace kvprec::calib {
@@ -43,10 +44,13 @@ public:
   static llvm::Expected<Tokenizer> fromPieces(std::vector<std::string> pieces,
                                               std::vector<float> scores);
 
-  /// Encodes `text`, optionally with BOS first and EOS last. Fails only when a
-  /// byte has neither a character token nor a <0xNN> fallback token.
-  llvm::Expected<std::vector<int>> encode(llvm::StringRef text, bool addBOS,
-                                          bool addEOS) const;
+  /// Encodes `text`, optionally with BOS first and EOS last. Fails when a
+  /// byte has neither a character token nor a <0xNN> fallback token, or,
+  /// before any merging, when `text` is too long to fit in `maxTokens`
+  /// tokens. O(n log n) in the length of `text`.
+  llvm::Expected<std::vector<int>>
+  encode(llvm::StringRef text, bool addBOS, bool addEOS,
+         size_t maxTokens = std::numeric_limits<size_t>::max()) const;
 
   /// The bytes `token` contributes after `previousToken`: a leading space is
   /// dropped right after BOS, and <0xNN> tokens become the raw byte.
@@ -71,6 +75,8 @@ private:
   void buildIndex();
 
   int32_t maxTokenLength = 0;
+
+  void mergePairs(std::vector<int> &tokens) const;
   std::vector<std::string> pieces;
   std::vector<float> scores;
   llvm::StringMap<int> pieceToToken;
