@@ -44,8 +44,15 @@ std::vector<double> certify::getKernelAccumulationError(
   // The computed normalised weights against the exactly normalised ones
   // (the sum of positive weights, then the division), then the weighted sum
   // of values: |o~_j - o'_j| <= factor * sum_t a'_t |V^_{t,j}|.
-  double weightError = (1 + u) / (1 - gammaSum) - 1;
+  // (checkCoverage refuses geometries where gammaSum >= 1; the factor is
+  // infinite there, never a negative or NaN that would hide the bound.)
+  double weightError =
+      gammaSum < 1 ? (1 + u) / (1 - gammaSum) - 1 : INFINITY;
   double factor = weightError + gammaAccumulate * (1 + weightError);
+  if (!std::isfinite(factor)) {
+    std::fill(result.begin(), result.end(), INFINITY);
+    return result;
+  }
   for (size_t j = 0; j < result.size(); ++j)
     result[j] = factor * (envelope.valueMagnitude[j] +
                           (j < maxValueError.size() ? maxValueError[j] : 0.0));
@@ -256,6 +263,13 @@ Status certify::finishCertificate(
   result.infNorm = 0.0;
   for (size_t j = 0; j < result.perComponent.size(); ++j) {
     result.perComponent[j] += kernel[j];
+    // std::max would drop a NaN and certify 0: a NaN is a failure.
+    if (std::isnan(result.perComponent[j]))
+      return Status::failure("the bound of output channel " +
+                             std::to_string(j) +
+                             " is not a number; the envelope or the "
+                             "calibration holds values the model cannot "
+                             "bound");
     result.infNorm = std::max(result.infNorm, result.perComponent[j]);
   }
   return Status::success();
@@ -430,6 +444,9 @@ Status certify::certifyPlanHead(const CalibrationStats &stats, const Plan &plan,
                                 const CertifyOptions &options,
                                 an::StaticCertifiedBound &result,
                                 double &maxKeyLogitError) {
+  if (std::string problem = checkCoverage(stats, plan.geometry, options);
+      !problem.empty())
+    return Status::failure(problem);
   HeadEnvelope envelope =
       buildHeadEnvelope(stats, plan.geometry, layer, head, options);
   return certifyWithEnvelope(&stats, envelope, plan, layer, head, options,

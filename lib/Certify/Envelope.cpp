@@ -77,6 +77,26 @@ std::string certify::checkCoverage(const CalibrationStats &stats,
       return "the extrapolation margin must be finite and at least 1, got " +
              formatNumber(options.extrapolationMargin);
   }
+  if (options.kernel.enabled) {
+    // The kernel's rounding (error-bounds.md section 8) is a Higham bound
+    // gamma_n = n u / (1 - n u); its weight and accumulation factors hold
+    // only while gamma_n < 1, that is n u < 1/2 for the n terms an output
+    // sums. Past that the model has no bound at all, not a large one.
+    int64_t block = options.kernel.accumulateBlock > 0
+                        ? options.kernel.accumulateBlock
+                        : std::max<int64_t>(geometry.block, 1);
+    double terms = double(std::min(block, geometry.capacity)) +
+                   double(ceilDiv(geometry.capacity, block)) + 1;
+    if (!(terms * 0x1p-24 < 0.5))
+      return "the f32 kernel sums " + formatNumber(terms) +
+             " terms per output over " + std::to_string(geometry.capacity) +
+             " positions in blocks of " + std::to_string(block) +
+             ", past what its rounding model bounds (n u < 1/2, n < 2^23); "
+             "plan larger blocks or a shorter cache";
+    if (!(double(options.kernel.expUlps) * 0x1p-24 < 0.5))
+      return "exp_ulps " + std::to_string(options.kernel.expUlps) +
+             " is past what the rounding model bounds (exp_ulps u < 1/2)";
+  }
   double d = double(geometry.headDim);
   double scale =
       options.softmaxScale > 0 ? options.softmaxScale : 1.0 / std::sqrt(d);

@@ -25,6 +25,11 @@ namespace {
 /// Unit roundoff of the f32 kernel the contract names.
 constexpr double kUnitRoundoff = 0x1p-24;
 
+/// max(a, b) that keeps a NaN: std::max drops one and would certify less.
+double worstOf(double a, double b) {
+  return std::isnan(a) ? a : std::isnan(b) || b > a ? b : a;
+}
+
 double higham(double n) {
   double nu = n * kUnitRoundoff;
   return nu < 1 ? nu / (1 - nu) : INFINITY;
@@ -316,10 +321,27 @@ static double worstAttention(const std::vector<PositionTerms> &positions,
   return result;
 }
 
+static Status certifyByPosition(const CalibrationStats &stats,
+                                const Plan &plan, int64_t layer, int64_t head,
+                                const CertifyOptions &options, double &bound);
+
 Status certify::certifyHeadByPosition(const CalibrationStats &stats,
                                       const Plan &plan, int64_t layer,
                                       int64_t head, const CertifyOptions &options,
                                       double &bound) {
+  if (Status s = certifyByPosition(stats, plan, layer, head, options, bound);
+      s.failed())
+    return s;
+  if (std::isnan(bound))
+    return Status::failure("the position-by-position bound is not a number; "
+                           "the calibration holds values the model cannot "
+                           "bound");
+  return Status::success();
+}
+
+static Status certifyByPosition(const CalibrationStats &stats,
+                                const Plan &plan, int64_t layer, int64_t head,
+                                const CertifyOptions &options, double &bound) {
   const Geometry &g = plan.geometry;
   if (std::string problem = checkCoverage(stats, g, options); !problem.empty())
     return Status::failure(problem);
@@ -383,7 +405,26 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
   auto formatIndex = [&](const an::StorageFormat &format) {
     return int(&format - plan.formats.data());
   };
-  for (int64_t t = 0; t < g.capacity; ++t) {
+  // A position's inputs are those of its whole run: the sink, a block of a
+  // per-block body, the rest of a uniform body, or the window. The loop
+  // evaluates the first position of each run and jumps to the next, so its
+  // cost follows the number of runs, not the capacity.
+  int64_t firstWindowBlock = g.getNumBodyBlocks();
+  if (g.window > 0)
+    firstWindowBlock =
+        std::max<int64_t>(0, (g.capacity - g.window - g.sink) / g.block);
+  for (int64_t t = 0, next = 0; t < g.capacity; t = next) {
+    if (t < g.sink) {
+      next = g.sink;
+    } else {
+      int64_t block = (t - g.sink) / g.block;
+      bool uniformRun = !plan.perBlock || block >= firstWindowBlock;
+      int64_t runEnd =
+          uniformRun && block < firstWindowBlock ? firstWindowBlock
+          : uniformRun                           ? g.getNumBodyBlocks()
+                                                 : block + 1;
+      next = std::min(g.capacity, g.sink + runEnd * g.block);
+    }
     PositionKey key;
     key.segment = plan.getSegmentAt(t, g.capacity);
     key.keyFormat = formatIndex(plan.getFormatAt(keyItem, t, g.capacity));
@@ -408,6 +449,10 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
             observedAbsMax(stats, stats.vBlockAbsMax, lh, begin, end);
       }
     }
+    if (plan.getSegmentAt(next - 1, g.capacity) != key.segment)
+      return Status::failure("internal error: positions " + std::to_string(t) +
+                             " and " + std::to_string(next - 1) +
+                             " are in different classes");
     if (seen.count(key))
       continue;
     PositionTerms terms;
@@ -427,7 +472,8 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
                     : std::max<int64_t>(g.block, 1);
     double n = double(std::min(b, g.capacity)) +
                double(g.capacity / b + (g.capacity % b != 0));
-    double w = (1 + kUnitRoundoff) / (1 - higham(n)) - 1;
+    double gn = higham(n);
+    double w = gn < 1 ? (1 + kUnitRoundoff) / (1 - gn) - 1 : INFINITY;
     accumulation = w + higham(n + 1) * (1 + w);
   }
   // The probabilistic certificate (error-bounds.md §9): its concentration
@@ -508,7 +554,7 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
       double magnitude = std::max(std::fabs(data.valueRanges[j].min),
                                   std::fabs(data.valueRanges[j].max)) +
                          largestDelta;
-      result = std::max(result, std::min(joint, valueTerm + keyTerm) +
+      result = worstOf(result, std::min(joint, valueTerm + keyTerm) +
                                     accumulation * magnitude);
     }
     return result;
@@ -593,7 +639,7 @@ Status certify::certifyHeadByPosition(const CalibrationStats &stats,
     for (int64_t j = 0; j < data.d; ++j)
       q[j] = stats.querySampleAbsQ[sample * data.d + j] * scale;
     double lambda = stats.querySampleLogit[sample] * scale;
-    bound = std::max(bound, certifyQuery(q, lambda, caps, squares));
+    bound = worstOf(bound, certifyQuery(q, lambda, caps, squares));
   }
   return Status::success();
 }

@@ -68,6 +68,16 @@ double Plan::getTotalBytes() const {
   for (int64_t item = 0; item < getNumItems(); ++item) {
     total += getSegmentBytes(getSink(item), g.sink, g.headDim);
     total += getSegmentBytes(getWindow(item), g.getWindowTokens(), g.headDim);
+    if (!perBlock) {
+      // One body format: full blocks cost the same, so the cost of sizing
+      // does not grow with capacity.
+      const an::StorageFormat &body = getBody(item, 0);
+      int64_t fullBlocks = aged / g.block, rest = aged % g.block;
+      total += double(fullBlocks) * getSegmentBytes(body, g.block, g.headDim);
+      if (rest)
+        total += getSegmentBytes(body, rest, g.headDim);
+      continue;
+    }
     for (int64_t b = 0; b * g.block < aged; ++b)
       total += getSegmentBytes(getBody(item, b),
                                std::min(g.block, aged - b * g.block),

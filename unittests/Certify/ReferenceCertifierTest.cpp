@@ -210,3 +210,59 @@ TEST(ReferenceCertifier, BoundGrowsWithEveryEnvelope) {
   std::printf("bound %.4g; values x2 %.4g, |q| x2 %.4g, masses 1 %.4g\n", base,
               values, queries, masses);
 }
+
+TEST(ReferenceCertifier, LongCachesCostPerRunAndStayWithinTheKernelModel) {
+  // 2^25 positions in blocks of 8: the kernel sums 2^22 + 8 terms, inside
+  // its rounding model. Both certifiers visit runs of positions, not
+  // positions, and still agree on a uniform body.
+  calib::CalibrationStats stats = makeStats(48, 11);
+  std::mt19937 rng(5);
+  CertifyOptions options;
+  options.extrapolation = Extrapolation::WorstCase;
+  options.extrapolationMargin = 1.0;
+  int64_t capacity = int64_t(1) << 25;
+  Plan plan = randomPlan(rng, capacity, 4, 16, false);
+  an::StaticCertifiedBound classBound;
+  double keyLogitError = 0, reference = 0;
+  ASSERT_TRUE(certifyPlanHead(stats, plan, 0, 1, options, classBound,
+                              keyLogitError)
+                  .ok());
+  ASSERT_TRUE(
+      certifyHeadByPosition(stats, plan, 0, 1, options, reference).ok());
+  EXPECT_GT(reference, 0);
+  EXPECT_NEAR(classBound.infNorm, reference, 1e-12 * reference);
+
+  // The closed-form size of a uniform body is the per-block sum.
+  Plan perBlock = plan;
+  perBlock.perBlock = true;
+  perBlock.bodyFormats.clear();
+  for (int64_t item = 0; item < plan.getNumItems(); ++item)
+    perBlock.bodyFormats.insert(perBlock.bodyFormats.end(),
+                                plan.geometry.getNumBodyBlocks(),
+                                plan.bodyFormats[item]);
+  EXPECT_DOUBLE_EQ(plan.getTotalBytes(), perBlock.getTotalBytes());
+
+  // Eight times longer, the kernel's sums leave the model (n u >= 1/2):
+  // both certifiers refuse, neither returns a bound (the factor's NaN once
+  // certified 0).
+  plan.geometry.capacity = int64_t(1) << 28;
+  double bound = -1;
+  an::Status status = certifyPlanHead(stats, plan, 0, 1, options, classBound,
+                                      keyLogitError);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("past what its rounding model bounds"),
+            std::string::npos)
+      << status.getMessage();
+  status = certifyHeadByPosition(stats, plan, 0, 1, options, bound);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("past what its rounding model bounds"),
+            std::string::npos)
+      << status.getMessage();
+
+  // exp_ulps so large that exp's relative error reaches 1/2 is refused too.
+  plan.geometry.capacity = 48;
+  options.kernel.expUlps = int64_t(1) << 23;
+  status = certifyHeadByPosition(stats, plan, 0, 1, options, bound);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("exp_ulps"), std::string::npos);
+}
