@@ -105,7 +105,13 @@ Expected<LlamaModel> LlamaModel::load(StringRef path) {
       openRegularFile(path, "checkpoint", uint64_t(1) << 40);
   if (!buffer)
     return buffer.takeError();
-  StringRef bytes = (*buffer)->getBuffer();
+  Expected<LlamaModel> model = fromBytes((*buffer)->getBuffer(), path);
+  if (model)
+    model->name = sys::path::stem(path).str();
+  return model;
+}
+
+Expected<LlamaModel> LlamaModel::fromBytes(StringRef bytes, StringRef path) {
   if (bytes.size() < kHeaderBytes)
     return makeError(path, "file is " + Twine(bytes.size()) +
                                " bytes, shorter than the 28-byte llama2.c "
@@ -242,7 +248,6 @@ Expected<LlamaModel> LlamaModel::load(StringRef path) {
                       format("%.3g", deviation))
                   .str());
 
-  model.name = sys::path::stem(path).str();
   return model;
 }
 

@@ -55,14 +55,18 @@ int Tokenizer::lookup(StringRef piece) const {
 }
 
 Expected<Tokenizer> Tokenizer::load(StringRef path, int32_t vocabSize) {
-  if (vocabSize <= 0)
-    return makeError(path, "vocabulary size must be positive, got " +
-                               Twine(vocabSize));
   Expected<std::unique_ptr<MemoryBuffer>> buffer =
       openRegularFile(path, "tokenizer", uint64_t(1) << 30);
   if (!buffer)
     return buffer.takeError();
-  StringRef bytes = (*buffer)->getBuffer();
+  return fromBytes((*buffer)->getBuffer(), path, vocabSize);
+}
+
+Expected<Tokenizer> Tokenizer::fromBytes(StringRef bytes, StringRef path,
+                                         int32_t vocabSize) {
+  if (vocabSize <= 0)
+    return makeError(path, "vocabulary size must be positive, got " +
+                               Twine(vocabSize));
   if (bytes.size() < 4)
     return makeError(path, "tokenizer file is " + Twine(bytes.size()) +
                                " bytes, too short for its max_token_length "

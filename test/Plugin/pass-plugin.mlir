@@ -1,4 +1,7 @@
 // REQUIRES: system-mlir-opt
+// An instrumented plugin cannot load into the uninstrumented mlir-opt (the
+// ASan runtime must come first in the process), so not under sanitizers.
+// UNSUPPORTED: sanitizer
 // Debian's mlir-opt runs kvprec passes loaded from the plugin library.
 // Passes from a pass plugin are registered after mlir-opt has parsed its
 // flags, so they are named in --pass-pipeline rather than as --flags.

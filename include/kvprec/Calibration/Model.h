@@ -61,6 +61,10 @@ public:
   /// Loads and validates `path`. Fails on a short or over-long file, a bad
   /// header, or legacy RoPE tables that do not match theta = 10000.
   static llvm::Expected<LlamaModel> load(llvm::StringRef path);
+  /// Validates and decodes a checkpoint held in memory; `context` names it
+  /// in errors (a path, or "<fuzz input>").
+  static llvm::Expected<LlamaModel> fromBytes(llvm::StringRef bytes,
+                                              llvm::StringRef context);
 
   const LlamaConfig &getConfig() const { return config; }
   /// The file name without directory and extension ("stories260K").

@@ -40,6 +40,10 @@ public:
   /// trailing bytes.
   static llvm::Expected<Tokenizer> load(llvm::StringRef path,
                                         int32_t vocabSize);
+  /// The same from bytes in memory; `context` names them in errors.
+  static llvm::Expected<Tokenizer> fromBytes(llvm::StringRef bytes,
+                                             llvm::StringRef context,
+                                             int32_t vocabSize);
   /// Builds a tokenizer from pieces and scores (tests, tools).
   static llvm::Expected<Tokenizer> fromPieces(std::vector<std::string> pieces,
                                               std::vector<float> scores);

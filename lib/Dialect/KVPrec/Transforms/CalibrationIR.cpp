@@ -84,7 +84,8 @@ static std::string readElements(ElementsAttr attr, std::vector<T> &values) {
     if (data.size() != count * sizeof(T))
       return "its dense_resource blob holds " + std::to_string(data.size()) +
              " bytes, expected " + std::to_string(count * sizeof(T));
-    std::memcpy(values.data(), data.data(), data.size());
+    if (!data.empty()) // memcpy from or to null is UB even for 0 bytes
+      std::memcpy(values.data(), data.data(), data.size());
     return "";
   }
   return "it is neither a dense nor a dense_resource elements attribute";
