@@ -8,7 +8,9 @@
 // reference (kvprec/Certify/ReferenceCertifier.h). Both must agree on what
 // they refuse; neither may return NaN or a negative bound; on a uniform
 // body they compute the same quantity (relative 1e-9); on a per-block body
-// the class-based one may only be larger.
+// the class-based one may only be larger. Invalid floating-point operations
+// (inf * 0, inf - inf, 0 / 0) trap: a NaN that a later min or max drops
+// could otherwise hide a wrong bound.
 //
 //===----------------------------------------------------------------------===//
 
@@ -20,6 +22,7 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <cfenv>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -56,6 +59,11 @@ static void fail(const char *what, int64_t layer, int64_t head, double a,
                        "class-based %.17g, position-by-position %.17g\n",
                what, (long long)layer, (long long)head, a, b);
   std::abort();
+}
+
+extern "C" int LLVMFuzzerInitialize(int *, char ***) {
+  feenableexcept(FE_INVALID);
+  return 0;
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {

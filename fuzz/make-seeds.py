@@ -12,6 +12,9 @@ usage: make-seeds.py OUT SOURCE_ROOT MODELS_DIR
   tokenizer    a tiny tokenizer written here and tok512.bin, each prefixed
                with its vocabulary size (2 bytes, little endian)
   certificate  a few fixed byte strings (the target decodes any input)
+
+and, for every target, the inputs in fuzz/regressions/<target>/: what the
+fuzzers found once (docs/testing.md), replayed first by every run.
 """
 import math
 import os
@@ -104,3 +107,7 @@ cert = target("certificate")
 for i, seed in enumerate([b"\x00" * 64, b"\xff" * 64,
                           bytes(range(64)), bytes(range(255, 0, -3))]):
     (cert / f"seed{i}").write_bytes(seed)
+
+for regressions in sorted((root / "fuzz" / "regressions").glob("*")):
+    for path in sorted(regressions.iterdir()):
+        shutil.copyfile(path, target(regressions.name) / ("regression-" + path.name))

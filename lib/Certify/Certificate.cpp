@@ -25,6 +25,12 @@ using namespace kvprec::certify::detail;
 namespace an = kvprec::analysis;
 using calib::CalibrationStats;
 
+/// x * y for non-negative factors where a zero factor wins: e^E dV with
+/// dV = 0 is an exact term, not inf * 0 = NaN.
+static double scaleTerm(double x, double y) {
+  return x == 0.0 || y == 0.0 ? 0.0 : x * y;
+}
+
 std::vector<double> certify::getKernelAccumulationError(
     const HeadEnvelope &envelope, const Geometry &geometry,
     const CertifyOptions &options, const std::vector<double> &maxValueError) {
@@ -144,16 +150,18 @@ static Status computeProbabilisticBound(
   for (size_t j = 0; j < valueSpan.size(); ++j) {
     // Key part: e^{Ebar~} [lambda_3 (sum_t a_t^2 R^2 sigma_t^2)^{1/2} +
     // sum_t a_t (kernel_t + e^{E~_t} - 1 - E~_t) R], R <= span_j.
-    double keyTerm = growth * valueSpan[j] *
-                     (levels.key * keyDeviation + kernelShare + remainderShare);
+    double keyTerm = scaleTerm(
+        scaleTerm(growth, valueSpan[j]),
+        scaleTerm(levels.key, keyDeviation) + kernelShare + remainderShare);
     // Value part: lambda_2 (sum_t a^_t^2 deltaV^2)^{1/2} with
     // a^_t <= a_t e^{E~_t + Ebar~}.
     double valueDeviation = 0.0;
     for (size_t c = 0; c < classes.size(); ++c) {
-      double grown = std::exp(tilde[c] + meanLogit) * classes[c].maxValueError[j];
-      valueDeviation += squares[c] * grown * grown;
+      double grown =
+          scaleTerm(std::exp(tilde[c] + meanLogit), classes[c].maxValueError[j]);
+      valueDeviation += scaleTerm(squares[c], grown * grown);
     }
-    double valueTerm = levels.value * std::sqrt(valueDeviation);
+    double valueTerm = scaleTerm(levels.value, std::sqrt(valueDeviation));
     keyTerm = std::min(keyTerm, result.keyTerm[j]);
     valueTerm = std::min(valueTerm, result.valueTerm[j]);
     result.keyTerm[j] = keyTerm;
@@ -326,16 +334,17 @@ Status certify::computeClassBound(
     double maxValue = 0.0;
     for (size_t c = 0; c < classes.size(); ++c) {
       double e = classes[c].maxLogitError;
-      value[c] = std::exp(e) * classes[c].maxValueError[j];
-      key[c] = an::phi(e) * valueSpan[j];
+      value[c] = scaleTerm(std::exp(e), classes[c].maxValueError[j]);
+      key[c] = scaleTerm(an::phi(e), valueSpan[j]);
       both[c] = value[c] + key[c];
       maxValue = std::max(maxValue, classes[c].maxValueError[j]);
     }
     // The first term also has the alternative sum_t a^_t dV_t <= max dV.
     double valueTerm =
-        std::min(growth * maximizeOverEnvelope(masses, value), maxValue);
-    double keyTerm = growth * maximizeOverEnvelope(masses, key);
-    double joint = growth * maximizeOverEnvelope(masses, both);
+        std::min(scaleTerm(growth, maximizeOverEnvelope(masses, value)),
+                 maxValue);
+    double keyTerm = scaleTerm(growth, maximizeOverEnvelope(masses, key));
+    double joint = scaleTerm(growth, maximizeOverEnvelope(masses, both));
     double component = std::min(joint, valueTerm + keyTerm);
     result.valueTerm.push_back(valueTerm);
     result.keyTerm.push_back(keyTerm);
@@ -383,8 +392,12 @@ static Status certifyWithEnvelope(const CalibrationStats *stats,
     cls.maxValueError.assign(g.headDim, 0.0);
     keyModels.emplace_back();
     // The formats a class uses: one, or for a per-block body each block's
-    // with that block's calibrated ranges.
-    int64_t parts = segment == kBody && plan.perBlock ? g.getNumBodyBlocks() : 1;
+    // with that block's calibrated ranges. Only the blocks that are body at
+    // full length: the later ones are in the window at every length up to
+    // the capacity, so their body formats are never used.
+    int64_t parts =
+        segment == kBody && plan.perBlock ? ceilDiv(g.getBodyTokens(), g.block)
+                                          : 1;
     // Per-block bodies narrow a copy of the envelope block by block.
     std::optional<HeadEnvelope> narrowedCopy;
     if (parts > 1)

@@ -30,6 +30,10 @@ double worstOf(double a, double b) {
   return std::isnan(a) ? a : std::isnan(b) || b > a ? b : a;
 }
 
+/// x * y for non-negative factors where a zero factor wins: e^E dV with
+/// dV = 0 is an exact term, not inf * 0 = NaN.
+double times(double x, double y) { return x == 0 || y == 0 ? 0.0 : x * y; }
+
 double higham(double n) {
   double nu = n * kUnitRoundoff;
   return nu < 1 ? nu / (1 - nu) : INFINITY;
@@ -377,8 +381,7 @@ static Status certifyByPosition(const CalibrationStats &stats,
 
   // (C1): the plan's window holds whole blocks, at distances [0, W + B - 1)
   // from the query; the body lies at distances >= W.
-  int64_t windowTokens = std::min(g.window, g.capacity - g.sink);
-  int64_t bodyTokens = g.capacity - g.sink - windowTokens;
+  int64_t windowTokens = g.getWindowTokens(), bodyTokens = g.getBodyTokens();
   data.mass[kSink] = g.sink > 0 ? stats.attnSinkMass[lh] : 0.0;
   data.mass[kWindow] =
       windowTokens > 0 ? relativeMass(stats, lh, 0, g.window + g.block - 1)
@@ -510,8 +513,8 @@ static Status certifyByPosition(const CalibrationStats &stats,
       std::vector<double> largest =
           classMax([&](size_t i) { return (*deviation)[i] * (*deviation)[i]; });
       for (int c = 0; c < kNumSegments; ++c)
-        keySpread += squares[c] * largest[c];
-      keySpread = channelLevel * std::sqrt(keySpread);
+        keySpread += times(squares[c], largest[c]);
+      keySpread = times(channelLevel, std::sqrt(keySpread));
       kernelShare = worstAttention(positions, caps, *kernelPart);
       std::vector<double> remainder(positions.size());
       for (size_t i = 0; i < positions.size(); ++i)
@@ -525,37 +528,37 @@ static Status certifyByPosition(const CalibrationStats &stats,
       double largestDelta = 0;
       for (size_t i = 0; i < positions.size(); ++i) {
         double e = logits[i];
-        value[i] = std::exp(e) * positions[i].valueError[j];
-        key[i] = std::expm1(e) * data.span[j];
+        value[i] = times(std::exp(e), positions[i].valueError[j]);
+        key[i] = times(std::expm1(e), data.span[j]);
         both[i] = value[i] + key[i];
         largestDelta = std::max(largestDelta, positions[i].valueError[j]);
       }
       double valueTerm = std::min(
-          growth * worstAttention(positions, caps, value), largestDelta);
-      double keyTerm = growth * worstAttention(positions, caps, key);
-      double joint = growth * worstAttention(positions, caps, both);
+          times(growth, worstAttention(positions, caps, value)), largestDelta);
+      double keyTerm = times(growth, worstAttention(positions, caps, key));
+      double joint = times(growth, worstAttention(positions, caps, both));
       if (deviation) {
         // Key part e^{Ebar~} span_j (lambda_3 (sum_t a_t^2 sigma_t^2)^{1/2}
         // + sum_t a_t (kernel_t + e^{E~_t} - 1 - E~_t)); value part
         // lambda_2 (sum_t (a_t e^{E~_t + Ebar~} deltaV_t)^2)^{1/2}.
-        keyTerm = std::min(keyTerm, growth * data.span[j] *
-                                        (keySpread + kernelShare +
-                                         remainderShare));
+        keyTerm = std::min(keyTerm, times(times(growth, data.span[j]),
+                                          keySpread + kernelShare +
+                                              remainderShare));
         std::vector<double> grown = classMax([&](size_t i) {
-          double x = std::exp(logits[i] + meanLogit) *
-                     positions[i].valueError[j];
+          double x = times(std::exp(logits[i] + meanLogit),
+                           positions[i].valueError[j]);
           return x * x;
         });
         double spread = 0;
         for (int c = 0; c < kNumSegments; ++c)
-          spread += squares[c] * grown[c];
-        valueTerm = std::min(valueTerm, channelLevel * std::sqrt(spread));
+          spread += times(squares[c], grown[c]);
+        valueTerm = std::min(valueTerm, times(channelLevel, std::sqrt(spread)));
       }
       double magnitude = std::max(std::fabs(data.valueRanges[j].min),
                                   std::fabs(data.valueRanges[j].max)) +
                          largestDelta;
       result = worstOf(result, std::min(joint, valueTerm + keyTerm) +
-                                    accumulation * magnitude);
+                                    times(accumulation, magnitude));
     }
     return result;
   };

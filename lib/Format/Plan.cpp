@@ -18,14 +18,19 @@ int64_t Geometry::getNumBodyBlocks() const {
 int64_t Geometry::getWindowTokens() const {
   if (window == 0)
     return 0;
-  // Whole blocks overlapping the newest `window` positions: `window` is a
-  // multiple of `block`, so in a full cache that is exactly `window`
-  // positions, or all of the body if it is shorter.
-  return std::min(window, capacity - sink);
+  // Whole blocks overlapping the newest `window` positions (getSegmentAt):
+  // `window` is a multiple of `block`, so in a full cache that is `window`
+  // positions plus the partial last block, up to window + block - 1, or all
+  // of the body if it is shorter. The body keeps the blocks that end at or
+  // before capacity - window.
+  int64_t stored = std::max<int64_t>(capacity - sink, 0);
+  int64_t bodyBlocks =
+      block > 0 ? std::max<int64_t>(capacity - window - sink, 0) / block : 0;
+  return stored - std::min(stored, bodyBlocks * block);
 }
 
 int64_t Geometry::getBodyTokens() const {
-  return capacity - sink - getWindowTokens();
+  return std::max<int64_t>(capacity - sink, 0) - getWindowTokens();
 }
 
 const char *certify::getSegmentName(int segment) {

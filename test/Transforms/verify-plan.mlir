@@ -4,8 +4,11 @@
 // A hand-written plan is checked with the tolerance given on the command
 // line, and update=true records the recomputed certificate.
 // RUN: sed 's/!kvprec.cache<2x2x64x8xf32>/!kvprec.cache<2x2x64x8xf32, #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 16, sink = 4, window = 16, formats = [#kvprec.format<f32>, #kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [0]>>/g' %t.calibrated.mlir > %t.hand.mlir
+// The window holds the blocks overlapping the newest 16 positions: at
+// capacity 64 with a 4-position sink that is 28 positions (36..63), the body
+// 32: 4 x 32 + 28 x 32 + 32 x 12 bits = 22 bits per element.
 // RUN: kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=1e-1 update=true" | FileCheck %s --check-prefix=UPDATE
-// UPDATE: certificate = <deterministic, tolerance = [1.0e-01], bound = [[BOUND:[0-9.e+-]+]], layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = 1.825e+01, bytes_vs_f16 = 1.140625e+00, calibrated_length = 64, query_samples = 2, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [sampled_query_bound, kv_ranges, calibrated_length]>
+// UPDATE: certificate = <deterministic, tolerance = [1.0e-01], bound = [[BOUND:[0-9.e+-]+]], layer_bounds = [{{[0-9.e+-]+}}, {{[0-9.e+-]+}}], necessary_bits = {{[0-9.e+-]+}}, average_bits = 2.2e+01, bytes_vs_f16 = 1.375e+00, calibrated_length = 64, query_samples = 2, extrapolation = none, softmax_scale = 3.5355339059327373e-01, dequant = f32, accumulate = f32, accumulate_block = 16, exp_ulps = 4, assumes = [sampled_query_bound, kv_ranges, calibrated_length]>
 
 // The same plan cannot meet a tight tolerance.
 // RUN: not kvprec-opt %t.hand.mlir --kvprec-verify-plan="tolerance=1e-6" 2>&1 | FileCheck %s --check-prefix=TIGHT

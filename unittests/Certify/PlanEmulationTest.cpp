@@ -66,6 +66,36 @@ TEST(PlanEmulation, SegmentOfEveryPositionAtEveryLength) {
   EXPECT_EQ(plan.getFormatAt(0, 3, 12).kind, an::StorageKind::BF16);
 }
 
+TEST(PlanEmulation, ClassSizesCountTheSegmentsOfAFullCache) {
+  // Geometry's class sizes (bytes, certificate classes) must be the number
+  // of positions getSegmentAt puts in each class at full length. They once
+  // counted `window` positions for the window even where the partial last
+  // block makes it up to window + block - 1 (the certificate fuzzer found
+  // the two certifiers disagreeing on a body that did not exist).
+  int checked = 0;
+  for (int64_t block : {1, 2, 4, 8})
+    for (int64_t sink : {0, 1, 3, 8})
+      for (int64_t windowBlocks : {0, 1, 2, 3})
+        for (int64_t capacity = sink; capacity <= sink + 40; ++capacity) {
+          Geometry g{1, 1, capacity, 8, block, sink, windowBlocks * block};
+          Plan plan;
+          plan.geometry = g;
+          int64_t count[kNumSegments] = {0, 0, 0};
+          for (int64_t t = 0; t < capacity; ++t)
+            ++count[plan.getSegmentAt(t, capacity)];
+          ASSERT_EQ(g.getSinkTokens(), std::min(sink, capacity));
+          ASSERT_EQ(g.getWindowTokens(), count[kWindow])
+              << "capacity " << capacity << " block " << block << " sink "
+              << sink << " window " << g.window;
+          ASSERT_EQ(g.getBodyTokens(), count[kBody])
+              << "capacity " << capacity << " block " << block << " sink "
+              << sink << " window " << g.window;
+          ASSERT_LE(count[kWindow], std::max<int64_t>(g.window + block - 1, 0));
+          ++checked;
+        }
+  EXPECT_EQ(checked, 4 * 4 * 4 * 41);
+}
+
 TEST(PlanEmulation, StoresDemotesAndBoundsEveryElement) {
   // i8 window, i4 channel-group body: every block leaving the window is
   // re-quantized from its window values, and channel groups of a block that
