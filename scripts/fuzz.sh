@@ -24,8 +24,9 @@ bash "$ROOT/scripts/setup.sh" >/dev/null || exit 1
 bash "$ROOT/scripts/configure-sanitize.sh" "$BUILD" >/dev/null || exit 1
 KVPREC_BUILD_DIR="$BUILD" bash "$ROOT/scripts/build.sh" kvprec-fuzzers || exit 1
 
-SEEDS="$BUILD/fuzz-seeds"
-rm -rf "$SEEDS"
+# Per run, so that two runs on different targets can share the build.
+SEEDS="$BUILD/fuzz-seeds.$$"
+trap 'rm -rf "$SEEDS"' EXIT
 python3 "$ROOT/fuzz/make-seeds.py" "$SEEDS" "$ROOT" "$MODELS" || exit 1
 mkdir -p "$BUILD/fuzz-artifacts"
 # Leaks are not a finding for a one-shot parser here (libFuzzer's leak

@@ -64,8 +64,12 @@ Expected<Tokenizer> Tokenizer::load(StringRef path, int32_t vocabSize) {
 
 Expected<Tokenizer> Tokenizer::fromBytes(StringRef bytes, StringRef path,
                                          int32_t vocabSize) {
-  if (vocabSize <= 0)
-    return makeError(path, "vocabulary size must be positive, got " +
+  // llama2.c reserves ids 0, 1 and 2 for <unk>, BOS and EOS; encode emits
+  // the last two (the tokenizer fuzzer found a 1-token vocabulary that made
+  // it return ids outside the vocabulary).
+  if (vocabSize <= kEOSToken)
+    return makeError(path, "vocabulary size must be at least 3 (<unk>, BOS "
+                           "and EOS are ids 0, 1 and 2), got " +
                                Twine(vocabSize));
   if (bytes.size() < 4)
     return makeError(path, "tokenizer file is " + Twine(bytes.size()) +
@@ -143,6 +147,12 @@ Expected<Tokenizer> Tokenizer::fromPieces(std::vector<std::string> pieces,
                        formatv("piece {0} has score {1}; scores must be finite",
                                i, scores[i])
                            .str());
+  if (pieces.size() <= size_t(kEOSToken))
+    return makeError("tokenizer", formatv("has {0} pieces; ids 0, 1 and 2 are "
+                                          "<unk>, BOS and EOS, so it needs "
+                                          "at least 3",
+                                          pieces.size())
+                                      .str());
   Tokenizer tokenizer;
   tokenizer.maxTokenLength = 1;
   for (const std::string &piece : pieces)

@@ -280,3 +280,20 @@ TEST(TokenizerTest, LongTextIsRefusedBeforeMerging) {
 }
 
 } // namespace
+
+TEST(TokenizerTest, VocabularyMustHoldTheReservedIds) {
+  // Found by the tokenizer fuzzer: a 1-token vocabulary loaded, and encode
+  // then returned BOS (1) and EOS (2), ids outside the vocabulary.
+  std::string bytes("\x01\x00\x00\x00", 4);
+  for (int i = 0; i < 2; ++i)
+    bytes += std::string("\x00\x00\x00\x00\x01\x00\x00\x00", 8) + "a";
+  Expected<Tokenizer> small = Tokenizer::fromBytes(bytes, "tiny.bin", 2);
+  ASSERT_FALSE(bool(small));
+  EXPECT_NE(errorMessage(small).find("vocabulary size must be at least 3"),
+            std::string::npos)
+      << errorMessage(small);
+  Expected<Tokenizer> pieces = Tokenizer::fromPieces({"<unk>", "<s>"}, {0, 0});
+  ASSERT_FALSE(bool(pieces));
+  EXPECT_NE(errorMessage(pieces).find("needs at least 3"), std::string::npos)
+      << errorMessage(pieces);
+}
