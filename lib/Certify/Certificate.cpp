@@ -301,7 +301,8 @@ double certify::maximizeOverEnvelope(const std::vector<double> &masses,
   double remaining = 1.0, result = 0.0;
   for (size_t c : order) {
     double take = std::min(remaining, masses[c]);
-    result += take * values[c];
+    if (take > 0.0) // a class with no mass adds nothing, even an inf
+      result += take * values[c];
     remaining -= take;
     if (remaining <= 0.0)
       break;

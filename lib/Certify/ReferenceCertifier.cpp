@@ -316,7 +316,8 @@ static double worstAttention(const std::vector<PositionTerms> &positions,
     left[c] = std::min(caps[c], 1.0);
   for (size_t i : order) {
     double take = std::min(remaining, left[positions[i].segment]);
-    result += take * x[i];
+    if (take > 0) // a class with no mass left adds nothing, even an inf
+      result += take * x[i];
     left[positions[i].segment] -= take;
     remaining -= take;
     if (remaining <= 0)
