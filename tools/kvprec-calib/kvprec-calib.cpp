@@ -14,6 +14,7 @@
 
 #include "EvalBounds.h"
 #include "kvprec/Calibration/InputFile.h"
+#include "kvprec/CommandLine.h"
 
 #include "kvprec/Calibration/CalibrationStats.h"
 #include "kvprec/Calibration/Collector.h"
@@ -37,8 +38,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-
-#include <unistd.h>
 
 using namespace llvm;
 using namespace kvprec::calib;
@@ -549,47 +548,11 @@ static Error runInspect() {
   return Error::success();
 }
 
-/// cl::ParseCommandLineOptions with everything it writes to stderr (its
-/// own error stream and the value parsers', which write to llvm::errs()
-/// directly) captured in `errors`; false when it found an error. Help and
-/// version output go to stdout as before.
-static bool parseCommandLineCapturingErrors(int argc, char **argv,
-                                            StringRef overview,
-                                            std::string &errors) {
-  std::FILE *capture = std::tmpfile();
-  int savedStderr = capture ? ::dup(STDERR_FILENO) : -1;
-  if (savedStderr < 0) {
-    // Nothing to capture into: parse as the library does.
-    raw_string_ostream stream(errors);
-    return cl::ParseCommandLineOptions(argc, argv, overview, &stream);
-  }
-  errs().flush();
-  ::dup2(::fileno(capture), STDERR_FILENO);
-  raw_string_ostream stream(errors);
-  bool parsed = cl::ParseCommandLineOptions(argc, argv, overview, &stream);
-  errs().flush();
-  ::dup2(savedStderr, STDERR_FILENO);
-  ::close(savedStderr);
-  std::rewind(capture);
-  char buffer[4096];
-  std::string direct;
-  while (size_t n = std::fread(buffer, 1, sizeof(buffer), capture))
-    direct.append(buffer, n);
-  std::fclose(capture);
-  errors = direct + errors;
-  return parsed && direct.empty();
-}
-
 int main(int argc, char **argv) {
   InitLLVM initLLVM(argc, argv);
   cl::HideUnrelatedOptions({&modelCategory, &toolCategory});
-  // The option parser's messages ("kvprec-calib: for the --steps option:
-  // ...", "Unknown command line argument") go to stderr without "error:";
-  // they are captured and rewritten into the tool's one-line error form,
-  // suggestions as notes.
-  std::string parseErrors;
-  bool parsed = parseCommandLineCapturingErrors(
-      argc, argv,
+  if (!kvprec::parseCommandLine(
+          argc, argv,
       "kvprec-calib: calibration statistics for kvprec\n\n"
       "  generate  run a llama2.c checkpoint (fp32 reference forward pass)\n"
       "  collect   measure kvprec-calib-v1 statistics over prompts\n"
@@ -601,20 +564,8 @@ int main(int argc, char **argv) {
       "            check a planned module's certified bounds against "
       "measured\n"
       "            attention errors of a cache stored as the plan says\n",
-      parseErrors);
-  if (!parsed) {
-    SmallVector<StringRef> lines;
-    StringRef(parseErrors).split(lines, '\n', -1, /*KeepEmpty=*/false);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      StringRef line = lines[i].trim();
-      line.consume_front("kvprec-calib:");
-      errs() << "kvprec-calib: " << (i == 0 ? "error: " : "note: ")
-             << line.trim() << "\n";
-    }
-    if (lines.empty())
-      errs() << "kvprec-calib: error: invalid command line\n";
+          "kvprec-calib"))
     return 1;
-  }
 
   Error error = Error::success();
   if (generateCommand)

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "kvprec/CommandLine.h"
 #include "kvprec/InitKVPrec.h"
 #include "kvprec/InputCheck.h"
 
@@ -13,6 +14,7 @@
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
+#include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -35,10 +37,19 @@ static constexpr unsigned kMaxInputNesting = 100000;
 /// MlirOptMain's file handling, with checkInput between reading the
 /// input and parsing it.
 static int runDriver(int argc, char **argv, mlir::DialectRegistry &registry) {
-  auto [inputFilename, outputFilename] = mlir::registerAndParseCLIOptions(
-      argc, argv,
+  // mlir::registerAndParseCLIOptions, with llvm::cl's errors in the tool's
+  // one-line `kvprec-opt: error: ...` form instead of printed and exited on.
+  std::string helpHeader = mlir::registerCLIOptions(
       "kvprec optimizer driver: certified mixed-precision KV caches\n",
       registry);
+  static llvm::cl::opt<std::string> inputFilename(
+      llvm::cl::Positional, llvm::cl::desc("<input file>"),
+      llvm::cl::init("-"));
+  static llvm::cl::opt<std::string> outputFilename(
+      "o", llvm::cl::desc("Output filename"),
+      llvm::cl::value_desc("filename"), llvm::cl::init("-"));
+  if (!kvprec::parseCommandLine(argc, argv, helpHeader, "kvprec-opt"))
+    return 1;
   mlir::MlirOptMainConfig config =
       mlir::MlirOptMainConfig::createFromCLOptions();
   if (config.shouldShowDialects() || config.shouldListPasses())
