@@ -6,6 +6,7 @@
 // TABLE: shape: 2 layers x 2 KV heads x 64 positions x head_dim 8
 // TABLE: classes: sink 4, window 16 (whole blocks), body blocks of 16
 // TABLE: memory: {{[0-9]+}} bytes vs 8192 in fp16
+// TABLE: layout: arena of {{[0-9]+}} bytes, {{[0-9]+}} of stored data
 // TABLE: certificate (deterministic, joint over up to 2 query samples per head): tolerance 0.01, certified bound [[BOUND:[0-9.]+]] (recomputed [[BOUND]])
 // TABLE: layer bounds: [[BOUND]] [[BOUND]]
 // TABLE: HNF necessary bits (lower bound, not sufficient): {{[0-9.]+}} (necessary only)
@@ -27,6 +28,10 @@
 // JSON-NEXT: "sampled_query_bound",
 // JSON-NEXT: "kv_ranges",
 // JSON-NEXT: "calibrated_length"
+// RUN: FileCheck %s --check-prefix=LAYOUT < %t.json
+// LAYOUT: "layout": {
+// LAYOUT-NEXT: "arena_bytes": 8256,
+// LAYOUT-NEXT: "data_bytes": 7616
 // JSON: "bytes_vs_f16":
 // JSON: "calibrated_length": 64,
 // JSON: "dequant": "f32",

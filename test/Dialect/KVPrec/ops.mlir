@@ -87,6 +87,8 @@ module {
     kvprec.append %k, %v into %c[2] at %pos : memref<1x2x8xf16>, memref<1x2x8xf16> into !kvprec.cache<3x2x128x8xf16>
     // CHECK: kvprec.attend %{{.+}}, %[[CACHE]][2] len %{{.+}} into %{{.+}} : memref<2x8xf16>, !kvprec.cache<3x2x128x8xf16> into memref<2x8xf16>
     kvprec.attend %q, %c[2] len %len into %o : memref<2x8xf16>, !kvprec.cache<3x2x128x8xf16> into memref<2x8xf16>
+    // CHECK: kvprec.dealloc %[[CACHE]] : !kvprec.cache<3x2x128x8xf16>
+    kvprec.dealloc %c : !kvprec.cache<3x2x128x8xf16>
     return
   }
 

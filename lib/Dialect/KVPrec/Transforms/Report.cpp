@@ -6,6 +6,7 @@
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
+#include "kvprec/Format/CacheLayout.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
@@ -49,6 +50,10 @@ struct CacheReport {
   bool synthetic = false;
   int64_t calibratedPositions = 0;
   double bytes = 0.0, f16Bytes = 0.0;
+  /// The arena of the lowered cache (kvprec/Format/CacheLayout.h): its
+  /// allocation size and the bytes of stored data in it, or why it has none.
+  int64_t arenaBytes = 0, arenaDataBytes = 0;
+  std::string layoutError;
   CertificateAttr certificate;
   double recomputedBound = 0.0;
   std::vector<HeadRow> rows;
@@ -107,6 +112,14 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
                      report.bytes, report.f16Bytes,
                      report.bytes / report.f16Bytes,
                      report.bytes * 8 / (report.f16Bytes / 2));
+  if (report.layoutError.empty())
+    os << llvm::format("  layout: arena of %lld bytes, %lld of stored data%s\n",
+                       (long long)report.arenaBytes,
+                       (long long)report.arenaDataBytes,
+                       g.window > 0 ? " (the window ring keeps one block more)"
+                                    : "");
+  else
+    os << "  layout: none: " << report.layoutError << "\n";
   if (report.certificate) {
     CertificateRecord c = readCertificateAttr(report.certificate);
     std::string target;
@@ -261,6 +274,12 @@ static llvm::json::Value toJson(const CacheReport &report) {
                                     {"bytes_vs_f16",
                                      report.bytes / report.f16Bytes}}},
       {"heads", std::move(rows)}};
+  if (report.layoutError.empty())
+    result["layout"] = llvm::json::Object{
+        {"arena_bytes", report.arenaBytes},
+        {"data_bytes", report.arenaDataBytes}};
+  else
+    result["layout"] = llvm::json::Object{{"error", report.layoutError}};
   if (report.certificate) {
     CertificateRecord c = readCertificateAttr(report.certificate);
     llvm::json::Array assumes;
@@ -374,6 +393,17 @@ void ReportPass::runOnOperation() {
     report.bytes = plan->getTotalBytes();
     report.f16Bytes = double(plan->getNumItems()) * plan->geometry.capacity *
                       plan->geometry.headDim * 2;
+    {
+      std::unique_ptr<::kvprec::layout::ArenaLayout> layout;
+      ::kvprec::analysis::Status status =
+          ::kvprec::layout::ArenaLayout::build(*plan, layout);
+      if (status.ok()) {
+        report.arenaBytes = layout->getTotalBytes();
+        report.arenaDataBytes = layout->getDataBytes();
+      } else {
+        report.layoutError = status.getMessage();
+      }
+    }
     report.certificate = cache.getPlan().getCertificate();
     // Bounds are recomputed under the contract the certificate states.
     cf::CertifyOptions options;

@@ -38,6 +38,21 @@ def KVPrec_AllocOp : KVPrec_Op<"alloc", [
   }];
 }
 
+def KVPrec_DeallocOp : KVPrec_Op<"dealloc"> {
+  let summary = "Frees a KV cache";
+  let description = [{
+    Releases the storage of a cache made by `kvprec.alloc`. The cache must
+    not be used afterwards.
+
+    ```mlir
+    kvprec.dealloc %cache : !kvprec.cache<5x4x512x8xf32>
+    ```
+  }];
+  let arguments = (ins Arg<KVPrec_CacheType, "the cache to free",
+                           [MemFree<KVPrec_CacheResource>]>:$cache);
+  let assemblyFormat = "$cache attr-dict `:` qualified(type($cache))";
+}
+
 def KVPrec_AppendOp : KVPrec_Op<"append"> {
   let summary = "Stores the K and V of new tokens of one layer";
   let description = [{
@@ -46,6 +61,12 @@ def KVPrec_AppendOp : KVPrec_Op<"append"> {
     each position is quantized on store to the format of its class (sink,
     window); positions that leave the recent window are demoted to their body
     block's format. `keys` are taken as cached (after RoPE).
+
+    The cache counts the positions appended to each layer (its fill count),
+    and the class of every position follows from that count. `position` must
+    equal the layer's fill count and `position + tokens` must not exceed the
+    capacity; otherwise the append is a run-time error that writes nothing
+    (docs/abi.md).
 
     ```mlir
     kvprec.append %k, %v into %cache[0] at %pos
@@ -75,7 +96,9 @@ def KVPrec_AttendOp : KVPrec_Op<"attend"> {
     `layer`, reading K and V from KV head `h / (q_heads / kv_heads)`, and
     writes it to row `h` of `output`. The cache is dequantized on load and
     the softmax is computed online (stable). `scale` defaults to
-    `1 / sqrt(head_dim)`.
+    `1 / sqrt(head_dim)`. `length` must equal the layer's fill count (the
+    positions appended so far) and be positive; any other value is a
+    run-time error that writes nothing.
 
     With a `-> f32` result the op also returns the run-time certificate of
     docs/error-bounds.md section 5: a bound on the infinity-norm error of
@@ -114,7 +137,9 @@ def KVPrec_LoadOp : KVPrec_Op<"load"> {
     Reads positions `[start, start + tokens)` of layer `layer`, dequantized to
     the element type of `keys` and `values` (each
     `[tokens, kv_heads, head_dim]`), for interoperation with code that
-    expects a plain cache.
+    expects a plain cache. The range must lie within the positions appended
+    to the layer so far (its fill count); otherwise the load is a run-time
+    error that writes nothing.
 
     ```mlir
     kvprec.load %cache[2] from %start into %k, %v
