@@ -113,6 +113,11 @@ Status kvprec::analysis::computeAsymmetricScale(const StorageFormat &format,
     return Status::failure(name + ": invalid group range");
   // Rounding z down keeps min - z >= 0, so no element needs a negative code.
   double zeroPoint = roundDownToFloatKind(format.scaleKind, minValue);
+  // A zero minimum stores +0 whether the group's first minimum was +0 or
+  // -0: the value is the same, and a vectorised kernel cannot tell which
+  // came first.
+  if (zeroPoint == 0.0)
+    zeroPoint = 0.0;
   if (!std::isfinite(zeroPoint))
     return Status::failure(name + ": zero point overflows the scale kind");
   // The kernel forms max - z in f32; the scale must cover that value.

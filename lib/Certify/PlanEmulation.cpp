@@ -38,8 +38,24 @@ an::Status EmulatedStream::store(int64_t begin, int64_t end,
     return an::Status::failure(
         "positions " + std::to_string(begin) + ".." + std::to_string(end - 1) +
         " in " + an::getFormatName(format) + ": " + status.getMessage());
+  const int64_t rows = end - begin;
   for (int64_t t = begin; t < end; ++t) {
     rowFormat[t] = &format;
+    for (int64_t j = 0; j < headDim; ++j) {
+      an::GroupScale scale;
+      if (an::isScaled(format)) {
+        size_t group = format.granularity == an::Granularity::TokenGroup
+                           ? size_t((t - begin) * (headDim / format.groupSize) +
+                                    j / format.groupSize)
+                           : size_t(j * ((rows + format.groupSize - 1) /
+                                         format.groupSize) +
+                                    (t - begin) / format.groupSize);
+        scale = quantized.scales[group];
+      }
+      scales[t * headDim + j] = scale;
+      codes[t * headDim + j] =
+          an::quantizeElement(format, scale, source[t * headDim + j]);
+    }
     for (int64_t j = 0; j < headDim; ++j) {
       double value = quantized.dequantized(t - begin, j);
       // The bound relative to the exact value: this quantization's bound
@@ -71,6 +87,8 @@ an::Status EmulatedStream::append(const float *values) {
   source.insert(source.end(), values, values + headDim);
   sourceBound.resize(length * headDim, 0.0);
   rowFormat.push_back(nullptr);
+  codes.resize(length * headDim, 0);
+  scales.resize(length * headDim);
 
   // Blocks whose class changed at this length are re-quantized from what
   // they stored (a real demotion has nothing else). With window > 0 only a

@@ -21,11 +21,11 @@ static bool hasChannelGroups(const an::StorageFormat &format) {
          format.granularity == an::Granularity::ChannelGroup;
 }
 
-RowShape layout::getRowShape(const an::StorageFormat &format,
-                             int64_t headDim) {
+RowShape layout::getRowShape(const an::StorageFormat &format, int64_t headDim) {
   RowShape shape;
   unsigned bits = an::getBitWidth(format.kind);
-  shape.rowBytes = bits >= 8 ? headDim * (bits / 8) : ceilDiv(headDim, 8 / bits);
+  shape.rowBytes =
+      bits >= 8 ? headDim * (bits / 8) : ceilDiv(headDim, 8 / bits);
   if (!an::isScaled(format))
     return shape;
   shape.scaleValues = format.granularity == an::Granularity::TokenGroup
@@ -95,9 +95,9 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
   // fit the arena; bounding them first keeps the products below exact.
   if (g.layers > kMaxArenaBytes / 8 || g.heads > kMaxArenaBytes / g.layers ||
       g.capacity > kMaxArenaBytes || g.headDim > kMaxArenaBytes)
-    return an::Status::failure(
-        "the cache's arena needs more than " + std::to_string(kMaxArenaBytes) +
-        " bytes (2^48)");
+    return an::Status::failure("the cache's arena needs more than " +
+                               std::to_string(kMaxArenaBytes) +
+                               " bytes (2^48)");
   std::unique_ptr<ArenaLayout> layout(new ArenaLayout(plan));
   Allocator allocator;
   allocator.allocate(g.layers, 8);
@@ -107,20 +107,20 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
   // Blocks that can be in the body of a full cache: with a window, those
   // that end at or before capacity - window; without one, every block.
   const int64_t bodyBlocks =
-      g.window > 0 ? std::max<int64_t>(g.capacity - g.window - g.sink, 0) /
-                         g.block
-                   : numBlocks;
+      g.window > 0
+          ? std::max<int64_t>(g.capacity - g.window - g.sink, 0) / g.block
+          : numBlocks;
   const int64_t ringBlocks =
       g.window > 0 ? std::min(g.window / g.block + 1, numBlocks) : 0;
 
   auto checkFits = [&](const an::StorageFormat &format, int64_t unit,
                        const char *segment) -> an::Status {
     if (unit > 0 && !certify::fitsSegment(format, unit, g.headDim))
-      return an::Status::failure(
-          std::string("the ") + segment + " format " +
-          an::getFormatName(format) + " cannot store units of " +
-          std::to_string(unit) + " positions of " + std::to_string(g.headDim) +
-          " channels");
+      return an::Status::failure(std::string("the ") + segment + " format " +
+                                 an::getFormatName(format) +
+                                 " cannot store units of " +
+                                 std::to_string(unit) + " positions of " +
+                                 std::to_string(g.headDim) + " channels");
     return an::Status::success();
   };
 
@@ -152,17 +152,15 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
     // A ring as long as the whole body region holds it without wrapping.
     stream.window.rows = ringBlocks == numBlocks ? aged : ringBlocks * g.block;
     if (ringBlocks > 0) {
-      if (an::Status s = checkFits(windowFormat, g.block, "window");
-          s.failed())
+      if (an::Status s = checkFits(windowFormat, g.block, "window"); s.failed())
         return s;
       noteStaging(windowFormat);
     }
     placeRun(allocator, windowFormat, g.headDim, stream.window);
 
     for (int64_t b = 0; b < bodyBlocks && !allocator.failed;) {
-      int8_t index = plan.perBlock
-                         ? plan.bodyFormats[item * numBlocks + b]
-                         : plan.bodyFormats[item];
+      int8_t index = plan.perBlock ? plan.bodyFormats[item * numBlocks + b]
+                                   : plan.bodyFormats[item];
       int64_t end = b + 1;
       if (!plan.perBlock)
         end = bodyBlocks;
@@ -189,9 +187,9 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
     stream.stagingOffset = allocator.allocate(stagingRows, 4 * g.headDim);
   }
   if (allocator.failed)
-    return an::Status::failure(
-        "the cache's arena needs more than " + std::to_string(kMaxArenaBytes) +
-        " bytes (2^48)");
+    return an::Status::failure("the cache's arena needs more than " +
+                               std::to_string(kMaxArenaBytes) +
+                               " bytes (2^48)");
   layout->totalBytes =
       ceilDiv(allocator.next, kRegionAlignment) * kRegionAlignment;
   // Data bytes: everything allocated except fill counts and staging.
@@ -221,10 +219,9 @@ const Run *layout::findRow(const CacheLayout &layout, int64_t item,
     break;
   }
   // Body runs are in position order: find the one holding the position.
-  auto it = std::upper_bound(stream.body.begin(), stream.body.end(), position,
-                             [](int64_t p, const Run &run) {
-                               return p < run.firstPosition;
-                             });
+  auto it = std::upper_bound(
+      stream.body.begin(), stream.body.end(), position,
+      [](int64_t p, const Run &run) { return p < run.firstPosition; });
   if (it == stream.body.begin())
     return nullptr;
   --it;

@@ -1,6 +1,7 @@
 //===- InitKVPrec.cpp - register kvprec dialects and passes ---------------===//
 
 #include "kvprec/InitKVPrec.h"
+#include "kvprec/Conversion/Passes.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecDialect.h"
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
 
@@ -14,7 +15,11 @@ void kvprec::registerKVPrecDialect(mlir::DialectRegistry &registry) {
   registry.insert<mlir::kvprec::KVPrecDialect>();
 }
 
-void kvprec::registerKVPrecPasses() { mlir::kvprec::registerKVPrecPasses(); }
+void kvprec::registerKVPrecPasses() {
+  mlir::kvprec::registerKVPrecPasses();
+  mlir::kvprec::registerKVPrecConversionPasses();
+  mlir::kvprec::registerKVPrecConversionPipelines();
+}
 
 void kvprec::registerKVPrecToolDialects(mlir::DialectRegistry &registry) {
   registerKVPrecDialect(registry);

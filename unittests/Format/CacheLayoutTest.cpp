@@ -26,8 +26,7 @@ an::StorageFormat unscaled(an::StorageKind kind) {
 an::StorageFormat scaled(an::StorageKind kind, an::QuantScheme scheme,
                          an::Granularity granularity, unsigned group,
                          an::StorageKind scaleKind = an::StorageKind::F16) {
-  return an::StorageFormat::scaled(kind, scheme, granularity, group,
-                                   scaleKind);
+  return an::StorageFormat::scaled(kind, scheme, granularity, group, scaleKind);
 }
 
 /// One layer, `heads` heads; every item stores sink, window and body in
@@ -79,17 +78,17 @@ void checkLayout(const Plan &plan) {
   const certify::Geometry &g = plan.geometry;
   std::vector<Region> regions;
   for (int64_t layer = 0; layer < g.layers; ++layer)
-    regions.push_back({layout->getFillOffset(layer),
-                       layout->getFillOffset(layer) + 8});
+    regions.push_back(
+        {layout->getFillOffset(layer), layout->getFillOffset(layer) + 8});
   for (int64_t item = 0; item < plan.getNumItems(); ++item) {
     const StreamLayout &stream = layout->getStream(item);
     addRegions(plan, stream.sink, regions);
     addRegions(plan, stream.window, regions);
     for (const Run &run : stream.body)
       addRegions(plan, run, regions);
-    regions.push_back({stream.stagingOffset,
-                       stream.stagingOffset +
-                           stream.stagingRows * 4 * g.headDim});
+    regions.push_back(
+        {stream.stagingOffset,
+         stream.stagingOffset + stream.stagingRows * 4 * g.headDim});
   }
   std::sort(regions.begin(), regions.end(),
             [](const Region &a, const Region &b) {
@@ -132,28 +131,30 @@ void checkLayout(const Plan &plan) {
 
 TEST(CacheLayout, RowShapes) {
   // Packed codes: ceil(D / (8 / bits)) bytes, planar.
-  EXPECT_EQ(getRowShape(scaled(an::StorageKind::Int4, an::QuantScheme::Symmetric,
-                               an::Granularity::TokenGroup, 2),
-                        10)
-                .rowBytes,
-            5);
-  EXPECT_EQ(getRowShape(scaled(an::StorageKind::Int2, an::QuantScheme::Symmetric,
-                               an::Granularity::TokenGroup, 2),
-                        10)
-                .rowBytes,
-            3);
+  EXPECT_EQ(
+      getRowShape(scaled(an::StorageKind::Int4, an::QuantScheme::Symmetric,
+                         an::Granularity::TokenGroup, 2),
+                  10)
+          .rowBytes,
+      5);
+  EXPECT_EQ(
+      getRowShape(scaled(an::StorageKind::Int2, an::QuantScheme::Symmetric,
+                         an::Granularity::TokenGroup, 2),
+                  10)
+          .rowBytes,
+      3);
   EXPECT_EQ(getRowShape(unscaled(an::StorageKind::BF16), 24).rowBytes, 48);
-  RowShape token = getRowShape(
-      scaled(an::StorageKind::Int8, an::QuantScheme::Asymmetric,
-             an::Granularity::TokenGroup, 32, an::StorageKind::F32),
-      128);
+  RowShape token =
+      getRowShape(scaled(an::StorageKind::Int8, an::QuantScheme::Asymmetric,
+                         an::Granularity::TokenGroup, 32, an::StorageKind::F32),
+                  128);
   EXPECT_EQ(token.rowBytes, 128);
   EXPECT_EQ(token.scaleValues, 4);
   EXPECT_EQ(token.scaleValueBytes, 4);
-  RowShape channel = getRowShape(
-      scaled(an::StorageKind::F8E4M3FN, an::QuantScheme::Symmetric,
-             an::Granularity::ChannelGroup, 16),
-      64);
+  RowShape channel =
+      getRowShape(scaled(an::StorageKind::F8E4M3FN, an::QuantScheme::Symmetric,
+                         an::Granularity::ChannelGroup, 16),
+                  64);
   EXPECT_EQ(channel.scaleValues, 64);
   EXPECT_EQ(channel.scaleValueBytes, 2);
 }
@@ -162,9 +163,9 @@ TEST(CacheLayout, SizesOfOneStream) {
   // int8, token groups of 8 with f16 scales: 8 code bytes and one 2-byte
   // scale per row. Capacity 100, sink 4, window 32, block 16: 6 blocks, a
   // ring of 3, and 4 blocks that can leave the window.
-  an::StorageFormat i8 = scaled(an::StorageKind::Int8,
-                                an::QuantScheme::Symmetric,
-                                an::Granularity::TokenGroup, 8);
+  an::StorageFormat i8 =
+      scaled(an::StorageKind::Int8, an::QuantScheme::Symmetric,
+             an::Granularity::TokenGroup, 8);
   Plan plan = makePlan(1, 100, 8, 16, 4, 32, {i8, i8, i8});
   std::unique_ptr<ArenaLayout> layout;
   ASSERT_TRUE(ArenaLayout::build(plan, layout).ok());
@@ -187,16 +188,15 @@ TEST(CacheLayout, SizesOfOneStream) {
 
 TEST(CacheLayout, EveryLivePositionHasItsOwnRow) {
   an::StorageFormat f16 = unscaled(an::StorageKind::F16);
-  an::StorageFormat i4 = scaled(an::StorageKind::Int4,
-                                an::QuantScheme::Asymmetric,
-                                an::Granularity::ChannelGroup, 2);
-  an::StorageFormat i2 = scaled(an::StorageKind::Int2,
-                                an::QuantScheme::Symmetric,
-                                an::Granularity::TokenGroup, 4);
-  an::StorageFormat f8 = scaled(an::StorageKind::F8E5M2,
-                                an::QuantScheme::Symmetric,
-                                an::Granularity::TokenGroup, 4,
-                                an::StorageKind::BF16);
+  an::StorageFormat i4 =
+      scaled(an::StorageKind::Int4, an::QuantScheme::Asymmetric,
+             an::Granularity::ChannelGroup, 2);
+  an::StorageFormat i2 =
+      scaled(an::StorageKind::Int2, an::QuantScheme::Symmetric,
+             an::Granularity::TokenGroup, 4);
+  an::StorageFormat f8 =
+      scaled(an::StorageKind::F8E5M2, an::QuantScheme::Symmetric,
+             an::Granularity::TokenGroup, 4, an::StorageKind::BF16);
   int checked = 0;
   for (int64_t capacity : {1, 5, 8, 13, 16, 29})
     for (int64_t sink : {0, 2, 4})
@@ -218,24 +218,21 @@ TEST(CacheLayout, EveryLivePositionHasItsOwnRow) {
 
 TEST(CacheLayout, StagingHoldsTheChannelGroupBeingFilled) {
   an::StorageFormat f32 = unscaled(an::StorageKind::F32);
-  an::StorageFormat kivi = scaled(an::StorageKind::Int2,
-                                  an::QuantScheme::Asymmetric,
-                                  an::Granularity::ChannelGroup, 8);
+  an::StorageFormat kivi =
+      scaled(an::StorageKind::Int2, an::QuantScheme::Asymmetric,
+             an::Granularity::ChannelGroup, 8);
   std::unique_ptr<ArenaLayout> layout;
   // The body fills in its own format only without a window.
-  ASSERT_TRUE(ArenaLayout::build(makePlan(1, 64, 8, 16, 0, 16,
-                                          {f32, f32, kivi}),
-                                 layout)
+  ASSERT_TRUE(ArenaLayout::build(
+                  makePlan(1, 64, 8, 16, 0, 16, {f32, f32, kivi}), layout)
                   .ok());
   EXPECT_EQ(layout->getStream(0).stagingRows, 0);
-  ASSERT_TRUE(ArenaLayout::build(makePlan(1, 64, 8, 16, 0, 0,
-                                          {f32, f32, kivi}),
-                                 layout)
-                  .ok());
+  ASSERT_TRUE(
+      ArenaLayout::build(makePlan(1, 64, 8, 16, 0, 0, {f32, f32, kivi}), layout)
+          .ok());
   EXPECT_EQ(layout->getStream(0).stagingRows, 8);
-  ASSERT_TRUE(ArenaLayout::build(makePlan(1, 64, 8, 16, 8, 16,
-                                          {kivi, f32, f32}),
-                                 layout)
+  ASSERT_TRUE(ArenaLayout::build(
+                  makePlan(1, 64, 8, 16, 8, 16, {kivi, f32, f32}), layout)
                   .ok());
   EXPECT_EQ(layout->getStream(0).stagingRows, 8);
 }
@@ -257,10 +254,8 @@ TEST(CacheLayout, PerBlockBodiesMergeRunsOfOneFormat) {
 TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
   an::StorageFormat f16 = unscaled(an::StorageKind::F16);
   std::unique_ptr<ArenaLayout> layout;
-  an::Status status =
-      ArenaLayout::build(makePlan(8, int64_t(1) << 50, 128, 32, 4, 64,
-                                  {f16, f16, f16}),
-                         layout);
+  an::Status status = ArenaLayout::build(
+      makePlan(8, int64_t(1) << 50, 128, 32, 4, 64, {f16, f16, f16}), layout);
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("2^48"), std::string::npos);
   // Large enough to overflow a 64-bit byte count if multiplied naively.
@@ -270,11 +265,11 @@ TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("2^48"), std::string::npos);
   // A channel group that does not tile the block.
-  an::StorageFormat cg = scaled(an::StorageKind::Int8,
-                                an::QuantScheme::Symmetric,
-                                an::Granularity::ChannelGroup, 3);
-  status = ArenaLayout::build(makePlan(1, 64, 8, 16, 0, 16, {f16, cg, f16}),
-                              layout);
+  an::StorageFormat cg =
+      scaled(an::StorageKind::Int8, an::QuantScheme::Symmetric,
+             an::Granularity::ChannelGroup, 3);
+  status =
+      ArenaLayout::build(makePlan(1, 64, 8, 16, 0, 16, {f16, cg, f16}), layout);
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("window format"), std::string::npos);
   Plan broken = makePlan(1, 64, 8, 16, 0, 8, {f16, f16, f16});

@@ -51,6 +51,13 @@ public:
   const analysis::Matrix &getExact() const { return exact; }
   const analysis::Matrix &getStored() const { return stored; }
   const analysis::Matrix &getErrorBounds() const { return errorBounds; }
+  /// What the arena holds for each element, row-major like getStored():
+  /// the stored code (Quantizer.h's quantizeElement) and its group's stored
+  /// scale and zero point (zero for unscaled formats).
+  const std::vector<int32_t> &getCodes() const { return codes; }
+  const std::vector<analysis::GroupScale> &getScales() const {
+    return scales;
+  }
   /// Elements whose |stored - exact| exceeded their bound when stored (a
   /// check of the quantizer; always 0 for a sound one).
   uint64_t getElementBoundViolations() const { return boundViolations; }
@@ -79,6 +86,8 @@ private:
   std::vector<int> blockSegment;
   /// The plan format (an entry of plan.formats) each row is stored in.
   std::vector<const analysis::StorageFormat *> rowFormat;
+  std::vector<int32_t> codes;
+  std::vector<analysis::GroupScale> scales;
   uint64_t boundViolations = 0;
   uint64_t demotions = 0;
 };

@@ -113,11 +113,10 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
                      report.bytes / report.f16Bytes,
                      report.bytes * 8 / (report.f16Bytes / 2));
   if (report.layoutError.empty())
-    os << llvm::format("  layout: arena of %lld bytes, %lld of stored data%s\n",
-                       (long long)report.arenaBytes,
-                       (long long)report.arenaDataBytes,
-                       g.window > 0 ? " (the window ring keeps one block more)"
-                                    : "");
+    os << llvm::format(
+        "  layout: arena of %lld bytes, %lld of stored data%s\n",
+        (long long)report.arenaBytes, (long long)report.arenaDataBytes,
+        g.window > 0 ? " (the window ring keeps one block more)" : "");
   else
     os << "  layout: none: " << report.layoutError << "\n";
   if (report.certificate) {
@@ -127,8 +126,7 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
       target = llvm::formatv("budget {0:F0} bytes", c.budget).str();
     else {
       target = "tolerance ";
-      for (size_t l = 0; l < c.tolerances.size(); ++l)
-      {
+      for (size_t l = 0; l < c.tolerances.size(); ++l) {
         char buffer[40];
         std::snprintf(buffer, sizeof(buffer), "%s%g", l ? "," : "",
                       c.tolerances[l]);
@@ -137,11 +135,10 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
       if (c.tolerances.size() > 1)
         target += " (per layer)";
     }
-    std::string kind =
-        c.querySamples > 0
-            ? "joint over up to " + std::to_string(c.querySamples) +
-                  " query samples per head"
-            : "coordinate-wise envelopes";
+    std::string kind = c.querySamples > 0 ? "joint over up to " +
+                                                std::to_string(c.querySamples) +
+                                                " query samples per head"
+                                          : "coordinate-wise envelopes";
     if (c.probabilistic) {
       char buffer[160];
       std::snprintf(buffer, sizeof(buffer),
@@ -182,9 +179,9 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
     os << "  certificate: none (the plan was not derived from calibration)\n";
   }
   if (!report.calibration.empty()) {
-    os << "  calibration: @" << report.calibration << " (model "
-       << report.model << (report.synthetic ? ", SYNTHETIC statistics" : "")
-       << ", " << report.calibratedPositions << " positions observed)\n";
+    os << "  calibration: @" << report.calibration << " (model " << report.model
+       << (report.synthetic ? ", SYNTHETIC statistics" : "") << ", "
+       << report.calibratedPositions << " positions observed)\n";
     os << "  the static bound holds for queries whose attention masses "
           "(attention_mass), |q_j| (query_magnitude) and sum_j |q_j||K_j| "
           "(logit_envelope) stay within the calibrated envelopes, for K and V "
@@ -201,13 +198,13 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
   }
   os << "\n";
   os << llvm::format("%-5s %-4s | %-20s %-20s %-20s | %-20s %-20s %-20s",
-                     "layer", "head", "K sink", "K window", "K body",
-                     "V sink", "V window", "V body");
+                     "layer", "head", "K sink", "K window", "K body", "V sink",
+                     "V window", "V body");
   if (!report.calibration.empty())
     os << llvm::format(
         " | %-9s | %-6s %-6s %-6s %-7s %-7s %-6s | %-6s %-6s %-7s", "bound",
-        "A_sink", "A_win", "A_body", "|q|_1", "|qK|", "n",
-                       "sink", "window", "entropy");
+        "A_sink", "A_win", "A_body", "|q|_1", "|qK|", "n", "sink", "window",
+        "entropy");
   os << "\n";
   for (const HeadRow &row : report.rows) {
     os << llvm::format("%-5lld %-4lld |", (long long)row.layer,
@@ -222,13 +219,14 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
           " %-9.3g | %-6.3f %-6.3f %-6.3f %-7.3g %-7.3g %-6lld | %-6.3f "
           "%-6.3f %-7.3f",
           row.bound, row.mass[0], row.mass[1], row.mass[2], row.queryL1,
-          row.logitMax,
-          (long long)row.samples, row.sinkMean, row.windowMean, row.entropy);
+          row.logitMax, (long long)row.samples, row.sinkMean, row.windowMean,
+          row.entropy);
     os << "\n";
   }
   os << "\nA_*: attention-mass envelopes of the plan's classes (C1); |q|_1: "
         "max query L1 norm (C2); |qK|: logit envelope max scale*sum_j "
-        "|q_j||K_j| (relative-error key formats); n: calibration samples; sink/window: mean "
+        "|q_j||K_j| (relative-error key formats); n: calibration samples; "
+        "sink/window: mean "
         "attention mass; entropy in nats.\n";
 }
 
@@ -247,16 +245,13 @@ static llvm::json::Value toJson(const CacheReport &report) {
     if (row.hasCalibration) {
       object["bound"] = row.bound;
       object["envelope"] = llvm::json::Object{
-          {"sink_mass", row.mass[0]},
-          {"window_mass", row.mass[1]},
-          {"body_mass", row.mass[2]},
-          {"query_l1_max", row.queryL1},
-          {"logit_max", row.logitMax},
-          {"samples", row.samples}};
-      object["attention"] = llvm::json::Object{
-          {"sink_mass_mean", row.sinkMean},
-          {"window_mass_mean", row.windowMean},
-          {"entropy_mean", row.entropy}};
+          {"sink_mass", row.mass[0]},  {"window_mass", row.mass[1]},
+          {"body_mass", row.mass[2]},  {"query_l1_max", row.queryL1},
+          {"logit_max", row.logitMax}, {"samples", row.samples}};
+      object["attention"] =
+          llvm::json::Object{{"sink_mass_mean", row.sinkMean},
+                             {"window_mass_mean", row.windowMean},
+                             {"entropy_mean", row.entropy}};
     }
     rows.push_back(std::move(object));
   }
@@ -269,15 +264,15 @@ static llvm::json::Value toJson(const CacheReport &report) {
       {"classes", llvm::json::Object{{"sink", g.sink},
                                      {"window", g.window},
                                      {"block", g.block}}},
-      {"memory", llvm::json::Object{{"bytes", report.bytes},
-                                    {"f16_bytes", report.f16Bytes},
-                                    {"bytes_vs_f16",
-                                     report.bytes / report.f16Bytes}}},
+      {"memory",
+       llvm::json::Object{{"bytes", report.bytes},
+                          {"f16_bytes", report.f16Bytes},
+                          {"bytes_vs_f16", report.bytes / report.f16Bytes}}},
       {"heads", std::move(rows)}};
   if (report.layoutError.empty())
-    result["layout"] = llvm::json::Object{
-        {"arena_bytes", report.arenaBytes},
-        {"data_bytes", report.arenaDataBytes}};
+    result["layout"] =
+        llvm::json::Object{{"arena_bytes", report.arenaBytes},
+                           {"data_bytes", report.arenaDataBytes}};
   else
     result["layout"] = llvm::json::Object{{"error", report.layoutError}};
   if (report.certificate) {
@@ -310,11 +305,11 @@ static llvm::json::Value toJson(const CacheReport &report) {
     result["certificate"] = std::move(certificate);
   }
   if (!report.calibration.empty())
-    result["calibration"] = llvm::json::Object{
-        {"name", report.calibration},
-        {"model", report.model},
-        {"synthetic", report.synthetic},
-        {"positions_observed", report.calibratedPositions}};
+    result["calibration"] =
+        llvm::json::Object{{"name", report.calibration},
+                           {"model", report.model},
+                           {"synthetic", report.synthetic},
+                           {"positions_observed", report.calibratedPositions}};
   return llvm::json::Value(std::move(result));
 }
 
@@ -336,14 +331,14 @@ static void printSvg(raw_ostream &os, const CacheReport &report) {
      << "\" height=\"" << height << "\" font-family=\"monospace\" "
      << "font-size=\"10\">\n";
   os << "<text x=\"4\" y=\"16\" font-size=\"13\">kvprec precision map: "
-     << report.name << llvm::format(" (%.3fx fp16)", report.bytes /
-                                                        report.f16Bytes)
+     << report.name
+     << llvm::format(" (%.3fx fp16)", report.bytes / report.f16Bytes)
      << "</text>\n";
   const char *columns[6] = {"K sink", "K window", "K body",
                             "V sink", "V window", "V body"};
   for (int c = 0; c < 6; ++c)
-    os << "<text x=\"" << left + c * cellW + 4 << "\" y=\"" << top - 8
-       << "\">" << columns[c] << "</text>\n";
+    os << "<text x=\"" << left + c * cellW + 4 << "\" y=\"" << top - 8 << "\">"
+       << columns[c] << "</text>\n";
   for (size_t r = 0; r < report.rows.size(); ++r) {
     const HeadRow &row = report.rows[r];
     int y = top + int(r) * cellH;
@@ -354,13 +349,12 @@ static void printSvg(raw_ostream &os, const CacheReport &report) {
         int x = left + (kv * 3 + s) * cellW;
         os << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cellW - 2
            << "\" height=\"" << cellH - 2 << "\" fill=\""
-           << bitsColour(row.bits[kv][s]) << "\"><title>"
-           << row.format[kv][s]
+           << bitsColour(row.bits[kv][s]) << "\"><title>" << row.format[kv][s]
            << llvm::format(" (%.2f bits)", row.bits[kv][s])
            << "</title></rect>\n";
         os << "<text x=\"" << x + 3 << "\" y=\"" << y + 12
-           << "\" fill=\"white\">"
-           << llvm::format("%.2f", row.bits[kv][s]) << "</text>\n";
+           << "\" fill=\"white\">" << llvm::format("%.2f", row.bits[kv][s])
+           << "</text>\n";
       }
   }
   os << "<text x=\"4\" y=\"" << height - 20
@@ -429,8 +423,8 @@ void ReportPass::runOnOperation() {
       if (std::string problem =
               cf::checkCoverage(*entry.stats, plan->geometry, options);
           !problem.empty()) {
-        alloc.emitOpError() << "cannot be reported against its calibration: "
-                            << problem;
+        alloc.emitOpError()
+            << "cannot be reported against its calibration: " << problem;
         return signalPassFailure();
       }
     }
@@ -452,9 +446,9 @@ void ReportPass::runOnOperation() {
           if (an::Status status = cf::certifyPlanHead(
                   stats, *plan, l, h, options, bound, keyLogitError);
               status.failed()) {
-            alloc.emitOpError() << "plan of layer " << l << ", KV head " << h
-                                << " cannot be certified: "
-                                << status.getMessage();
+            alloc.emitOpError()
+                << "plan of layer " << l << ", KV head " << h
+                << " cannot be certified: " << status.getMessage();
             return signalPassFailure();
           }
           row.bound = bound.infNorm;

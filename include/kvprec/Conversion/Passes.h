@@ -1,0 +1,34 @@
+//===- Passes.h - kvprec conversion passes ----------------------*- C++ -*-===//
+
+#ifndef KVPREC_CONVERSION_PASSES_H
+#define KVPREC_CONVERSION_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+namespace mlir::kvprec {
+
+#define GEN_PASS_DECL
+#include "kvprec/Conversion/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "kvprec/Conversion/Passes.h.inc"
+
+/// kvprec-to-llvm: materialize storage, then lower everything to the LLVM
+/// dialect (mlir-translate --mlir-to-llvmir makes LLVM IR of the result).
+void buildKVPrecToLLVMPipeline(OpPassManager &pm);
+/// Registers the kvprec-to-llvm pipeline (registerKVPrecConversionPasses,
+/// generated, registers the passes).
+void registerKVPrecConversionPipelines();
+
+} // namespace mlir::kvprec
+
+#endif // KVPREC_CONVERSION_PASSES_H

@@ -1,0 +1,44 @@
+//===- Passes.td - kvprec conversion passes ----------------*- tablegen -*-===//
+
+#ifndef KVPREC_CONVERSION_PASSES_TD
+#define KVPREC_CONVERSION_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> {
+  let summary = "Lowers planned caches and kvprec ops to arenas, memref, scf, vector and arith";
+  let description = [{
+    Every `!kvprec.cache` with a plan becomes an arena (`memref<?xi8>`) laid
+    out as docs/abi.md states (kvprec/Format/CacheLayout.h), and every
+    kvprec op on it a call to functions generated once per cache type:
+    `P_arena_bytes`, `P_init`, `P_append`, `P_attend` and `P_load`, where
+    `P` is `kvprec_cache<N>` for the N-th distinct cache type of the
+    module. They carry `llvm.emit_c_interface`, return a status (0 on
+    success, docs/abi.md lists the others) and are usable from C.
+
+    Stores quantize exactly as lib/Analysis/Quantizer does (the arena's
+    codes, scales and zero points are bit-identical to the reference) with
+    the dequantizer precision the plan's certificate names; blocks leaving
+    the window are re-quantized from their window values, as the emulator
+    (kvprec/Certify/PlanEmulation.h) does. Each format has its own kernels,
+    shared by every (layer, head) that uses it; a run's format is chosen
+    once per run, never per element.
+
+    In the input, `kvprec.alloc` becomes `memref.alloc` plus `P_init`,
+    `kvprec.dealloc` becomes `memref.dealloc`, and append, attend and load
+    become calls whose non-zero status stops the program through
+    `cf.assert` with a message naming the failure.
+
+    ```
+    kvprec-opt planned.mlir --kvprec-materialize-storage
+    ```
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
+    "::mlir::func::FuncDialect", "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
+    "::mlir::vector::VectorDialect"
+  ];
+}
+
+#endif // KVPREC_CONVERSION_PASSES_TD

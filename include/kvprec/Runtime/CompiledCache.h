@@ -1,0 +1,73 @@
+//===- CompiledCache.h - a planned cache compiled and loaded ----*- C++ -*-===//
+//
+// Runs the code kvprec-to-llvm generates for a planned cache type in this
+// process: the pipeline lowers a module holding the type, MLIR's
+// ExecutionEngine compiles it for the host CPU (-O3), and the generated C
+// ABI functions (docs/abi.md) are called through typed wrappers. Used by
+// kvprec-calib --backend=compiled and by the tests that compare the
+// generated code with the reference quantizer and the emulator.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_RUNTIME_COMPILEDCACHE_H
+#define KVPREC_RUNTIME_COMPILEDCACHE_H
+
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace mlir {
+class ExecutionEngine;
+class MLIRContext;
+} // namespace mlir
+
+namespace kvprec::runtime {
+
+class CompiledCache {
+public:
+  /// Compiles the functions of `cacheType`, the text of a planned
+  /// !kvprec.cache type with element type f32. Fails with the pipeline's
+  /// or the JIT's diagnostics.
+  static llvm::Expected<std::unique_ptr<CompiledCache>>
+  compile(const std::string &cacheType);
+  ~CompiledCache();
+
+  int64_t getArenaBytes() const;
+  /// The generated functions; each returns the ABI status (0 on success).
+  /// `arena` must be 64-byte aligned and hold `arenaBytes` bytes. Token
+  /// arrays are [tokens][kv_heads][head_dim], queries and outputs
+  /// [q_heads][head_dim], all dense f32.
+  int32_t init(uint8_t *arena, int64_t arenaBytes) const;
+  int32_t append(uint8_t *arena, int64_t arenaBytes, int64_t layer,
+                 const float *keys, const float *values, int64_t tokens,
+                 int64_t position) const;
+  int32_t attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
+                 const float *query, int64_t queryHeads, int64_t length,
+                 float *output, float softmaxScale) const;
+  int32_t load(uint8_t *arena, int64_t arenaBytes, int64_t layer, int64_t start,
+               int64_t tokens, float *keys, float *values) const;
+
+private:
+  CompiledCache();
+  std::unique_ptr<mlir::MLIRContext> context;
+  std::unique_ptr<mlir::ExecutionEngine> engine;
+  int64_t kvHeads = 0, headDim = 0;
+  void *arenaBytesFn = nullptr, *initFn = nullptr, *appendFn = nullptr,
+       *attendFn = nullptr, *loadFn = nullptr;
+};
+
+/// An arena: 64-byte aligned bytes.
+struct Arena {
+  explicit Arena(int64_t bytes);
+  ~Arena();
+  Arena(const Arena &) = delete;
+  Arena &operator=(const Arena &) = delete;
+  uint8_t *data = nullptr;
+  int64_t size = 0;
+};
+
+} // namespace kvprec::runtime
+
+#endif // KVPREC_RUNTIME_COMPILEDCACHE_H

@@ -1,0 +1,47 @@
+//===- KVPrecToLLVM.cpp - the kvprec-to-llvm pipeline ---------------------===//
+//
+// kvprec-materialize-storage followed by the upstream conversions that
+// lower memref, scf, vector, arith, math, cf and func to the LLVM dialect
+// on this MLIR (../shared/docs/mlir22-lowering-facts.md): vector ops to scf
+// first, scf to cf, strided metadata expanded (memref.view), affine maps
+// lowered, bf16 arithmetic expanded so that truncation rounds subnormals
+// correctly, then everything to LLVM.
+//
+//===----------------------------------------------------------------------===//
+
+#include "kvprec/Conversion/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Dialect/Arith/Transforms/Passes.h"
+#include "mlir/Dialect/MemRef/Transforms/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void mlir::kvprec::buildKVPrecToLLVMPipeline(OpPassManager &pm) {
+  pm.addPass(createMaterializeStorage());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createConvertVectorToSCFPass());
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(memref::createExpandStridedMetadataPass());
+  pm.addPass(createLowerAffinePass());
+  arith::ArithExpandOpsPassOptions expand;
+  expand.includeBf16 = true;
+  pm.addPass(arith::createArithExpandOpsPass(expand));
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertVectorToLLVMPass());
+  pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  pm.addPass(createConvertToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+void mlir::kvprec::registerKVPrecConversionPipelines() {
+  PassPipelineRegistration<>(
+      "kvprec-to-llvm",
+      "Lowers planned kvprec caches and ops to the LLVM dialect "
+      "(kvprec-materialize-storage, then the upstream conversions)",
+      buildKVPrecToLLVMPipeline);
+}

@@ -1,0 +1,1051 @@
+//===- CacheCodegen.cpp - the C ABI functions of one planned cache --------===//
+
+#include "CacheCodegen.h"
+#include "FormatCodegen.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::kvprec;
+namespace an = ::kvprec::analysis;
+namespace lay = ::kvprec::layout;
+namespace cf = ::kvprec::certify;
+
+namespace {
+/// Columns of the stream table, one row per item.
+enum ItemColumn : int64_t {
+  kSinkFormat,
+  kSinkCode,
+  kSinkScale,
+  kSinkZero,
+  kRingFormat,
+  kRingCode,
+  kRingScale,
+  kRingZero,
+  kStaging,
+  kFirstRun,
+  kRunCount,
+  kItemColumns
+};
+/// Columns of the body-run table.
+enum RunColumn : int64_t {
+  kRunFormat,
+  kRunFirstPosition,
+  kRunRows,
+  kRunCode,
+  kRunScale,
+  kRunZero,
+  kRunColumns
+};
+
+/// Where a range of rows of one stream is: format index, region offsets
+/// and first row.
+struct Place {
+  Value format, code, scale, zero, row;
+};
+
+class Emitter {
+public:
+  Emitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
+          an::StorageKind dequantizer, const std::string &prefix)
+      : module(module), cache(cache), layout(layout), plan(layout.getPlan()),
+        g(plan.geometry), prefix(prefix), context(module.getContext()),
+        formats(module, g.headDim, dequantizer) {}
+
+  LogicalResult run(CacheFunctions &result);
+
+private:
+  // Types.
+  Type indexType() { return IndexType::get(context); }
+  Type i1() { return IntegerType::get(context, 1); }
+  Type i32() { return IntegerType::get(context, 32); }
+  Type i64() { return IntegerType::get(context, 64); }
+  Type f32() { return Float32Type::get(context); }
+  MemRefType arenaType() {
+    return MemRefType::get({ShapedType::kDynamic},
+                           IntegerType::get(context, 8));
+  }
+  MemRefType floats() { return MemRefType::get({ShapedType::kDynamic}, f32()); }
+  MemRefType tokens() {
+    return MemRefType::get(
+        {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
+        cache.getElementType());
+  }
+  MemRefType heads() {
+    return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                           cache.getElementType());
+  }
+
+  func::FuncOp createFunction(StringRef name, TypeRange inputs,
+                              TypeRange results, bool isPublic) {
+    OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
+    auto fn = func::FuncOp::create(builder, module.getLoc(), name,
+                                   FunctionType::get(context, inputs, results));
+    if (isPublic)
+      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(context));
+    else
+      fn.setPrivate();
+    fn.addEntryBlock();
+    return fn;
+  }
+
+  static Value idx(ImplicitLocOpBuilder &b, int64_t v) {
+    return arith::ConstantIndexOp::create(b, v);
+  }
+  static Value status(ImplicitLocOpBuilder &b, CacheStatus s) {
+    return arith::ConstantIntOp::create(b, int64_t(s), 32);
+  }
+  static Value cmp(ImplicitLocOpBuilder &b, arith::CmpIPredicate p, Value x,
+                   Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  static Value add(ImplicitLocOpBuilder &b, Value x, Value y) {
+    return arith::AddIOp::create(b, x, y);
+  }
+  static Value sub(ImplicitLocOpBuilder &b, Value x, Value y) {
+    return arith::SubIOp::create(b, x, y);
+  }
+  static Value mul(ImplicitLocOpBuilder &b, Value x, Value y) {
+    return arith::MulIOp::create(b, x, y);
+  }
+
+  /// scf.if `cond` -> i32 { then() } else { yield otherwise }.
+  static Value guard(ImplicitLocOpBuilder &b, Value cond, Value otherwise,
+                     function_ref<Value(ImplicitLocOpBuilder &)> then) {
+    // The result types follow from the yields.
+    auto ifOp = scf::IfOp::create(
+        b, cond,
+        [&](OpBuilder &nested, Location loc) {
+          ImplicitLocOpBuilder tb(loc, nested);
+          scf::YieldOp::create(tb, ValueRange{then(tb)});
+        },
+        [&](OpBuilder &nested, Location loc) {
+          ImplicitLocOpBuilder eb(loc, nested);
+          scf::YieldOp::create(eb, ValueRange{otherwise});
+        });
+    return ifOp.getResult(0);
+  }
+
+  /// The first non-zero of two statuses.
+  static Value firstFailure(ImplicitLocOpBuilder &b, Value a, Value c) {
+    Value aFailed = cmp(b, arith::CmpIPredicate::ne, a,
+                        arith::ConstantIntOp::create(b, 0, 32));
+    return arith::SelectOp::create(b, aFailed, a, c);
+  }
+
+  void emitTables();
+  Value table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
+              int64_t column, int64_t columns);
+  Value itemField(ImplicitLocOpBuilder &b, Value item, ItemColumn column) {
+    return table(b, itemsName, item, column, kItemColumns);
+  }
+  Value runField(ImplicitLocOpBuilder &b, Value run, RunColumn column) {
+    return table(b, runsName, run, column, kRunColumns);
+  }
+
+  /// Dispatchers: one scf.index_switch over the plan's formats each.
+  void emitDispatchers();
+  Value callStore(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                  Value src, Value srcOff, Value rows, bool dry);
+  void callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                Value rows, Value dst, Value dstOff);
+  void callLogits(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                  Value rows, Value q, Value headsPerGroup, Value scale,
+                  Value out);
+  void callAccumulate(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                      Value rows, Value p, Value headsPerGroup, Value acc);
+  Value groupSizeOf(ImplicitLocOpBuilder &b, Value format);
+
+  /// The body run of `item` holding `position` (a body position).
+  Place locateBody(ImplicitLocOpBuilder &b, Value item, Value position);
+  /// Where `position` of `item` is when the layer holds `length` positions.
+  Place locate(ImplicitLocOpBuilder &b, Value item, Value position,
+               Value length);
+  Place sinkPlace(ImplicitLocOpBuilder &b, Value item, Value row);
+  Place ringPlace(ImplicitLocOpBuilder &b, Value item, Value position);
+
+  /// Arena views and checks shared by the entry points.
+  Value fillCounts(ImplicitLocOpBuilder &b, Value arena) {
+    return memref::ViewOp::create(
+        b, MemRefType::get({ShapedType::kDynamic}, i64()), arena, idx(b, 0),
+        ValueRange{idx(b, g.layers)});
+  }
+  Value arenaTooSmall(ImplicitLocOpBuilder &b, Value arena) {
+    Value size = memref::DimOp::create(b, arena, 0);
+    return cmp(b, arith::CmpIPredicate::ult, size,
+               idx(b, layout.getTotalBytes()));
+  }
+  /// Copies row (t, h) of a [tokens, heads, D] memref to floats at `at`.
+  void copyIn(ImplicitLocOpBuilder &b, Value from, Value t, Value h, Value to,
+              Value at);
+
+  void emitArenaBytes(CacheFunctions &result);
+  void emitInit(CacheFunctions &result);
+  void emitAppend(CacheFunctions &result);
+  void emitAttend(CacheFunctions &result);
+  void emitLoad(CacheFunctions &result);
+
+  ModuleOp module;
+  CacheType cache;
+  const lay::ArenaLayout &layout;
+  const cf::Plan &plan;
+  const cf::Geometry &g;
+  std::string prefix;
+  MLIRContext *context;
+  FormatCodegen formats;
+  std::string itemsName, runsName, groupsName;
+  int64_t numRuns = 0;
+  func::FuncOp storeAny, loadAny, logitsAny, accumulateAny;
+};
+} // namespace
+
+void Emitter::emitTables() {
+  std::vector<int64_t> items, runs, groups;
+  for (int64_t item = 0; item < plan.getNumItems(); ++item) {
+    const lay::StreamLayout &s = layout.getStream(item);
+    items.insert(items.end(),
+                 {s.sink.formatIndex, s.sink.codeOffset, s.sink.scaleOffset,
+                  s.sink.zeroOffset, s.window.formatIndex, s.window.codeOffset,
+                  s.window.scaleOffset, s.window.zeroOffset, s.stagingOffset,
+                  int64_t(runs.size() / kRunColumns), int64_t(s.body.size())});
+    for (const lay::Run &run : s.body)
+      runs.insert(runs.end(),
+                  {run.formatIndex, run.firstPosition, run.rows, run.codeOffset,
+                   run.scaleOffset, run.zeroOffset});
+  }
+  numRuns = runs.size() / kRunColumns;
+  if (runs.empty())
+    runs.assign(kRunColumns, 0); // A global needs at least one row.
+  for (const an::StorageFormat &format : plan.formats)
+    groups.push_back(an::isScaled(format) &&
+                             format.granularity == an::Granularity::ChannelGroup
+                         ? format.groupSize
+                         : 0);
+  OpBuilder builder = OpBuilder::atBlockBegin(module.getBody());
+  auto global = [&](const std::string &name, ArrayRef<int64_t> values) {
+    auto type = MemRefType::get({int64_t(values.size())}, i64());
+    auto tensor = RankedTensorType::get({int64_t(values.size())}, i64());
+    memref::GlobalOp::create(
+        builder, module.getLoc(), builder.getStringAttr(name),
+        builder.getStringAttr("private"), TypeAttr::get(type),
+        DenseElementsAttr::get(tensor, values), builder.getUnitAttr(),
+        IntegerAttr());
+  };
+  itemsName = prefix + "_streams";
+  runsName = prefix + "_runs";
+  groupsName = prefix + "_channel_groups";
+  global(itemsName, items);
+  global(runsName, runs);
+  global(groupsName, groups);
+}
+
+Value Emitter::table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
+                     int64_t column, int64_t columns) {
+  int64_t size = name == itemsName ? plan.getNumItems() * kItemColumns
+                 : name == runsName
+                     ? std::max<int64_t>(numRuns, 1) * kRunColumns
+                     : int64_t(plan.formats.size());
+  Value global = memref::GetGlobalOp::create(
+      b, MemRefType::get({size}, i64()), FlatSymbolRefAttr::get(context, name));
+  Value at = add(b, mul(b, rowIndex, idx(b, columns)), idx(b, column));
+  Value value = memref::LoadOp::create(b, global, ValueRange{at});
+  return arith::IndexCastOp::create(b, indexType(), value);
+}
+
+Value Emitter::groupSizeOf(ImplicitLocOpBuilder &b, Value format) {
+  return table(b, groupsName, format, 0, 1);
+}
+
+void Emitter::emitDispatchers() {
+  int64_t numFormats = plan.formats.size();
+  // Kernels first, so they come before the dispatchers in the module.
+  for (const an::StorageFormat &format : plan.formats)
+    (void)formats.get(format);
+  SmallVector<int64_t> cases;
+  for (int64_t f = 0; f < numFormats; ++f)
+    cases.push_back(f);
+  // Each dispatcher takes (format, <the kernel's arguments>) and calls the
+  // format's kernel in its case; the default case is unreachable (formats
+  // come from the tables) and does nothing.
+  auto makeDispatcher = [&](StringRef name,
+                            func::FuncOp FormatKernels::*member) {
+    func::FuncOp first = (formats.get(plan.formats[0]).*member);
+    SmallVector<Type> inputs{indexType()};
+    llvm::append_range(inputs, first.getFunctionType().getInputs());
+    TypeRange results = first.getFunctionType().getResults();
+    func::FuncOp fn = createFunction(prefix + "_" + name.str(), inputs, results,
+                                     /*isPublic=*/false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto switchOp = scf::IndexSwitchOp::create(b, results, entry.getArgument(0),
+                                               cases, numFormats);
+    ValueRange forwarded = entry.getArguments().drop_front();
+    for (int64_t f = 0; f < numFormats; ++f) {
+      Block &block = switchOp.getCaseRegions()[f].emplaceBlock();
+      ImplicitLocOpBuilder cb(fn.getLoc(), OpBuilder::atBlockEnd(&block));
+      func::FuncOp kernel = (formats.get(plan.formats[f]).*member);
+      auto call = func::CallOp::create(cb, kernel, forwarded);
+      scf::YieldOp::create(cb, call.getResults());
+    }
+    Block &fallback = switchOp.getDefaultRegion().emplaceBlock();
+    ImplicitLocOpBuilder db(fn.getLoc(), OpBuilder::atBlockEnd(&fallback));
+    SmallVector<Value> defaults;
+    for (Type type : results)
+      defaults.push_back(
+          arith::ConstantIntOp::create(db, int64_t(CacheStatus::BadArena),
+                                       cast<IntegerType>(type).getWidth()));
+    scf::YieldOp::create(db, defaults);
+    func::ReturnOp::create(b, switchOp.getResults());
+    return fn;
+  };
+  storeAny = makeDispatcher("store", &FormatKernels::store);
+  loadAny = makeDispatcher("load_rows", &FormatKernels::load);
+  logitsAny = makeDispatcher("logits", &FormatKernels::logits);
+  accumulateAny = makeDispatcher("accumulate", &FormatKernels::accumulate);
+}
+
+Value Emitter::callStore(ImplicitLocOpBuilder &b, Value arena,
+                         const Place &place, Value src, Value srcOff,
+                         Value rows, bool dry) {
+  Value dryFlag = arith::ConstantIntOp::create(b, dry ? 1 : 0, 1);
+  return func::CallOp::create(b, storeAny,
+                              ValueRange{place.format, arena, place.code,
+                                         place.scale, place.zero, src, srcOff,
+                                         place.row, rows, dryFlag})
+      .getResult(0);
+}
+
+void Emitter::callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                       Value rows, Value dst, Value dstOff) {
+  func::CallOp::create(b, loadAny,
+                       ValueRange{place.format, arena, place.code, place.scale,
+                                  place.zero, place.row, rows, dst, dstOff});
+}
+
+void Emitter::callLogits(ImplicitLocOpBuilder &b, Value arena,
+                         const Place &place, Value rows, Value q,
+                         Value headsPerGroup, Value scale, Value out) {
+  func::CallOp::create(b, logitsAny,
+                       ValueRange{place.format, arena, place.code, place.scale,
+                                  place.zero, place.row, rows, q, headsPerGroup,
+                                  scale, out});
+}
+
+void Emitter::callAccumulate(ImplicitLocOpBuilder &b, Value arena,
+                             const Place &place, Value rows, Value p,
+                             Value headsPerGroup, Value acc) {
+  func::CallOp::create(b, accumulateAny,
+                       ValueRange{place.format, arena, place.code, place.scale,
+                                  place.zero, place.row, rows, p, headsPerGroup,
+                                  acc});
+}
+
+Place Emitter::sinkPlace(ImplicitLocOpBuilder &b, Value item, Value row) {
+  return {itemField(b, item, kSinkFormat), itemField(b, item, kSinkCode),
+          itemField(b, item, kSinkScale), itemField(b, item, kSinkZero), row};
+}
+
+Place Emitter::ringPlace(ImplicitLocOpBuilder &b, Value item, Value position) {
+  int64_t ringRows = std::max<int64_t>(layout.getStream(0).window.rows, 1);
+  Value row = arith::RemUIOp::create(b, sub(b, position, idx(b, g.sink)),
+                                     idx(b, ringRows));
+  return {itemField(b, item, kRingFormat), itemField(b, item, kRingCode),
+          itemField(b, item, kRingScale), itemField(b, item, kRingZero), row};
+}
+
+Place Emitter::locateBody(ImplicitLocOpBuilder &b, Value item, Value position) {
+  Value first = itemField(b, item, kFirstRun);
+  Value count = itemField(b, item, kRunCount);
+  Value zero = idx(b, 0);
+  // Scan the item's runs; the one holding the position wins.
+  SmallVector<Value> init(5, zero);
+  auto loop = scf::ForOp::create(
+      b, zero, count, idx(b, 1), init,
+      [&](OpBuilder &nested, Location loc, Value i, ValueRange found) {
+        ImplicitLocOpBuilder lb(loc, nested);
+        Value run = add(lb, first, i);
+        Value begin = runField(lb, run, kRunFirstPosition);
+        Value end = add(lb, begin, runField(lb, run, kRunRows));
+        Value inside = arith::AndIOp::create(
+            lb, cmp(lb, arith::CmpIPredicate::sge, position, begin),
+            cmp(lb, arith::CmpIPredicate::slt, position, end));
+        Value values[5] = {
+            runField(lb, run, kRunFormat), runField(lb, run, kRunCode),
+            runField(lb, run, kRunScale), runField(lb, run, kRunZero),
+            sub(lb, position, begin)};
+        SmallVector<Value> next;
+        for (int k = 0; k < 5; ++k)
+          next.push_back(
+              arith::SelectOp::create(lb, inside, values[k], found[k]));
+        scf::YieldOp::create(lb, next);
+      });
+  return {loop.getResult(0), loop.getResult(1), loop.getResult(2),
+          loop.getResult(3), loop.getResult(4)};
+}
+
+Place Emitter::locate(ImplicitLocOpBuilder &b, Value item, Value position,
+                      Value length) {
+  // Plan::getSegmentAt: sink; window while the block overlaps the newest
+  // `window` positions; body otherwise.
+  Value inSink = cmp(b, arith::CmpIPredicate::slt, position, idx(b, g.sink));
+  Value inWindow = arith::ConstantIntOp::create(b, 0, 1);
+  if (g.window > 0) {
+    Value block = arith::DivSIOp::create(b, sub(b, position, idx(b, g.sink)),
+                                         idx(b, g.block));
+    Value blockEnd = add(b, idx(b, g.sink),
+                         mul(b, add(b, block, idx(b, 1)), idx(b, g.block)));
+    inWindow = cmp(b, arith::CmpIPredicate::sgt, blockEnd,
+                   sub(b, length, idx(b, g.window)));
+  }
+  auto pick = scf::IfOp::create(
+      b, inSink,
+      [&](OpBuilder &nested, Location loc) {
+        ImplicitLocOpBuilder tb(loc, nested);
+        Place p = sinkPlace(tb, item, position);
+        scf::YieldOp::create(
+            tb, ValueRange{p.format, p.code, p.scale, p.zero, p.row});
+      },
+      [&](OpBuilder &nested, Location loc) {
+        ImplicitLocOpBuilder eb(loc, nested);
+        auto inner = scf::IfOp::create(
+            eb, inWindow,
+            [&](OpBuilder &n2, Location l2) {
+              ImplicitLocOpBuilder wb(l2, n2);
+              Place p = ringPlace(wb, item, position);
+              scf::YieldOp::create(
+                  wb, ValueRange{p.format, p.code, p.scale, p.zero, p.row});
+            },
+            [&](OpBuilder &n2, Location l2) {
+              ImplicitLocOpBuilder bb(l2, n2);
+              Place p = locateBody(bb, item, position);
+              scf::YieldOp::create(
+                  bb, ValueRange{p.format, p.code, p.scale, p.zero, p.row});
+            });
+        scf::YieldOp::create(eb, inner.getResults());
+      });
+  return {pick.getResult(0), pick.getResult(1), pick.getResult(2),
+          pick.getResult(3), pick.getResult(4)};
+}
+
+void Emitter::copyIn(ImplicitLocOpBuilder &b, Value from, Value t, Value h,
+                     Value to, Value at) {
+  scf::ForOp::create(
+      b, idx(b, 0), idx(b, g.headDim), idx(b, 1), ValueRange{},
+      [&](OpBuilder &nested, Location loc, Value j, ValueRange) {
+        ImplicitLocOpBuilder lb(loc, nested);
+        Value v = memref::LoadOp::create(lb, from, ValueRange{t, h, j});
+        if (!v.getType().isF32())
+          v = arith::ExtFOp::create(lb, f32(), v);
+        memref::StoreOp::create(lb, v, to, ValueRange{add(lb, at, j)});
+        scf::YieldOp::create(lb);
+      });
+}
+
+void Emitter::emitArenaBytes(CacheFunctions &result) {
+  func::FuncOp fn = createFunction(prefix + "_arena_bytes", {}, {i64()}, true);
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&fn.front()));
+  func::ReturnOp::create(b, ValueRange{arith::ConstantIntOp::create(
+                                b, layout.getTotalBytes(), 64)});
+  result.arenaBytes = fn;
+}
+
+void Emitter::emitInit(CacheFunctions &result) {
+  func::FuncOp fn =
+      createFunction(prefix + "_init", {arenaType()}, {i32()}, true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value arena = entry.getArgument(0);
+  Value st =
+      guard(b,
+            arith::XOrIOp::create(b, arenaTooSmall(b, arena),
+                                  arith::ConstantIntOp::create(b, 1, 1)),
+            status(b, CacheStatus::BadArena), [&](ImplicitLocOpBuilder &tb) {
+              Value fills = fillCounts(tb, arena);
+              Value zero = arith::ConstantIntOp::create(tb, 0, 64);
+              scf::ForOp::create(
+                  tb, idx(tb, 0), idx(tb, g.layers), idx(tb, 1), ValueRange{},
+                  [&](OpBuilder &nested, Location loc, Value l, ValueRange) {
+                    ImplicitLocOpBuilder lb(loc, nested);
+                    memref::StoreOp::create(lb, zero, fills, ValueRange{l});
+                    scf::YieldOp::create(lb);
+                  });
+              return status(tb, CacheStatus::Ok);
+            });
+  func::ReturnOp::create(b, ValueRange{st});
+  result.init = fn;
+}
+
+void Emitter::emitAppend(CacheFunctions &result) {
+  func::FuncOp fn = createFunction(
+      prefix + "_append",
+      {arenaType(), indexType(), tokens(), tokens(), indexType()}, {i32()},
+      true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value arena = entry.getArgument(0), layer = entry.getArgument(1);
+  Value keys = entry.getArgument(2), values = entry.getArgument(3);
+  Value position = entry.getArgument(4);
+  Value count = memref::DimOp::create(b, keys, 0);
+  Value badLayer = cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers));
+  Value badShape = arith::ConstantIntOp::create(b, 0, 1);
+  for (int64_t dim = 0; dim < 3; ++dim) {
+    Value k = memref::DimOp::create(b, keys, dim);
+    Value v = memref::DimOp::create(b, values, dim);
+    badShape = arith::OrIOp::create(b, badShape,
+                                    cmp(b, arith::CmpIPredicate::ne, k, v));
+    if (dim > 0)
+      badShape =
+          arith::OrIOp::create(b, badShape,
+                               cmp(b, arith::CmpIPredicate::ne, k,
+                                   idx(b, dim == 1 ? g.heads : g.headDim)));
+  }
+  Value st =
+      arith::SelectOp::create(b, badLayer, status(b, CacheStatus::BadLayer),
+                              status(b, CacheStatus::Ok));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
+                                            status(b, CacheStatus::BadArena),
+                                            status(b, CacheStatus::Ok)));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, badShape,
+                                            status(b, CacheStatus::BadShape),
+                                            status(b, CacheStatus::Ok)));
+  Value okSoFar =
+      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
+    Value fills = fillCounts(b, arena);
+    Value fill = arith::IndexCastOp::create(
+        b, indexType(), memref::LoadOp::create(b, fills, ValueRange{layer}));
+    Value badPosition = cmp(b, arith::CmpIPredicate::ne, position, fill);
+    Value full = cmp(b, arith::CmpIPredicate::ugt, count,
+                     sub(b, idx(b, g.capacity), fill));
+    Value st = arith::SelectOp::create(b, badPosition,
+                                       status(b, CacheStatus::BadLength),
+                                       status(b, CacheStatus::Ok));
+    st = firstFailure(b, st,
+                      arith::SelectOp::create(b, full,
+                                              status(b, CacheStatus::Full),
+                                              status(b, CacheStatus::Ok)));
+    Value ok = cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+    return guard(b, ok, st, [&](ImplicitLocOpBuilder &b) -> Value {
+      int64_t scratchRows = std::max<int64_t>(g.block, 1);
+      Value scratch = memref::AllocOp::create(
+          b, MemRefType::get({ShapedType::kDynamic}, f32()),
+          ValueRange{idx(b, scratchRows * g.headDim)});
+      Value staging = memref::ViewOp::create(
+          b, floats(), arena, idx(b, 0),
+          ValueRange{arith::DivUIOp::create(
+              b, memref::DimOp::create(b, arena, 0), idx(b, 4))});
+      Value zero = idx(b, 0), one = idx(b, 1);
+      Value okStatus = status(b, CacheStatus::Ok);
+      // A dry run first: every new row must be storable in its class
+      // on its own (finite, within its formats' range), so that bad
+      // input writes nothing.
+      auto dry = scf::ForOp::create(
+          b, zero, count, one, ValueRange{okStatus},
+          [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
+            ImplicitLocOpBuilder tb(l, n);
+            Value p = add(tb, fill, t);
+            Value length = add(tb, p, idx(tb, 1));
+            Value st = acc[0];
+            for (int64_t h = 0; h < g.heads; ++h)
+              for (int kv = 0; kv < 2; ++kv) {
+                Value item = add(
+                    tb,
+                    mul(tb,
+                        add(tb, mul(tb, layer, idx(tb, g.heads)), idx(tb, h)),
+                        idx(tb, 2)),
+                    idx(tb, kv));
+                copyIn(tb, kv ? values : keys, t, idx(tb, h), scratch,
+                       idx(tb, 0));
+                Place place = locate(tb, item, p, length);
+                Place single = place;
+                single.row = idx(tb, 0);
+                // Row 0 of the run: a dry run writes nothing, and a
+                // channel group's row must start a group.
+                st = firstFailure(tb, st,
+                                  callStore(tb, arena, single, scratch,
+                                            idx(tb, 0), idx(tb, 1), true));
+              }
+            scf::YieldOp::create(tb, ValueRange{st});
+          });
+      Value dryStatus = dry.getResult(0);
+      Value dryOk = cmp(b, arith::CmpIPredicate::eq, dryStatus, okStatus);
+      Value res = guard(b, dryOk, dryStatus, [&](ImplicitLocOpBuilder &b) {
+        auto loop = scf::ForOp::create(
+            b, zero, count, one, ValueRange{status(b, CacheStatus::Ok)},
+            [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
+              ImplicitLocOpBuilder tb(l, n);
+              Value p = add(tb, fill, t);
+              Value length = add(tb, p, idx(tb, 1));
+              Value st = acc[0];
+              // Demotion: the block that leaves the window at this
+              // length (Plan::getSegmentAt) is re-quantized from its
+              // window values into its body run.
+              Value leaving;
+              Value demote = arith::ConstantIntOp::create(tb, 0, 1);
+              if (g.window > 0) {
+                Value past = sub(tb, length, idx(tb, g.sink + g.window));
+                Value positive =
+                    cmp(tb, arith::CmpIPredicate::sgt, past, idx(tb, 0));
+                Value aligned =
+                    cmp(tb, arith::CmpIPredicate::eq,
+                        arith::RemSIOp::create(tb, past, idx(tb, g.block)),
+                        idx(tb, 0));
+                demote = arith::AndIOp::create(tb, positive, aligned);
+                leaving =
+                    sub(tb, arith::DivSIOp::create(tb, past, idx(tb, g.block)),
+                        idx(tb, 1));
+              }
+              for (int64_t h = 0; h < g.heads; ++h)
+                for (int kv = 0; kv < 2; ++kv) {
+                  Value item = add(
+                      tb,
+                      mul(tb,
+                          add(tb, mul(tb, layer, idx(tb, g.heads)), idx(tb, h)),
+                          idx(tb, 2)),
+                      idx(tb, kv));
+                  if (g.window > 0) {
+                    Value demoted = guard(
+                        tb, demote, status(tb, CacheStatus::Ok),
+                        [&](ImplicitLocOpBuilder &db) {
+                          Value begin = add(db, idx(db, g.sink),
+                                            mul(db, leaving, idx(db, g.block)));
+                          Place ring = ringPlace(db, item, begin);
+                          callLoad(db, arena, ring, idx(db, g.block), scratch,
+                                   idx(db, 0));
+                          Place body = locateBody(db, item, begin);
+                          return callStore(db, arena, body, scratch, idx(db, 0),
+                                           idx(db, g.block), false);
+                        });
+                    st = firstFailure(tb, st, demoted);
+                  }
+                  Place place = locate(tb, item, p, length);
+                  Value group = groupSizeOf(tb, place.format);
+                  Value grouped =
+                      cmp(tb, arith::CmpIPredicate::ne, group, idx(tb, 0));
+                  Value stored = guard(
+                      tb, grouped, status(tb, CacheStatus::Ok),
+                      [&](ImplicitLocOpBuilder &gb) {
+                        // Channel groups: stage the row, then re-quantize
+                        // the group from the staged rows.
+                        Value inGroup =
+                            arith::RemUIOp::create(gb, place.row, group);
+                        Value stagingAt = add(
+                            gb,
+                            arith::DivUIOp::create(
+                                gb, itemField(gb, item, kStaging), idx(gb, 4)),
+                            mul(gb, inGroup, idx(gb, g.headDim)));
+                        copyIn(gb, kv ? values : keys, t, idx(gb, h), staging,
+                               stagingAt);
+                        Place groupPlace = place;
+                        groupPlace.row = sub(gb, place.row, inGroup);
+                        Value stagingBegin = arith::DivUIOp::create(
+                            gb, itemField(gb, item, kStaging), idx(gb, 4));
+                        return callStore(gb, arena, groupPlace, staging,
+                                         stagingBegin,
+                                         add(gb, inGroup, idx(gb, 1)), false);
+                      });
+                  Value single = guard(
+                      tb,
+                      arith::XOrIOp::create(
+                          tb, grouped, arith::ConstantIntOp::create(tb, 1, 1)),
+                      status(tb, CacheStatus::Ok),
+                      [&](ImplicitLocOpBuilder &sb) {
+                        copyIn(sb, kv ? values : keys, t, idx(sb, h), scratch,
+                               idx(sb, 0));
+                        return callStore(sb, arena, place, scratch, idx(sb, 0),
+                                         idx(sb, 1), false);
+                      });
+                  st = firstFailure(tb, st, firstFailure(tb, stored, single));
+                }
+              memref::StoreOp::create(
+                  tb, arith::IndexCastOp::create(tb, i64(), length), fills,
+                  ValueRange{layer});
+              scf::YieldOp::create(tb, ValueRange{st});
+            });
+        return loop.getResult(0);
+      });
+      memref::DeallocOp::create(b, scratch);
+      return res;
+    });
+  });
+  func::ReturnOp::create(b, ValueRange{out});
+  result.append = fn;
+}
+
+void Emitter::emitAttend(CacheFunctions &result) {
+  func::FuncOp fn = createFunction(
+      prefix + "_attend",
+      {arenaType(), indexType(), heads(), indexType(), heads(), f32()}, {i32()},
+      true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value arena = entry.getArgument(0), layer = entry.getArgument(1);
+  Value query = entry.getArgument(2), length = entry.getArgument(3);
+  Value output = entry.getArgument(4), softmaxScale = entry.getArgument(5);
+  Value numQueries = memref::DimOp::create(b, query, 0);
+  Value badShape = arith::OrIOp::create(
+      b,
+      cmp(b, arith::CmpIPredicate::ne, memref::DimOp::create(b, query, 1),
+          idx(b, g.headDim)),
+      arith::OrIOp::create(b,
+                           cmp(b, arith::CmpIPredicate::ne,
+                               memref::DimOp::create(b, output, 0), numQueries),
+                           cmp(b, arith::CmpIPredicate::ne,
+                               memref::DimOp::create(b, output, 1),
+                               idx(b, g.headDim))));
+  badShape = arith::OrIOp::create(
+      b, badShape,
+      arith::OrIOp::create(
+          b, cmp(b, arith::CmpIPredicate::eq, numQueries, idx(b, 0)),
+          cmp(b, arith::CmpIPredicate::ne,
+              arith::RemUIOp::create(b, numQueries, idx(b, g.heads)),
+              idx(b, 0))));
+  Value st = arith::SelectOp::create(
+      b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
+      status(b, CacheStatus::BadLayer), status(b, CacheStatus::Ok));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
+                                            status(b, CacheStatus::BadArena),
+                                            status(b, CacheStatus::Ok)));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, badShape,
+                                            status(b, CacheStatus::BadShape),
+                                            status(b, CacheStatus::Ok)));
+  Value okSoFar =
+      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
+    Value fill = arith::IndexCastOp::create(
+        b, indexType(),
+        memref::LoadOp::create(b, fillCounts(b, arena), ValueRange{layer}));
+    Value bad = arith::OrIOp::create(
+        b, cmp(b, arith::CmpIPredicate::ne, length, fill),
+        cmp(b, arith::CmpIPredicate::eq, length, idx(b, 0)));
+    return guard(
+        b, arith::XOrIOp::create(b, bad, arith::ConstantIntOp::create(b, 1, 1)),
+        status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
+          Value group = arith::DivUIOp::create(b, numQueries, idx(b, g.heads));
+          int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+          auto alloc = [&](Value n) {
+            return memref::AllocOp::create(b, floats(), ValueRange{n});
+          };
+          Value q = alloc(mul(b, group, idx(b, g.headDim)));
+          Value acc = alloc(mul(b, group, idx(b, g.headDim)));
+          Value logits = alloc(mul(b, group, idx(b, tileRows)));
+          Value maxima = alloc(group), sums = alloc(group);
+          Value zero = idx(b, 0), one = idx(b, 1);
+          scf::ForOp::create(
+              b, zero, idx(b, g.heads), one, ValueRange{},
+              [&](OpBuilder &n, Location l, Value h, ValueRange) {
+                ImplicitLocOpBuilder hb(l, n);
+                Value itemK =
+                    mul(hb, add(hb, mul(hb, layer, idx(hb, g.heads)), h),
+                        idx(hb, 2));
+                Value itemV = add(hb, itemK, idx(hb, 1));
+                Value negInf = arith::ConstantFloatOp::create(
+                    hb, Float32Type::get(context),
+                    APFloat::getInf(APFloat::IEEEsingle(), true));
+                Value fzero = arith::ConstantFloatOp::create(
+                    hb, Float32Type::get(context), APFloat(0.0f));
+                // The group's queries in f32; running max, sum and
+                // accumulators reset.
+                scf::ForOp::create(
+                    hb, zero, group, one, ValueRange{},
+                    [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+                      ImplicitLocOpBuilder ib(l2, n2);
+                      Value row = add(ib, mul(ib, h, group), i);
+                      scf::ForOp::create(
+                          ib, zero, idx(ib, g.headDim), one, ValueRange{},
+                          [&](OpBuilder &n3, Location l3, Value j, ValueRange) {
+                            ImplicitLocOpBuilder jb(l3, n3);
+                            Value v = memref::LoadOp::create(
+                                jb, query, ValueRange{row, j});
+                            if (!v.getType().isF32())
+                              v = arith::ExtFOp::create(jb, f32(), v);
+                            Value at =
+                                add(jb, mul(jb, i, idx(jb, g.headDim)), j);
+                            memref::StoreOp::create(jb, v, q, ValueRange{at});
+                            memref::StoreOp::create(jb, fzero, acc,
+                                                    ValueRange{at});
+                            scf::YieldOp::create(jb);
+                          });
+                      memref::StoreOp::create(ib, negInf, maxima,
+                                              ValueRange{i});
+                      memref::StoreOp::create(ib, fzero, sums, ValueRange{i});
+                      scf::YieldOp::create(ib);
+                    });
+                // One tile: logits from K, online softmax update, V.
+                auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
+                                const Place &vPlace, Value rows) {
+                  callLogits(tb, arena, kPlace, rows, q, group, softmaxScale,
+                             logits);
+                  scf::ForOp::create(
+                      tb, zero, group, one, ValueRange{},
+                      [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+                        ImplicitLocOpBuilder ib(l2, n2);
+                        Value base = mul(ib, i, rows);
+                        Value oldMax =
+                            memref::LoadOp::create(ib, maxima, ValueRange{i});
+                        auto maxLoop = scf::ForOp::create(
+                            ib, zero, rows, one, ValueRange{oldMax},
+                            [&](OpBuilder &n3, Location l3, Value r,
+                                ValueRange m) {
+                              ImplicitLocOpBuilder rb(l3, n3);
+                              Value s = memref::LoadOp::create(
+                                  rb, logits, ValueRange{add(rb, base, r)});
+                              scf::YieldOp::create(
+                                  rb, ValueRange{arith::MaximumFOp::create(
+                                          rb, m[0], s)});
+                            });
+                        Value newMax = maxLoop.getResult(0);
+                        Value alpha = math::ExpOp::create(
+                            ib, arith::SubFOp::create(ib, oldMax, newMax));
+                        auto sumLoop = scf::ForOp::create(
+                            ib, zero, rows, one, ValueRange{fzero},
+                            [&](OpBuilder &n3, Location l3, Value r,
+                                ValueRange s) {
+                              ImplicitLocOpBuilder rb(l3, n3);
+                              Value at = add(rb, base, r);
+                              Value e = math::ExpOp::create(
+                                  rb, arith::SubFOp::create(
+                                          rb,
+                                          memref::LoadOp::create(
+                                              rb, logits, ValueRange{at}),
+                                          newMax));
+                              memref::StoreOp::create(rb, e, logits,
+                                                      ValueRange{at});
+                              scf::YieldOp::create(
+                                  rb, ValueRange{
+                                          arith::AddFOp::create(rb, s[0], e)});
+                            });
+                        Value oldSum =
+                            memref::LoadOp::create(ib, sums, ValueRange{i});
+                        memref::StoreOp::create(
+                            ib,
+                            arith::AddFOp::create(
+                                ib, arith::MulFOp::create(ib, oldSum, alpha),
+                                sumLoop.getResult(0)),
+                            sums, ValueRange{i});
+                        memref::StoreOp::create(ib, newMax, maxima,
+                                                ValueRange{i});
+                        VectorType vt = VectorType::get({g.headDim}, f32());
+                        Value at = mul(ib, i, idx(ib, g.headDim));
+                        Value a =
+                            vector::LoadOp::create(ib, vt, acc, ValueRange{at});
+                        a = arith::MulFOp::create(
+                            ib, a, vector::BroadcastOp::create(ib, vt, alpha));
+                        vector::StoreOp::create(ib, a, acc, ValueRange{at});
+                        scf::YieldOp::create(ib);
+                      });
+                  callAccumulate(tb, arena, vPlace, rows, logits, group, acc);
+                };
+                // The sink.
+                Value sinkRows =
+                    arith::MinUIOp::create(hb, length, idx(hb, g.sink));
+                scf::IfOp::create(
+                    hb, cmp(hb, arith::CmpIPredicate::ugt, sinkRows, zero),
+                    [&](OpBuilder &n2, Location l2) {
+                      ImplicitLocOpBuilder sb(l2, n2);
+                      tile(sb, sinkPlace(sb, itemK, zero),
+                           sinkPlace(sb, itemV, zero), sinkRows);
+                      scf::YieldOp::create(sb);
+                    });
+                // Body blocks, then window blocks, one tile per block.
+                Value aged = arith::SubIOp::create(
+                    hb, arith::MaxUIOp::create(hb, length, idx(hb, g.sink)),
+                    idx(hb, g.sink));
+                Value bodyRows = aged;
+                if (g.window > 0) {
+                  Value beyond = arith::SubIOp::create(
+                      hb, arith::MaxUIOp::create(hb, aged, idx(hb, g.window)),
+                      idx(hb, g.window));
+                  bodyRows = mul(
+                      hb, arith::DivUIOp::create(hb, beyond, idx(hb, g.block)),
+                      idx(hb, g.block));
+                }
+                scf::ForOp::create(
+                    hb, zero, aged, idx(hb, g.block), ValueRange{},
+                    [&](OpBuilder &n2, Location l2, Value offset, ValueRange) {
+                      ImplicitLocOpBuilder bb(l2, n2);
+                      Value begin = add(bb, idx(bb, g.sink), offset);
+                      Value rows = arith::MinUIOp::create(
+                          bb, idx(bb, g.block), sub(bb, aged, offset));
+                      Value inBody =
+                          cmp(bb, arith::CmpIPredicate::ult, offset, bodyRows);
+                      scf::IfOp::create(
+                          bb, inBody,
+                          [&](OpBuilder &n3, Location l3) {
+                            ImplicitLocOpBuilder ob(l3, n3);
+                            tile(ob, locateBody(ob, itemK, begin),
+                                 locateBody(ob, itemV, begin), rows);
+                            scf::YieldOp::create(ob);
+                          },
+                          [&](OpBuilder &n3, Location l3) {
+                            ImplicitLocOpBuilder wb(l3, n3);
+                            tile(wb, ringPlace(wb, itemK, begin),
+                                 ringPlace(wb, itemV, begin), rows);
+                            scf::YieldOp::create(wb);
+                          });
+                      scf::YieldOp::create(bb);
+                    });
+                // Normalize and write the outputs.
+                scf::ForOp::create(
+                    hb, zero, group, one, ValueRange{},
+                    [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+                      ImplicitLocOpBuilder ib(l2, n2);
+                      Value inverse = arith::DivFOp::create(
+                          ib,
+                          arith::ConstantFloatOp::create(
+                              ib, Float32Type::get(context), APFloat(1.0f)),
+                          memref::LoadOp::create(ib, sums, ValueRange{i}));
+                      Value row = add(ib, mul(ib, h, group), i);
+                      scf::ForOp::create(
+                          ib, zero, idx(ib, g.headDim), one, ValueRange{},
+                          [&](OpBuilder &n3, Location l3, Value j, ValueRange) {
+                            ImplicitLocOpBuilder jb(l3, n3);
+                            Value v = memref::LoadOp::create(
+                                jb, acc,
+                                ValueRange{add(
+                                    jb, mul(jb, i, idx(jb, g.headDim)), j)});
+                            v = arith::MulFOp::create(jb, v, inverse);
+                            Type element = cache.getElementType();
+                            if (!element.isF32())
+                              v = arith::TruncFOp::create(jb, element, v);
+                            memref::StoreOp::create(jb, v, output,
+                                                    ValueRange{row, j});
+                            scf::YieldOp::create(jb);
+                          });
+                      scf::YieldOp::create(ib);
+                    });
+                scf::YieldOp::create(hb);
+              });
+          for (Value buffer : {q, acc, logits, maxima, sums})
+            memref::DeallocOp::create(b, buffer);
+          return status(b, CacheStatus::Ok);
+        });
+  });
+  func::ReturnOp::create(b, ValueRange{out});
+  result.attend = fn;
+}
+
+void Emitter::emitLoad(CacheFunctions &result) {
+  func::FuncOp fn = createFunction(
+      prefix + "_load",
+      {arenaType(), indexType(), indexType(), tokens(), tokens()}, {i32()},
+      true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value arena = entry.getArgument(0), layer = entry.getArgument(1);
+  Value start = entry.getArgument(2);
+  Value keys = entry.getArgument(3), values = entry.getArgument(4);
+  Value count = memref::DimOp::create(b, keys, 0);
+  Value badShape = arith::ConstantIntOp::create(b, 0, 1);
+  for (int64_t dim = 0; dim < 3; ++dim) {
+    Value k = memref::DimOp::create(b, keys, dim);
+    Value v = memref::DimOp::create(b, values, dim);
+    badShape = arith::OrIOp::create(b, badShape,
+                                    cmp(b, arith::CmpIPredicate::ne, k, v));
+    if (dim > 0)
+      badShape =
+          arith::OrIOp::create(b, badShape,
+                               cmp(b, arith::CmpIPredicate::ne, k,
+                                   idx(b, dim == 1 ? g.heads : g.headDim)));
+  }
+  Value st = arith::SelectOp::create(
+      b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
+      status(b, CacheStatus::BadLayer), status(b, CacheStatus::Ok));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
+                                            status(b, CacheStatus::BadArena),
+                                            status(b, CacheStatus::Ok)));
+  st = firstFailure(b, st,
+                    arith::SelectOp::create(b, badShape,
+                                            status(b, CacheStatus::BadShape),
+                                            status(b, CacheStatus::Ok)));
+  Value okSoFar =
+      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
+    Value fill = arith::IndexCastOp::create(
+        b, indexType(),
+        memref::LoadOp::create(b, fillCounts(b, arena), ValueRange{layer}));
+    Value outside = arith::OrIOp::create(
+        b, cmp(b, arith::CmpIPredicate::ugt, start, fill),
+        cmp(b, arith::CmpIPredicate::ugt, count, sub(b, fill, start)));
+    return guard(
+        b,
+        arith::XOrIOp::create(b, outside,
+                              arith::ConstantIntOp::create(b, 1, 1)),
+        status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
+          Value row = memref::AllocOp::create(b, floats(),
+                                              ValueRange{idx(b, g.headDim)});
+          scf::ForOp::create(
+              b, idx(b, 0), count, idx(b, 1), ValueRange{},
+              [&](OpBuilder &n, Location l, Value t, ValueRange) {
+                ImplicitLocOpBuilder tb(l, n);
+                Value p = add(tb, start, t);
+                for (int64_t h = 0; h < g.heads; ++h)
+                  for (int kv = 0; kv < 2; ++kv) {
+                    Value item =
+                        add(tb,
+                            mul(tb,
+                                add(tb, mul(tb, layer, idx(tb, g.heads)),
+                                    idx(tb, h)),
+                                idx(tb, 2)),
+                            idx(tb, kv));
+                    Place place = locate(tb, item, p, fill);
+                    callLoad(tb, arena, place, idx(tb, 1), row, idx(tb, 0));
+                    Value target = kv ? values : keys;
+                    scf::ForOp::create(
+                        tb, idx(tb, 0), idx(tb, g.headDim), idx(tb, 1),
+                        ValueRange{},
+                        [&](OpBuilder &n2, Location l2, Value j, ValueRange) {
+                          ImplicitLocOpBuilder jb(l2, n2);
+                          Value v =
+                              memref::LoadOp::create(jb, row, ValueRange{j});
+                          Type element = cache.getElementType();
+                          if (!element.isF32())
+                            v = arith::TruncFOp::create(jb, element, v);
+                          memref::StoreOp::create(jb, v, target,
+                                                  ValueRange{t, idx(jb, h), j});
+                          scf::YieldOp::create(jb);
+                        });
+                  }
+                scf::YieldOp::create(tb);
+              });
+          memref::DeallocOp::create(b, row);
+          return status(b, CacheStatus::Ok);
+        });
+  });
+  func::ReturnOp::create(b, ValueRange{out});
+  result.load = fn;
+}
+
+LogicalResult Emitter::run(CacheFunctions &result) {
+  emitTables();
+  emitDispatchers();
+  emitArenaBytes(result);
+  emitInit(result);
+  emitAppend(result);
+  emitAttend(result);
+  emitLoad(result);
+  return success();
+}
+
+FailureOr<CacheFunctions> mlir::kvprec::emitCacheFunctions(
+    ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
+    an::StorageKind dequantizer, const std::string &prefix) {
+  Emitter emitter(module, cache, layout, dequantizer, prefix);
+  CacheFunctions result;
+  if (failed(emitter.run(result)))
+    return failure();
+  return result;
+}

@@ -1,0 +1,50 @@
+//===- CacheCodegen.h - the C ABI functions of one planned cache -*- C++
+//-*-===//
+//
+// For one planned cache type, emits the functions docs/abi.md specifies
+// (arena size, init, append, attend, load) on top of the per-format kernels
+// of FormatCodegen. The layout of every stream comes from tables (memref
+// globals) indexed by (layer, head, K/V), and each run's format is one
+// scf.index_switch over the formats of the plan, so code size grows with
+// the number of distinct formats, not with layers x heads.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H
+#define KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H
+
+#include "kvprec/Dialect/KVPrec/IR/KVPrecTypes.h"
+#include "kvprec/Format/CacheLayout.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <string>
+
+namespace mlir::kvprec {
+
+/// The public functions of one cache type. `P` is the prefix:
+///  * P_arena_bytes() -> i64
+///  * P_init(arena) -> i32
+///  * P_append(arena, layer: index, keys, values: memref<?x?x?xT>,
+///             position: index) -> i32
+///  * P_attend(arena, layer: index, query: memref<?x?xT>, length: index,
+///             output: memref<?x?xT>, softmaxScale: f32) -> i32
+///  * P_load(arena, layer: index, start: index, keys, values) -> i32
+/// with arena a memref<?xi8>; all carry llvm.emit_c_interface.
+struct CacheFunctions {
+  func::FuncOp arenaBytes, init, append, attend, load;
+};
+
+/// Emits the functions of `cache` (which has a plan) at the end of `module`.
+/// `dequantizer` is the precision of the dequantize multiply the plan's
+/// certificate assumes.
+FailureOr<CacheFunctions>
+emitCacheFunctions(ModuleOp module, CacheType cache,
+                   const ::kvprec::layout::ArenaLayout &layout,
+                   ::kvprec::analysis::StorageKind dequantizer,
+                   const std::string &prefix);
+
+} // namespace mlir::kvprec
+
+#endif // KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H

@@ -1,0 +1,931 @@
+//===- FormatCodegen.cpp - store and load kernels of one format -----------===//
+//
+// The arithmetic is that of lib/Analysis/Quantizer.cpp and SoftFloat.cpp,
+// written as element-wise vector ops on f32 and f64 lanes and on the bit
+// patterns of the small float kinds, so that the results are bit-identical
+// to the reference on every target and do not depend on how a backend
+// lowers f16/bf16/f8 conversions (docs/lowering.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "FormatCodegen.h"
+
+#include "kvprec/Analysis/SoftFloat.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
+#include <cmath>
+#include <limits>
+
+using namespace mlir;
+using namespace mlir::kvprec;
+namespace an = ::kvprec::analysis;
+using an::StorageKind;
+
+namespace {
+enum class Rounding { Nearest, TowardPositive, TowardNegative };
+
+/// Element-wise arithmetic on vectors of `lanes` lanes.
+class Lanes {
+public:
+  Lanes(ImplicitLocOpBuilder &b, int64_t lanes) : b(b), lanes(lanes) {}
+
+  VectorType type(Type element) const {
+    return VectorType::get({lanes}, element);
+  }
+  Value f32(double v) { return splat(b.getF32Type(), b.getF32FloatAttr(v)); }
+  Value f64(double v) { return splat(b.getF64Type(), b.getF64FloatAttr(v)); }
+  Value i32(int64_t v) { return splat(b.getI32Type(), b.getI32IntegerAttr(v)); }
+  Value i1(bool v) { return splat(b.getI1Type(), b.getBoolAttr(v)); }
+
+  Value bitsOf(Value f32Lanes) {
+    return arith::BitcastOp::create(b, type(b.getI32Type()), f32Lanes);
+  }
+  Value floatOf(Value i32Lanes) {
+    return arith::BitcastOp::create(b, type(b.getF32Type()), i32Lanes);
+  }
+  Value select(Value c, Value t, Value f) {
+    return arith::SelectOp::create(b, c, t, f);
+  }
+  Value cmpi(arith::CmpIPredicate p, Value x, Value y) {
+    return arith::CmpIOp::create(b, p, x, y);
+  }
+  Value cmpf(arith::CmpFPredicate p, Value x, Value y) {
+    return arith::CmpFOp::create(b, p, x, y);
+  }
+  /// True for finite lanes of an f32 or f64 vector.
+  Value isFinite(Value x) {
+    bool isF64 = cast<VectorType>(x.getType()).getElementType().isF64();
+    Value inf = isF64 ? f64(std::numeric_limits<double>::infinity())
+                      : f32(std::numeric_limits<float>::infinity());
+    Value magnitude = math::AbsFOp::create(b, x);
+    return cmpf(arith::CmpFPredicate::OLT, magnitude, inf);
+  }
+  /// True when every lane is true.
+  Value all(Value mask) {
+    return vector::ReductionOp::create(b, vector::CombiningKind::AND, mask);
+  }
+
+  /// The bits (in the low bits of i32 lanes) of the value of a float kind
+  /// that `x` (finite f32 lanes) rounds to. Overflow gives inf (NaN for
+  /// f8E4M3FN), except toward zero, which saturates, as SoftFloat does.
+  Value encode(StorageKind kind, Value x, Rounding rounding) {
+    if (kind == StorageKind::F32)
+      return bitsOf(x);
+    const an::FloatFormatInfo &info = an::getFloatFormatInfo(kind);
+    const int64_t m = info.mantissaBits, e = info.exponentBits;
+    const int64_t emin = 1 - info.bias;
+    Value bits = bitsOf(x);
+    Value sign = arith::ShRUIOp::create(b, bits, i32(31));
+    Value magnitude = arith::AndIOp::create(b, bits, i32(0x7FFFFFFF));
+    Value field = arith::ShRUIOp::create(b, magnitude, i32(23));
+    Value fraction = arith::AndIOp::create(b, magnitude, i32(0x7FFFFF));
+    Value normal = cmpi(arith::CmpIPredicate::ne, field, i32(0));
+    Value significand = arith::OrIOp::create(
+        b, fraction, select(normal, i32(0x800000), i32(0)));
+    Value exponent = arith::SubIOp::create(
+        b, arith::MaxSIOp::create(b, field, i32(1)), i32(127));
+    Value clamped = arith::MaxSIOp::create(b, exponent, i32(emin));
+    // Divide the significand down to the quantum 2^(clamped - m); beyond 25
+    // bits everything is below one half of it.
+    Value shift = arith::AddIOp::create(
+        b, i32(23 - m), arith::SubIOp::create(b, clamped, exponent));
+    shift = arith::MinSIOp::create(b, shift, i32(25));
+    Value quotient = arith::ShRUIOp::create(b, significand, shift);
+    Value one = i32(1);
+    Value unit = arith::ShLIOp::create(b, one, shift);
+    Value remainder = arith::AndIOp::create(
+        b, significand, arith::SubIOp::create(b, unit, one));
+    Value half = arith::ShRUIOp::create(b, unit, one);
+    Value increment;
+    Value towardZero = i1(false);
+    if (rounding == Rounding::Nearest) {
+      Value above = cmpi(arith::CmpIPredicate::ugt, remainder, half);
+      Value tie = cmpi(arith::CmpIPredicate::eq, remainder, half);
+      Value odd = cmpi(arith::CmpIPredicate::ne,
+                       arith::AndIOp::create(b, quotient, one), i32(0));
+      increment =
+          arith::OrIOp::create(b, above, arith::AndIOp::create(b, tie, odd));
+    } else {
+      // Directed: the magnitude rounds up when the direction points away
+      // from zero, and is truncated otherwise.
+      Value negative = cmpi(arith::CmpIPredicate::ne, sign, i32(0));
+      Value away = rounding == Rounding::TowardPositive
+                       ? arith::XOrIOp::create(b, negative, i1(true))
+                       : negative;
+      Value inexact = cmpi(arith::CmpIPredicate::ne, remainder, i32(0));
+      increment = arith::AndIOp::create(b, away, inexact);
+      towardZero = arith::XOrIOp::create(b, away, i1(true));
+    }
+    quotient = arith::AddIOp::create(
+        b, quotient,
+        arith::ExtUIOp::create(b, type(b.getI32Type()), increment));
+    Value result = arith::SubIOp::create(
+        b,
+        arith::AddIOp::create(
+            b,
+            arith::ShLIOp::create(
+                b, arith::AddIOp::create(b, clamped, i32(info.bias)), i32(m)),
+            quotient),
+        i32(int64_t(1) << m));
+    Value overflow =
+        cmpi(arith::CmpIPredicate::ugt, result, i32(info.maxFiniteBits));
+    Value nonFinite = i32(info.hasInfinity ? info.infinityBits : info.nanBits);
+    result =
+        select(overflow, select(towardZero, i32(info.maxFiniteBits), nonFinite),
+               result);
+    return arith::OrIOp::create(b, result,
+                                arith::ShLIOp::create(b, sign, i32(e + m)));
+  }
+
+  /// The f32 value of kind bits (low bits of i32 lanes); NaN for infinities
+  /// and NaNs, which no stored value may be.
+  Value decode(StorageKind kind, Value bits) {
+    if (kind == StorageKind::F32)
+      return floatOf(bits);
+    const an::FloatFormatInfo &info = an::getFloatFormatInfo(kind);
+    const int64_t m = info.mantissaBits, e = info.exponentBits;
+    Value magnitude = arith::AndIOp::create(b, bits, i32((1 << (e + m)) - 1));
+    Value sign = arith::AndIOp::create(
+        b, arith::ShRUIOp::create(b, bits, i32(e + m)), i32(1));
+    // The kind's exponent and fraction become the top of f32's; scaling by
+    // 2^(127 - bias) is exact, also for subnormals.
+    Value value = floatOf(arith::OrIOp::create(
+        b, arith::ShLIOp::create(b, magnitude, i32(23 - m)),
+        arith::ShLIOp::create(b, sign, i32(31))));
+    if (info.bias != 127)
+      value = arith::MulFOp::create(b, value,
+                                    f32(std::ldexp(1.0, 127 - info.bias)));
+    uint32_t firstNonFinite =
+        info.hasInfinity ? info.infinityBits : info.nanBits;
+    Value nonFinite =
+        cmpi(arith::CmpIPredicate::uge, magnitude, i32(firstNonFinite));
+    return select(nonFinite, f32(std::numeric_limits<float>::quiet_NaN()),
+                  value);
+  }
+
+  /// fl_P(x) for f32 lanes.
+  Value roundTo(StorageKind precision, Value x) {
+    if (precision == StorageKind::F32)
+      return x;
+    return decode(precision, encode(precision, x, Rounding::Nearest));
+  }
+
+  /// The smallest f32 >= x for non-negative f64 lanes (inf past the range).
+  Value roundUpToF32(Value x) {
+    Value t = arith::TruncFOp::create(b, type(b.getF32Type()), x);
+    Value back = arith::ExtFOp::create(b, type(b.getF64Type()), t);
+    Value below = cmpf(arith::CmpFPredicate::OLT, back, x);
+    return select(below, floatOf(arith::AddIOp::create(b, bitsOf(t), i32(1))),
+                  t);
+  }
+  Value toF64(Value x) {
+    return arith::ExtFOp::create(b, type(b.getF64Type()), x);
+  }
+  /// Neighbours, in `kind`, of positive finite f32 lanes holding values of
+  /// `kind`.
+  Value nextUp(StorageKind kind, Value v) {
+    return decode(kind, arith::AddIOp::create(
+                            b, encode(kind, v, Rounding::Nearest), i32(1)));
+  }
+  Value nextDown(StorageKind kind, Value v) {
+    return decode(kind, arith::SubIOp::create(
+                            b, encode(kind, v, Rounding::Nearest), i32(1)));
+  }
+
+  /// Quantizer.cpp's computeRoundedUpScale: the smallest value s of
+  /// `kind` with s * maxCode >= range (exact products in f64), for
+  /// non-negative f64 lanes; the kind's smallest subnormal for 0. Clears
+  /// `ok` lanes where no finite scale exists.
+  Value scaleFor(StorageKind kind, Value range, double maxCode, Value &ok) {
+    const an::FloatFormatInfo &info = an::getFloatFormatInfo(kind);
+    Value code = f64(maxCode);
+    Value quotient = arith::DivFOp::create(b, range, code);
+    Value candidate = roundUpToF32(quotient);
+    if (kind != StorageKind::F32)
+      candidate =
+          decode(kind, encode(kind, candidate, Rounding::TowardPositive));
+    ok = arith::AndIOp::create(b, ok, isFinite(candidate));
+    // One step each way reaches the smallest such value: the quotient is
+    // correctly rounded, so the candidate is within one step of it.
+    Value tooSmall =
+        cmpf(arith::CmpFPredicate::OLT,
+             arith::MulFOp::create(b, toF64(candidate), code), range);
+    candidate = select(tooSmall, nextUp(kind, candidate), candidate);
+    ok = arith::AndIOp::create(b, ok, isFinite(candidate));
+    Value minimum = f32(info.minSubnormal);
+    Value smaller = nextDown(kind, candidate);
+    Value canShrink = arith::AndIOp::create(
+        b, cmpf(arith::CmpFPredicate::OGT, candidate, minimum),
+        cmpf(arith::CmpFPredicate::OGE,
+             arith::MulFOp::create(b, toF64(smaller), code), range));
+    candidate = select(canShrink, smaller, candidate);
+    Value zero = cmpf(arith::CmpFPredicate::OEQ, range, f64(0.0));
+    return select(zero, minimum, candidate);
+  }
+
+  ImplicitLocOpBuilder &b;
+  int64_t lanes;
+
+private:
+  Value splat(Type element, TypedAttr value) {
+    auto attr =
+        DenseElementsAttr::get(type(element), ArrayRef<Attribute>{value});
+    return arith::ConstantOp::create(b, cast<TypedAttr>(attr));
+  }
+};
+
+/// Integer codes' range and bits.
+struct IntCodes {
+  int64_t bits;
+  int64_t minCode, maxCode;
+};
+IntCodes getIntCodes(const an::StorageFormat &format) {
+  auto [minCode, maxCode] = an::getIntegerCodeRange(format.kind, format.scheme);
+  return {an::getBitWidth(format.kind), minCode, maxCode};
+}
+
+/// Emits one kernel function's body for one format.
+class KernelEmitter {
+public:
+  KernelEmitter(ImplicitLocOpBuilder &b, const an::StorageFormat &format,
+                int64_t headDim, StorageKind dequantizer)
+      : b(b), format(format), headDim(headDim), dequantizer(dequantizer),
+        row(b, headDim) {
+    unsigned bits = an::getBitWidth(format.kind);
+    rowBytes = bits >= 8 ? headDim * (bits / 8)
+                         : (headDim + 8 / bits - 1) / (8 / bits);
+    if (an::isScaled(format)) {
+      scaleLanes = format.granularity == an::Granularity::TokenGroup
+                       ? headDim / format.groupSize
+                       : headDim;
+      scaleBytes = format.scaleKind == StorageKind::F32 ? 4 : 2;
+    }
+  }
+
+  bool isScaled() const { return an::isScaled(format); }
+  bool isChannelGroup() const {
+    return isScaled() && format.granularity == an::Granularity::ChannelGroup;
+  }
+  bool isAsymmetric() const {
+    return format.scheme == an::QuantScheme::Asymmetric;
+  }
+
+  Value index(int64_t v) { return arith::ConstantIndexOp::create(b, v); }
+  Value mul(Value x, int64_t c) {
+    return arith::MulIOp::create(b, x, index(c));
+  }
+  Value add(Value x, Value y) { return arith::AddIOp::create(b, x, y); }
+
+  /// A typed view of the arena from byte `offset` to its end.
+  Value view(Value arena, Value offset, Type element, int64_t elementBytes) {
+    Value size = memref::DimOp::create(b, arena, 0);
+    Value elements = arith::DivUIOp::create(
+        b, arith::SubIOp::create(b, size, offset), index(elementBytes));
+    return memref::ViewOp::create(
+        b, MemRefType::get({ShapedType::kDynamic}, element), arena, offset,
+        ValueRange{elements});
+  }
+
+  /// The code element type stored for the format, and its bytes.
+  Type codeElement() const {
+    switch (format.kind) {
+    case StorageKind::F32:
+      return b.getF32Type();
+    case StorageKind::F16:
+    case StorageKind::BF16:
+      return b.getI16Type();
+    default:
+      return b.getI8Type();
+    }
+  }
+  int64_t codeElementBytes() const {
+    return format.kind == StorageKind::F32 ? 4
+           : (format.kind == StorageKind::F16 ||
+              format.kind == StorageKind::BF16)
+               ? 2
+               : 1;
+  }
+  Type scaleElement() const {
+    return format.scaleKind == StorageKind::F32 ? Type(b.getF32Type())
+                                                : Type(b.getI16Type());
+  }
+
+  /// Views of the run's regions.
+  void openViews(Value arena, Value code, Value scale, Value zero) {
+    codes = view(arena, code, codeElement(), codeElementBytes());
+    if (!isScaled())
+      return;
+    scales = view(arena, scale, scaleElement(), scaleBytes);
+    if (isAsymmetric())
+      zeros = view(arena, zero, scaleElement(), scaleBytes);
+  }
+
+  /// Scale values (f32 lanes) stored at element offset `at` of a view.
+  Value loadScales(Value view, Value at, Lanes &lanes) {
+    if (format.scaleKind == StorageKind::F32)
+      return vector::LoadOp::create(b, lanes.type(b.getF32Type()), view,
+                                    ValueRange{at});
+    Value raw = vector::LoadOp::create(b, lanes.type(b.getI16Type()), view,
+                                       ValueRange{at});
+    return lanes.decode(
+        format.scaleKind,
+        arith::ExtUIOp::create(b, lanes.type(b.getI32Type()), raw));
+  }
+  void storeScales(Value values, Value view, Value at, Lanes &lanes) {
+    if (format.scaleKind == StorageKind::F32) {
+      vector::StoreOp::create(b, values, view, ValueRange{at});
+      return;
+    }
+    Value bits = lanes.encode(format.scaleKind, values, Rounding::Nearest);
+    vector::StoreOp::create(
+        b, arith::TruncIOp::create(b, lanes.type(b.getI16Type()), bits), view,
+        ValueRange{at});
+  }
+
+  /// Per-element lanes of per-group values (token groups): lane j takes
+  /// group j / g.
+  Value expandGroups(Value groups) {
+    if (format.granularity != an::Granularity::TokenGroup)
+      return groups;
+    SmallVector<int64_t> mask;
+    for (int64_t j = 0; j < headDim; ++j)
+      mask.push_back(j / format.groupSize);
+    return vector::ShuffleOp::create(b, groups, groups, mask);
+  }
+
+  /// Scale row (element offset in the scale view) of row `r` of the run.
+  Value scaleRowAt(Value r) {
+    Value scaleRow = isChannelGroup()
+                         ? arith::DivUIOp::create(b, r, index(format.groupSize))
+                         : r;
+    return mul(scaleRow, scaleLanes);
+  }
+
+  /// The integer or float code lanes (i32) of row `r`.
+  Value loadCodes(Value r) {
+    Type i32 = b.getI32Type();
+    unsigned bits = an::getBitWidth(format.kind);
+    if (format.kind == StorageKind::F32)
+      return row.bitsOf(vector::LoadOp::create(
+          b, row.type(b.getF32Type()), codes, ValueRange{mul(r, headDim)}));
+    if (bits >= 8) {
+      Value raw = vector::LoadOp::create(b, row.type(codeElement()), codes,
+                                         ValueRange{mul(r, headDim)});
+      bool signExtend = an::isIntegerKind(format.kind) && !isAsymmetric();
+      if (signExtend)
+        return arith::ExtSIOp::create(b, row.type(i32), raw);
+      return arith::ExtUIOp::create(b, row.type(i32), raw);
+    }
+    // Planar: byte k holds elements k, k + R, ... in successive fields.
+    Lanes bytes(b, rowBytes);
+    Value raw = vector::LoadOp::create(b, bytes.type(b.getI8Type()), codes,
+                                       ValueRange{mul(r, rowBytes)});
+    Value wide = arith::ExtUIOp::create(b, bytes.type(i32), raw);
+    int64_t perByte = 8 / bits;
+    SmallVector<Value> fields;
+    for (int64_t i = 0; i < perByte; ++i) {
+      Value field = arith::ShRUIOp::create(b, wide, bytes.i32(i * bits));
+      field = arith::AndIOp::create(b, field, bytes.i32((1 << bits) - 1));
+      if (!isAsymmetric()) {
+        Value up = bytes.i32(32 - bits);
+        field =
+            arith::ShRSIOp::create(b, arith::ShLIOp::create(b, field, up), up);
+      }
+      fields.push_back(field);
+    }
+    return concatenate(fields, rowBytes, i32);
+  }
+
+  /// The first head_dim lanes of the concatenation of equal-size pieces.
+  Value concatenate(ArrayRef<Value> pieces, int64_t pieceLanes, Type element) {
+    // Join pairwise with shuffles until one vector remains.
+    SmallVector<Value> level(pieces.begin(), pieces.end());
+    int64_t width = pieceLanes;
+    while (level.size() > 1) {
+      SmallVector<Value> next;
+      for (size_t i = 0; i + 1 < level.size(); i += 2) {
+        SmallVector<int64_t> mask;
+        for (int64_t j = 0; j < 2 * width; ++j)
+          mask.push_back(j);
+        next.push_back(
+            vector::ShuffleOp::create(b, level[i], level[i + 1], mask));
+      }
+      if (level.size() % 2)
+        next.push_back(level.back()); // Never: piece counts are 2 or 4.
+      level = std::move(next);
+      width *= 2;
+    }
+    SmallVector<int64_t> mask;
+    for (int64_t j = 0; j < headDim; ++j)
+      mask.push_back(j);
+    (void)element;
+    return vector::ShuffleOp::create(b, level[0], level[0], mask);
+  }
+
+  /// Stores code lanes (i32) as row `r`.
+  void storeCodes(Value codeLanes, Value r) {
+    unsigned bits = an::getBitWidth(format.kind);
+    if (format.kind == StorageKind::F32) {
+      vector::StoreOp::create(b, row.floatOf(codeLanes), codes,
+                              ValueRange{mul(r, headDim)});
+      return;
+    }
+    if (bits >= 8) {
+      vector::StoreOp::create(
+          b, arith::TruncIOp::create(b, row.type(codeElement()), codeLanes),
+          codes, ValueRange{mul(r, headDim)});
+      return;
+    }
+    Lanes bytes(b, rowBytes);
+    int64_t perByte = 8 / bits;
+    Value masked =
+        arith::AndIOp::create(b, codeLanes, row.i32((1 << bits) - 1));
+    // Pad to perByte * R lanes with zeros, then OR the fields together.
+    Value zeros = row.i32(0);
+    Value packed = bytes.i32(0);
+    for (int64_t i = 0; i < perByte; ++i) {
+      SmallVector<int64_t> mask;
+      for (int64_t k = 0; k < rowBytes; ++k) {
+        int64_t j = i * rowBytes + k;
+        mask.push_back(j < headDim ? j : headDim); // Lane 0 of `zeros`.
+      }
+      Value field = vector::ShuffleOp::create(b, masked, zeros, mask);
+      packed = arith::OrIOp::create(
+          b, packed, arith::ShLIOp::create(b, field, bytes.i32(i * bits)));
+    }
+    vector::StoreOp::create(
+        b, arith::TruncIOp::create(b, bytes.type(b.getI8Type()), packed), codes,
+        ValueRange{mul(r, rowBytes)});
+  }
+
+  /// The value of code lanes before scaling.
+  Value codeValue(Value codeLanes) {
+    if (an::isIntegerKind(format.kind))
+      return arith::SIToFPOp::create(b, row.type(b.getF32Type()), codeLanes);
+    return row.decode(format.kind, codeLanes);
+  }
+
+  /// Dequantizes code lanes with per-element scale and zero point lanes.
+  Value dequantize(Value codeLanes, Value scale, Value zero) {
+    Value value = codeValue(codeLanes);
+    if (!isScaled())
+      return value;
+    Value product =
+        row.roundTo(dequantizer, arith::MulFOp::create(b, value, scale));
+    if (!isAsymmetric())
+      return product;
+    return row.roundTo(dequantizer, arith::AddFOp::create(b, product, zero));
+  }
+
+  /// Row `r` of the run, dequantized (f32 lanes).
+  Value loadRow(Value r) {
+    Value codeLanes = loadCodes(r);
+    if (!isScaled())
+      return dequantize(codeLanes, Value(), Value());
+    Lanes scaleRow(b, scaleLanes);
+    Value at = scaleRowAt(r);
+    Value scale = expandGroups(loadScales(scales, at, scaleRow));
+    Value zero = isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow))
+                                : Value();
+    return dequantize(codeLanes, scale, zero);
+  }
+
+  /// The codes of f32 lanes `x` with per-element scale and zero point,
+  /// and the dequantized values (in `dequantized`).
+  Value quantize(Value x, Value scale, Value zero, Value &dequantized) {
+    Value codeLanes;
+    switch (format.kind) {
+    case StorageKind::F32:
+      codeLanes = row.bitsOf(x);
+      break;
+    case StorageKind::F16:
+    case StorageKind::BF16:
+      codeLanes = row.encode(format.kind, x, Rounding::Nearest);
+      break;
+    case StorageKind::F8E4M3FN:
+    case StorageKind::F8E5M2:
+      codeLanes = row.encode(format.kind, arith::DivFOp::create(b, x, scale),
+                             Rounding::Nearest);
+      break;
+    default: {
+      IntCodes ints = getIntCodes(format);
+      Value shifted =
+          isAsymmetric() ? Value(arith::SubFOp::create(b, x, zero)) : x;
+      Value k = math::RoundEvenOp::create(
+          b, arith::DivFOp::create(b, shifted, scale));
+      k = arith::MaximumFOp::create(b, k, row.f32(ints.minCode));
+      k = arith::MinimumFOp::create(b, k, row.f32(ints.maxCode));
+      codeLanes = arith::FPToSIOp::create(b, row.type(b.getI32Type()), k);
+      break;
+    }
+    }
+    dequantized = dequantize(codeLanes, scale, zero);
+    return codeLanes;
+  }
+
+  /// Per-group statistics of rows: absolute maximum, or minimum and
+  /// maximum, as f32 lanes of the scale row.
+  void tokenGroupRange(Value x, Value &low, Value &high) {
+    Lanes groups(b, scaleLanes);
+    SmallVector<Value> lows, highs;
+    Value magnitude = math::AbsFOp::create(b, x);
+    for (int64_t k = 0; k < scaleLanes; ++k) {
+      int64_t g = format.groupSize;
+      auto slice = [&](Value v) {
+        return vector::ExtractStridedSliceOp::create(
+            b, v, ArrayRef<int64_t>{k * g}, ArrayRef<int64_t>{g},
+            ArrayRef<int64_t>{1});
+      };
+      if (isAsymmetric()) {
+        lows.push_back(vector::ReductionOp::create(
+            b, vector::CombiningKind::MINIMUMF, slice(x)));
+        highs.push_back(vector::ReductionOp::create(
+            b, vector::CombiningKind::MAXIMUMF, slice(x)));
+      } else {
+        highs.push_back(vector::ReductionOp::create(
+            b, vector::CombiningKind::MAXIMUMF, slice(magnitude)));
+      }
+    }
+    high =
+        vector::FromElementsOp::create(b, groups.type(b.getF32Type()), highs);
+    if (isAsymmetric())
+      low =
+          vector::FromElementsOp::create(b, groups.type(b.getF32Type()), lows);
+  }
+
+  /// Scale and zero point lanes (f32) from group statistics; clears `ok`
+  /// lanes that cannot be stored.
+  void scalesFor(Lanes &lanes, Value low, Value high, Value &scale, Value &zero,
+                 Value &ok) {
+    if (!isAsymmetric()) {
+      double maxCode = an::isFp8Kind(format.kind)
+                           ? an::getFloatFormatInfo(format.kind).maxFinite
+                           : double(getIntCodes(format).maxCode);
+      Value s =
+          lanes.scaleFor(format.scaleKind, lanes.toF64(high), maxCode, ok);
+      scale = s;
+      return;
+    }
+    Value z = low;
+    if (format.scaleKind != StorageKind::F32)
+      z = lanes.decode(
+          format.scaleKind,
+          lanes.encode(format.scaleKind, low, Rounding::TowardNegative));
+    // +0 for a zero minimum (Quantizer.cpp).
+    z = lanes.select(lanes.cmpf(arith::CmpFPredicate::OEQ, z, lanes.f32(0.0)),
+                     lanes.f32(0.0), z);
+    ok = arith::AndIOp::create(b, ok, lanes.isFinite(z));
+    Value span = arith::SubFOp::create(b, high, z);
+    ok = arith::AndIOp::create(b, ok, lanes.isFinite(span));
+    // A non-finite span must not reach the scale search as NaN.
+    span = lanes.select(lanes.isFinite(span), span, lanes.f32(0.0));
+    scale = lanes.scaleFor(format.scaleKind, lanes.toF64(span),
+                           double(getIntCodes(format).maxCode), ok);
+    zero = z;
+  }
+
+  ImplicitLocOpBuilder &b;
+  const an::StorageFormat &format;
+  int64_t headDim;
+  StorageKind dequantizer;
+  Lanes row;
+  int64_t rowBytes = 0, scaleLanes = 0, scaleBytes = 4;
+  Value codes, scales, zeros;
+};
+
+/// Creates `name` at the end of the module with an entry block.
+func::FuncOp createFunction(ModuleOp module, StringRef name,
+                            FunctionType type) {
+  OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
+  auto function = func::FuncOp::create(builder, module.getLoc(), name, type);
+  function.setPrivate();
+  function.addEntryBlock();
+  return function;
+}
+} // namespace
+
+std::string FormatCodegen::getMangledName(const an::StorageFormat &format) {
+  std::string name = an::getStorageKindName(format.kind);
+  if (!an::isScaled(format))
+    return name;
+  name += format.scheme == an::QuantScheme::Symmetric ? "_sym" : "_asym";
+  name += format.granularity == an::Granularity::TokenGroup ? "_tg" : "_cg";
+  name += std::to_string(format.groupSize);
+  name += "_";
+  name += an::getStorageKindName(format.scaleKind);
+  return name;
+}
+
+const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
+  std::string base = "kvprec_" + getMangledName(format) + "_d" +
+                     std::to_string(headDim) + "_" +
+                     an::getStorageKindName(dequantizer);
+  auto found = kernels.find(base);
+  if (found != kernels.end())
+    return found->second;
+  MLIRContext *context = module.getContext();
+  Type index = IndexType::get(context);
+  Type i1 = IntegerType::get(context, 1);
+  Type i32 = IntegerType::get(context, 32);
+  Type f32 = Float32Type::get(context);
+  Type arena =
+      MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
+  Type floats = MemRefType::get({ShapedType::kDynamic}, f32);
+  FormatKernels result;
+  const int64_t d = headDim;
+
+  // store(arena, code, scale, zero, src, srcOff, row0, rows, dry) -> i32
+  {
+    func::FuncOp fn =
+        createFunction(module, base + "_store",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, floats,
+                                          index, index, index, i1},
+                                         {i32}));
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockBegin(&entry));
+    KernelEmitter k(b, format, d, dequantizer);
+    auto args = entry.getArguments();
+    Value src = args[4], srcOff = args[5], row0 = args[6], rows = args[7];
+    Value dry = args[8];
+    k.openViews(args[0], args[1], args[2], args[3]);
+    Value zeroIndex = k.index(0), oneIndex = k.index(1);
+    Value okInit = arith::ConstantIntOp::create(b, 1, 1);
+    Value ok;
+    if (!k.isChannelGroup()) {
+      auto loop = scf::ForOp::create(
+          b, zeroIndex, rows, oneIndex, ValueRange{okInit},
+          [&](OpBuilder &nested, Location loc, Value r, ValueRange iter) {
+            ImplicitLocOpBuilder ib(loc, nested);
+            KernelEmitter e(ib, format, d, dequantizer);
+            e.codes = k.codes;
+            e.scales = k.scales;
+            e.zeros = k.zeros;
+            Value x =
+                vector::LoadOp::create(ib, e.row.type(f32), src,
+                                       ValueRange{e.add(srcOff, e.mul(r, d))});
+            Value laneOk = e.row.isFinite(x);
+            Value scale, zero, scaleGroups, zeroGroups;
+            if (e.isScaled()) {
+              Lanes groups(ib, e.scaleLanes);
+              Value low, high;
+              e.tokenGroupRange(x, low, high);
+              // Non-finite inputs fail below; keep NaN out of the search.
+              Value groupOk = groups.i1(true);
+              e.scalesFor(groups, low, high, scaleGroups, zeroGroups, groupOk);
+              laneOk =
+                  arith::AndIOp::create(ib, laneOk, e.expandGroups(groupOk));
+              scale = e.expandGroups(scaleGroups);
+              zero = e.isAsymmetric() ? e.expandGroups(zeroGroups) : Value();
+            }
+            Value dequantized;
+            Value codeLanes = e.quantize(x, scale, zero, dequantized);
+            laneOk =
+                arith::AndIOp::create(ib, laneOk, e.row.isFinite(dequantized));
+            Value rowOk = e.row.all(laneOk);
+            Value write = arith::AndIOp::create(
+                ib, rowOk,
+                arith::XOrIOp::create(ib, dry,
+                                      arith::ConstantIntOp::create(ib, 1, 1)));
+            Value at = e.add(row0, r);
+            scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
+              ImplicitLocOpBuilder tb(l, then);
+              KernelEmitter w(tb, format, d, dequantizer);
+              w.codes = e.codes;
+              w.scales = e.scales;
+              w.zeros = e.zeros;
+              w.storeCodes(codeLanes, at);
+              if (w.isScaled()) {
+                Lanes groups(tb, w.scaleLanes);
+                w.storeScales(scaleGroups, w.scales, w.scaleRowAt(at), groups);
+                if (w.isAsymmetric())
+                  w.storeScales(zeroGroups, w.zeros, w.scaleRowAt(at), groups);
+              }
+              scf::YieldOp::create(tb);
+            });
+            scf::YieldOp::create(
+                ib, ValueRange{arith::AndIOp::create(ib, iter[0], rowOk)});
+          });
+      ok = loop.getResult(0);
+    } else {
+      const int64_t g = format.groupSize;
+      auto loop = scf::ForOp::create(
+          b, zeroIndex, rows, k.index(g), ValueRange{okInit},
+          [&](OpBuilder &nested, Location loc, Value groupBegin,
+              ValueRange iter) {
+            ImplicitLocOpBuilder ib(loc, nested);
+            KernelEmitter e(ib, format, d, dequantizer);
+            e.codes = k.codes;
+            e.scales = k.scales;
+            e.zeros = k.zeros;
+            Value count = arith::MinSIOp::create(
+                ib, e.index(g), arith::SubIOp::create(ib, rows, groupBegin));
+            auto rowAt = [&](ImplicitLocOpBuilder &rb, KernelEmitter &re,
+                             Value i) -> Value {
+              return vector::LoadOp::create(
+                  rb, re.row.type(f32), src,
+                  ValueRange{re.add(srcOff, re.mul(re.add(groupBegin, i), d))});
+            };
+            // Pass 1: per-channel range and finiteness over the group.
+            Value inf = e.row.f32(std::numeric_limits<float>::infinity());
+            Value negInf = e.row.f32(-std::numeric_limits<float>::infinity());
+            auto range = scf::ForOp::create(
+                ib, e.index(0), count, e.index(1),
+                ValueRange{inf, negInf, e.row.i1(true)},
+                [&](OpBuilder &n2, Location l2, Value i, ValueRange acc) {
+                  ImplicitLocOpBuilder rb(l2, n2);
+                  KernelEmitter re(rb, format, d, dequantizer);
+                  Value x = rowAt(rb, re, i);
+                  Value finite = re.row.isFinite(x);
+                  Value clean = re.row.select(finite, x, re.row.f32(0.0));
+                  Value low, high;
+                  if (re.isAsymmetric()) {
+                    low = arith::MinimumFOp::create(rb, acc[0], clean);
+                    high = arith::MaximumFOp::create(rb, acc[1], clean);
+                  } else {
+                    low = acc[0];
+                    high = arith::MaximumFOp::create(
+                        rb, acc[1], math::AbsFOp::create(rb, clean));
+                  }
+                  scf::YieldOp::create(rb, ValueRange{low, high,
+                                                      arith::AndIOp::create(
+                                                          rb, acc[2], finite)});
+                });
+            Value low = range.getResult(0), high = range.getResult(1);
+            Value laneOk = range.getResult(2);
+            Value scale, zero;
+            e.scalesFor(e.row, low, high, scale, zero, laneOk);
+            // Pass 2: codes, and the dequantized values' finiteness.
+            auto codesLoop = scf::ForOp::create(
+                ib, e.index(0), count, e.index(1), ValueRange{laneOk},
+                [&](OpBuilder &n2, Location l2, Value i, ValueRange acc) {
+                  ImplicitLocOpBuilder rb(l2, n2);
+                  KernelEmitter re(rb, format, d, dequantizer);
+                  Value dequantized;
+                  re.quantize(rowAt(rb, re, i), scale, zero, dequantized);
+                  scf::YieldOp::create(
+                      rb, ValueRange{arith::AndIOp::create(
+                              rb, acc[0], re.row.isFinite(dequantized))});
+                });
+            Value groupOk = e.row.all(codesLoop.getResult(0));
+            Value write = arith::AndIOp::create(
+                ib, groupOk,
+                arith::XOrIOp::create(ib, dry,
+                                      arith::ConstantIntOp::create(ib, 1, 1)));
+            scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
+              ImplicitLocOpBuilder tb(l, then);
+              KernelEmitter w(tb, format, d, dequantizer);
+              w.codes = e.codes;
+              w.scales = e.scales;
+              w.zeros = e.zeros;
+              Value first = w.add(row0, groupBegin);
+              w.storeScales(scale, w.scales, w.scaleRowAt(first), w.row);
+              if (w.isAsymmetric())
+                w.storeScales(zero, w.zeros, w.scaleRowAt(first), w.row);
+              scf::ForOp::create(
+                  tb, w.index(0), count, w.index(1), ValueRange{},
+                  [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
+                    ImplicitLocOpBuilder sb(l3, n3);
+                    KernelEmitter se(sb, format, d, dequantizer);
+                    se.codes = w.codes;
+                    Value dequantized;
+                    Value codeLanes =
+                        se.quantize(rowAt(sb, se, i), scale, zero, dequantized);
+                    se.storeCodes(codeLanes, se.add(first, i));
+                    scf::YieldOp::create(sb);
+                  });
+              scf::YieldOp::create(tb);
+            });
+            scf::YieldOp::create(
+                ib, ValueRange{arith::AndIOp::create(ib, iter[0], groupOk)});
+          });
+      ok = loop.getResult(0);
+    }
+    Value status = arith::SelectOp::create(
+        b, ok, arith::ConstantIntOp::create(b, 0, 32),
+        arith::ConstantIntOp::create(b, int64_t(CacheStatus::Unrepresentable),
+                                     32));
+    func::ReturnOp::create(b, status);
+    result.store = fn;
+  }
+
+  // Emits a loop over rows [row0, row0 + rows) whose body gets the
+  // dequantized row.
+  auto emitRowLoop =
+      [&](func::FuncOp fn, Value rows,
+          function_ref<void(ImplicitLocOpBuilder &, Value, Value)> body) {
+        Block &entry = fn.front();
+        ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+        KernelEmitter k(b, format, d, dequantizer);
+        auto args = entry.getArguments();
+        k.openViews(args[0], args[1], args[2], args[3]);
+        Value row0 = args[4];
+        scf::ForOp::create(
+            b, k.index(0), rows, k.index(1), ValueRange{},
+            [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
+              ImplicitLocOpBuilder ib(loc, nested);
+              KernelEmitter e(ib, format, d, dequantizer);
+              e.codes = k.codes;
+              e.scales = k.scales;
+              e.zeros = k.zeros;
+              Value value = e.loadRow(e.add(row0, i));
+              body(ib, i, value);
+              scf::YieldOp::create(ib);
+            });
+        func::ReturnOp::create(b);
+      };
+
+  // load(arena, code, scale, zero, row0, rows, dst, dstOff)
+  {
+    func::FuncOp fn = createFunction(
+        module, base + "_load",
+        FunctionType::get(
+            context, {arena, index, index, index, index, index, floats, index},
+            {}));
+    auto args = fn.front().getArguments();
+    Value dst = args[6], dstOff = args[7];
+    emitRowLoop(fn, args[5], [&](ImplicitLocOpBuilder &b, Value i, Value v) {
+      Value at = arith::AddIOp::create(
+          b, dstOff,
+          arith::MulIOp::create(b, i, arith::ConstantIndexOp::create(b, d)));
+      vector::StoreOp::create(b, v, dst, ValueRange{at});
+    });
+    result.load = fn;
+  }
+
+  // logits(arena, code, scale, zero, row0, rows, q, heads, softmaxScale, out)
+  {
+    func::FuncOp fn =
+        createFunction(module, base + "_logits",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, index,
+                                          index, floats, index, f32, floats},
+                                         {}));
+    auto args = fn.front().getArguments();
+    Value rows = args[5], q = args[6], heads = args[7], softmax = args[8],
+          out = args[9];
+    emitRowLoop(fn, rows, [&](ImplicitLocOpBuilder &b, Value i, Value key) {
+      Value zero = arith::ConstantIndexOp::create(b, 0);
+      Value one = arith::ConstantIndexOp::create(b, 1);
+      scf::ForOp::create(
+          b, zero, heads, one, ValueRange{},
+          [&](OpBuilder &nested, Location loc, Value h, ValueRange) {
+            ImplicitLocOpBuilder hb(loc, nested);
+            Value qh = vector::LoadOp::create(
+                hb, VectorType::get({d}, f32), q,
+                ValueRange{arith::MulIOp::create(
+                    hb, h, arith::ConstantIndexOp::create(hb, d))});
+            Value dot =
+                vector::ReductionOp::create(hb, vector::CombiningKind::ADD,
+                                            arith::MulFOp::create(hb, qh, key));
+            Value logit = arith::MulFOp::create(hb, dot, softmax);
+            Value at = arith::AddIOp::create(
+                hb, arith::MulIOp::create(hb, h, rows), i);
+            memref::StoreOp::create(hb, logit, out, ValueRange{at});
+            scf::YieldOp::create(hb);
+          });
+    });
+    result.logits = fn;
+  }
+
+  // accumulate(arena, code, scale, zero, row0, rows, p, heads, acc)
+  {
+    func::FuncOp fn =
+        createFunction(module, base + "_accumulate",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, index,
+                                          index, floats, index, floats},
+                                         {}));
+    auto args = fn.front().getArguments();
+    Value rows = args[5], p = args[6], heads = args[7], acc = args[8];
+    emitRowLoop(fn, rows, [&](ImplicitLocOpBuilder &b, Value i, Value value) {
+      Value zero = arith::ConstantIndexOp::create(b, 0);
+      Value one = arith::ConstantIndexOp::create(b, 1);
+      scf::ForOp::create(
+          b, zero, heads, one, ValueRange{},
+          [&](OpBuilder &nested, Location loc, Value h, ValueRange) {
+            ImplicitLocOpBuilder hb(loc, nested);
+            Value at = arith::MulIOp::create(
+                hb, h, arith::ConstantIndexOp::create(hb, d));
+            VectorType vt = VectorType::get({d}, f32);
+            Value current = vector::LoadOp::create(hb, vt, acc, ValueRange{at});
+            Value weight = memref::LoadOp::create(
+                hb, p,
+                ValueRange{arith::AddIOp::create(
+                    hb, arith::MulIOp::create(hb, h, rows), i)});
+            Value splat = vector::BroadcastOp::create(hb, vt, weight);
+            Value next = vector::FMAOp::create(hb, splat, value, current);
+            vector::StoreOp::create(hb, next, acc, ValueRange{at});
+            scf::YieldOp::create(hb);
+          });
+    });
+    result.accumulate = fn;
+  }
+  return kernels.emplace(base, result).first->second;
+}

@@ -1,0 +1,87 @@
+//===- FormatCodegen.h - store and load kernels of one format ---*- C++ -*-===//
+//
+// Emits, once per (storage format, head_dim, dequantizer precision), the
+// functions that read and write runs of that format in an arena
+// (docs/abi.md): quantize-on-store with exactly the rounding of
+// kvprec/Analysis/Quantizer.h, dequantize-on-load, and the two halves of
+// decode attention over a range of rows (logits from K, accumulation of V).
+// Every kernel works on whole rows as vector<head_dim x ...> values, so each
+// format has its own straight-line loop body and no per-element branch.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_FORMATCODEGEN_H
+#define KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_FORMATCODEGEN_H
+
+#include "kvprec/Format/StorageFormat.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <map>
+#include <string>
+#include <tuple>
+
+namespace mlir::kvprec {
+
+/// Status codes every generated function returns (docs/abi.md).
+enum class CacheStatus : int32_t {
+  Ok = 0,
+  /// An append would exceed the capacity.
+  Full = 1,
+  /// A position or length that disagrees with the fill count, or a range
+  /// outside the positions appended.
+  BadLength = 2,
+  /// A layer index outside the cache.
+  BadLayer = 3,
+  /// An arena smaller than the layout needs.
+  BadArena = 4,
+  /// A value the format cannot store (non-finite input, or a scale or
+  /// dequantized value that overflows).
+  Unrepresentable = 5,
+  /// A memref whose shape does not match the cache.
+  BadShape = 6,
+};
+
+/// The kernels of one format, all taking the arena (memref<?xi8>) and a
+/// run's region offsets (codes, scales, zero points; index, in bytes) first:
+///  * store(arena, code, scale, zero, src: memref<?xf32>, srcOff, row0,
+///          rows, dry: i1) -> i32: quantizes `rows` rows of head_dim floats
+///    from src[srcOff...] into rows [row0, row0 + rows) of the run as one
+///    unit (channel groups start at row0, which must be group-aligned).
+///    With `dry` it only computes the status.
+///  * load(arena, code, scale, zero, row0, rows, dst: memref<?xf32>,
+///         dstOff): dequantizes rows into dst.
+///  * logits(arena, code, scale, zero, row0, rows, q: memref<?xf32>,
+///           heads, softmaxScale: f32, out: memref<?xf32>):
+///    out[h * rows + i] = softmaxScale * (q_h . k_{row0+i}).
+///  * accumulate(arena, code, scale, zero, row0, rows, p: memref<?xf32>,
+///               heads, acc: memref<?xf32>):
+///    acc_h += p[h * rows + i] * v_{row0+i}.
+struct FormatKernels {
+  func::FuncOp store, load, logits, accumulate;
+};
+
+class FormatCodegen {
+public:
+  FormatCodegen(ModuleOp module, int64_t headDim,
+                ::kvprec::analysis::StorageKind dequantizer)
+      : module(module), headDim(headDim), dequantizer(dequantizer) {}
+
+  /// The kernels of `format`, emitted at the end of the module on first use.
+  const FormatKernels &get(const ::kvprec::analysis::StorageFormat &format);
+
+  /// A symbol-safe name of a format, e.g. "int4_asym_cg32_f16".
+  static std::string
+  getMangledName(const ::kvprec::analysis::StorageFormat &format);
+
+private:
+  ModuleOp module;
+  int64_t headDim;
+  ::kvprec::analysis::StorageKind dequantizer;
+  std::map<std::string, FormatKernels> kernels;
+};
+
+} // namespace mlir::kvprec
+
+#endif // KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_FORMATCODEGEN_H

@@ -1,0 +1,322 @@
+//===- MaterializeStorage.cpp - caches become arenas and calls ------------===//
+
+#include "CacheCodegen.h"
+#include "FormatCodegen.h"
+
+#include "kvprec/Conversion/Passes.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecAttrs.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Format/CacheLayout.h"
+
+#include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
+#include "mlir/Dialect/Func/Transforms/FuncConversions.h"
+#include "mlir/Transforms/DialectConversion.h"
+
+#include "llvm/ADT/MapVector.h"
+
+#include <memory>
+
+namespace mlir::kvprec {
+#define GEN_PASS_DEF_MATERIALIZESTORAGE
+#include "kvprec/Conversion/Passes.h.inc"
+} // namespace mlir::kvprec
+
+using namespace mlir;
+using namespace mlir::kvprec;
+namespace an = ::kvprec::analysis;
+namespace lay = ::kvprec::layout;
+
+namespace {
+/// What the pass generated for one cache type.
+struct LoweredCache {
+  std::unique_ptr<lay::ArenaLayout> layout;
+  CacheFunctions functions;
+};
+using LoweredCaches = llvm::MapVector<Type, LoweredCache>;
+
+/// The dequantizer precision a plan's certificate assumes (f32 without
+/// one).
+FailureOr<an::StorageKind> getDequantizer(Operation *op, CacheType cache) {
+  CertificateAttr certificate = cache.getPlan().getCertificate();
+  if (!certificate)
+    return an::StorageKind::F32;
+  Type type = certificate.getDequant();
+  if (type.isF32())
+    return an::StorageKind::F32;
+  if (type.isF16())
+    return an::StorageKind::F16;
+  if (type.isBF16())
+    return an::StorageKind::BF16;
+  return op->emitError() << "the plan's certificate assumes a " << type
+                         << " dequantizer, which kvprec cannot generate";
+}
+
+/// Emits `cf.assert`s that stop with a message naming a failed status,
+/// one for each status in `possible`.
+void assertOk(OpBuilder &builder, Location loc, Value status, StringRef op,
+              ArrayRef<CacheStatus> possible) {
+  static const std::pair<CacheStatus, const char *> messages[] = {
+      {CacheStatus::Full, "the append would exceed the cache capacity"},
+      {CacheStatus::BadLength,
+       "the position or length disagrees with the layer's fill count"},
+      {CacheStatus::BadLayer, "the layer is outside the cache"},
+      {CacheStatus::BadArena, "the arena is smaller than the cache layout"},
+      {CacheStatus::Unrepresentable,
+       "a value cannot be stored in its format (non-finite, or its scale "
+       "overflows)"},
+      {CacheStatus::BadShape, "an operand's shape does not match the cache"},
+  };
+  for (auto [code, message] : messages) {
+    if (!llvm::is_contained(possible, code))
+      continue;
+    Value failed = arith::CmpIOp::create(
+        builder, loc, arith::CmpIPredicate::ne, status,
+        arith::ConstantIntOp::create(builder, loc, int64_t(code), 32));
+    cf::AssertOp::create(builder, loc, failed,
+                         builder.getStringAttr(op.str() + ": " + message));
+  }
+}
+
+/// A memref value cast to the fully dynamic type the generated functions
+/// take.
+Value castToDynamic(OpBuilder &builder, Location loc, Value value) {
+  auto type = cast<MemRefType>(value.getType());
+  SmallVector<int64_t> shape(type.getRank(), ShapedType::kDynamic);
+  auto dynamic = MemRefType::get(shape, type.getElementType());
+  if (dynamic == type)
+    return value;
+  return memref::CastOp::create(builder, loc, dynamic, value);
+}
+
+LogicalResult checkIdentityLayout(Operation *op, Value value, StringRef name) {
+  auto type = cast<MemRefType>(value.getType());
+  if (!type.getLayout().isIdentity())
+    return op->emitOpError() << "cannot be lowered: " << name
+                             << " must have the identity layout, not " << type;
+  return success();
+}
+
+template <typename OpTy>
+struct CachePattern : public OpConversionPattern<OpTy> {
+  CachePattern(const TypeConverter &converter, MLIRContext *context,
+               LoweredCaches &caches)
+      : OpConversionPattern<OpTy>(converter, context), caches(caches) {}
+  const CacheFunctions &functionsOf(Value cache) const {
+    return caches.find(cache.getType())->second.functions;
+  }
+  LoweredCaches &caches;
+};
+
+struct AllocLowering : public CachePattern<AllocOp> {
+  using CachePattern::CachePattern;
+  LogicalResult
+  matchAndRewrite(AllocOp op, OpAdaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    const LoweredCache &lowered = caches.find(op.getType())->second;
+    Value bytes = arith::ConstantIndexOp::create(
+        rewriter, loc, lowered.layout->getTotalBytes());
+    auto arena = memref::AllocOp::create(
+        rewriter, loc,
+        MemRefType::get({ShapedType::kDynamic}, rewriter.getI8Type()),
+        ValueRange{bytes}, rewriter.getI64IntegerAttr(64));
+    auto init = func::CallOp::create(rewriter, loc, lowered.functions.init,
+                                     ValueRange{arena});
+    assertOk(rewriter, loc, init.getResult(0), "kvprec.alloc",
+             {CacheStatus::BadArena});
+    rewriter.replaceOp(op, arena);
+    return success();
+  }
+};
+
+struct DeallocLowering : public CachePattern<DeallocOp> {
+  using CachePattern::CachePattern;
+  LogicalResult
+  matchAndRewrite(DeallocOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    rewriter.replaceOpWithNewOp<memref::DeallocOp>(op, adaptor.getCache());
+    return success();
+  }
+};
+
+struct AppendLowering : public CachePattern<AppendOp> {
+  using CachePattern::CachePattern;
+  LogicalResult
+  matchAndRewrite(AppendOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value layer = arith::ConstantIndexOp::create(rewriter, loc, op.getLayer());
+    auto call = func::CallOp::create(
+        rewriter, loc, functionsOf(op.getCache()).append,
+        ValueRange{adaptor.getCache(), layer,
+                   castToDynamic(rewriter, loc, op.getKeys()),
+                   castToDynamic(rewriter, loc, op.getValues()),
+                   op.getPosition()});
+    assertOk(rewriter, loc, call.getResult(0), "kvprec.append",
+             {CacheStatus::Full, CacheStatus::BadLength,
+              CacheStatus::Unrepresentable, CacheStatus::BadShape});
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct AttendLowering : public CachePattern<AttendOp> {
+  using CachePattern::CachePattern;
+  LogicalResult
+  matchAndRewrite(AttendOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value layer = arith::ConstantIndexOp::create(rewriter, loc, op.getLayer());
+    Value scale =
+        arith::ConstantFloatOp::create(rewriter, loc, rewriter.getF32Type(),
+                                       APFloat(float(op.getEffectiveScale())));
+    auto call = func::CallOp::create(
+        rewriter, loc, functionsOf(op.getCache()).attend,
+        ValueRange{adaptor.getCache(), layer,
+                   castToDynamic(rewriter, loc, op.getQuery()), op.getLength(),
+                   castToDynamic(rewriter, loc, op.getOutput()), scale});
+    assertOk(rewriter, loc, call.getResult(0), "kvprec.attend",
+             {CacheStatus::BadLength, CacheStatus::BadShape});
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct LoadLowering : public CachePattern<LoadOp> {
+  using CachePattern::CachePattern;
+  LogicalResult
+  matchAndRewrite(LoadOp op, OpAdaptor adaptor,
+                  ConversionPatternRewriter &rewriter) const override {
+    Location loc = op.getLoc();
+    Value layer = arith::ConstantIndexOp::create(rewriter, loc, op.getLayer());
+    auto call = func::CallOp::create(
+        rewriter, loc, functionsOf(op.getCache()).load,
+        ValueRange{adaptor.getCache(), layer, op.getStart(),
+                   castToDynamic(rewriter, loc, op.getKeys()),
+                   castToDynamic(rewriter, loc, op.getValues())});
+    assertOk(rewriter, loc, call.getResult(0), "kvprec.load",
+             {CacheStatus::BadLength, CacheStatus::BadShape});
+    rewriter.eraseOp(op);
+    return success();
+  }
+};
+
+struct MaterializeStoragePass
+    : public mlir::kvprec::impl::MaterializeStorageBase<
+          MaterializeStoragePass> {
+  void runOnOperation() override;
+};
+} // namespace
+
+void MaterializeStoragePass::runOnOperation() {
+  ModuleOp module = getOperation();
+  // Every cache type that appears anywhere, with the first op that uses it
+  // (for diagnostics).
+  llvm::MapVector<Type, Operation *> cacheTypes;
+  bool failedAny = false;
+  module.walk([&](Operation *op) {
+    auto note = [&](Type type) {
+      if (auto cache = dyn_cast<CacheType>(type))
+        cacheTypes.insert({cache, op});
+    };
+    for (Type type : op->getResultTypes())
+      note(type);
+    for (Type type : op->getOperandTypes())
+      note(type);
+    if (auto fn = dyn_cast<FunctionOpInterface>(op))
+      for (Type type : fn.getArgumentTypes())
+        note(type);
+  });
+  if (cacheTypes.empty())
+    return;
+  // What the patterns cannot lower, reported before anything changes.
+  module.walk([&](Operation *op) {
+    auto check = [&](Value value, StringRef name) {
+      if (failed(checkIdentityLayout(op, value, name)))
+        failedAny = true;
+    };
+    if (auto append = dyn_cast<AppendOp>(op)) {
+      check(append.getKeys(), "keys");
+      check(append.getValues(), "values");
+    } else if (auto load = dyn_cast<LoadOp>(op)) {
+      check(load.getKeys(), "keys");
+      check(load.getValues(), "values");
+    } else if (auto attend = dyn_cast<AttendOp>(op)) {
+      check(attend.getQuery(), "the query");
+      check(attend.getOutput(), "the output");
+      if (attend.getBound()) {
+        attend.emitOpError()
+            << "cannot be lowered yet: the run-time certificate (the f32 "
+               "result) is not generated by kvprec-materialize-storage; "
+               "drop the result to lower the attention itself";
+        failedAny = true;
+      }
+    }
+  });
+
+  LoweredCaches caches;
+  int64_t index = 0;
+  for (auto [type, user] : cacheTypes) {
+    auto cache = cast<CacheType>(type);
+    if (!cache.getPlan()) {
+      user->emitError() << "cannot lower " << cache
+                        << ": it has no precision plan (kvprec-assign-"
+                           "precision=\"mode=uniform format=f32\" stores it "
+                           "exactly)";
+      failedAny = true;
+      continue;
+    }
+    ::kvprec::certify::Plan plan =
+        cache.getPlan().getPlainPlan(cache.getHeadDim());
+    LoweredCache lowered;
+    an::Status status = lay::ArenaLayout::build(plan, lowered.layout);
+    if (status.failed()) {
+      user->emitError() << "cannot lay out " << cache << ": "
+                        << status.getMessage();
+      failedAny = true;
+      continue;
+    }
+    FailureOr<an::StorageKind> dequantizer = getDequantizer(user, cache);
+    if (failed(dequantizer)) {
+      failedAny = true;
+      continue;
+    }
+    std::string prefix = "kvprec_cache" + std::to_string(index++);
+    FailureOr<CacheFunctions> functions = emitCacheFunctions(
+        module, cache, *lowered.layout, *dequantizer, prefix);
+    if (failed(functions)) {
+      failedAny = true;
+      continue;
+    }
+    lowered.functions = *functions;
+    caches.insert({type, std::move(lowered)});
+  }
+  if (failedAny)
+    return signalPassFailure();
+
+  MLIRContext *context = &getContext();
+  TypeConverter converter;
+  converter.addConversion([](Type type) { return type; });
+  converter.addConversion([](CacheType cache) -> Type {
+    return MemRefType::get({ShapedType::kDynamic},
+                           IntegerType::get(cache.getContext(), 8));
+  });
+  ConversionTarget target(*context);
+  target.addIllegalDialect<KVPrecDialect>();
+  target.addLegalOp<CalibrationOp>();
+  target.markUnknownOpDynamicallyLegal([&](Operation *op) {
+    if (auto fn = dyn_cast<FunctionOpInterface>(op))
+      return converter.isSignatureLegal(
+          cast<FunctionType>(fn.getFunctionType()));
+    return converter.isLegal(op);
+  });
+  RewritePatternSet patterns(context);
+  patterns.add<AllocLowering, DeallocLowering, AppendLowering, AttendLowering,
+               LoadLowering>(converter, context, caches);
+  populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
+                                                                 converter);
+  populateCallOpTypeConversionPattern(patterns, converter);
+  populateReturnOpTypeConversionPattern(patterns, converter);
+  if (failed(applyPartialConversion(module, target, std::move(patterns))))
+    return signalPassFailure();
+}

@@ -1,0 +1,78 @@
+// RUN: kvprec-opt %s -split-input-file --kvprec-materialize-storage | FileCheck %s
+
+// A mixed plan: f32 sink, f16 window, KIVI-style int4 body.
+#mixed = #kvprec.plan<layers = 2, heads = 2, capacity = 40, block = 8, sink = 4, window = 16,
+    formats = [#kvprec.format<f32>, #kvprec.format<f16>,
+               #kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>],
+    sink_formats = [0], body_formats = [2], window_formats = [1]>
+!mixed = !kvprec.cache<2x2x40x8xf32, #mixed>
+
+// The layout tables: 8 streams x 11 columns, one body run per stream, and
+// the channel-group size of each format.
+// CHECK-DAG: memref.global "private" constant @kvprec_cache0_streams : memref<88xi64>
+// CHECK-DAG: memref.global "private" constant @kvprec_cache0_runs : memref<48xi64>
+// CHECK-DAG: memref.global "private" constant @kvprec_cache0_channel_groups : memref<3xi64> = dense<[0, 0, 4]>
+
+// CHECK-LABEL: func.func @decode
+// CHECK-SAME: (%[[CACHE:.+]]: memref<?xi8>, %[[POS:.+]]: index
+func.func @decode(%c: !mixed, %pos: index, %k: memref<1x2x8xf32>, %v: memref<1x2x8xf32>,
+                  %q: memref<4x8xf32>, %o: memref<4x8xf32>) {
+  // CHECK: %[[KEYS:.+]] = memref.cast %{{.+}} : memref<1x2x8xf32> to memref<?x?x?xf32>
+  // CHECK: %[[APPENDED:.+]] = call @kvprec_cache0_append(%[[CACHE]], %{{.+}}, %[[KEYS]], %{{.+}}, %[[POS]])
+  // CHECK: %[[FULL:.+]] = arith.cmpi ne, %[[APPENDED]], %{{.+}} : i32
+  // CHECK: cf.assert %[[FULL]], "kvprec.append: the append would exceed the cache capacity"
+  // CHECK: cf.assert %{{.+}}, "kvprec.append: the position or length disagrees with the layer's fill count"
+  kvprec.append %k, %v into %c[1] at %pos : memref<1x2x8xf32>, memref<1x2x8xf32> into !mixed
+  // CHECK: %[[SCALE:.+]] = arith.constant 0.353553385 : f32
+  // CHECK: call @kvprec_cache0_attend(%[[CACHE]], %{{.+}}, %{{.+}}, %[[POS]], %{{.+}}, %[[SCALE]])
+  // CHECK-NOT: {{ kvprec\.[a-z]+ %}}
+  kvprec.attend %q, %c[1] len %pos into %o : memref<4x8xf32>, !mixed into memref<4x8xf32>
+  return
+}
+
+// CHECK-LABEL: func.func @lifetime
+func.func @lifetime() {
+  // CHECK: %[[BYTES:.+]] = arith.constant {{[0-9]+}} : index
+  // CHECK: %[[ARENA:.+]] = memref.alloc(%[[BYTES]]) {alignment = 64 : i64} : memref<?xi8>
+  // CHECK: call @kvprec_cache0_init(%[[ARENA]])
+  // CHECK: memref.dealloc %[[ARENA]] : memref<?xi8>
+  %c = kvprec.alloc : !mixed
+  kvprec.dealloc %c : !mixed
+  return
+}
+
+// One set of kernels per format, shared by every stream.
+// CHECK: func.func private @kvprec_f32_d8_f32_store
+// CHECK: func.func private @kvprec_f32_d8_f32_load
+// CHECK: func.func private @kvprec_f32_d8_f32_logits
+// CHECK: func.func private @kvprec_f32_d8_f32_accumulate
+// CHECK: func.func private @kvprec_f16_d8_f32_store
+// CHECK: func.func private @kvprec_int4_asym_cg4_f16_d8_f32_store
+// A run's format is one switch over the plan's formats.
+// CHECK-LABEL: func.func private @kvprec_cache0_store
+// CHECK: scf.index_switch %{{.+}} -> i32
+// CHECK: case 0
+// CHECK: func.call @kvprec_f32_d8_f32_store
+// CHECK: case 1
+// CHECK: func.call @kvprec_f16_d8_f32_store
+// CHECK: case 2
+// CHECK: func.call @kvprec_int4_asym_cg4_f16_d8_f32_store
+// The C ABI entry points.
+// CHECK: func.func @kvprec_cache0_arena_bytes() -> i64 attributes {llvm.emit_c_interface}
+// CHECK: func.func @kvprec_cache0_init(%{{.+}}: memref<?xi8>) -> i32 attributes {llvm.emit_c_interface}
+// CHECK: func.func @kvprec_cache0_append(%{{.+}}: memref<?xi8>, %{{.+}}: index, %{{.+}}: memref<?x?x?xf32>, %{{.+}}: memref<?x?x?xf32>, %{{.+}}: index) -> i32 attributes {llvm.emit_c_interface}
+// CHECK: func.func @kvprec_cache0_attend(%{{.+}}: memref<?xi8>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: f32) -> i32 attributes {llvm.emit_c_interface}
+// CHECK: func.func @kvprec_cache0_load(%{{.+}}: memref<?xi8>, %{{.+}}: index, %{{.+}}: index, %{{.+}}: memref<?x?x?xf32>, %{{.+}}: memref<?x?x?xf32>) -> i32 attributes {llvm.emit_c_interface}
+
+// -----
+
+// 80 layers x 8 KV heads in one format: one set of kernels, not 1280.
+#wide = #kvprec.plan<layers = 80, heads = 8, capacity = 4096, block = 64, sink = 4, window = 128,
+    formats = [#kvprec.format<i8, symmetric, token_group = 128, scale = f16>],
+    sink_formats = [0], body_formats = [0], window_formats = [0]>
+// CHECK: memref.global "private" constant @kvprec_cache0_streams : memref<14080xi64>
+// CHECK: func.func private @uses(memref<?xi8>)
+// CHECK-COUNT-1: func.func private @kvprec_int8_sym_tg128_f16_d128_f32_store
+// CHECK-NOT: func.func private @kvprec_int8_sym_tg128_f16_d128_f32_store
+// CHECK: func.func @kvprec_cache0_append({{.*}}memref<?x?x?xf16>
+func.func private @uses(!kvprec.cache<80x8x4096x128xf16, #wide>)
