@@ -15,9 +15,12 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 
+#include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/SubtargetFeature.h"
 
 #include <cstdlib>
 #include <mutex>
@@ -99,11 +102,26 @@ CompiledCache::compile(const std::string &cacheType) {
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);
 
+  // Compile for this CPU (its vector width and instruction set), as
+  // `llc -mcpu=native` would; the default JIT target is generic x86-64.
+  auto machineBuilder = llvm::orc::JITTargetMachineBuilder::detectHost();
+  if (!machineBuilder)
+    return machineBuilder.takeError();
+  machineBuilder->setCPU(llvm::sys::getHostCPUName().str());
+  llvm::SubtargetFeatures features;
+  for (const auto &[feature, enabled] : llvm::sys::getHostCPUFeatures())
+    features.AddFeature(feature, enabled);
+  machineBuilder->addFeatures(features.getFeatures());
+  machineBuilder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  auto machine = machineBuilder->createTargetMachine();
+  if (!machine)
+    return machine.takeError();
   mlir::ExecutionEngineOptions options;
-  auto transformer = mlir::makeOptimizingTransformer(3, 0, nullptr);
+  auto transformer = mlir::makeOptimizingTransformer(3, 0, machine->get());
   options.transformer = transformer;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = mlir::ExecutionEngine::create(*module, options);
+  auto engine =
+      mlir::ExecutionEngine::create(*module, options, std::move(*machine));
   if (!engine)
     return engine.takeError();
 

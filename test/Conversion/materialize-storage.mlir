@@ -44,8 +44,6 @@ func.func @lifetime() {
 // One set of kernels per format, shared by every stream.
 // CHECK: func.func private @kvprec_f32_d8_f32_store
 // CHECK: func.func private @kvprec_f32_d8_f32_load
-// CHECK: func.func private @kvprec_f32_d8_f32_logits
-// CHECK: func.func private @kvprec_f32_d8_f32_accumulate
 // CHECK: func.func private @kvprec_f16_d8_f32_store
 // CHECK: func.func private @kvprec_int4_asym_cg4_f16_d8_f32_store
 // A run's format is one switch over the plan's formats.
@@ -57,6 +55,11 @@ func.func @lifetime() {
 // CHECK: func.call @kvprec_f16_d8_f32_store
 // CHECK: case 2
 // CHECK: func.call @kvprec_int4_asym_cg4_f16_d8_f32_store
+// Attention works on f32 tiles that `load` dequantized once per tile.
+// CHECK: func.func private @kvprec_cache0_tile_logits
+// CHECK: func.func private @kvprec_cache0_tile_softmax
+// CHECK-NOT: math.exp
+// CHECK: func.func private @kvprec_cache0_tile_accumulate
 // The C ABI entry points.
 // CHECK: func.func @kvprec_cache0_arena_bytes() -> i64 attributes {llvm.emit_c_interface}
 // CHECK: func.func @kvprec_cache0_init(%{{.+}}: memref<?xi8>) -> i32 attributes {llvm.emit_c_interface}

@@ -157,11 +157,11 @@ private:
                   Value src, Value srcOff, Value rows, bool dry);
   void callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
                 Value rows, Value dst, Value dstOff);
-  void callLogits(ImplicitLocOpBuilder &b, Value arena, const Place &place,
-                  Value rows, Value q, Value headsPerGroup, Value scale,
-                  Value out);
-  void callAccumulate(ImplicitLocOpBuilder &b, Value arena, const Place &place,
-                      Value rows, Value p, Value headsPerGroup, Value acc);
+  /// The f32 halves of attention over a dequantized tile of rows:
+  /// logits(tile, rows, q, heads, scale, out): out[h * rows + r] =
+  /// scale * (q_h . tile_r); accumulate(tile, rows, p, heads, acc):
+  /// acc_h += sum_r p[h * rows + r] tile_r.
+  void emitTileKernels();
   Value groupSizeOf(ImplicitLocOpBuilder &b, Value format);
 
   /// The body run of `item` holding `position` (a body position).
@@ -203,7 +203,7 @@ private:
   FormatCodegen formats;
   std::string itemsName, runsName, groupsName;
   int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, logitsAny, accumulateAny;
+  func::FuncOp storeAny, loadAny, tileLogits, tileAccumulate, tileSoftmax;
 };
 } // namespace
 
@@ -308,8 +308,6 @@ void Emitter::emitDispatchers() {
   };
   storeAny = makeDispatcher("store", &FormatKernels::store);
   loadAny = makeDispatcher("load_rows", &FormatKernels::load);
-  logitsAny = makeDispatcher("logits", &FormatKernels::logits);
-  accumulateAny = makeDispatcher("accumulate", &FormatKernels::accumulate);
 }
 
 Value Emitter::callStore(ImplicitLocOpBuilder &b, Value arena,
@@ -330,22 +328,152 @@ void Emitter::callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
                                   place.zero, place.row, rows, dst, dstOff});
 }
 
-void Emitter::callLogits(ImplicitLocOpBuilder &b, Value arena,
-                         const Place &place, Value rows, Value q,
-                         Value headsPerGroup, Value scale, Value out) {
-  func::CallOp::create(b, logitsAny,
-                       ValueRange{place.format, arena, place.code, place.scale,
-                                  place.zero, place.row, rows, q, headsPerGroup,
-                                  scale, out});
-}
-
-void Emitter::callAccumulate(ImplicitLocOpBuilder &b, Value arena,
-                             const Place &place, Value rows, Value p,
-                             Value headsPerGroup, Value acc) {
-  func::CallOp::create(b, accumulateAny,
-                       ValueRange{place.format, arena, place.code, place.scale,
-                                  place.zero, place.row, rows, p, headsPerGroup,
-                                  acc});
+void Emitter::emitTileKernels() {
+  const int64_t d = g.headDim;
+  VectorType vt = VectorType::get({d}, f32());
+  {
+    func::FuncOp fn = createFunction(
+        prefix + "_tile_logits",
+        {floats(), indexType(), floats(), indexType(), f32(), floats()}, {},
+        false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto args = entry.getArguments();
+    Value tile = args[0], rows = args[1], q = args[2], heads = args[3],
+          scale = args[4], out = args[5];
+    scf::ForOp::create(
+        b, idx(b, 0), heads, idx(b, 1), ValueRange{},
+        [&](OpBuilder &n, Location l, Value h, ValueRange) {
+          ImplicitLocOpBuilder hb(l, n);
+          Value qh = vector::LoadOp::create(hb, vt, q,
+                                            ValueRange{mul(hb, h, idx(hb, d))});
+          Value base = mul(hb, h, rows);
+          scf::ForOp::create(
+              hb, idx(hb, 0), rows, idx(hb, 1), ValueRange{},
+              [&](OpBuilder &n2, Location l2, Value r, ValueRange) {
+                ImplicitLocOpBuilder rb(l2, n2);
+                Value key = vector::LoadOp::create(
+                    rb, vt, tile, ValueRange{mul(rb, r, idx(rb, d))});
+                Value dot = emitLaneSum(rb, arith::MulFOp::create(rb, qh, key));
+                memref::StoreOp::create(rb,
+                                        arith::MulFOp::create(rb, dot, scale),
+                                        out, ValueRange{add(rb, base, r)});
+                scf::YieldOp::create(rb);
+              });
+          scf::YieldOp::create(hb);
+        });
+    func::ReturnOp::create(b);
+    tileLogits = fn;
+  }
+  {
+    // softmax(logits, base, rows, oldMax) -> (newMax, sum, alpha): the
+    // tile's maximum joined with the running one, its weights
+    // exp(logit - newMax) written back, their sum, and exp(oldMax - newMax).
+    func::FuncOp fn = createFunction(
+        prefix + "_tile_softmax", {floats(), indexType(), indexType(), f32()},
+        {f32(), f32(), f32()}, false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto args = entry.getArguments();
+    Value logits = args[0], base = args[1], rows = args[2], oldMax = args[3];
+    const int64_t w = 16;
+    VectorType lanes = VectorType::get({w}, f32());
+    VectorType one = VectorType::get({1}, f32());
+    Value full = mul(b, arith::DivUIOp::create(b, rows, idx(b, w)), idx(b, w));
+    Value negInf = arith::ConstantOp::create(
+        b,
+        DenseElementsAttr::get(
+            lanes, b.getF32FloatAttr(-std::numeric_limits<float>::infinity())));
+    auto vmax = scf::ForOp::create(
+        b, idx(b, 0), full, idx(b, w), ValueRange{negInf},
+        [&](OpBuilder &n, Location l, Value r, ValueRange m) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value v = vector::LoadOp::create(rb, lanes, logits,
+                                           ValueRange{add(rb, base, r)});
+          scf::YieldOp::create(
+              rb, ValueRange{arith::MaximumFOp::create(rb, m[0], v)});
+        });
+    Value maxAll = vector::ReductionOp::create(
+        b, vector::CombiningKind::MAXIMUMF, vmax.getResult(0));
+    auto smax = scf::ForOp::create(
+        b, full, rows, idx(b, 1),
+        ValueRange{arith::MaximumFOp::create(b, maxAll, oldMax)},
+        [&](OpBuilder &n, Location l, Value r, ValueRange m) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value v =
+              memref::LoadOp::create(rb, logits, ValueRange{add(rb, base, r)});
+          scf::YieldOp::create(
+              rb, ValueRange{arith::MaximumFOp::create(rb, m[0], v)});
+        });
+    Value newMax = smax.getResult(0);
+    Value splatMax = vector::BroadcastOp::create(b, lanes, newMax);
+    Value zeros = arith::ConstantOp::create(
+        b, DenseElementsAttr::get(lanes, b.getF32FloatAttr(0.0)));
+    auto vsum = scf::ForOp::create(
+        b, idx(b, 0), full, idx(b, w), ValueRange{zeros},
+        [&](OpBuilder &n, Location l, Value r, ValueRange s) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value at = add(rb, base, r);
+          Value v = vector::LoadOp::create(rb, lanes, logits, ValueRange{at});
+          Value e = emitExp(rb, arith::SubFOp::create(rb, v, splatMax));
+          vector::StoreOp::create(rb, e, logits, ValueRange{at});
+          scf::YieldOp::create(rb,
+                               ValueRange{arith::AddFOp::create(rb, s[0], e)});
+        });
+    auto scalarExp = [&](ImplicitLocOpBuilder &rb, Value v) -> Value {
+      Value e = emitExp(rb, vector::BroadcastOp::create(rb, one, v));
+      return vector::ExtractOp::create(rb, e, ArrayRef<int64_t>{0});
+    };
+    auto ssum = scf::ForOp::create(
+        b, full, rows, idx(b, 1), ValueRange{emitLaneSum(b, vsum.getResult(0))},
+        [&](OpBuilder &n, Location l, Value r, ValueRange s) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value at = add(rb, base, r);
+          Value v = memref::LoadOp::create(rb, logits, ValueRange{at});
+          Value e = scalarExp(rb, arith::SubFOp::create(rb, v, newMax));
+          memref::StoreOp::create(rb, e, logits, ValueRange{at});
+          scf::YieldOp::create(rb,
+                               ValueRange{arith::AddFOp::create(rb, s[0], e)});
+        });
+    Value alpha = scalarExp(b, arith::SubFOp::create(b, oldMax, newMax));
+    func::ReturnOp::create(b, ValueRange{newMax, ssum.getResult(0), alpha});
+    tileSoftmax = fn;
+  }
+  {
+    func::FuncOp fn = createFunction(
+        prefix + "_tile_accumulate",
+        {floats(), indexType(), floats(), indexType(), floats()}, {}, false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto args = entry.getArguments();
+    Value tile = args[0], rows = args[1], p = args[2], heads = args[3],
+          acc = args[4];
+    // Each head's accumulator stays in registers over the tile's rows.
+    scf::ForOp::create(
+        b, idx(b, 0), heads, idx(b, 1), ValueRange{},
+        [&](OpBuilder &n, Location l, Value h, ValueRange) {
+          ImplicitLocOpBuilder hb(l, n);
+          Value at = mul(hb, h, idx(hb, d));
+          Value base = mul(hb, h, rows);
+          Value initial = vector::LoadOp::create(hb, vt, acc, ValueRange{at});
+          auto loop = scf::ForOp::create(
+              hb, idx(hb, 0), rows, idx(hb, 1), ValueRange{initial},
+              [&](OpBuilder &n2, Location l2, Value r, ValueRange current) {
+                ImplicitLocOpBuilder rb(l2, n2);
+                Value value = vector::LoadOp::create(
+                    rb, vt, tile, ValueRange{mul(rb, r, idx(rb, d))});
+                Value weight =
+                    memref::LoadOp::create(rb, p, ValueRange{add(rb, base, r)});
+                Value splat = vector::BroadcastOp::create(rb, vt, weight);
+                scf::YieldOp::create(rb, ValueRange{vector::FMAOp::create(
+                                             rb, splat, value, current[0])});
+              });
+          vector::StoreOp::create(hb, loop.getResult(0), acc, ValueRange{at});
+          scf::YieldOp::create(hb);
+        });
+    func::ReturnOp::create(b);
+    tileAccumulate = fn;
+  }
 }
 
 Place Emitter::sinkPlace(ImplicitLocOpBuilder &b, Value item, Value row) {
@@ -741,6 +869,9 @@ void Emitter::emitAttend(CacheFunctions &result) {
           Value q = alloc(mul(b, group, idx(b, g.headDim)));
           Value acc = alloc(mul(b, group, idx(b, g.headDim)));
           Value logits = alloc(mul(b, group, idx(b, tileRows)));
+          // Each tile of K, then of V, is dequantized once into `tile`
+          // for all query heads of the group.
+          Value tileBuffer = alloc(idx(b, tileRows * g.headDim));
           Value maxima = alloc(group), sums = alloc(group);
           Value zero = idx(b, 0), one = idx(b, 1);
           scf::ForOp::create(
@@ -786,8 +917,10 @@ void Emitter::emitAttend(CacheFunctions &result) {
                 // One tile: logits from K, online softmax update, V.
                 auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
                                 const Place &vPlace, Value rows) {
-                  callLogits(tb, arena, kPlace, rows, q, group, softmaxScale,
-                             logits);
+                  callLoad(tb, arena, kPlace, rows, tileBuffer, zero);
+                  func::CallOp::create(tb, tileLogits,
+                                       ValueRange{tileBuffer, rows, q, group,
+                                                  softmaxScale, logits});
                   scf::ForOp::create(
                       tb, zero, group, one, ValueRange{},
                       [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
@@ -795,45 +928,18 @@ void Emitter::emitAttend(CacheFunctions &result) {
                         Value base = mul(ib, i, rows);
                         Value oldMax =
                             memref::LoadOp::create(ib, maxima, ValueRange{i});
-                        auto maxLoop = scf::ForOp::create(
-                            ib, zero, rows, one, ValueRange{oldMax},
-                            [&](OpBuilder &n3, Location l3, Value r,
-                                ValueRange m) {
-                              ImplicitLocOpBuilder rb(l3, n3);
-                              Value s = memref::LoadOp::create(
-                                  rb, logits, ValueRange{add(rb, base, r)});
-                              scf::YieldOp::create(
-                                  rb, ValueRange{arith::MaximumFOp::create(
-                                          rb, m[0], s)});
-                            });
-                        Value newMax = maxLoop.getResult(0);
-                        Value alpha = math::ExpOp::create(
-                            ib, arith::SubFOp::create(ib, oldMax, newMax));
-                        auto sumLoop = scf::ForOp::create(
-                            ib, zero, rows, one, ValueRange{fzero},
-                            [&](OpBuilder &n3, Location l3, Value r,
-                                ValueRange s) {
-                              ImplicitLocOpBuilder rb(l3, n3);
-                              Value at = add(rb, base, r);
-                              Value e = math::ExpOp::create(
-                                  rb, arith::SubFOp::create(
-                                          rb,
-                                          memref::LoadOp::create(
-                                              rb, logits, ValueRange{at}),
-                                          newMax));
-                              memref::StoreOp::create(rb, e, logits,
-                                                      ValueRange{at});
-                              scf::YieldOp::create(
-                                  rb, ValueRange{
-                                          arith::AddFOp::create(rb, s[0], e)});
-                            });
+                        auto softmax = func::CallOp::create(
+                            ib, tileSoftmax,
+                            ValueRange{logits, base, rows, oldMax});
+                        Value newMax = softmax.getResult(0);
+                        Value alpha = softmax.getResult(2);
                         Value oldSum =
                             memref::LoadOp::create(ib, sums, ValueRange{i});
                         memref::StoreOp::create(
                             ib,
                             arith::AddFOp::create(
                                 ib, arith::MulFOp::create(ib, oldSum, alpha),
-                                sumLoop.getResult(0)),
+                                softmax.getResult(1)),
                             sums, ValueRange{i});
                         memref::StoreOp::create(ib, newMax, maxima,
                                                 ValueRange{i});
@@ -846,7 +952,10 @@ void Emitter::emitAttend(CacheFunctions &result) {
                         vector::StoreOp::create(ib, a, acc, ValueRange{at});
                         scf::YieldOp::create(ib);
                       });
-                  callAccumulate(tb, arena, vPlace, rows, logits, group, acc);
+                  callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
+                  func::CallOp::create(
+                      tb, tileAccumulate,
+                      ValueRange{tileBuffer, rows, logits, group, acc});
                 };
                 // The sink.
                 Value sinkRows =
@@ -928,7 +1037,7 @@ void Emitter::emitAttend(CacheFunctions &result) {
                     });
                 scf::YieldOp::create(hb);
               });
-          for (Value buffer : {q, acc, logits, maxima, sums})
+          for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
             memref::DeallocOp::create(b, buffer);
           return status(b, CacheStatus::Ok);
         });
@@ -1032,6 +1141,7 @@ void Emitter::emitLoad(CacheFunctions &result) {
 LogicalResult Emitter::run(CacheFunctions &result) {
   emitTables();
   emitDispatchers();
+  emitTileKernels();
   emitArenaBytes(result);
   emitInit(result);
   emitAppend(result);

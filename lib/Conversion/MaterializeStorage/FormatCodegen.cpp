@@ -240,6 +240,76 @@ private:
   }
 };
 
+} // namespace
+
+Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
+  auto type = cast<VectorType>(v.getType());
+  int64_t width = type.getDimSize(0);
+  int64_t chunk = 1;
+  while (chunk < 16 && width % (chunk * 2) == 0)
+    chunk *= 2;
+  SmallVector<Value> parts;
+  for (int64_t k = 0; k < width; k += chunk)
+    parts.push_back(vector::ExtractStridedSliceOp::create(
+        b, v, ArrayRef<int64_t>{k}, ArrayRef<int64_t>{chunk},
+        ArrayRef<int64_t>{1}));
+  while (parts.size() > 1) {
+    SmallVector<Value> next;
+    for (size_t i = 0; i + 1 < parts.size(); i += 2)
+      next.push_back(arith::AddFOp::create(b, parts[i], parts[i + 1]));
+    if (parts.size() % 2)
+      next.push_back(parts.back());
+    parts = std::move(next);
+  }
+  Value sum = parts[0];
+  for (int64_t half = chunk / 2; half >= 1; half /= 2) {
+    SmallVector<int64_t> low, high;
+    for (int64_t j = 0; j < half; ++j) {
+      low.push_back(j);
+      high.push_back(j + half);
+    }
+    sum = arith::AddFOp::create(b, vector::ShuffleOp::create(b, sum, sum, low),
+                                vector::ShuffleOp::create(b, sum, sum, high));
+  }
+  return vector::ExtractOp::create(b, sum, ArrayRef<int64_t>{0});
+}
+
+Value mlir::kvprec::emitExp(ImplicitLocOpBuilder &b, Value x) {
+  auto type = cast<VectorType>(x.getType());
+  Lanes l(b, type.getDimSize(0));
+  auto fma = [&](Value a, Value c, Value d) {
+    return math::FmaOp::create(b, a, c, d).getResult();
+  };
+  Value clamped = arith::MinimumFOp::create(
+      b, arith::MaximumFOp::create(b, x, l.f32(-104.0)), l.f32(88.8));
+  Value n = math::RoundEvenOp::create(
+      b, arith::MulFOp::create(b, clamped, l.f32(1.44269504088896341)));
+  // ln 2 = 0.693359375 - 2.12194440e-4 (the first part exact in f32).
+  Value r = fma(n, l.f32(-0.693359375), clamped);
+  r = fma(n, l.f32(2.12194440e-4), r);
+  Value p = l.f32(1.9875691500e-4);
+  for (double c : {1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2,
+                   1.6666665459e-1, 5.0000001201e-1})
+    p = fma(p, r, l.f32(c));
+  Value r2 = arith::MulFOp::create(b, r, r);
+  Value y = arith::AddFOp::create(b, fma(p, r2, r), l.f32(1.0));
+  // 2^n = 2^n1 * 2^n2 with both halves in the normal range.
+  Value ni = arith::FPToSIOp::create(b, l.type(b.getI32Type()), n);
+  Value n1 = arith::ShRSIOp::create(b, ni, l.i32(1));
+  Value n2 = arith::SubIOp::create(b, ni, n1);
+  auto power = [&](Value k) {
+    return l.floatOf(arith::ShLIOp::create(
+        b, arith::AddIOp::create(b, k, l.i32(127)), l.i32(23)));
+  };
+  Value result = arith::MulFOp::create(
+      b, arith::MulFOp::create(b, y, power(n1)), power(n2));
+  Value below = l.cmpf(arith::CmpFPredicate::OLT, x, l.f32(-104.0));
+  Value above = l.cmpf(arith::CmpFPredicate::OGT, x, l.f32(88.8));
+  result = l.select(below, l.f32(0.0), result);
+  return l.select(above, l.f32(std::numeric_limits<float>::infinity()), result);
+}
+
+namespace {
 /// Integer codes' range and bits.
 struct IntCodes {
   int64_t bits;
@@ -485,6 +555,16 @@ public:
 
   /// Row `r` of the run, dequantized (f32 lanes).
   Value loadRow(Value r) {
+    // f16 and bf16 widen exactly with the native conversion.
+    if (format.kind == StorageKind::F16 || format.kind == StorageKind::BF16) {
+      Type half = format.kind == StorageKind::F16 ? Type(b.getF16Type())
+                                                  : Type(b.getBF16Type());
+      Value raw = vector::LoadOp::create(b, row.type(b.getI16Type()), codes,
+                                         ValueRange{mul(r, headDim)});
+      return arith::ExtFOp::create(
+          b, row.type(b.getF32Type()),
+          Value(arith::BitcastOp::create(b, row.type(half), raw)));
+    }
     Value codeLanes = loadCodes(r);
     if (!isScaled())
       return dequantize(codeLanes, Value(), Value());
@@ -859,73 +939,5 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
     result.load = fn;
   }
 
-  // logits(arena, code, scale, zero, row0, rows, q, heads, softmaxScale, out)
-  {
-    func::FuncOp fn =
-        createFunction(module, base + "_logits",
-                       FunctionType::get(context,
-                                         {arena, index, index, index, index,
-                                          index, floats, index, f32, floats},
-                                         {}));
-    auto args = fn.front().getArguments();
-    Value rows = args[5], q = args[6], heads = args[7], softmax = args[8],
-          out = args[9];
-    emitRowLoop(fn, rows, [&](ImplicitLocOpBuilder &b, Value i, Value key) {
-      Value zero = arith::ConstantIndexOp::create(b, 0);
-      Value one = arith::ConstantIndexOp::create(b, 1);
-      scf::ForOp::create(
-          b, zero, heads, one, ValueRange{},
-          [&](OpBuilder &nested, Location loc, Value h, ValueRange) {
-            ImplicitLocOpBuilder hb(loc, nested);
-            Value qh = vector::LoadOp::create(
-                hb, VectorType::get({d}, f32), q,
-                ValueRange{arith::MulIOp::create(
-                    hb, h, arith::ConstantIndexOp::create(hb, d))});
-            Value dot =
-                vector::ReductionOp::create(hb, vector::CombiningKind::ADD,
-                                            arith::MulFOp::create(hb, qh, key));
-            Value logit = arith::MulFOp::create(hb, dot, softmax);
-            Value at = arith::AddIOp::create(
-                hb, arith::MulIOp::create(hb, h, rows), i);
-            memref::StoreOp::create(hb, logit, out, ValueRange{at});
-            scf::YieldOp::create(hb);
-          });
-    });
-    result.logits = fn;
-  }
-
-  // accumulate(arena, code, scale, zero, row0, rows, p, heads, acc)
-  {
-    func::FuncOp fn =
-        createFunction(module, base + "_accumulate",
-                       FunctionType::get(context,
-                                         {arena, index, index, index, index,
-                                          index, floats, index, floats},
-                                         {}));
-    auto args = fn.front().getArguments();
-    Value rows = args[5], p = args[6], heads = args[7], acc = args[8];
-    emitRowLoop(fn, rows, [&](ImplicitLocOpBuilder &b, Value i, Value value) {
-      Value zero = arith::ConstantIndexOp::create(b, 0);
-      Value one = arith::ConstantIndexOp::create(b, 1);
-      scf::ForOp::create(
-          b, zero, heads, one, ValueRange{},
-          [&](OpBuilder &nested, Location loc, Value h, ValueRange) {
-            ImplicitLocOpBuilder hb(loc, nested);
-            Value at = arith::MulIOp::create(
-                hb, h, arith::ConstantIndexOp::create(hb, d));
-            VectorType vt = VectorType::get({d}, f32);
-            Value current = vector::LoadOp::create(hb, vt, acc, ValueRange{at});
-            Value weight = memref::LoadOp::create(
-                hb, p,
-                ValueRange{arith::AddIOp::create(
-                    hb, arith::MulIOp::create(hb, h, rows), i)});
-            Value splat = vector::BroadcastOp::create(hb, vt, weight);
-            Value next = vector::FMAOp::create(hb, splat, value, current);
-            vector::StoreOp::create(hb, next, acc, ValueRange{at});
-            scf::YieldOp::create(hb);
-          });
-    });
-    result.accumulate = fn;
-  }
   return kernels.emplace(base, result).first->second;
 }

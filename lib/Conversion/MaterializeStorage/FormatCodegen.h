@@ -3,8 +3,8 @@
 // Emits, once per (storage format, head_dim, dequantizer precision), the
 // functions that read and write runs of that format in an arena
 // (docs/abi.md): quantize-on-store with exactly the rounding of
-// kvprec/Analysis/Quantizer.h, dequantize-on-load, and the two halves of
-// decode attention over a range of rows (logits from K, accumulation of V).
+// kvprec/Analysis/Quantizer.h, and dequantize-on-load (decode attention
+// dequantizes each tile of rows once through load).
 // Every kernel works on whole rows as vector<head_dim x ...> values, so each
 // format has its own straight-line loop body and no per-element branch.
 //
@@ -17,6 +17,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/ImplicitLocOpBuilder.h"
 
 #include <map>
 #include <string>
@@ -43,7 +44,7 @@ enum class CacheStatus : int32_t {
   BadShape = 6,
 };
 
-/// The kernels of one format, all taking the arena (memref<?xi8>) and a
+/// The kernels of one format, both taking the arena (memref<?xi8>) and a
 /// run's region offsets (codes, scales, zero points; index, in bytes) first:
 ///  * store(arena, code, scale, zero, src: memref<?xf32>, srcOff, row0,
 ///          rows, dry: i1) -> i32: quantizes `rows` rows of head_dim floats
@@ -52,15 +53,22 @@ enum class CacheStatus : int32_t {
 ///    With `dry` it only computes the status.
 ///  * load(arena, code, scale, zero, row0, rows, dst: memref<?xf32>,
 ///         dstOff): dequantizes rows into dst.
-///  * logits(arena, code, scale, zero, row0, rows, q: memref<?xf32>,
-///           heads, softmaxScale: f32, out: memref<?xf32>):
-///    out[h * rows + i] = softmaxScale * (q_h . k_{row0+i}).
-///  * accumulate(arena, code, scale, zero, row0, rows, p: memref<?xf32>,
-///               heads, acc: memref<?xf32>):
-///    acc_h += p[h * rows + i] * v_{row0+i}.
 struct FormatKernels {
-  func::FuncOp store, load, logits, accumulate;
+  func::FuncOp store, load;
 };
+
+/// The sum of the lanes of an f32 vector as a fixed tree of vector adds:
+/// chunks of up to 16 lanes are added lane-wise, then the last chunk is
+/// halved with shuffles. (vector.reduction <add> without reassociation is
+/// an ordered chain of scalar adds, one per lane.)
+Value emitLaneSum(ImplicitLocOpBuilder &b, Value v);
+
+/// e^x for the lanes of an f32 vector, without library calls: Cody-Waite
+/// reduction by ln 2 with FMAs, a degree-6 polynomial (Cephes expf), and
+/// the scaling by 2^n in two exact steps (so that subnormal results are
+/// rounded once). 0 below -104, inf above 88.8. Its measured error is in
+/// unittests/Runtime (kvprec's attention contract allows 4 ulps).
+Value emitExp(ImplicitLocOpBuilder &b, Value x);
 
 class FormatCodegen {
 public:
