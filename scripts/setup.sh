@@ -9,6 +9,10 @@ PACKAGES=(
   llvm-22-dev llvm-22-tools libmlir-22-dev mlir-22-tools clang-22 lld-22
   libclang-rt-22-dev
   libgtest-dev
+  # The OpenMP runtime that kvprec-to-llvm{threads=N} code calls. Not
+  # libomp-22-dev: apt removes libomp 14 for it, and the two conflict
+  # (../shared/docs/mlir22-lowering-facts.md).
+  libomp5-14
 )
 
 missing=()

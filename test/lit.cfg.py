@@ -50,6 +50,11 @@ if config.mlir_runner_executable and os.path.exists(config.mlir_runner_executabl
     config.available_features.add("mlir-runner")
     config.substitutions.append(("%mlir_runner", config.mlir_runner_executable))
 
+# kvprec-to-llvm{threads=N} code calls the OpenMP runtime.
+if config.kvprec_libomp and os.path.exists(config.kvprec_libomp):
+    config.available_features.add("libomp")
+    config.substitutions.append(("%libomp", config.kvprec_libomp))
+
 # The stories260K checkpoint lives in ../shared; tests that read it need it.
 if os.path.exists(os.path.join(config.kvprec_models_dir, "stories260K", "stories260K.bin")):
     config.available_features.add("stories260K")

@@ -8,7 +8,12 @@
 // meaningful). Prints one JSON object per measurement on stdout.
 //
 //   kvprec-bench-cpu-decode [--positions N[,N...]] [--gqa G[,G...]]
-//                           [--formats NAME[,NAME...]] [--reps R]
+//                           [--threads T[,T...]] [--formats NAME[,NAME...]]
+//                           [--reps R]
+//
+// With T threads the generated attention splits each KV head's positions
+// into T parts (kvprec-to-llvm{threads=T}, OpenMP) and the stream read
+// uses T threads too.
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,6 +30,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__)
@@ -82,7 +88,8 @@ std::string cacheType(const std::string &name, int64_t capacity) {
 
 /// Sums `bytes` bytes as floats with independent vector accumulators: a
 /// read at the machine's streaming bandwidth.
-__attribute__((noinline)) float streamRead(const uint8_t *data, int64_t bytes) {
+__attribute__((noinline)) float streamReadOne(const uint8_t *data,
+                                              int64_t bytes) {
   const float *f = reinterpret_cast<const float *>(data);
   int64_t n = bytes / 4;
 #if defined(__AVX512F__)
@@ -109,6 +116,27 @@ __attribute__((noinline)) float streamRead(const uint8_t *data, int64_t bytes) {
     sum += a;
   return sum;
 #endif
+}
+
+/// The same read split over `threads` threads (contiguous parts).
+float streamRead(const uint8_t *data, int64_t bytes, int64_t threads) {
+  if (threads <= 1)
+    return streamReadOne(data, bytes);
+  std::vector<float> sums(threads);
+  std::vector<std::thread> workers;
+  int64_t part = (bytes / threads) / 64 * 64;
+  for (int64_t t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      int64_t begin = t * part;
+      int64_t size = t + 1 == threads ? bytes - begin : part;
+      sums[t] = streamReadOne(data + begin, size);
+    });
+  for (std::thread &worker : workers)
+    worker.join();
+  float sum = 0;
+  for (float s : sums)
+    sum += s;
+  return sum;
 }
 
 double seconds() {
@@ -140,6 +168,7 @@ int main(int argc, char **argv) {
   std::vector<std::string> formats = {"f16", "bf16", "f8E4M3FN", "i8",
                                       "i4",  "i2",   "mixed"};
   int reps = 15;
+  std::vector<int64_t> threadCounts = {1, 2};
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--positions")
@@ -148,6 +177,8 @@ int main(int argc, char **argv) {
       gqas = parseList(argv[i + 1]);
     else if (flag == "--formats")
       formats = parseNames(argv[i + 1]);
+    else if (flag == "--threads")
+      threadCounts = parseList(argv[i + 1]);
     else if (flag == "--reps")
       reps = std::stoi(argv[i + 1]);
     else {
@@ -204,40 +235,49 @@ int main(int argc, char **argv) {
           return 1;
         p += n;
       }
-      for (int64_t gqa : gqas) {
-        int64_t queryHeads = kHeads * gqa;
-        std::vector<float> query(queryHeads * kHeadDim), output(query.size());
-        for (float &x : query)
-          x = normal(rng);
-        std::vector<double> attendTimes, streamTimes;
-        for (int r = 0; r < reps + 1; ++r) {
-          double t0 = seconds();
-          if (code.attend(arena.data, arena.size, 0, query.data(), queryHeads,
-                          capacity, output.data(),
-                          1.0f / std::sqrt(float(kHeadDim))) != 0)
-            return 1;
-          double t1 = seconds();
-          sink = sink + streamRead(arena.data, arena.size);
-          double t2 = seconds();
-          if (r == 0)
-            continue; // Warm-up.
-          attendTimes.push_back(t1 - t0);
-          streamTimes.push_back(t2 - t1);
+      for (int64_t threadCount : threadCounts) {
+        auto parallel =
+            CompiledCache::compile(cacheType(name, capacity), threadCount);
+        if (!parallel) {
+          std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
+                       llvm::toString(parallel.takeError()).c_str());
+          return 1;
         }
-        std::sort(attendTimes.begin(), attendTimes.end());
-        std::sort(streamTimes.begin(), streamTimes.end());
-        double attend = attendTimes[attendTimes.size() / 2];
-        double stream = streamTimes[streamTimes.size() / 2];
-        double gb = double(arena.size) / 1e9;
-        std::printf(
-            "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
-            "\"threads\": 1, \"arena_bytes\": %lld, \"step_us\": %.1f, "
-            "\"gbps\": %.2f, \"stream_gbps\": %.2f, "
-            "\"ratio_to_stream\": %.3f, \"append_us_per_token\": %.2f}\n",
-            name.c_str(), (long long)capacity, (long long)gqa,
-            (long long)arena.size, attend * 1e6, gb / attend, gb / stream,
-            stream / attend, appendPerToken * 1e6);
-        std::fflush(stdout);
+        for (int64_t gqa : gqas) {
+          int64_t queryHeads = kHeads * gqa;
+          std::vector<float> query(queryHeads * kHeadDim), output(query.size());
+          for (float &x : query)
+            x = normal(rng);
+          std::vector<double> attendTimes, streamTimes;
+          for (int r = 0; r < reps + 1; ++r) {
+            double t0 = seconds();
+            if ((*parallel)->attend(arena.data, arena.size, 0, query.data(),
+                                    queryHeads, capacity, output.data(),
+                                    1.0f / std::sqrt(float(kHeadDim))) != 0)
+              return 1;
+            double t1 = seconds();
+            sink = sink + streamRead(arena.data, arena.size, threadCount);
+            double t2 = seconds();
+            if (r == 0)
+              continue; // Warm-up.
+            attendTimes.push_back(t1 - t0);
+            streamTimes.push_back(t2 - t1);
+          }
+          std::sort(attendTimes.begin(), attendTimes.end());
+          std::sort(streamTimes.begin(), streamTimes.end());
+          double attend = attendTimes[attendTimes.size() / 2];
+          double stream = streamTimes[streamTimes.size() / 2];
+          double gb = double(arena.size) / 1e9;
+          std::printf(
+              "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
+              "\"threads\": %lld, \"arena_bytes\": %lld, \"step_us\": %.1f, "
+              "\"gbps\": %.2f, \"stream_gbps\": %.2f, "
+              "\"ratio_to_stream\": %.3f, \"append_us_per_token\": %.2f}\n",
+              name.c_str(), (long long)capacity, (long long)gqa,
+              (long long)threadCount, (long long)arena.size, attend * 1e6,
+              gb / attend, gb / stream, stream / attend, appendPerToken * 1e6);
+          std::fflush(stdout);
+        }
       }
     }
   return 0;

@@ -66,7 +66,7 @@ CompiledCache::CompiledCache() = default;
 CompiledCache::~CompiledCache() = default;
 
 llvm::Expected<std::unique_ptr<CompiledCache>>
-CompiledCache::compile(const std::string &cacheType) {
+CompiledCache::compile(const std::string &cacheType, int64_t threads) {
   static std::once_flag initialized;
   std::call_once(initialized, [] {
     llvm::InitializeNativeTarget();
@@ -98,7 +98,9 @@ CompiledCache::compile(const std::string &cacheType) {
     return llvm::createStringError(
         "the compiled backend takes a !kvprec.cache with element type f32");
   mlir::PassManager pm(context.get());
-  mlir::kvprec::buildKVPrecToLLVMPipeline(pm);
+  mlir::kvprec::KVPrecToLLVMOptions pipelineOptions;
+  pipelineOptions.threads = threads;
+  mlir::kvprec::buildKVPrecToLLVMPipeline(pm, pipelineOptions);
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);
 
@@ -120,6 +122,17 @@ CompiledCache::compile(const std::string &cacheType) {
   auto transformer = mlir::makeOptimizingTransformer(3, 0, machine->get());
   options.transformer = transformer;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  llvm::SmallVector<llvm::StringRef, 1> libraries;
+  if (threads > 1) {
+#ifdef KVPREC_LIBOMP_PATH
+    libraries.push_back(KVPREC_LIBOMP_PATH);
+#else
+    return llvm::createStringError(
+        "threads > 1 needs the OpenMP runtime (libomp.so.5), which was not "
+        "found when kvprec was configured");
+#endif
+  }
+  options.sharedLibPaths = libraries;
   auto engine =
       mlir::ExecutionEngine::create(*module, options, std::move(*machine));
   if (!engine)

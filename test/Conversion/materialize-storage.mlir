@@ -1,4 +1,9 @@
 // RUN: kvprec-opt %s -split-input-file --kvprec-materialize-storage | FileCheck %s
+// RUN: not kvprec-opt %s -split-input-file --kvprec-materialize-storage="threads=0" 2>&1 | FileCheck %s --check-prefix=THREADS
+// THREADS: error: kvprec-materialize-storage: threads must be between 1 and 1024, got 0
+// RUN: kvprec-opt %s -split-input-file --kvprec-materialize-storage="threads=4" | FileCheck %s --check-prefix=PARALLEL
+// PARALLEL: scf.parallel ({{.+}}) = ({{.+}}) to ({{.+}}) step
+// PARALLEL-NEXT: func.call @kvprec_cache0_attend_part
 
 // A mixed plan: f32 sink, f16 window, KIVI-style int4 body.
 #mixed = #kvprec.plan<layers = 2, heads = 2, capacity = 40, block = 8, sink = 4, window = 16,

@@ -5,6 +5,14 @@
 // RUN: %mlir_runner %t.llvm.mlir -O3 -e main -entry-point-result=void \
 // RUN:   -shared-libs=%mlir_lib_dir/libmlir_runner_utils%shlibext,%mlir_lib_dir/libmlir_c_runner_utils%shlibext \
 // RUN:   | FileCheck %s
+// The same with attention split over 2 OpenMP threads (one of the splits
+// gets the sink tile, the other the window blocks).
+// RUN: %if libomp %{ kvprec-opt %s --kvprec-to-llvm="threads=2" -o %t.omp.mlir %}
+// RUN: %if libomp %{ %mlir_runner %t.omp.mlir -O3 -e main -entry-point-result=void \
+// RUN:   -shared-libs=%mlir_lib_dir/libmlir_runner_utils%shlibext,%mlir_lib_dir/libmlir_c_runner_utils%shlibext,%libomp \
+// RUN:   | FileCheck %s %}
+// RUN: %if libomp %{ FileCheck %s --check-prefix=OMP < %t.omp.mlir %}
+// OMP: omp.parallel
 // An object file for a C or C++ runtime: the C ABI entry points.
 // RUN: mlir-translate --mlir-to-llvmir %t.llvm.mlir -o %t.ll
 // RUN: llc -O3 -mcpu=znver4 -filetype=obj -relocation-model=pic %t.ll -o %t.o

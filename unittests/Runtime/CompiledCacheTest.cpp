@@ -47,6 +47,9 @@ struct Case {
   std::vector<std::string> formats;
   /// One entry each (every item), or per item.
   std::string sinkFormats = "[0]", windowFormats = "[0]", bodyFormats = "[0]";
+  /// When above 1, attend is also run as compiled with this many position
+  /// splits (kvprec-to-llvm{threads}), against the same reference.
+  int64_t threads = 1;
   /// Element j of the n-th row appended (all heads, K and V), replacing the
   /// default random data when set.
   std::function<float(std::mt19937 &, int64_t row, int64_t j)> generate;
@@ -170,6 +173,12 @@ void runCase(const Case &c) {
   auto compiled = CompiledCache::compile(text);
   ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
   const CompiledCache &code = **compiled;
+  std::unique_ptr<CompiledCache> split;
+  if (c.threads > 1) {
+    auto parallel = CompiledCache::compile(text, c.threads);
+    ASSERT_TRUE(bool(parallel)) << llvm::toString(parallel.takeError());
+    split = std::move(*parallel);
+  }
   ASSERT_EQ(code.getArenaBytes(), layout->getTotalBytes());
   Arena arena(code.getArenaBytes());
   std::memset(arena.data, 0xA5, arena.size); // Nothing may rely on zeros.
@@ -262,6 +271,11 @@ void runCase(const Case &c) {
       ASSERT_EQ(code.attend(arena.data, arena.size, layer, query.data(), q,
                             fill, output.data(), scale),
                 0);
+      std::vector<float> splitOutput(q * d);
+      if (split)
+        ASSERT_EQ(split->attend(arena.data, arena.size, layer, query.data(), q,
+                                fill, splitOutput.data(), scale),
+                  0);
       for (int64_t head = 0; head < q; ++head) {
         int64_t kvHead = head / c.groupRatio;
         const cf::EmulatedStream &k = streams[plan.getItem(layer, kvHead, 0)];
@@ -297,6 +311,10 @@ void runCase(const Case &c) {
           ASSERT_NEAR(output[head * d + j], expected, tolerance)
               << "attend head " << head << " channel " << j << " length "
               << fill;
+          if (split)
+            ASSERT_NEAR(splitOutput[head * d + j], expected, tolerance)
+                << "attend with " << c.threads << " splits, head " << head
+                << " channel " << j << " length " << fill;
         }
       }
     }
@@ -401,6 +419,7 @@ TEST(CompiledCache, MixedClassesAndPerBlockBodies) {
   // Capacity 40: body blocks of 8 from position 4 (5 blocks; the last
   // holds 4). Per item and block: i8, i4, i2, i8, i4.
   c.name = "per-block bodies";
+  c.threads = 3; // Uneven splits of the tiles; some splits empty early on.
   c.formats = {kF32,
                "#kvprec.format<i8, symmetric, token_group = 8, scale = f16>",
                "#kvprec.format<i4, asymmetric, channel_group = 4, scale = f16>",
@@ -446,6 +465,7 @@ TEST(CompiledCache, HeadDimsAndGroupRatios) {
     c.groupRatio = ratio;
     c.layers = 1;
     c.capacity = 30;
+    c.threads = 2;
     c.formats = {i4};
     runCase(c);
   }

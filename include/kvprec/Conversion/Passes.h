@@ -22,8 +22,21 @@ namespace mlir::kvprec {
 #define GEN_PASS_REGISTRATION
 #include "kvprec/Conversion/Passes.h.inc"
 
+/// Options of the kvprec-to-llvm pipeline.
+struct KVPrecToLLVMOptions : public PassPipelineOptions<KVPrecToLLVMOptions> {
+  PassOptions::Option<int64_t> threads{
+      *this, "threads",
+      llvm::cl::desc("Split attention over each KV head's positions into "
+                     "this many parts run on OpenMP threads (1: sequential, "
+                     "no OpenMP runtime needed)"),
+      llvm::cl::init(1)};
+};
+
 /// kvprec-to-llvm: materialize storage, then lower everything to the LLVM
 /// dialect (mlir-translate --mlir-to-llvmir makes LLVM IR of the result).
+/// With threads > 1 the code calls the OpenMP runtime (libomp).
+void buildKVPrecToLLVMPipeline(OpPassManager &pm,
+                               const KVPrecToLLVMOptions &options);
 void buildKVPrecToLLVMPipeline(OpPassManager &pm);
 /// Registers the kvprec-to-llvm pipeline (registerKVPrecConversionPasses,
 /// generated, registers the passes).

@@ -33,6 +33,13 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
     kvprec-opt planned.mlir --kvprec-materialize-storage
     ```
   }];
+  let options = [
+    Option<"threads", "threads", "int64_t", /*default=*/"1",
+           "Split each KV head's positions in attention into this many "
+           "contiguous parts, run as an scf.parallel over (KV head, part) "
+           "and joined by a combine step; kvprec-to-llvm{threads=N} with "
+           "N > 1 runs them on OpenMP threads">
+  ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
     "::mlir::func::FuncDialect", "::mlir::math::MathDialect",

@@ -28,10 +28,11 @@ namespace kvprec::runtime {
 class CompiledCache {
 public:
   /// Compiles the functions of `cacheType`, the text of a planned
-  /// !kvprec.cache type with element type f32. Fails with the pipeline's
-  /// or the JIT's diagnostics.
+  /// !kvprec.cache type with element type f32, with kvprec-to-llvm{threads}
+  /// (threads > 1 loads the OpenMP runtime). Fails with the pipeline's or
+  /// the JIT's diagnostics.
   static llvm::Expected<std::unique_ptr<CompiledCache>>
-  compile(const std::string &cacheType);
+  compile(const std::string &cacheType, int64_t threads = 1);
   ~CompiledCache();
 
   int64_t getArenaBytes() const;

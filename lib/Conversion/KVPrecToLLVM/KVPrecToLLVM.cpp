@@ -20,9 +20,20 @@
 using namespace mlir;
 
 void mlir::kvprec::buildKVPrecToLLVMPipeline(OpPassManager &pm) {
-  pm.addPass(createMaterializeStorage());
+  buildKVPrecToLLVMPipeline(pm, KVPrecToLLVMOptions());
+}
+
+void mlir::kvprec::buildKVPrecToLLVMPipeline(
+    OpPassManager &pm, const KVPrecToLLVMOptions &options) {
+  MaterializeStorageOptions materialize;
+  materialize.threads = options.threads;
+  pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // scf.parallel becomes OpenMP only when threads are asked for; otherwise
+  // scf-to-cf runs it as a loop.
+  if (options.threads > 1)
+    pm.addPass(createConvertSCFToOpenMPPass());
   pm.addPass(createConvertVectorToSCFPass());
   pm.addPass(createSCFToControlFlowPass());
   pm.addPass(memref::createExpandStridedMetadataPass());
@@ -34,14 +45,18 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(OpPassManager &pm) {
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
+  if (options.threads > 1)
+    pm.addPass(createConvertOpenMPToLLVMPass());
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());
 }
 
 void mlir::kvprec::registerKVPrecConversionPipelines() {
-  PassPipelineRegistration<>(
+  PassPipelineRegistration<KVPrecToLLVMOptions>(
       "kvprec-to-llvm",
       "Lowers planned kvprec caches and ops to the LLVM dialect "
       "(kvprec-materialize-storage, then the upstream conversions)",
-      buildKVPrecToLLVMPipeline);
+      [](OpPassManager &pm, const KVPrecToLLVMOptions &options) {
+        buildKVPrecToLLVMPipeline(pm, options);
+      });
 }

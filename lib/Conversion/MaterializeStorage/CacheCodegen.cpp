@@ -55,10 +55,11 @@ struct Place {
 class Emitter {
 public:
   Emitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-          an::StorageKind dequantizer, const std::string &prefix)
-      : module(module), cache(cache), layout(layout), plan(layout.getPlan()),
-        g(plan.geometry), prefix(prefix), context(module.getContext()),
-        formats(module, g.headDim, dequantizer) {}
+          an::StorageKind dequantizer, const std::string &prefix,
+          int64_t threads)
+      : module(module), cache(cache), layout(layout), threads(threads),
+        plan(layout.getPlan()), g(plan.geometry), prefix(prefix),
+        context(module.getContext()), formats(module, g.headDim, dequantizer) {}
 
   LogicalResult run(CacheFunctions &result);
 
@@ -162,6 +163,9 @@ private:
   /// scale * (q_h . tile_r); accumulate(tile, rows, p, heads, acc):
   /// acc_h += sum_r p[h * rows + r] tile_r.
   void emitTileKernels();
+  /// The attention of one (KV head, split): its tiles, left as partial
+  /// maxima, sums and accumulators.
+  void emitAttendPart();
   Value groupSizeOf(ImplicitLocOpBuilder &b, Value format);
 
   /// The body run of `item` holding `position` (a body position).
@@ -196,6 +200,8 @@ private:
   ModuleOp module;
   CacheType cache;
   const lay::ArenaLayout &layout;
+  /// Parts each KV head's positions are split into (scf.parallel).
+  int64_t threads;
   const cf::Plan &plan;
   const cf::Geometry &g;
   std::string prefix;
@@ -203,7 +209,8 @@ private:
   FormatCodegen formats;
   std::string itemsName, runsName, groupsName;
   int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, tileLogits, tileAccumulate, tileSoftmax;
+  func::FuncOp storeAny, loadAny, tileLogits, tileAccumulate, tileSoftmax,
+      attendPart;
 };
 } // namespace
 
@@ -810,6 +817,175 @@ void Emitter::emitAppend(CacheFunctions &result) {
   result.append = fn;
 }
 
+void Emitter::emitAttendPart() {
+  const int64_t d = g.headDim, splits = threads;
+  int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  func::FuncOp fn = createFunction(
+      prefix + "_attend_part",
+      {arenaType(), indexType(), heads(), f32(), indexType(), indexType(),
+       indexType(), indexType(), indexType(), indexType(), indexType(),
+       indexType(), floats(), floats(), floats()},
+      {}, false);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder hb(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  auto args = entry.getArguments();
+  Value arena = args[0], layer = args[1], query = args[2],
+        softmaxScale = args[3], h = args[4], split = args[5], group = args[6],
+        tiles = args[7], hasSink = args[8], sinkRows = args[9], aged = args[10],
+        bodyRows = args[11], partialMax = args[12], partialSum = args[13],
+        partialAcc = args[14];
+  Value zero = idx(hb, 0), one = idx(hb, 1);
+  auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
+    return memref::AllocOp::create(ab, floats(), ValueRange{n});
+  };
+  Value negInf = arith::ConstantFloatOp::create(
+      hb, Float32Type::get(context),
+      APFloat::getInf(APFloat::IEEEsingle(), true));
+  Value fzero = arith::ConstantFloatOp::create(hb, Float32Type::get(context),
+                                               APFloat(0.0f));
+  VectorType vt = VectorType::get({d}, f32());
+  {
+    Value itemK =
+        mul(hb, add(hb, mul(hb, layer, idx(hb, g.heads)), h), idx(hb, 2));
+    Value itemV = add(hb, itemK, idx(hb, 1));
+    // Buffers of this split.
+    Value q = alloc(hb, mul(hb, group, idx(hb, d)));
+    Value acc = alloc(hb, mul(hb, group, idx(hb, d)));
+    Value logits = alloc(hb, mul(hb, group, idx(hb, tileRows)));
+    // Each tile of K, then of V, is dequantized once into
+    // `tileBuffer` for all query heads of the group.
+    Value tileBuffer = alloc(hb, idx(hb, tileRows * d));
+    Value maxima = alloc(hb, group), sums = alloc(hb, group);
+    scf::ForOp::create(
+        hb, zero, group, one, ValueRange{},
+        [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+          ImplicitLocOpBuilder ib(l2, n2);
+          Value row = add(ib, mul(ib, h, group), i);
+          scf::ForOp::create(
+              ib, zero, idx(ib, d), one, ValueRange{},
+              [&](OpBuilder &n3, Location l3, Value j, ValueRange) {
+                ImplicitLocOpBuilder jb(l3, n3);
+                Value v = memref::LoadOp::create(jb, query, ValueRange{row, j});
+                if (!v.getType().isF32())
+                  v = arith::ExtFOp::create(jb, f32(), v);
+                Value at = add(jb, mul(jb, i, idx(jb, d)), j);
+                memref::StoreOp::create(jb, v, q, ValueRange{at});
+                memref::StoreOp::create(jb, fzero, acc, ValueRange{at});
+                scf::YieldOp::create(jb);
+              });
+          memref::StoreOp::create(ib, negInf, maxima, ValueRange{i});
+          memref::StoreOp::create(ib, fzero, sums, ValueRange{i});
+          scf::YieldOp::create(ib);
+        });
+    // One tile: logits from K, online softmax update, V.
+    auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
+                    const Place &vPlace, Value rows) {
+      callLoad(tb, arena, kPlace, rows, tileBuffer, zero);
+      func::CallOp::create(
+          tb, tileLogits,
+          ValueRange{tileBuffer, rows, q, group, softmaxScale, logits});
+      scf::ForOp::create(
+          tb, zero, group, one, ValueRange{},
+          [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+            ImplicitLocOpBuilder ib(l2, n2);
+            Value base = mul(ib, i, rows);
+            Value oldMax = memref::LoadOp::create(ib, maxima, ValueRange{i});
+            auto softmax = func::CallOp::create(
+                ib, tileSoftmax, ValueRange{logits, base, rows, oldMax});
+            Value newMax = softmax.getResult(0);
+            Value alpha = softmax.getResult(2);
+            Value oldSum = memref::LoadOp::create(ib, sums, ValueRange{i});
+            memref::StoreOp::create(
+                ib,
+                arith::AddFOp::create(ib,
+                                      arith::MulFOp::create(ib, oldSum, alpha),
+                                      softmax.getResult(1)),
+                sums, ValueRange{i});
+            memref::StoreOp::create(ib, newMax, maxima, ValueRange{i});
+            Value at = mul(ib, i, idx(ib, d));
+            Value a = vector::LoadOp::create(ib, vt, acc, ValueRange{at});
+            a = arith::MulFOp::create(
+                ib, a, vector::BroadcastOp::create(ib, vt, alpha));
+            vector::StoreOp::create(ib, a, acc, ValueRange{at});
+            scf::YieldOp::create(ib);
+          });
+      callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
+      func::CallOp::create(tb, tileAccumulate,
+                           ValueRange{tileBuffer, rows, logits, group, acc});
+    };
+    // This split's contiguous range of tiles.
+    Value first =
+        arith::DivUIOp::create(hb, mul(hb, split, tiles), idx(hb, splits));
+    Value last = arith::DivUIOp::create(hb, mul(hb, add(hb, split, one), tiles),
+                                        idx(hb, splits));
+    scf::ForOp::create(
+        hb, first, last, one, ValueRange{},
+        [&](OpBuilder &n2, Location l2, Value t, ValueRange) {
+          ImplicitLocOpBuilder tb(l2, n2);
+          Value isSink = arith::AndIOp::create(
+              tb, cmp(tb, arith::CmpIPredicate::eq, t, zero),
+              cmp(tb, arith::CmpIPredicate::ne, hasSink, zero));
+          scf::IfOp::create(
+              tb, isSink,
+              [&](OpBuilder &n3, Location l3) {
+                ImplicitLocOpBuilder sb(l3, n3);
+                tile(sb, sinkPlace(sb, itemK, zero), sinkPlace(sb, itemV, zero),
+                     sinkRows);
+                scf::YieldOp::create(sb);
+              },
+              [&](OpBuilder &n3, Location l3) {
+                ImplicitLocOpBuilder bb(l3, n3);
+                Value offset = mul(bb, sub(bb, t, hasSink), idx(bb, g.block));
+                Value begin = add(bb, idx(bb, g.sink), offset);
+                Value rows = arith::MinUIOp::create(bb, idx(bb, g.block),
+                                                    sub(bb, aged, offset));
+                Value inBody =
+                    cmp(bb, arith::CmpIPredicate::ult, offset, bodyRows);
+                scf::IfOp::create(
+                    bb, inBody,
+                    [&](OpBuilder &n4, Location l4) {
+                      ImplicitLocOpBuilder ob(l4, n4);
+                      tile(ob, locateBody(ob, itemK, begin),
+                           locateBody(ob, itemV, begin), rows);
+                      scf::YieldOp::create(ob);
+                    },
+                    [&](OpBuilder &n4, Location l4) {
+                      ImplicitLocOpBuilder wb(l4, n4);
+                      tile(wb, ringPlace(wb, itemK, begin),
+                           ringPlace(wb, itemV, begin), rows);
+                      scf::YieldOp::create(wb);
+                    });
+                scf::YieldOp::create(bb);
+              });
+          scf::YieldOp::create(tb);
+        });
+    // Leave the partial results.
+    Value slot = mul(hb, add(hb, mul(hb, h, idx(hb, splits)), split), group);
+    scf::ForOp::create(
+        hb, zero, group, one, ValueRange{},
+        [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
+          ImplicitLocOpBuilder ib(l2, n2);
+          Value at = add(ib, slot, i);
+          memref::StoreOp::create(
+              ib, memref::LoadOp::create(ib, maxima, ValueRange{i}), partialMax,
+              ValueRange{at});
+          memref::StoreOp::create(
+              ib, memref::LoadOp::create(ib, sums, ValueRange{i}), partialSum,
+              ValueRange{at});
+          vector::StoreOp::create(
+              ib,
+              vector::LoadOp::create(ib, vt, acc,
+                                     ValueRange{mul(ib, i, idx(ib, d))}),
+              partialAcc, ValueRange{mul(ib, at, idx(ib, d))});
+          scf::YieldOp::create(ib);
+        });
+    for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
+      memref::DeallocOp::create(hb, buffer);
+  }
+  func::ReturnOp::create(hb);
+  attendPart = fn;
+}
+
 void Emitter::emitAttend(CacheFunctions &result) {
   func::FuncOp fn = createFunction(
       prefix + "_attend",
@@ -862,182 +1038,130 @@ void Emitter::emitAttend(CacheFunctions &result) {
         b, arith::XOrIOp::create(b, bad, arith::ConstantIntOp::create(b, 1, 1)),
         status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
           Value group = arith::DivUIOp::create(b, numQueries, idx(b, g.heads));
-          int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
-          auto alloc = [&](Value n) {
-            return memref::AllocOp::create(b, floats(), ValueRange{n});
-          };
-          Value q = alloc(mul(b, group, idx(b, g.headDim)));
-          Value acc = alloc(mul(b, group, idx(b, g.headDim)));
-          Value logits = alloc(mul(b, group, idx(b, tileRows)));
-          // Each tile of K, then of V, is dequantized once into `tile`
-          // for all query heads of the group.
-          Value tileBuffer = alloc(idx(b, tileRows * g.headDim));
-          Value maxima = alloc(group), sums = alloc(group);
+          const int64_t d = g.headDim, splits = threads;
           Value zero = idx(b, 0), one = idx(b, 1);
-          scf::ForOp::create(
-              b, zero, idx(b, g.heads), one, ValueRange{},
-              [&](OpBuilder &n, Location l, Value h, ValueRange) {
+          auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
+            return memref::AllocOp::create(ab, floats(), ValueRange{n});
+          };
+          // Tiles: the sink (when it holds positions), then one per block.
+          Value sinkRows = arith::MinUIOp::create(b, length, idx(b, g.sink));
+          Value hasSink = arith::IndexCastOp::create(
+              b, indexType(),
+              arith::ExtUIOp::create(
+                  b, i32(), cmp(b, arith::CmpIPredicate::ugt, sinkRows, zero)));
+          Value aged = arith::SubIOp::create(
+              b, arith::MaxUIOp::create(b, length, idx(b, g.sink)),
+              idx(b, g.sink));
+          Value blocks = arith::CeilDivUIOp::create(b, aged, idx(b, g.block));
+          Value tiles = add(b, hasSink, blocks);
+          Value bodyRows = aged;
+          if (g.window > 0) {
+            Value beyond = arith::SubIOp::create(
+                b, arith::MaxUIOp::create(b, aged, idx(b, g.window)),
+                idx(b, g.window));
+            bodyRows =
+                mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
+                    idx(b, g.block));
+          }
+          // Each (KV head, split) leaves its running maximum, sum and
+          // accumulators here; the combine step joins the splits.
+          Value slots = mul(b, idx(b, g.heads * splits), group);
+          Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
+          Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
+          Value negInf = arith::ConstantFloatOp::create(
+              b, Float32Type::get(context),
+              APFloat::getInf(APFloat::IEEEsingle(), true));
+          Value fzero = arith::ConstantFloatOp::create(
+              b, Float32Type::get(context), APFloat(0.0f));
+          VectorType vt = VectorType::get({d}, f32());
+          // The body is a function of its own: scf-to-openmp wraps it in a
+          // memref.alloca_scope, which must stay a single block.
+          scf::ParallelOp::create(
+              b, ValueRange{zero, zero},
+              ValueRange{idx(b, g.heads), idx(b, splits)}, ValueRange{one, one},
+              [&](OpBuilder &n, Location l, ValueRange ivs) {
                 ImplicitLocOpBuilder hb(l, n);
-                Value itemK =
-                    mul(hb, add(hb, mul(hb, layer, idx(hb, g.heads)), h),
-                        idx(hb, 2));
-                Value itemV = add(hb, itemK, idx(hb, 1));
-                Value negInf = arith::ConstantFloatOp::create(
-                    hb, Float32Type::get(context),
-                    APFloat::getInf(APFloat::IEEEsingle(), true));
-                Value fzero = arith::ConstantFloatOp::create(
-                    hb, Float32Type::get(context), APFloat(0.0f));
-                // The group's queries in f32; running max, sum and
-                // accumulators reset.
-                scf::ForOp::create(
-                    hb, zero, group, one, ValueRange{},
-                    [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
-                      ImplicitLocOpBuilder ib(l2, n2);
-                      Value row = add(ib, mul(ib, h, group), i);
-                      scf::ForOp::create(
-                          ib, zero, idx(ib, g.headDim), one, ValueRange{},
-                          [&](OpBuilder &n3, Location l3, Value j, ValueRange) {
-                            ImplicitLocOpBuilder jb(l3, n3);
-                            Value v = memref::LoadOp::create(
-                                jb, query, ValueRange{row, j});
-                            if (!v.getType().isF32())
-                              v = arith::ExtFOp::create(jb, f32(), v);
-                            Value at =
-                                add(jb, mul(jb, i, idx(jb, g.headDim)), j);
-                            memref::StoreOp::create(jb, v, q, ValueRange{at});
-                            memref::StoreOp::create(jb, fzero, acc,
-                                                    ValueRange{at});
-                            scf::YieldOp::create(jb);
-                          });
-                      memref::StoreOp::create(ib, negInf, maxima,
-                                              ValueRange{i});
-                      memref::StoreOp::create(ib, fzero, sums, ValueRange{i});
-                      scf::YieldOp::create(ib);
-                    });
-                // One tile: logits from K, online softmax update, V.
-                auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
-                                const Place &vPlace, Value rows) {
-                  callLoad(tb, arena, kPlace, rows, tileBuffer, zero);
-                  func::CallOp::create(tb, tileLogits,
-                                       ValueRange{tileBuffer, rows, q, group,
-                                                  softmaxScale, logits});
-                  scf::ForOp::create(
-                      tb, zero, group, one, ValueRange{},
-                      [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
-                        ImplicitLocOpBuilder ib(l2, n2);
-                        Value base = mul(ib, i, rows);
-                        Value oldMax =
-                            memref::LoadOp::create(ib, maxima, ValueRange{i});
-                        auto softmax = func::CallOp::create(
-                            ib, tileSoftmax,
-                            ValueRange{logits, base, rows, oldMax});
-                        Value newMax = softmax.getResult(0);
-                        Value alpha = softmax.getResult(2);
-                        Value oldSum =
-                            memref::LoadOp::create(ib, sums, ValueRange{i});
-                        memref::StoreOp::create(
-                            ib,
-                            arith::AddFOp::create(
-                                ib, arith::MulFOp::create(ib, oldSum, alpha),
-                                softmax.getResult(1)),
-                            sums, ValueRange{i});
-                        memref::StoreOp::create(ib, newMax, maxima,
-                                                ValueRange{i});
-                        VectorType vt = VectorType::get({g.headDim}, f32());
-                        Value at = mul(ib, i, idx(ib, g.headDim));
-                        Value a =
-                            vector::LoadOp::create(ib, vt, acc, ValueRange{at});
-                        a = arith::MulFOp::create(
-                            ib, a, vector::BroadcastOp::create(ib, vt, alpha));
-                        vector::StoreOp::create(ib, a, acc, ValueRange{at});
-                        scf::YieldOp::create(ib);
-                      });
-                  callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
-                  func::CallOp::create(
-                      tb, tileAccumulate,
-                      ValueRange{tileBuffer, rows, logits, group, acc});
-                };
-                // The sink.
-                Value sinkRows =
-                    arith::MinUIOp::create(hb, length, idx(hb, g.sink));
-                scf::IfOp::create(
-                    hb, cmp(hb, arith::CmpIPredicate::ugt, sinkRows, zero),
-                    [&](OpBuilder &n2, Location l2) {
-                      ImplicitLocOpBuilder sb(l2, n2);
-                      tile(sb, sinkPlace(sb, itemK, zero),
-                           sinkPlace(sb, itemV, zero), sinkRows);
-                      scf::YieldOp::create(sb);
-                    });
-                // Body blocks, then window blocks, one tile per block.
-                Value aged = arith::SubIOp::create(
-                    hb, arith::MaxUIOp::create(hb, length, idx(hb, g.sink)),
-                    idx(hb, g.sink));
-                Value bodyRows = aged;
-                if (g.window > 0) {
-                  Value beyond = arith::SubIOp::create(
-                      hb, arith::MaxUIOp::create(hb, aged, idx(hb, g.window)),
-                      idx(hb, g.window));
-                  bodyRows = mul(
-                      hb, arith::DivUIOp::create(hb, beyond, idx(hb, g.block)),
-                      idx(hb, g.block));
-                }
-                scf::ForOp::create(
-                    hb, zero, aged, idx(hb, g.block), ValueRange{},
-                    [&](OpBuilder &n2, Location l2, Value offset, ValueRange) {
-                      ImplicitLocOpBuilder bb(l2, n2);
-                      Value begin = add(bb, idx(bb, g.sink), offset);
-                      Value rows = arith::MinUIOp::create(
-                          bb, idx(bb, g.block), sub(bb, aged, offset));
-                      Value inBody =
-                          cmp(bb, arith::CmpIPredicate::ult, offset, bodyRows);
-                      scf::IfOp::create(
-                          bb, inBody,
-                          [&](OpBuilder &n3, Location l3) {
-                            ImplicitLocOpBuilder ob(l3, n3);
-                            tile(ob, locateBody(ob, itemK, begin),
-                                 locateBody(ob, itemV, begin), rows);
-                            scf::YieldOp::create(ob);
-                          },
-                          [&](OpBuilder &n3, Location l3) {
-                            ImplicitLocOpBuilder wb(l3, n3);
-                            tile(wb, ringPlace(wb, itemK, begin),
-                                 ringPlace(wb, itemV, begin), rows);
-                            scf::YieldOp::create(wb);
-                          });
-                      scf::YieldOp::create(bb);
-                    });
-                // Normalize and write the outputs.
-                scf::ForOp::create(
-                    hb, zero, group, one, ValueRange{},
-                    [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
-                      ImplicitLocOpBuilder ib(l2, n2);
-                      Value inverse = arith::DivFOp::create(
-                          ib,
-                          arith::ConstantFloatOp::create(
-                              ib, Float32Type::get(context), APFloat(1.0f)),
-                          memref::LoadOp::create(ib, sums, ValueRange{i}));
-                      Value row = add(ib, mul(ib, h, group), i);
-                      scf::ForOp::create(
-                          ib, zero, idx(ib, g.headDim), one, ValueRange{},
-                          [&](OpBuilder &n3, Location l3, Value j, ValueRange) {
-                            ImplicitLocOpBuilder jb(l3, n3);
-                            Value v = memref::LoadOp::create(
-                                jb, acc,
-                                ValueRange{add(
-                                    jb, mul(jb, i, idx(jb, g.headDim)), j)});
-                            v = arith::MulFOp::create(jb, v, inverse);
-                            Type element = cache.getElementType();
-                            if (!element.isF32())
-                              v = arith::TruncFOp::create(jb, element, v);
-                            memref::StoreOp::create(jb, v, output,
-                                                    ValueRange{row, j});
-                            scf::YieldOp::create(jb);
-                          });
-                      scf::YieldOp::create(ib);
-                    });
-                scf::YieldOp::create(hb);
+                func::CallOp::create(
+                    hb, attendPart,
+                    ValueRange{arena, layer, query, softmaxScale, ivs[0],
+                               ivs[1], group, tiles, hasSink, sinkRows, aged,
+                               bodyRows, partialMax, partialSum, partialAcc});
               });
-          for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
+          // Combine: M = max_s m_s, L = sum_s l_s e^(m_s - M), and the
+          // output sum_s acc_s e^(m_s - M) / L.
+          auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
+            VectorType single = VectorType::get({1}, f32());
+            Value e = emitExp(eb, vector::BroadcastOp::create(eb, single, v));
+            return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
+          };
+          scf::ForOp::create(
+              b, zero, mul(b, idx(b, g.heads), group), one, ValueRange{},
+              [&](OpBuilder &n, Location l, Value row, ValueRange) {
+                ImplicitLocOpBuilder rb(l, n);
+                Value h = arith::DivUIOp::create(rb, row, group);
+                Value i = arith::RemUIOp::create(rb, row, group);
+                auto slotOf = [&](ImplicitLocOpBuilder &sb, Value s) {
+                  return add(
+                      sb,
+                      mul(sb, add(sb, mul(sb, h, idx(sb, splits)), s), group),
+                      i);
+                };
+                auto maxLoop = scf::ForOp::create(
+                    rb, zero, idx(rb, splits), one, ValueRange{negInf},
+                    [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
+                      ImplicitLocOpBuilder sb(l2, n2);
+                      Value v = memref::LoadOp::create(
+                          sb, partialMax, ValueRange{slotOf(sb, s)});
+                      scf::YieldOp::create(
+                          sb,
+                          ValueRange{arith::MaximumFOp::create(sb, m[0], v)});
+                    });
+                Value total = maxLoop.getResult(0);
+                Value zeros = arith::ConstantOp::create(
+                    rb, DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
+                auto sumLoop = scf::ForOp::create(
+                    rb, zero, idx(rb, splits), one, ValueRange{fzero, zeros},
+                    [&](OpBuilder &n2, Location l2, Value s, ValueRange acc) {
+                      ImplicitLocOpBuilder sb(l2, n2);
+                      Value at = slotOf(sb, s);
+                      Value weight =
+                          scalarExp(sb, arith::SubFOp::create(
+                                            sb,
+                                            memref::LoadOp::create(
+                                                sb, partialMax, ValueRange{at}),
+                                            total));
+                      Value sum = arith::AddFOp::create(
+                          sb, acc[0],
+                          arith::MulFOp::create(
+                              sb, weight,
+                              memref::LoadOp::create(sb, partialSum,
+                                                     ValueRange{at})));
+                      Value part = vector::LoadOp::create(
+                          sb, vt, partialAcc,
+                          ValueRange{mul(sb, at, idx(sb, d))});
+                      Value vec = vector::FMAOp::create(
+                          sb, vector::BroadcastOp::create(sb, vt, weight), part,
+                          acc[1]);
+                      scf::YieldOp::create(sb, ValueRange{sum, vec});
+                    });
+                Value inverse = arith::DivFOp::create(
+                    rb,
+                    arith::ConstantFloatOp::create(
+                        rb, Float32Type::get(context), APFloat(1.0f)),
+                    sumLoop.getResult(0));
+                Value normalized = arith::MulFOp::create(
+                    rb, sumLoop.getResult(1),
+                    vector::BroadcastOp::create(rb, vt, inverse));
+                Value outRow = add(rb, mul(rb, h, group), i);
+                Type element = cache.getElementType();
+                if (!element.isF32())
+                  normalized = arith::TruncFOp::create(
+                      rb, VectorType::get({d}, element), normalized);
+                vector::StoreOp::create(rb, normalized, output,
+                                        ValueRange{outRow, zero});
+                scf::YieldOp::create(rb);
+              });
+          for (Value buffer : {partialMax, partialSum, partialAcc})
             memref::DeallocOp::create(b, buffer);
           return status(b, CacheStatus::Ok);
         });
@@ -1142,6 +1266,7 @@ LogicalResult Emitter::run(CacheFunctions &result) {
   emitTables();
   emitDispatchers();
   emitTileKernels();
+  emitAttendPart();
   emitArenaBytes(result);
   emitInit(result);
   emitAppend(result);
@@ -1152,8 +1277,8 @@ LogicalResult Emitter::run(CacheFunctions &result) {
 
 FailureOr<CacheFunctions> mlir::kvprec::emitCacheFunctions(
     ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-    an::StorageKind dequantizer, const std::string &prefix) {
-  Emitter emitter(module, cache, layout, dequantizer, prefix);
+    an::StorageKind dequantizer, const std::string &prefix, int64_t threads) {
+  Emitter emitter(module, cache, layout, dequantizer, prefix, threads);
   CacheFunctions result;
   if (failed(emitter.run(result)))
     return failure();

@@ -38,12 +38,14 @@ struct CacheFunctions {
 
 /// Emits the functions of `cache` (which has a plan) at the end of `module`.
 /// `dequantizer` is the precision of the dequantize multiply the plan's
-/// certificate assumes.
+/// certificate assumes; attention splits each KV head's positions into
+/// `threads` contiguous parts (an scf.parallel over heads and parts,
+/// then a combine step).
 FailureOr<CacheFunctions>
 emitCacheFunctions(ModuleOp module, CacheType cache,
                    const ::kvprec::layout::ArenaLayout &layout,
                    ::kvprec::analysis::StorageKind dequantizer,
-                   const std::string &prefix);
+                   const std::string &prefix, int64_t threads);
 
 } // namespace mlir::kvprec
 

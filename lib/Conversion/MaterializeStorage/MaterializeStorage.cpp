@@ -204,6 +204,7 @@ struct LoadLowering : public CachePattern<LoadOp> {
 struct MaterializeStoragePass
     : public mlir::kvprec::impl::MaterializeStorageBase<
           MaterializeStoragePass> {
+  using Base::Base;
   void runOnOperation() override;
 };
 } // namespace
@@ -229,6 +230,13 @@ void MaterializeStoragePass::runOnOperation() {
   });
   if (cacheTypes.empty())
     return;
+  if (threads < 1 || threads > 1024) {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: threads must be between 1 and 1024, "
+           "got "
+        << int64_t(threads);
+    return signalPassFailure();
+  }
   // What the patterns cannot lower, reported before anything changes.
   module.walk([&](Operation *op) {
     auto check = [&](Value value, StringRef name) {
@@ -283,7 +291,7 @@ void MaterializeStoragePass::runOnOperation() {
     }
     std::string prefix = "kvprec_cache" + std::to_string(index++);
     FailureOr<CacheFunctions> functions = emitCacheFunctions(
-        module, cache, *lowered.layout, *dequantizer, prefix);
+        module, cache, *lowered.layout, *dequantizer, prefix, threads);
     if (failed(functions)) {
       failedAny = true;
       continue;
