@@ -101,8 +101,12 @@ __attribute__((noinline)) float streamReadOne(const uint8_t *data,
     a2 = _mm512_add_ps(a2, _mm512_load_ps(f + i + 32));
     a3 = _mm512_add_ps(a3, _mm512_load_ps(f + i + 48));
   }
-  float sum = _mm512_reduce_add_ps(
-      _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes,
+                  _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
+  float sum = 0;
+  for (float lane : lanes)
+    sum += lane;
   for (; i < n; ++i)
     sum += f[i];
   return sum;
@@ -169,6 +173,14 @@ int main(int argc, char **argv) {
                                       "i4",  "i2",   "mixed"};
   int reps = 15;
   std::vector<int64_t> threadCounts = {1, 2};
+  // --print-type NAME POSITIONS: the cache type a run uses, for the
+  // instruction count of bench/cpu-decode.sh.
+  if (argc == 4 && std::string(argv[1]) == "--print-type") {
+    if (!planFormats().count(argv[2]))
+      return 2;
+    std::printf("%s\n", cacheType(argv[2], std::stoll(argv[3])).c_str());
+    return 0;
+  }
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--positions")

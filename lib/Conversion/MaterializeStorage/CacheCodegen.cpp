@@ -922,6 +922,22 @@ void Emitter::emitAttendPart() {
         hb, first, last, one, ValueRange{},
         [&](OpBuilder &n2, Location l2, Value t, ValueRange) {
           ImplicitLocOpBuilder tb(l2, n2);
+          // Every tile starts afresh: the contract keeps one maximum, sum
+          // and accumulator per block, rescaled once when blocks combine.
+          scf::ForOp::create(
+              tb, zero, group, one, ValueRange{},
+              [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
+                ImplicitLocOpBuilder ib(l3, n3);
+                memref::StoreOp::create(ib, negInf, maxima, ValueRange{i});
+                memref::StoreOp::create(ib, fzero, sums, ValueRange{i});
+                vector::StoreOp::create(
+                    ib,
+                    arith::ConstantOp::create(
+                        ib,
+                        DenseElementsAttr::get(vt, ib.getF32FloatAttr(0.0))),
+                    acc, ValueRange{mul(ib, i, idx(ib, d))});
+                scf::YieldOp::create(ib);
+              });
           Value isSink = arith::AndIOp::create(
               tb, cmp(tb, arith::CmpIPredicate::eq, t, zero),
               cmp(tb, arith::CmpIPredicate::ne, hasSink, zero));
@@ -957,27 +973,27 @@ void Emitter::emitAttendPart() {
                     });
                 scf::YieldOp::create(bb);
               });
+          // Leave the tile's partial results.
+          Value slot = mul(tb, add(tb, mul(tb, h, tiles), t), group);
+          scf::ForOp::create(
+              tb, zero, group, one, ValueRange{},
+              [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
+                ImplicitLocOpBuilder ib(l3, n3);
+                Value at = add(ib, slot, i);
+                memref::StoreOp::create(
+                    ib, memref::LoadOp::create(ib, maxima, ValueRange{i}),
+                    partialMax, ValueRange{at});
+                memref::StoreOp::create(
+                    ib, memref::LoadOp::create(ib, sums, ValueRange{i}),
+                    partialSum, ValueRange{at});
+                vector::StoreOp::create(
+                    ib,
+                    vector::LoadOp::create(ib, vt, acc,
+                                           ValueRange{mul(ib, i, idx(ib, d))}),
+                    partialAcc, ValueRange{mul(ib, at, idx(ib, d))});
+                scf::YieldOp::create(ib);
+              });
           scf::YieldOp::create(tb);
-        });
-    // Leave the partial results.
-    Value slot = mul(hb, add(hb, mul(hb, h, idx(hb, splits)), split), group);
-    scf::ForOp::create(
-        hb, zero, group, one, ValueRange{},
-        [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
-          ImplicitLocOpBuilder ib(l2, n2);
-          Value at = add(ib, slot, i);
-          memref::StoreOp::create(
-              ib, memref::LoadOp::create(ib, maxima, ValueRange{i}), partialMax,
-              ValueRange{at});
-          memref::StoreOp::create(
-              ib, memref::LoadOp::create(ib, sums, ValueRange{i}), partialSum,
-              ValueRange{at});
-          vector::StoreOp::create(
-              ib,
-              vector::LoadOp::create(ib, vt, acc,
-                                     ValueRange{mul(ib, i, idx(ib, d))}),
-              partialAcc, ValueRange{mul(ib, at, idx(ib, d))});
-          scf::YieldOp::create(ib);
         });
     for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
       memref::DeallocOp::create(hb, buffer);
@@ -1063,9 +1079,9 @@ void Emitter::emitAttend(CacheFunctions &result) {
                 mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
                     idx(b, g.block));
           }
-          // Each (KV head, split) leaves its running maximum, sum and
-          // accumulators here; the combine step joins the splits.
-          Value slots = mul(b, idx(b, g.heads * splits), group);
+          // Each (KV head, tile) leaves its maximum, sum and accumulators
+          // here; the combine step joins the tiles.
+          Value slots = mul(b, mul(b, idx(b, g.heads), tiles), group);
           Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
           Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
           Value negInf = arith::ConstantFloatOp::create(
@@ -1087,8 +1103,9 @@ void Emitter::emitAttend(CacheFunctions &result) {
                                ivs[1], group, tiles, hasSink, sinkRows, aged,
                                bodyRows, partialMax, partialSum, partialAcc});
               });
-          // Combine: M = max_s m_s, L = sum_s l_s e^(m_s - M), and the
-          // output sum_s acc_s e^(m_s - M) / L.
+          // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M), and
+          // the output sum_t acc_t e^(m_t - M) / L: one rescale per tile,
+          // one division at the end (docs/analysis.md, the contract).
           auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
             VectorType single = VectorType::get({1}, f32());
             Value e = emitExp(eb, vector::BroadcastOp::create(eb, single, v));
@@ -1100,14 +1117,12 @@ void Emitter::emitAttend(CacheFunctions &result) {
                 ImplicitLocOpBuilder rb(l, n);
                 Value h = arith::DivUIOp::create(rb, row, group);
                 Value i = arith::RemUIOp::create(rb, row, group);
-                auto slotOf = [&](ImplicitLocOpBuilder &sb, Value s) {
-                  return add(
-                      sb,
-                      mul(sb, add(sb, mul(sb, h, idx(sb, splits)), s), group),
-                      i);
+                auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
+                  return add(sb, mul(sb, add(sb, mul(sb, h, tiles), t), group),
+                             i);
                 };
                 auto maxLoop = scf::ForOp::create(
-                    rb, zero, idx(rb, splits), one, ValueRange{negInf},
+                    rb, zero, tiles, one, ValueRange{negInf},
                     [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
                       ImplicitLocOpBuilder sb(l2, n2);
                       Value v = memref::LoadOp::create(
@@ -1120,7 +1135,7 @@ void Emitter::emitAttend(CacheFunctions &result) {
                 Value zeros = arith::ConstantOp::create(
                     rb, DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
                 auto sumLoop = scf::ForOp::create(
-                    rb, zero, idx(rb, splits), one, ValueRange{fzero, zeros},
+                    rb, zero, tiles, one, ValueRange{fzero, zeros},
                     [&](OpBuilder &n2, Location l2, Value s, ValueRange acc) {
                       ImplicitLocOpBuilder sb(l2, n2);
                       Value at = slotOf(sb, s);
@@ -1144,14 +1159,9 @@ void Emitter::emitAttend(CacheFunctions &result) {
                           acc[1]);
                       scf::YieldOp::create(sb, ValueRange{sum, vec});
                     });
-                Value inverse = arith::DivFOp::create(
-                    rb,
-                    arith::ConstantFloatOp::create(
-                        rb, Float32Type::get(context), APFloat(1.0f)),
-                    sumLoop.getResult(0));
-                Value normalized = arith::MulFOp::create(
+                Value normalized = arith::DivFOp::create(
                     rb, sumLoop.getResult(1),
-                    vector::BroadcastOp::create(rb, vt, inverse));
+                    vector::BroadcastOp::create(rb, vt, sumLoop.getResult(0)));
                 Value outRow = add(rb, mul(rb, h, group), i);
                 Type element = cache.getElementType();
                 if (!element.isF32())
