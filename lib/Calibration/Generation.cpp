@@ -80,8 +80,16 @@ Expected<GenerationResult> generate(LlamaRunner &runner, ArrayRef<int> prompt,
   result.tokens.assign(prompt.begin(), prompt.end());
   result.numPromptTokens = prompt.size();
   ArrayRef<float> logits;
-  for (size_t pos = 0; pos < prompt.size(); ++pos)
+  auto backendFailure = [&](int position) {
+    return createStringError(
+        inconvertibleErrorCode(),
+        formatv("position {0}: {1}", position, runner.getBackendError()).str());
+  };
+  for (size_t pos = 0; pos < prompt.size(); ++pos) {
     logits = runner.forward(prompt[pos], static_cast<int>(pos), observer);
+    if (!runner.getBackendError().empty())
+      return backendFailure(static_cast<int>(pos));
+  }
   result.positionsRun = static_cast<int>(prompt.size());
 
   for (int step = 0; step < options.steps; ++step) {
@@ -105,6 +113,8 @@ Expected<GenerationResult> generate(LlamaRunner &runner, ArrayRef<int> prompt,
     if (position >= config.seqLen || (isLast && !options.runLastToken))
       break;
     logits = runner.forward(next, position, observer);
+    if (!runner.getBackendError().empty())
+      return backendFailure(position);
     result.positionsRun = position + 1;
   }
   return result;

@@ -13,8 +13,8 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <optional>
 #include <limits>
+#include <optional>
 
 using namespace llvm;
 
@@ -27,6 +27,7 @@ static constexpr uint64_t kHeaderBytes = 7 * sizeof(int32_t);
 static constexpr float kRopeTableTolerance = 1e-3f;
 
 AttentionObserver::~AttentionObserver() = default;
+AttentionBackend::~AttentionBackend() = default;
 
 static Error makeError(StringRef context, const Twine &message) {
   return createStringError(inconvertibleErrorCode(), context + ": " + message);
@@ -180,11 +181,11 @@ Expected<LlamaModel> LlamaModel::fromBytes(StringRef bytes, StringRef path) {
       if (std::isfinite(model.weights[i]))
         continue;
       uint64_t local = i - start;
-      std::string where =
-          perLayer ? formatv("{0}[layer {1}] element {2}", name,
-                             local / perLayer, local % perLayer)
-                         .str()
-                   : formatv("{0} element {1}", name, local).str();
+      std::string where = perLayer
+                              ? formatv("{0}[layer {1}] element {2}", name,
+                                        local / perLayer, local % perLayer)
+                                    .str()
+                              : formatv("{0} element {1}", name, local).str();
       nonFinite = formatv("tensor {0} is {1} (file offset {2}); the "
                           "checkpoint is corrupt",
                           where, model.weights[i], kHeaderBytes + 4 * i)
@@ -208,9 +209,8 @@ Expected<LlamaModel> LlamaModel::fromBytes(StringRef bytes, StringRef path) {
       take(uint64_t(config.seqLen) * halfHead, "freq_cis_real");
   uint64_t ropeImagOffset =
       take(uint64_t(config.seqLen) * halfHead, "freq_cis_imag");
-  model.classifierOffset = config.sharedClassifier
-                               ? model.embeddingOffset
-                               : take(vocab * d, "wcls");
+  model.classifierOffset =
+      config.sharedClassifier ? model.embeddingOffset : take(vocab * d, "wcls");
   assert(offset == numFloats && "layout disagrees with the size formula");
   if (nonFinite)
     return makeError(path, *nonFinite);
@@ -398,7 +398,22 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
     rotate(q.data(), qDim);
     rotate(key, kvDim);
 
-    for (size_t h = 0; h < numHeads; ++h) {
+    if (backend) {
+      if (observer)
+        backendError = "attention observers need the fp32 cache, not a "
+                       "planned backend";
+      if (backendError.empty() && layer == 0 && position == 0)
+        backendError = backend->reset();
+      if (backendError.empty())
+        backendError = backend->append(layer, position, ArrayRef(key, kvDim),
+                                       ArrayRef(value, kvDim));
+      if (backendError.empty())
+        backendError = backend->attend(layer, position, q, scoreScale,
+                                       MutableArrayRef(xb.data(), qDim));
+      if (!backendError.empty())
+        return {};
+    }
+    for (size_t h = 0; h < numHeads && !backend; ++h) {
       const float *qHead = q.data() + h * headSize;
       float *scores = att.data() + h * seqLen;
       size_t kvOffset = (h / kvMul) * headSize;

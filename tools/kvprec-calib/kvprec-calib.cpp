@@ -12,6 +12,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Backends.h"
 #include "EvalBounds.h"
 #include "kvprec/Calibration/InputFile.h"
 #include "kvprec/CommandLine.h"
@@ -104,6 +105,20 @@ static cl::opt<double>
 static cl::opt<unsigned long long>
     sampleSeed("seed", cl::desc("Seed of the sampling PRNG (default 42)"),
                cl::init(42), cl::sub(generateCommand), cl::cat(toolCategory));
+
+static cl::opt<std::string> generateIrPath(
+    "ir",
+    cl::desc("Store K and V as the module's first planned cache says and "
+             "attend over what it stores, instead of the fp32 cache"),
+    cl::value_desc("file"), cl::sub(generateCommand), cl::cat(toolCategory));
+static cl::opt<BackendKind> generateBackend(
+    "backend", cl::desc("How --ir's cache runs (default emulated)"),
+    cl::values(clEnumValN(BackendKind::Emulated, "emulated",
+                          "the plan emulator (kvprec/Certify/PlanEmulation.h)"),
+               clEnumValN(BackendKind::Compiled, "compiled",
+                          "the code kvprec-to-llvm generates, JIT-compiled")),
+    cl::init(BackendKind::Emulated), cl::sub(generateCommand),
+    cl::cat(toolCategory));
 
 // collect
 static cl::opt<std::string>
@@ -273,6 +288,23 @@ static Error runGenerate() {
   Sampler sampler(greedy ? 0.0f : static_cast<float>(temperature.getValue()),
                   sampleSeed);
   LlamaRunner runner(loaded->model);
+  if (generateBackend.getNumOccurrences() && generateIrPath.empty())
+    return usageError("generate", "--backend needs --ir");
+  std::optional<PlannedCacheType> planned;
+  std::unique_ptr<AttentionBackend> backend;
+  if (!generateIrPath.empty()) {
+    Expected<PlannedCacheType> cache = loadPlannedCacheType(generateIrPath);
+    if (!cache)
+      return cache.takeError();
+    planned = std::move(*cache);
+    Expected<std::unique_ptr<AttentionBackend>> created =
+        createAttentionBackend(generateBackend, *planned,
+                               loaded->model.getConfig());
+    if (!created)
+      return created.takeError();
+    backend = std::move(*created);
+    runner.setBackend(backend.get());
+  }
   GenerationOptions options;
   options.steps = generateSteps;
   Expected<GenerationResult> result =

@@ -135,6 +135,26 @@ public:
   virtual void observe(const AttentionStep &step) = 0;
 };
 
+/// Replaces the runner's fp32 KV cache and attention: a cache stored as a
+/// plan says (kvprec-calib --ir), emulated or compiled. Errors are
+/// messages; the runner stops at the first one.
+class AttentionBackend {
+public:
+  virtual ~AttentionBackend();
+  /// Starts a new sequence (position 0 is fed again).
+  virtual std::string reset() = 0;
+  /// Stores K (after RoPE) and V of `position` of `layer`, each
+  /// [n_kv_heads, head_size].
+  virtual std::string append(int layer, int position, llvm::ArrayRef<float> key,
+                             llvm::ArrayRef<float> value) = 0;
+  /// Attention of every query head ([n_heads, head_size], after RoPE) over
+  /// positions [0, position] of `layer`, with softmax scale `scale`, into
+  /// `output` ([n_heads, head_size]).
+  virtual std::string attend(int layer, int position,
+                             llvm::ArrayRef<float> queries, float scale,
+                             llvm::MutableArrayRef<float> output) = 0;
+};
+
 /// Runs the forward pass of a LlamaModel, keeping its own KV cache. Feed a
 /// sequence position by position from 0; feeding position 0 again starts a
 /// new sequence (later positions of the old one are never read).
@@ -148,6 +168,12 @@ public:
   llvm::ArrayRef<float> forward(int token, int position,
                                 AttentionObserver *observer = nullptr);
 
+  /// Runs attention through `backend` (not owned; null for the runner's own
+  /// fp32 cache). Observers see no weights then and are refused.
+  void setBackend(AttentionBackend *backend) { this->backend = backend; }
+  /// The first backend failure; forward returns no logits after one.
+  const std::string &getBackendError() const { return backendError; }
+
   const LlamaModel &getModel() const { return model; }
 
 private:
@@ -156,6 +182,8 @@ private:
   std::vector<float> x, xb, xb2, hb, hb2, q, att, logits;
   // [layer, seq_len, kv_dim]
   std::vector<float> keyCache, valueCache;
+  AttentionBackend *backend = nullptr;
+  std::string backendError;
 };
 
 } // namespace kvprec::calib

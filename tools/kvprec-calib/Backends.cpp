@@ -1,0 +1,232 @@
+//===- Backends.cpp - planned caches behind the model's attention ---------===//
+
+#include "Backends.h"
+
+#include "kvprec/Calibration/InputFile.h"
+#include "kvprec/Certify/PlanEmulation.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
+#include "kvprec/InitKVPrec.h"
+#include "kvprec/Runtime/CompiledCache.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+using namespace kvprec::calib;
+namespace cf = kvprec::certify;
+
+static Error makeError(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message.str());
+}
+
+static std::string formatLocation(mlir::Location loc) {
+  if (auto file = dyn_cast<mlir::FileLineColLoc>(loc))
+    return formatv("{0}:{1}:{2}", file.getFilename().getValue(), file.getLine(),
+                   file.getColumn())
+        .str();
+  std::string text;
+  raw_string_ostream os(text);
+  loc.print(os);
+  return text;
+}
+
+Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
+  mlir::DialectRegistry registry;
+  ::kvprec::registerKVPrecToolDialects(registry);
+  mlir::MLIRContext context(registry);
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diag) {
+    diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
+    return mlir::success();
+  });
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, "the planned module", uint64_t(4) << 30,
+                      /*isText=*/true);
+  if (!buffer)
+    return buffer.takeError();
+  SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
+                                            mlir::ParserConfig(&context));
+  if (!module)
+    return makeError(diagnostics.empty() ? path + ": cannot parse the module"
+                                         : StringRef(diagnostics));
+  mlir::kvprec::AllocOp planned;
+  module->walk([&](mlir::kvprec::AllocOp alloc) {
+    if (alloc.getCache().getType().getPlan()) {
+      planned = alloc;
+      return mlir::WalkResult::interrupt();
+    }
+    return mlir::WalkResult::advance();
+  });
+  if (!planned)
+    return makeError(path + ": no kvprec.alloc has a #kvprec.plan in its "
+                            "cache type (run --kvprec-assign-precision first)");
+  mlir::kvprec::CacheType cache = planned.getCache().getType();
+  PlannedCacheType result;
+  result.location = formatLocation(planned.getLoc());
+  std::optional<cf::Plan> plan = mlir::kvprec::toPlainPlan(cache);
+  if (!plan)
+    return makeError(result.location + ": cannot read the plan");
+  result.plan = std::move(*plan);
+  raw_string_ostream os(result.typeText);
+  mlir::Type(cache).print(os);
+  result.f32Elements = cache.getElementType().isF32();
+  return result;
+}
+
+namespace {
+/// The plan emulator, with the runner's fp32 attention over its values.
+class EmulatedBackend : public AttentionBackend {
+public:
+  EmulatedBackend(const cf::Plan &plan, const LlamaConfig &config)
+      : plan(plan), config(config) {}
+
+  std::string reset() override {
+    streams.clear();
+    for (int64_t item = 0; item < plan.getNumItems(); ++item)
+      streams.emplace_back(plan, item, kvprec::analysis::DequantizerConfig());
+    return "";
+  }
+
+  std::string append(int layer, int position, ArrayRef<float> key,
+                     ArrayRef<float> value) override {
+    const int headSize = config.getHeadSize();
+    for (int h = 0; h < config.numKVHeads; ++h)
+      for (int kv = 0; kv < 2; ++kv) {
+        const float *row = (kv ? value : key).data() + h * headSize;
+        kvprec::analysis::Status status =
+            streams[plan.getItem(layer, h, kv)].append(row);
+        if (status.failed())
+          return formatv("layer {0}, KV head {1}, {2}: the emulated cache "
+                         "cannot store position {3}: {4}",
+                         layer, h, kv ? "V" : "K", position,
+                         status.getMessage())
+              .str();
+      }
+    return "";
+  }
+
+  std::string attend(int layer, int position, ArrayRef<float> queries,
+                     float scale, MutableArrayRef<float> output) override {
+    const int headSize = config.getHeadSize();
+    const int length = position + 1;
+    scores.resize(length);
+    for (int h = 0; h < config.numHeads; ++h) {
+      int kvHead = h / config.getQueryHeadsPerKVHead();
+      const cf::EmulatedStream &k = streams[plan.getItem(layer, kvHead, 0)];
+      const cf::EmulatedStream &v = streams[plan.getItem(layer, kvHead, 1)];
+      const float *q = queries.data() + h * headSize;
+      // The runner's arithmetic (Model.cpp), over the stored values.
+      for (int t = 0; t < length; ++t) {
+        float score = 0.0f;
+        for (int i = 0; i < headSize; ++i)
+          score += q[i] * float(k.getStored()(t, i));
+        scores[t] = score * scale;
+      }
+      float maxValue = *std::max_element(scores.begin(), scores.end());
+      float sum = 0.0f;
+      for (float &s : scores) {
+        s = std::exp(s - maxValue);
+        sum += s;
+      }
+      for (float &s : scores)
+        s /= sum;
+      float *out = output.data() + h * headSize;
+      std::fill_n(out, headSize, 0.0f);
+      for (int t = 0; t < length; ++t)
+        for (int i = 0; i < headSize; ++i)
+          out[i] += scores[t] * float(v.getStored()(t, i));
+    }
+    return "";
+  }
+
+private:
+  const cf::Plan &plan;
+  LlamaConfig config;
+  std::vector<cf::EmulatedStream> streams;
+  std::vector<float> scores;
+};
+
+/// The generated code for the cache type.
+class CompiledBackend : public AttentionBackend {
+public:
+  CompiledBackend(std::unique_ptr<kvprec::runtime::CompiledCache> code,
+                  const LlamaConfig &config)
+      : code(std::move(code)), arena(this->code->getArenaBytes()),
+        config(config) {}
+
+  std::string reset() override {
+    return check(code->init(arena.data, arena.size), "init", 0);
+  }
+  std::string append(int layer, int position, ArrayRef<float> key,
+                     ArrayRef<float> value) override {
+    return check(code->append(arena.data, arena.size, layer, key.data(),
+                              value.data(), 1, position),
+                 "append", position);
+  }
+  std::string attend(int layer, int position, ArrayRef<float> queries,
+                     float scale, MutableArrayRef<float> output) override {
+    return check(code->attend(arena.data, arena.size, layer, queries.data(),
+                              config.numHeads, position + 1, output.data(),
+                              scale),
+                 "attend", position);
+  }
+
+private:
+  static std::string check(int32_t status, const char *what, int position) {
+    if (status == 0)
+      return "";
+    return formatv("the compiled cache's {0} at position {1} returned status "
+                   "{2} (docs/abi.md lists the codes)",
+                   what, position, status)
+        .str();
+  }
+  std::unique_ptr<kvprec::runtime::CompiledCache> code;
+  kvprec::runtime::Arena arena;
+  LlamaConfig config;
+};
+} // namespace
+
+Expected<std::unique_ptr<AttentionBackend>>
+kvprec::calib::createAttentionBackend(BackendKind kind,
+                                      const PlannedCacheType &cache,
+                                      const LlamaConfig &config) {
+  const cf::Geometry &g = cache.plan.geometry;
+  if (g.layers != config.numLayers || g.heads != config.numKVHeads ||
+      g.headDim != config.getHeadSize())
+    return makeError(formatv("{0}: the planned cache is {1} layers x {2} KV "
+                             "heads x head_dim {3}, but the model has {4} x "
+                             "{5} x {6}",
+                             cache.location, g.layers, g.heads, g.headDim,
+                             config.numLayers, config.numKVHeads,
+                             config.getHeadSize()));
+  if (g.capacity < config.seqLen)
+    return makeError(formatv("{0}: the planned cache holds {1} positions, "
+                             "fewer than the model's seq_len {2}",
+                             cache.location, g.capacity, config.seqLen));
+  if (kind == BackendKind::Emulated)
+    return std::unique_ptr<AttentionBackend>(
+        new EmulatedBackend(cache.plan, config));
+  if (!cache.f32Elements)
+    return makeError(cache.location +
+                     ": the compiled backend needs a cache of f32 elements");
+  auto code = kvprec::runtime::CompiledCache::compile(cache.typeText);
+  if (!code)
+    return makeError(cache.location + ": cannot compile the cache: " +
+                     toString(code.takeError()));
+  return std::unique_ptr<AttentionBackend>(
+      new CompiledBackend(std::move(*code), config));
+}

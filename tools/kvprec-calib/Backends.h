@@ -1,0 +1,49 @@
+//===- Backends.h - planned caches behind the model's attention -*- C++ -*-===//
+//
+// kvprec-calib --ir PLANNED.mlir [--backend=emulated|compiled]: the model's
+// K and V go into a cache stored as the module's first planned cache says,
+// and attention reads it back:
+//  * emulated: the plan emulator (kvprec/Certify/PlanEmulation.h), with the
+//    fp32 reference attention over its stored values;
+//  * compiled: the code kvprec-to-llvm generates for the cache type, run
+//    in-process (kvprec/Runtime/CompiledCache.h).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_TOOLS_KVPREC_CALIB_BACKENDS_H
+#define KVPREC_TOOLS_KVPREC_CALIB_BACKENDS_H
+
+#include "kvprec/Calibration/Model.h"
+#include "kvprec/Certify/Plan.h"
+
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <memory>
+#include <string>
+
+namespace kvprec::calib {
+
+/// The first planned cache of a module.
+struct PlannedCacheType {
+  /// The !kvprec.cache type as text (what the compiled backend compiles).
+  std::string typeText;
+  certify::Plan plan;
+  /// FILE:LINE:COL of its kvprec.alloc.
+  std::string location;
+  bool f32Elements = false;
+};
+
+llvm::Expected<PlannedCacheType> loadPlannedCacheType(llvm::StringRef path);
+
+enum class BackendKind { Emulated, Compiled };
+
+/// A backend for `model`'s attention over the planned cache; fails, naming
+/// the mismatch, when the cache's shape does not fit the model.
+llvm::Expected<std::unique_ptr<AttentionBackend>>
+createAttentionBackend(BackendKind kind, const PlannedCacheType &cache,
+                       const LlamaConfig &config);
+
+} // namespace kvprec::calib
+
+#endif // KVPREC_TOOLS_KVPREC_CALIB_BACKENDS_H
