@@ -1,6 +1,13 @@
 // RUN: kvprec-opt %s -split-input-file --kvprec-materialize-storage | FileCheck %s
 // RUN: not kvprec-opt %s -split-input-file --kvprec-materialize-storage="threads=0" 2>&1 | FileCheck %s --check-prefix=THREADS
 // THREADS: error: kvprec-materialize-storage: threads must be between 1 and 1024, got 0
+// A calibrated module translates to LLVM IR: the kvprec.calibration op is
+// gone once the allocs are lowered.
+// RUN: python3 %S/../Transforms/Inputs/make-calibration.py %t.safetensors
+// RUN: kvprec-opt %S/../Transforms/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
+// RUN:   --kvprec-assign-precision="mode=uniform format=i8 window=16 block=16 quiet=true" --kvprec-to-llvm \
+// RUN:   | mlir-translate --mlir-to-llvmir | FileCheck %s --check-prefix=CALIBRATED
+// CALIBRATED: define {{.*}}i32 @kvprec_cache0_attend(
 // RUN: kvprec-opt %s -split-input-file --kvprec-materialize-storage="threads=4" | FileCheck %s --check-prefix=PARALLEL
 // PARALLEL: scf.parallel ({{.+}}) = ({{.+}}) to ({{.+}}) step
 // PARALLEL-NEXT: func.call @kvprec_cache0_attend_part

@@ -27,7 +27,9 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
     In the input, `kvprec.alloc` becomes `memref.alloc` plus `P_init`,
     `kvprec.dealloc` becomes `memref.dealloc`, and append, attend and load
     become calls whose non-zero status stops the program through
-    `cf.assert` with a message naming the failure.
+    `cf.assert` with a message naming the failure. `kvprec.calibration` ops
+    are removed: they served the analysis, and nothing refers to them once
+    the allocs are lowered.
 
     ```
     kvprec-opt planned.mlir --kvprec-materialize-storage
