@@ -2,6 +2,7 @@
 
 #include "EvalBounds.h"
 #include "kvprec/Calibration/InputFile.h"
+#include "kvprec/Runtime/CompiledCache.h"
 
 #include "kvprec/Analysis/Bound.h"
 #include "kvprec/Calibration/CalibrationStats.h"
@@ -71,6 +72,10 @@ struct PlannedCache {
   /// The certificate the plan records, if any (its bound is reported, not
   /// trusted; its extrapolation rule is the one evaluated).
   std::optional<mlir::kvprec::CertificateRecord> stored;
+  /// The cache type as text and whether its elements are f32 (what
+  /// --backend=compiled compiles).
+  std::string typeText;
+  bool f32Elements = false;
 };
 } // namespace
 
@@ -129,6 +134,11 @@ static Expected<PlannedCache> loadPlannedCache(StringRef path) {
   if (!plan)
     return makeError(result.location + ": cannot read the plan");
   result.plan = std::move(*plan);
+  {
+    llvm::raw_string_ostream typeStream(result.typeText);
+    mlir::Type(cache).print(typeStream);
+  }
+  result.f32Elements = cache.getElementType().isF32();
   if (mlir::kvprec::CertificateAttr certificate =
           cache.getPlan().getCertificate()) {
     result.stored = mlir::kvprec::readCertificateAttr(certificate);
@@ -233,7 +243,20 @@ public:
     streams.clear();
     for (int64_t item = 0; item < plan.getNumItems(); ++item)
       streams.emplace_back(plan, item, an::DequantizerConfig());
+    if (compiled && compiled->init(arena->data, arena->size) != 0)
+      status = an::Status::failure("the compiled cache's init failed");
   }
+
+  /// --backend=compiled: the generated code stores the same K and V and
+  /// computes attention; its output is compared with the emulated one and
+  /// measured against both certificates.
+  void useCompiled(const runtime::CompiledCache *code) {
+    compiled = code;
+    arena = std::make_unique<runtime::Arena>(code->getArenaBytes());
+  }
+  double maxBackendDiff = 0.0, compiledMaxError = 0.0,
+         maxCompiledRuntimeBound = 0.0;
+  int64_t compiledViolations = 0, compiledRuntimeViolations = 0;
 
   void observe(const AttentionStep &step) override;
 
@@ -271,6 +294,9 @@ private:
   std::vector<cf::EmulatedStream> streams;
   std::vector<long double> exactWeights, storedWeights;
   an::Status status = an::Status::success();
+  const runtime::CompiledCache *compiled = nullptr;
+  std::unique_ptr<runtime::Arena> arena;
+  std::vector<float> compiledOutput;
 };
 } // namespace
 
@@ -364,6 +390,27 @@ void BoundEvaluator::observe(const AttentionStep &step) {
       }
     }
 
+  if (compiled) {
+    compiledOutput.resize(config.numHeads * headDim);
+    int32_t appended =
+        compiled->append(arena->data, arena->size, step.layer, step.key.data(),
+                         step.value.data(), 1, step.position);
+    int32_t attended =
+        appended ? appended
+                 : compiled->attend(arena->data, arena->size, step.layer,
+                                    step.queries.data(), config.numHeads,
+                                    step.position + 1, compiledOutput.data(),
+                                    float(1.0 / std::sqrt(double(headDim))));
+    if (attended != 0) {
+      status = an::Status::failure(
+          formatv("layer {0}, position {1}: the compiled cache returned "
+                  "status {2} (docs/abi.md)",
+                  step.layer, step.position, attended)
+              .str());
+      return;
+    }
+  }
+
   std::vector<double> query(headDim);
   for (int64_t qh = 0; qh < config.numHeads; ++qh) {
     int64_t h = qh / group;
@@ -388,6 +435,43 @@ void BoundEvaluator::observe(const AttentionStep &step) {
     HeadSummary &head = heads[step.layer * kvHeads + h];
     double bound = head.bound;
     double slack = measurementSlack(values.getExact());
+    if (compiled) {
+      // The emulated output (exact attention over the stored values) and
+      // the exact fp32 one, against what the generated code computed.
+      const an::Matrix &exact = values.getExact(), &stored = values.getStored();
+      double diff = 0.0, compiledError = 0.0;
+      for (int64_t j = 0; j < headDim; ++j) {
+        long double emulated = 0.0L, reference = 0.0L;
+        for (size_t t = 0; t < exact.rows; ++t) {
+          emulated += storedWeights[t] * stored(t, j);
+          reference += exactWeights[t] * exact(t, j);
+        }
+        long double got = compiledOutput[qh * headDim + j];
+        diff = std::max(diff, double(std::fabs(got - emulated)));
+        compiledError =
+            std::max(compiledError, double(std::fabs(got - reference)));
+      }
+      maxBackendDiff = std::max(maxBackendDiff, diff);
+      compiledMaxError = std::max(compiledMaxError, compiledError);
+      // The static certificate includes the kernel's f32 arithmetic; the
+      // run-time one bounds storage only, so the compiled output is held to
+      // it plus the kernel-rounding bound of this query (Bound.h), with one
+      // rescale per weight (the tiles' combine).
+      an::KernelRoundingModel kernelModel;
+      kernelModel.numRescales = 1;
+      an::KernelRoundingBound kernel;
+      if (an::Status s = an::computeKernelRoundingBound(
+              query, keys.getStored(), values.getStored(), kernelModel, kernel);
+          s.failed()) {
+        status = an::Status::failure(s.getMessage());
+        return;
+      }
+      compiledViolations += compiledError > bound + slack;
+      compiledRuntimeViolations +=
+          compiledError > runtime.infNorm + kernel.infNorm + slack;
+      maxCompiledRuntimeBound =
+          std::max(maxCompiledRuntimeBound, runtime.infNorm + kernel.infNorm);
+    }
     bool violated = error > bound + slack;
     bool runtimeViolated = error > runtime.infNorm + slack;
     // Ratios against the bound plus the measurement's rounding: above 1
@@ -548,10 +632,9 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
                                  "position by position: {3}",
                                  where, layer, head, status.getMessage()));
       if (std::isfinite(bound.infNorm) && bound.infNorm > 0)
-        maxCertifierGap =
-            std::max(maxCertifierGap,
-                     std::fabs(bound.infNorm - summary.referenceBound) /
-                         bound.infNorm);
+        maxCertifierGap = std::max(
+            maxCertifierGap,
+            std::fabs(bound.infNorm - summary.referenceBound) / bound.infNorm);
     }
 
   std::unique_ptr<raw_fd_ostream> casesOut;
@@ -567,11 +650,23 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   // Teacher-forced on the model's own fp32 greedy continuation: the
   // emulated caches only measure, they never feed back into the model.
   BoundEvaluator evaluator(plan, config, heads, casesOut.get());
+  std::unique_ptr<runtime::CompiledCache> compiled;
+  if (inputs.compiled) {
+    if (!loaded->f32Elements)
+      return makeError(where +
+                       ": the compiled backend needs a cache of f32 elements");
+    auto code = runtime::CompiledCache::compile(loaded->typeText);
+    if (!code)
+      return makeError(
+          where + ": cannot compile the cache: " + toString(code.takeError()));
+    compiled = std::move(*code);
+    evaluator.useCompiled(compiled.get());
+  }
   evaluator.calibratedLength = stats.shape.maxPositions;
   if (probabilistic)
-    evaluator.levels = cf::getConcentrationLevels(
-        options.failureProbability, g.layers * config.numHeads, g.capacity,
-        g.headDim);
+    evaluator.levels = cf::getConcentrationLevels(options.failureProbability,
+                                                  g.layers * config.numHeads,
+                                                  g.capacity, g.headDim);
   LlamaRunner runner(*inputs.model);
   Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
   GenerationOptions generation;
@@ -610,8 +705,8 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
 
   json::OStream json(os, 2);
   json.object([&] {
-    json.attribute("certificate", probabilistic ? "probabilistic"
-                                                : "deterministic");
+    json.attribute("certificate",
+                   probabilistic ? "probabilistic" : "deterministic");
     if (probabilistic)
       json.attribute("confidence", number(options.failureProbability));
     json.attribute("violations", evaluator.violations);
@@ -632,6 +727,19 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
     json.attribute("element_bound_violations",
                    int64_t(evaluator.elementBoundViolations));
     json.attribute("demotions", int64_t(evaluator.demotions));
+    if (compiled) {
+      // The generated code's attention: its largest difference from the
+      // emulated attention over the same stored values, and its own
+      // measured error against both certificates.
+      json.attribute("backend", "compiled");
+      json.attribute("max_backend_diff", number(evaluator.maxBackendDiff));
+      json.attribute("compiled_violations", evaluator.compiledViolations);
+      json.attribute("compiled_runtime_violations",
+                     evaluator.compiledRuntimeViolations);
+      json.attribute("compiled_max_error", number(evaluator.compiledMaxError));
+      json.attribute("max_compiled_runtime_bound",
+                     number(evaluator.maxCompiledRuntimeBound));
+    }
     json.attribute("plan", describePlan(plan));
     json.attribute("plan_bytes", number(plan.getTotalBytes()));
     json.attribute("fp16_bytes", number(fp16Bytes));

@@ -35,6 +35,9 @@ struct EvalBoundsInputs {
   std::string irPath;
   /// Optional JSON Lines file with one record per case.
   std::string casesPath;
+  /// Also run the code kvprec-to-llvm generates for the cache and report
+  /// how its attention differs (--backend=compiled).
+  bool compiled = false;
 };
 
 /// Runs the evaluation and prints one JSON object to `os`. Errors name the

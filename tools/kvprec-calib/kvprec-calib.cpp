@@ -118,7 +118,7 @@ static cl::opt<BackendKind> generateBackend(
                clEnumValN(BackendKind::Compiled, "compiled",
                           "the code kvprec-to-llvm generates, JIT-compiled")),
     cl::init(BackendKind::Emulated), cl::sub(generateCommand),
-    cl::cat(toolCategory));
+    cl::sub(evalBoundsCommand), cl::cat(toolCategory));
 
 // collect
 static cl::opt<std::string>
@@ -514,6 +514,7 @@ static Error runEvalBoundsCommand() {
   inputs.steps = evalSteps;
   inputs.irPath = evalIrPath;
   inputs.casesPath = casesPath;
+  inputs.compiled = generateBackend == BackendKind::Compiled;
   return runEvalBounds(inputs, outs());
 }
 
