@@ -3,6 +3,8 @@
 #include "CacheCodegen.h"
 #include "FormatCodegen.h"
 
+#include "kvprec/Conversion/MaterializeStorage/TargetInfo.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -56,10 +58,11 @@ class Emitter {
 public:
   Emitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
           an::StorageKind dequantizer, const std::string &prefix,
-          int64_t threads)
-      : module(module), cache(cache), layout(layout), threads(threads),
-        plan(layout.getPlan()), g(plan.geometry), prefix(prefix),
-        context(module.getContext()), formats(module, g.headDim, dequantizer) {}
+          const StorageTargetInfo &target)
+      : module(module), cache(cache), layout(layout), target(target),
+        threads(target.getPositionSplits()), plan(layout.getPlan()),
+        g(plan.geometry), prefix(prefix), context(module.getContext()),
+        formats(module, g.headDim, dequantizer) {}
 
   LogicalResult run(CacheFunctions &result);
 
@@ -200,6 +203,7 @@ private:
   ModuleOp module;
   CacheType cache;
   const lay::ArenaLayout &layout;
+  const StorageTargetInfo &target;
   /// Parts each KV head's positions are split into (scf.parallel).
   int64_t threads;
   const cf::Plan &plan;
@@ -266,6 +270,8 @@ Value Emitter::table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
   Value value = memref::LoadOp::create(b, global, ValueRange{at});
   return arith::IndexCastOp::create(b, indexType(), value);
 }
+
+StorageTargetInfo::~StorageTargetInfo() = default;
 
 Value Emitter::groupSizeOf(ImplicitLocOpBuilder &b, Value format) {
   return table(b, groupsName, format, 0, 1);
@@ -383,7 +389,7 @@ void Emitter::emitTileKernels() {
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
     Value logits = args[0], base = args[1], rows = args[2], oldMax = args[3];
-    const int64_t w = 16;
+    const int64_t w = target.getF32Lanes();
     VectorType lanes = VectorType::get({w}, f32());
     VectorType one = VectorType::get({1}, f32());
     Value full = mul(b, arith::DivUIOp::create(b, rows, idx(b, w)), idx(b, w));
@@ -1287,8 +1293,9 @@ LogicalResult Emitter::run(CacheFunctions &result) {
 
 FailureOr<CacheFunctions> mlir::kvprec::emitCacheFunctions(
     ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-    an::StorageKind dequantizer, const std::string &prefix, int64_t threads) {
-  Emitter emitter(module, cache, layout, dequantizer, prefix, threads);
+    an::StorageKind dequantizer, const std::string &prefix,
+    const StorageTargetInfo &target) {
+  Emitter emitter(module, cache, layout, dequantizer, prefix, target);
   CacheFunctions result;
   if (failed(emitter.run(result)))
     return failure();

@@ -13,6 +13,7 @@
 #ifndef KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H
 #define KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H
 
+#include "kvprec/Conversion/MaterializeStorage/TargetInfo.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecTypes.h"
 #include "kvprec/Format/CacheLayout.h"
 
@@ -38,14 +39,14 @@ struct CacheFunctions {
 
 /// Emits the functions of `cache` (which has a plan) at the end of `module`.
 /// `dequantizer` is the precision of the dequantize multiply the plan's
-/// certificate assumes; attention splits each KV head's positions into
-/// `threads` contiguous parts (an scf.parallel over heads and parts,
-/// then a combine step).
+/// certificate assumes; `target` answers the target questions (vector
+/// width, position splits of attention: an scf.parallel over heads and
+/// parts, then a combine step).
 FailureOr<CacheFunctions>
 emitCacheFunctions(ModuleOp module, CacheType cache,
                    const ::kvprec::layout::ArenaLayout &layout,
                    ::kvprec::analysis::StorageKind dequantizer,
-                   const std::string &prefix, int64_t threads);
+                   const std::string &prefix, const StorageTargetInfo &target);
 
 } // namespace mlir::kvprec
 

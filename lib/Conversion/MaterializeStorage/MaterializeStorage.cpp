@@ -262,6 +262,8 @@ void MaterializeStoragePass::runOnOperation() {
     }
   });
 
+  // The CPU answers; the NVPTX lowering will pass its own.
+  CPUStorageTargetInfo targetInfo(threads);
   LoweredCaches caches;
   int64_t index = 0;
   for (auto [type, user] : cacheTypes) {
@@ -291,7 +293,7 @@ void MaterializeStoragePass::runOnOperation() {
     }
     std::string prefix = "kvprec_cache" + std::to_string(index++);
     FailureOr<CacheFunctions> functions = emitCacheFunctions(
-        module, cache, *lowered.layout, *dequantizer, prefix, threads);
+        module, cache, *lowered.layout, *dequantizer, prefix, targetInfo);
     if (failed(functions)) {
       failedAny = true;
       continue;

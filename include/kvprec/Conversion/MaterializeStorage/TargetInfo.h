@@ -1,0 +1,43 @@
+//===- TargetInfo.h - what storage materialization asks of a target -*- C++
+//-*-===//
+//
+// The target differences kvprec-materialize-storage's patterns depend on,
+// behind one small interface, so that a GPU lowering can reuse the same
+// patterns with its own answers instead of forking them.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef KVPREC_CONVERSION_MATERIALIZESTORAGE_TARGETINFO_H
+#define KVPREC_CONVERSION_MATERIALIZESTORAGE_TARGETINFO_H
+
+#include <cstdint>
+
+namespace mlir::kvprec {
+
+class StorageTargetInfo {
+public:
+  virtual ~StorageTargetInfo();
+  /// f32 lanes of one vector register: the width of the softmax loops
+  /// (per-row kernels work on whole head_dim vectors, which the backend
+  /// splits into registers).
+  virtual int64_t getF32Lanes() const = 0;
+  /// Parts each KV head's positions are split into for parallel execution
+  /// (scf.parallel over (KV head, part)); 1 runs attention sequentially.
+  virtual int64_t getPositionSplits() const = 0;
+};
+
+/// x86-64 CPUs with 512-bit vectors (AVX-512), `threads` OpenMP threads.
+class CPUStorageTargetInfo final : public StorageTargetInfo {
+public:
+  explicit CPUStorageTargetInfo(int64_t threads, int64_t vectorBits = 512)
+      : threads(threads), vectorBits(vectorBits) {}
+  int64_t getF32Lanes() const override { return vectorBits / 32; }
+  int64_t getPositionSplits() const override { return threads; }
+
+private:
+  int64_t threads, vectorBits;
+};
+
+} // namespace mlir::kvprec
+
+#endif // KVPREC_CONVERSION_MATERIALIZESTORAGE_TARGETINFO_H
