@@ -515,6 +515,27 @@ Case tieCase(std::string name, std::string format, int64_t headDim, float first,
 }
 } // namespace
 
+TEST(CompiledCache, LongBlocksUseTheGroupedLogits) {
+  // Tiles of 32 and 48 rows: the logits of whole groups of 16 rows go
+  // through the transposed reduction, the rest row by row.
+  for (auto [block, headDim] :
+       {std::pair<int64_t, int64_t>{32, 64}, {48, 128}}) {
+    Case c;
+    c.name = "block " + std::to_string(block) + " head_dim " +
+             std::to_string(headDim);
+    c.layers = 1;
+    c.block = block;
+    c.sink = 4;
+    c.window = block;
+    c.capacity = 4 + 3 * block + 5;
+    c.headDim = headDim;
+    c.groupRatio = 4;
+    c.threads = 2;
+    c.formats = {"#kvprec.format<i8, symmetric, token_group = 64, scale = f16>"};
+    runCase(c);
+  }
+}
+
 TEST(CompiledCache, RoundingTiesOfEveryKind) {
   // Unscaled: the value itself is rounded.
   runCase(tieCase("f16 ties", "#kvprec.format<f16>", 64, 1.0f, -1.0f,
