@@ -27,15 +27,20 @@ while i < len(lines):
             label = lines[i - 1].split(":")[0].strip()
         start = i if line.startswith(".L") else i - 1
         count = 0
+        closed = False
         j = start + 1
-        while j < len(lines):
+        while j < len(lines) and not lines[j].startswith(".Lfunc_end"):
             text = lines[j].split("#")[0].strip()
             if text and not text.startswith(".") and not text.endswith(":"):
                 count += 1
                 if re.match(r"j\w+\s+" + re.escape(label) + r"$", text):
+                    closed = True
                     break
             j += 1
-        result.setdefault(function, []).append(count)
+        # A loop whose back branch targets another label (a rotated loop)
+        # is not counted rather than counted wrong.
+        if closed:
+            result.setdefault(function, []).append(count)
         i = j
     i += 1
 print(json.dumps(result))

@@ -99,7 +99,7 @@ out.append(
     "to measure them). Per position and KV head, attention runs the "
     "format's `load` loop once for K and once for V (L instructions per "
     "row of 128), and per query head of the group the f32 `tile_logits` "
-    "loop (T), the 16-lane max and exp loops of `tile_softmax` (M and E, "
+    "loop (T, per row: its loop over groups of 16 rows divided by 16), the 16-lane max and exp loops of `tile_softmax` (M and E, "
     "per 16 positions) and `tile_accumulate` (A). Instructions per stored "
     "element = (2 L + G (T + (M + E) / 16 + A)) / 256.\n")
 f_ghz = bogomips / 2000.0
@@ -121,7 +121,11 @@ for f in formats:
     acc = [v for k, v in lp.items() if k.endswith("tile_accumulate")]
     if not (load and logits and softmax and acc):
         continue
-    L, T, A = load[0][0], logits[0][0], acc[0][0]
+    L, A = load[0][0], acc[0][0]
+    # tile_logits has a loop over groups of 16 rows (the long one) and a
+    # loop over the remaining rows: per row, the group loop's count / 16.
+    long_loops = [c for c in logits[0] if c >= 100]
+    T = round(min(long_loops) / 16, 1) if long_loops else logits[0][0]
     # tile_softmax loops in order: vector max, scalar max, vector exp,
     # scalar exp.
     ME = softmax[0][0] + softmax[0][2]
