@@ -30,26 +30,35 @@ static Error makeError(const Twine &message) {
   return createStringError(inconvertibleErrorCode(), message.str());
 }
 
-static std::string formatLocation(mlir::Location loc) {
-  if (auto file = dyn_cast<mlir::FileLineColLoc>(loc))
+std::string kvprec::calib::formatLocation(mlir::Location loc) {
+  if (auto file = loc->findInstanceOf<mlir::FileLineColLoc>())
     return formatv("{0}:{1}:{2}", file.getFilename().getValue(), file.getLine(),
                    file.getColumn())
         .str();
-  std::string text;
-  raw_string_ostream os(text);
-  loc.print(os);
-  return text;
+  return "<unknown location>";
 }
 
-Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
+Error kvprec::calib::withPlannedCache(
+    StringRef path,
+    function_ref<Error(mlir::kvprec::AllocOp, const PlannedCacheType &,
+                       const std::string &)>
+        use) {
   mlir::DialectRegistry registry;
   ::kvprec::registerKVPrecToolDialects(registry);
   mlir::MLIRContext context(registry);
+  // Collect diagnostics (the parser's, the verifier's, and those of what
+  // `use` reads) so they reach the user as one located error.
   std::string diagnostics;
   mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diag) {
+    if (!diagnostics.empty())
+      diagnostics += "\n";
     diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
+    for (mlir::Diagnostic &note : diag.getNotes())
+      diagnostics +=
+          "\n" + formatLocation(note.getLocation()) + ": note: " + note.str();
     return mlir::success();
   });
+
   Expected<std::unique_ptr<MemoryBuffer>> buffer =
       openRegularFile(path, "the planned module", uint64_t(4) << 30,
                       /*isText=*/true);
@@ -63,17 +72,24 @@ Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
   if (!module)
     return makeError(diagnostics.empty() ? path + ": cannot parse the module"
                                          : StringRef(diagnostics));
-  mlir::kvprec::AllocOp planned;
+
+  mlir::kvprec::AllocOp firstAlloc, planned;
   module->walk([&](mlir::kvprec::AllocOp alloc) {
+    if (!firstAlloc)
+      firstAlloc = alloc;
     if (alloc.getCache().getType().getPlan()) {
       planned = alloc;
       return mlir::WalkResult::interrupt();
     }
     return mlir::WalkResult::advance();
   });
+  if (!firstAlloc)
+    return makeError(path + ": the module has no kvprec.alloc");
   if (!planned)
-    return makeError(path + ": no kvprec.alloc has a #kvprec.plan in its "
-                            "cache type (run --kvprec-assign-precision first)");
+    return makeError(formatLocation(firstAlloc.getLoc()) +
+                     ": no kvprec.alloc has a #kvprec.plan in its cache type "
+                     "(run --kvprec-assign-precision first)");
+
   mlir::kvprec::CacheType cache = planned.getCache().getType();
   PlannedCacheType result;
   result.location = formatLocation(planned.getLoc());
@@ -84,6 +100,18 @@ Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
   raw_string_ostream os(result.typeText);
   mlir::Type(cache).print(os);
   result.f32Elements = cache.getElementType().isF32();
+  return use(planned, result, diagnostics);
+}
+
+Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
+  PlannedCacheType result;
+  if (Error error = withPlannedCache(path, [&](mlir::kvprec::AllocOp,
+                                               const PlannedCacheType &cache,
+                                               const std::string &) {
+        result = cache;
+        return Error::success();
+      }))
+    return std::move(error);
   return result;
 }
 

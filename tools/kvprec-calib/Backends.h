@@ -16,13 +16,23 @@
 #include "kvprec/Calibration/Model.h"
 #include "kvprec/Certify/Plan.h"
 
+#include "mlir/IR/Location.h"
+
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
 #include <memory>
 #include <string>
 
+namespace mlir::kvprec {
+class AllocOp;
+} // namespace mlir::kvprec
+
 namespace kvprec::calib {
+
+/// "file:line:col" of `loc`, or "<unknown location>".
+std::string formatLocation(mlir::Location loc);
 
 /// The first planned cache of a module.
 struct PlannedCacheType {
@@ -33,6 +43,18 @@ struct PlannedCacheType {
   std::string location;
   bool f32Elements = false;
 };
+
+/// Opens and parses the planned module at `path` (a regular text file;
+/// parser and verifier diagnostics become one located error), finds its
+/// first kvprec.alloc whose cache has a plan and calls `use` with it, the
+/// cache read from it, and the diagnostics collected so far, while the
+/// module is alive (`use` may read more of it, such as the calibration).
+llvm::Error
+withPlannedCache(llvm::StringRef path,
+                 llvm::function_ref<llvm::Error(mlir::kvprec::AllocOp planned,
+                                                const PlannedCacheType &cache,
+                                                const std::string &diagnostics)>
+                     use);
 
 llvm::Expected<PlannedCacheType> loadPlannedCacheType(llvm::StringRef path);
 

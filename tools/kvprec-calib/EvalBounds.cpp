@@ -1,6 +1,7 @@
 //===- EvalBounds.cpp - kvprec-calib eval-bounds --------------------------===//
 
 #include "EvalBounds.h"
+#include "Backends.h"
 #include "kvprec/Calibration/InputFile.h"
 #include "kvprec/Runtime/CompiledCache.h"
 
@@ -51,120 +52,55 @@ static Error makeError(const Twine &message) {
 // Reading the planned module
 //===----------------------------------------------------------------------===//
 
-/// "file:line:col" of `loc`, or "<unknown location>".
-static std::string formatLocation(mlir::Location loc) {
-  if (auto file = loc->findInstanceOf<mlir::FileLineColLoc>())
-    return formatv("{0}:{1}:{2}", file.getFilename().getValue(), file.getLine(),
-                   file.getColumn())
-        .str();
-  return "<unknown location>";
-}
-
 namespace {
 /// What eval-bounds needs from the module: the first planned cache and the
 /// statistics its alloc names.
 struct PlannedCache {
-  cf::Plan plan;
+  /// The plan, its location, and the cache type (what --backend=compiled
+  /// compiles).
+  PlannedCacheType cache;
   CalibrationStats stats;
-  /// Location of the alloc, prefixed to every later error about the plan.
-  std::string location;
   std::string calibrationName;
   /// The certificate the plan records, if any (its bound is reported, not
   /// trusted; its extrapolation rule is the one evaluated).
   std::optional<mlir::kvprec::CertificateRecord> stored;
-  /// The cache type as text and whether its elements are f32 (what
-  /// --backend=compiled compiles).
-  std::string typeText;
-  bool f32Elements = false;
 };
 } // namespace
 
 static Expected<PlannedCache> loadPlannedCache(StringRef path) {
-  mlir::DialectRegistry registry;
-  ::kvprec::registerKVPrecToolDialects(registry);
-  mlir::MLIRContext context(registry);
-  // Collect diagnostics (the parser's, the verifier's, readCalibrationOp's)
-  // so they reach the user as one located error.
-  std::string diagnostics;
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diag) {
-    if (!diagnostics.empty())
-      diagnostics += "\n";
-    diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
-    for (mlir::Diagnostic &note : diag.getNotes())
-      diagnostics +=
-          "\n" + formatLocation(note.getLocation()) + ": note: " + note.str();
-    return mlir::success();
-  });
-
-  Expected<std::unique_ptr<MemoryBuffer>> buffer =
-      openRegularFile(path, "the planned module", uint64_t(4) << 30,
-                      /*isText=*/true);
-  if (!buffer)
-    return buffer.takeError();
-  SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
-                                            mlir::ParserConfig(&context));
-  if (!module)
-    return makeError(diagnostics.empty() ? path + ": cannot parse the module"
-                                         : StringRef(diagnostics));
-
-  mlir::kvprec::AllocOp firstAlloc, planned;
-  module->walk([&](mlir::kvprec::AllocOp alloc) {
-    if (!firstAlloc)
-      firstAlloc = alloc;
-    if (alloc.getCache().getType().getPlan()) {
-      planned = alloc;
-      return mlir::WalkResult::interrupt();
-    }
-    return mlir::WalkResult::advance();
-  });
-  if (!firstAlloc)
-    return makeError(path + ": the module has no kvprec.alloc");
-  if (!planned)
-    return makeError(formatLocation(firstAlloc.getLoc()) +
-                     ": no kvprec.alloc has a #kvprec.plan in its cache type "
-                     "(run --kvprec-assign-precision first)");
-
   PlannedCache result;
-  result.location = formatLocation(planned.getLoc());
-  mlir::kvprec::CacheType cache = planned.getCache().getType();
-  std::optional<cf::Plan> plan = mlir::kvprec::toPlainPlan(cache);
-  if (!plan)
-    return makeError(result.location + ": cannot read the plan");
-  result.plan = std::move(*plan);
-  {
-    llvm::raw_string_ostream typeStream(result.typeText);
-    mlir::Type(cache).print(typeStream);
-  }
-  result.f32Elements = cache.getElementType().isF32();
-  if (mlir::kvprec::CertificateAttr certificate =
-          cache.getPlan().getCertificate()) {
-    result.stored = mlir::kvprec::readCertificateAttr(certificate);
-  }
-
-  if (!planned.getCalibration())
-    return makeError(result.location +
-                     ": the planned kvprec.alloc has no calibration (run "
-                     "--kvprec-import-calibration before "
-                     "--kvprec-assign-precision)");
-  result.calibrationName = planned.getCalibrationAttr().getValue().str();
-  auto calibration =
-      mlir::SymbolTable::lookupNearestSymbolFrom<mlir::kvprec::CalibrationOp>(
-          planned, planned.getCalibrationAttr());
-  if (!calibration)
-    return makeError(result.location + ": calibration @" +
-                     result.calibrationName +
-                     " does not name a kvprec.calibration op");
-  mlir::FailureOr<CalibrationStats> stats =
-      mlir::kvprec::readCalibrationOp(calibration);
-  if (mlir::failed(stats))
-    return makeError(diagnostics.empty()
-                         ? result.location + ": cannot read calibration @" +
-                               result.calibrationName
-                         : diagnostics);
-  result.stats = std::move(*stats);
+  Error error = withPlannedCache(
+      path,
+      [&](mlir::kvprec::AllocOp planned, const PlannedCacheType &cache,
+          const std::string &diagnostics) -> Error {
+        result.cache = cache;
+        const std::string &where = cache.location;
+        if (mlir::kvprec::CertificateAttr certificate =
+                planned.getCache().getType().getPlan().getCertificate())
+          result.stored = mlir::kvprec::readCertificateAttr(certificate);
+        if (!planned.getCalibration())
+          return makeError(where +
+                           ": the planned kvprec.alloc has no calibration (run "
+                           "--kvprec-import-calibration before "
+                           "--kvprec-assign-precision)");
+        result.calibrationName = planned.getCalibrationAttr().getValue().str();
+        auto calibration = mlir::SymbolTable::lookupNearestSymbolFrom<
+            mlir::kvprec::CalibrationOp>(planned, planned.getCalibrationAttr());
+        if (!calibration)
+          return makeError(where + ": calibration @" + result.calibrationName +
+                           " does not name a kvprec.calibration op");
+        mlir::FailureOr<CalibrationStats> stats =
+            mlir::kvprec::readCalibrationOp(calibration);
+        if (mlir::failed(stats))
+          return makeError(diagnostics.empty()
+                               ? where + ": cannot read calibration @" +
+                                     result.calibrationName
+                               : diagnostics);
+        result.stats = std::move(*stats);
+        return Error::success();
+      });
+  if (error)
+    return std::move(error);
   return std::move(result);
 }
 
@@ -543,10 +479,10 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   Expected<PlannedCache> loaded = loadPlannedCache(inputs.irPath);
   if (!loaded)
     return loaded.takeError();
-  const cf::Plan &plan = loaded->plan;
+  const cf::Plan &plan = loaded->cache.plan;
   const cf::Geometry &g = plan.geometry;
   const CalibrationStats &stats = loaded->stats;
-  const std::string &where = loaded->location;
+  const std::string &where = loaded->cache.location;
   const LlamaConfig &config = inputs.model->getConfig();
 
   // The plan must describe this checkpoint's caches, and its calibration
@@ -652,10 +588,10 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
   BoundEvaluator evaluator(plan, config, heads, casesOut.get());
   std::unique_ptr<runtime::CompiledCache> compiled;
   if (inputs.compiled) {
-    if (!loaded->f32Elements)
+    if (!loaded->cache.f32Elements)
       return makeError(where +
                        ": the compiled backend needs a cache of f32 elements");
-    auto code = runtime::CompiledCache::compile(loaded->typeText);
+    auto code = runtime::CompiledCache::compile(loaded->cache.typeText);
     if (!code)
       return makeError(
           where + ": cannot compile the cache: " + toString(code.takeError()));

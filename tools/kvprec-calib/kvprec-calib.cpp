@@ -71,7 +71,6 @@ static cl::SubCommand evalBoundsCommand(
 static cl::OptionCategory modelCategory("Model options");
 static cl::OptionCategory toolCategory("kvprec-calib options");
 
-
 static cl::opt<std::string>
     checkpointPath("checkpoint", cl::desc("llama2.c checkpoint (.bin)"),
                    cl::value_desc("file"), cl::sub(generateCommand),
@@ -403,10 +402,9 @@ static Error runCollect() {
   options.runLastToken = true; // generated tokens are queries too
 
   for (size_t i = 0; i < prompts->size(); ++i) {
-    Expected<std::vector<int>> tokens =
-        loaded->tokenizer.encode((*prompts)[i], /*addBOS=*/true,
-                                 /*addEOS=*/false,
-                                 loaded->model.getConfig().seqLen);
+    Expected<std::vector<int>> tokens = loaded->tokenizer.encode(
+        (*prompts)[i], /*addBOS=*/true,
+        /*addEOS=*/false, loaded->model.getConfig().seqLen);
     if (!tokens)
       return createStringError(inconvertibleErrorCode(),
                                promptsPath + ": prompt " + Twine(i + 1) + ": " +
@@ -445,8 +443,7 @@ static Error runCollect() {
                                          : stats->shape.maxPositions};
     if (Error e = writeDecodeStepIR(irPath, shape))
       return e;
-    os << "wrote " << irPath << " (cache capacity " << shape.capacity
-       << ")\n";
+    os << "wrote " << irPath << " (cache capacity " << shape.capacity << ")\n";
   }
   return Error::success();
 }
@@ -586,17 +583,18 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions({&modelCategory, &toolCategory});
   if (!kvprec::parseCommandLine(
           argc, argv,
-      "kvprec-calib: calibration statistics for kvprec\n\n"
-      "  generate  run a llama2.c checkpoint (fp32 reference forward pass)\n"
-      "  collect   measure kvprec-calib-v1 statistics over prompts\n"
-      "  synth     write SYNTHETIC statistics for a model shape (labelled "
-      "synthetic;\n"
-      "            for testing the compiler at scale, not measurements)\n"
-      "  inspect   validate a statistics file and print its contents\n"
-      "  eval-bounds\n"
-      "            check a planned module's certified bounds against "
-      "measured\n"
-      "            attention errors of a cache stored as the plan says\n",
+          "kvprec-calib: calibration statistics for kvprec\n\n"
+          "  generate  run a llama2.c checkpoint (fp32 reference forward "
+          "pass)\n"
+          "  collect   measure kvprec-calib-v1 statistics over prompts\n"
+          "  synth     write SYNTHETIC statistics for a model shape (labelled "
+          "synthetic;\n"
+          "            for testing the compiler at scale, not measurements)\n"
+          "  inspect   validate a statistics file and print its contents\n"
+          "  eval-bounds\n"
+          "            check a planned module's certified bounds against "
+          "measured\n"
+          "            attention errors of a cache stored as the plan says\n",
           "kvprec-calib"))
     return 1;
 

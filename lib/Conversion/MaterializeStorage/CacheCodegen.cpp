@@ -193,6 +193,26 @@ private:
   /// Copies row (t, h) of a [tokens, heads, D] memref to floats at `at`.
   void copyIn(ImplicitLocOpBuilder &b, Value from, Value t, Value h, Value to,
               Value at);
+  /// `code` where `failed` holds, Ok elsewhere.
+  static Value failIf(ImplicitLocOpBuilder &b, Value failed, CacheStatus code) {
+    return arith::SelectOp::create(b, failed, status(b, code),
+                                   status(b, CacheStatus::Ok));
+  }
+  /// Whether keys and values ([tokens, heads, D]) differ in shape or do
+  /// not match the cache's heads and head_dim.
+  Value tokenShapeMismatch(ImplicitLocOpBuilder &b, Value keys, Value values);
+  /// The checks every entry point makes first (the layer, the arena's size,
+  /// `badShape`); when they pass, `body` runs with the layer's fill count
+  /// and gives the status, otherwise the first failure is returned.
+  Value
+  guardEntry(ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
+             function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body);
+  /// The stream index ((layer * H) + head) * 2 + kv.
+  Value itemOf(ImplicitLocOpBuilder &b, Value layer, Value head, int kv) {
+    return add(b,
+               mul(b, add(b, mul(b, layer, idx(b, g.heads)), head), idx(b, 2)),
+               idx(b, kv));
+  }
 
   void emitArenaBytes(CacheFunctions &result);
   void emitInit(CacheFunctions &result);
@@ -369,8 +389,8 @@ void Emitter::emitTileKernels() {
           const int64_t w = target.getF32Lanes();
           Value grouped = idx(hb, 0);
           if (d % w == 0 && (w & (w - 1)) == 0 && w >= 2) {
-            grouped =
-                mul(hb, arith::DivUIOp::create(hb, rows, idx(hb, w)), idx(hb, w));
+            grouped = mul(hb, arith::DivUIOp::create(hb, rows, idx(hb, w)),
+                          idx(hb, w));
             VectorType lanes = VectorType::get({w}, f32());
             scf::ForOp::create(
                 hb, idx(hb, 0), grouped, idx(hb, w), ValueRange{},
@@ -380,7 +400,8 @@ void Emitter::emitTileKernels() {
                   for (int64_t i = 0; i < w; ++i) {
                     Value key = vector::LoadOp::create(
                         rb, vt, tile,
-                        ValueRange{mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d))});
+                        ValueRange{
+                            mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d))});
                     Value product = arith::MulFOp::create(rb, qh, key);
                     SmallVector<Value> chunks;
                     for (int64_t c = 0; c < d; c += w)
@@ -390,8 +411,8 @@ void Emitter::emitTileKernels() {
                     while (chunks.size() > 1) {
                       SmallVector<Value> next;
                       for (size_t k = 0; k + 1 < chunks.size(); k += 2)
-                        next.push_back(
-                            arith::AddFOp::create(rb, chunks[k], chunks[k + 1]));
+                        next.push_back(arith::AddFOp::create(rb, chunks[k],
+                                                             chunks[k + 1]));
                       if (chunks.size() % 2)
                         next.push_back(chunks.back());
                       chunks = std::move(next);
@@ -656,6 +677,39 @@ void Emitter::copyIn(ImplicitLocOpBuilder &b, Value from, Value t, Value h,
       });
 }
 
+Value Emitter::tokenShapeMismatch(ImplicitLocOpBuilder &b, Value keys,
+                                  Value values) {
+  Value bad = arith::ConstantIntOp::create(b, 0, 1);
+  for (int64_t dim = 0; dim < 3; ++dim) {
+    Value k = memref::DimOp::create(b, keys, dim);
+    Value v = memref::DimOp::create(b, values, dim);
+    bad = arith::OrIOp::create(b, bad, cmp(b, arith::CmpIPredicate::ne, k, v));
+    if (dim > 0)
+      bad = arith::OrIOp::create(b, bad,
+                                 cmp(b, arith::CmpIPredicate::ne, k,
+                                     idx(b, dim == 1 ? g.heads : g.headDim)));
+  }
+  return bad;
+}
+
+Value Emitter::guardEntry(
+    ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
+    function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body) {
+  Value st =
+      failIf(b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
+             CacheStatus::BadLayer);
+  st = firstFailure(b, st,
+                    failIf(b, arenaTooSmall(b, arena), CacheStatus::BadArena));
+  st = firstFailure(b, st, failIf(b, badShape, CacheStatus::BadShape));
+  Value ok = cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+  return guard(b, ok, st, [&](ImplicitLocOpBuilder &gb) -> Value {
+    Value fill = arith::IndexCastOp::create(
+        gb, indexType(),
+        memref::LoadOp::create(gb, fillCounts(gb, arena), ValueRange{layer}));
+    return body(gb, fill);
+  });
+}
+
 void Emitter::emitArenaBytes(CacheFunctions &result) {
   func::FuncOp fn = createFunction(prefix + "_arena_bytes", {}, {i64()}, true);
   ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&fn.front()));
@@ -701,190 +755,156 @@ void Emitter::emitAppend(CacheFunctions &result) {
   Value keys = entry.getArgument(2), values = entry.getArgument(3);
   Value position = entry.getArgument(4);
   Value count = memref::DimOp::create(b, keys, 0);
-  Value badLayer = cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers));
-  Value badShape = arith::ConstantIntOp::create(b, 0, 1);
-  for (int64_t dim = 0; dim < 3; ++dim) {
-    Value k = memref::DimOp::create(b, keys, dim);
-    Value v = memref::DimOp::create(b, values, dim);
-    badShape = arith::OrIOp::create(b, badShape,
-                                    cmp(b, arith::CmpIPredicate::ne, k, v));
-    if (dim > 0)
-      badShape =
-          arith::OrIOp::create(b, badShape,
-                               cmp(b, arith::CmpIPredicate::ne, k,
-                                   idx(b, dim == 1 ? g.heads : g.headDim)));
-  }
-  Value st =
-      arith::SelectOp::create(b, badLayer, status(b, CacheStatus::BadLayer),
-                              status(b, CacheStatus::Ok));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
-                                            status(b, CacheStatus::BadArena),
-                                            status(b, CacheStatus::Ok)));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, badShape,
-                                            status(b, CacheStatus::BadShape),
-                                            status(b, CacheStatus::Ok)));
-  Value okSoFar =
-      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
-  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
-    Value fills = fillCounts(b, arena);
-    Value fill = arith::IndexCastOp::create(
-        b, indexType(), memref::LoadOp::create(b, fills, ValueRange{layer}));
-    Value badPosition = cmp(b, arith::CmpIPredicate::ne, position, fill);
-    Value full = cmp(b, arith::CmpIPredicate::ugt, count,
-                     sub(b, idx(b, g.capacity), fill));
-    Value st = arith::SelectOp::create(b, badPosition,
-                                       status(b, CacheStatus::BadLength),
-                                       status(b, CacheStatus::Ok));
-    st = firstFailure(b, st,
-                      arith::SelectOp::create(b, full,
-                                              status(b, CacheStatus::Full),
-                                              status(b, CacheStatus::Ok)));
-    Value ok = cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
-    return guard(b, ok, st, [&](ImplicitLocOpBuilder &b) -> Value {
-      int64_t scratchRows = std::max<int64_t>(g.block, 1);
-      Value scratch = memref::AllocOp::create(
-          b, MemRefType::get({ShapedType::kDynamic}, f32()),
-          ValueRange{idx(b, scratchRows * g.headDim)});
-      Value staging = memref::ViewOp::create(
-          b, floats(), arena, idx(b, 0),
-          ValueRange{arith::DivUIOp::create(
-              b, memref::DimOp::create(b, arena, 0), idx(b, 4))});
-      Value zero = idx(b, 0), one = idx(b, 1);
-      Value okStatus = status(b, CacheStatus::Ok);
-      // A dry run first: every new row must be storable in its class
-      // on its own (finite, within its formats' range), so that bad
-      // input writes nothing.
-      auto dry = scf::ForOp::create(
-          b, zero, count, one, ValueRange{okStatus},
-          [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
-            ImplicitLocOpBuilder tb(l, n);
-            Value p = add(tb, fill, t);
-            Value length = add(tb, p, idx(tb, 1));
-            Value st = acc[0];
-            for (int64_t h = 0; h < g.heads; ++h)
-              for (int kv = 0; kv < 2; ++kv) {
-                Value item = add(
-                    tb,
-                    mul(tb,
-                        add(tb, mul(tb, layer, idx(tb, g.heads)), idx(tb, h)),
-                        idx(tb, 2)),
-                    idx(tb, kv));
-                copyIn(tb, kv ? values : keys, t, idx(tb, h), scratch,
-                       idx(tb, 0));
-                Place place = locate(tb, item, p, length);
-                Place single = place;
-                single.row = idx(tb, 0);
-                // Row 0 of the run: a dry run writes nothing, and a
-                // channel group's row must start a group.
-                st = firstFailure(tb, st,
-                                  callStore(tb, arena, single, scratch,
-                                            idx(tb, 0), idx(tb, 1), true));
-              }
-            scf::YieldOp::create(tb, ValueRange{st});
-          });
-      Value dryStatus = dry.getResult(0);
-      Value dryOk = cmp(b, arith::CmpIPredicate::eq, dryStatus, okStatus);
-      Value res = guard(b, dryOk, dryStatus, [&](ImplicitLocOpBuilder &b) {
-        auto loop = scf::ForOp::create(
-            b, zero, count, one, ValueRange{status(b, CacheStatus::Ok)},
-            [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
-              ImplicitLocOpBuilder tb(l, n);
-              Value p = add(tb, fill, t);
-              Value length = add(tb, p, idx(tb, 1));
-              Value st = acc[0];
-              // Demotion: the block that leaves the window at this
-              // length (Plan::getSegmentAt) is re-quantized from its
-              // window values into its body run.
-              Value leaving;
-              Value demote = arith::ConstantIntOp::create(tb, 0, 1);
-              if (g.window > 0) {
-                Value past = sub(tb, length, idx(tb, g.sink + g.window));
-                Value positive =
-                    cmp(tb, arith::CmpIPredicate::sgt, past, idx(tb, 0));
-                Value aligned =
-                    cmp(tb, arith::CmpIPredicate::eq,
-                        arith::RemSIOp::create(tb, past, idx(tb, g.block)),
-                        idx(tb, 0));
-                demote = arith::AndIOp::create(tb, positive, aligned);
-                leaving =
-                    sub(tb, arith::DivSIOp::create(tb, past, idx(tb, g.block)),
-                        idx(tb, 1));
-              }
-              for (int64_t h = 0; h < g.heads; ++h)
-                for (int kv = 0; kv < 2; ++kv) {
-                  Value item = add(
-                      tb,
-                      mul(tb,
-                          add(tb, mul(tb, layer, idx(tb, g.heads)), idx(tb, h)),
-                          idx(tb, 2)),
-                      idx(tb, kv));
-                  if (g.window > 0) {
-                    Value demoted = guard(
-                        tb, demote, status(tb, CacheStatus::Ok),
-                        [&](ImplicitLocOpBuilder &db) {
-                          Value begin = add(db, idx(db, g.sink),
-                                            mul(db, leaving, idx(db, g.block)));
-                          Place ring = ringPlace(db, item, begin);
-                          callLoad(db, arena, ring, idx(db, g.block), scratch,
-                                   idx(db, 0));
-                          Place body = locateBody(db, item, begin);
-                          return callStore(db, arena, body, scratch, idx(db, 0),
-                                           idx(db, g.block), false);
-                        });
-                    st = firstFailure(tb, st, demoted);
+  Value out = guardEntry(
+      b, arena, layer, tokenShapeMismatch(b, keys, values),
+      [&](ImplicitLocOpBuilder &b, Value fill) -> Value {
+        Value fills = fillCounts(b, arena);
+        Value badPosition = cmp(b, arith::CmpIPredicate::ne, position, fill);
+        Value full = cmp(b, arith::CmpIPredicate::ugt, count,
+                         sub(b, idx(b, g.capacity), fill));
+        Value st =
+            firstFailure(b, failIf(b, badPosition, CacheStatus::BadLength),
+                         failIf(b, full, CacheStatus::Full));
+        Value ok =
+            cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
+        return guard(b, ok, st, [&](ImplicitLocOpBuilder &b) -> Value {
+          int64_t scratchRows = std::max<int64_t>(g.block, 1);
+          Value scratch = memref::AllocOp::create(
+              b, MemRefType::get({ShapedType::kDynamic}, f32()),
+              ValueRange{idx(b, scratchRows * g.headDim)});
+          Value staging = memref::ViewOp::create(
+              b, floats(), arena, idx(b, 0),
+              ValueRange{arith::DivUIOp::create(
+                  b, memref::DimOp::create(b, arena, 0), idx(b, 4))});
+          Value zero = idx(b, 0), one = idx(b, 1);
+          Value okStatus = status(b, CacheStatus::Ok);
+          // A dry run first: every new row must be storable in its class
+          // on its own (finite, within its formats' range), so that bad
+          // input writes nothing.
+          auto dry = scf::ForOp::create(
+              b, zero, count, one, ValueRange{okStatus},
+              [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
+                ImplicitLocOpBuilder tb(l, n);
+                Value p = add(tb, fill, t);
+                Value length = add(tb, p, idx(tb, 1));
+                Value st = acc[0];
+                for (int64_t h = 0; h < g.heads; ++h)
+                  for (int kv = 0; kv < 2; ++kv) {
+                    Value item = itemOf(tb, layer, idx(tb, h), kv);
+                    copyIn(tb, kv ? values : keys, t, idx(tb, h), scratch,
+                           idx(tb, 0));
+                    Place place = locate(tb, item, p, length);
+                    Place single = place;
+                    single.row = idx(tb, 0);
+                    // Row 0 of the run: a dry run writes nothing, and a
+                    // channel group's row must start a group.
+                    st = firstFailure(tb, st,
+                                      callStore(tb, arena, single, scratch,
+                                                idx(tb, 0), idx(tb, 1), true));
                   }
-                  Place place = locate(tb, item, p, length);
-                  Value group = groupSizeOf(tb, place.format);
-                  Value grouped =
-                      cmp(tb, arith::CmpIPredicate::ne, group, idx(tb, 0));
-                  Value stored = guard(
-                      tb, grouped, status(tb, CacheStatus::Ok),
-                      [&](ImplicitLocOpBuilder &gb) {
-                        // Channel groups: stage the row, then re-quantize
-                        // the group from the staged rows.
-                        Value inGroup =
-                            arith::RemUIOp::create(gb, place.row, group);
-                        Value stagingAt = add(
-                            gb,
-                            arith::DivUIOp::create(
-                                gb, itemField(gb, item, kStaging), idx(gb, 4)),
-                            mul(gb, inGroup, idx(gb, g.headDim)));
-                        copyIn(gb, kv ? values : keys, t, idx(gb, h), staging,
-                               stagingAt);
-                        Place groupPlace = place;
-                        groupPlace.row = sub(gb, place.row, inGroup);
-                        Value stagingBegin = arith::DivUIOp::create(
-                            gb, itemField(gb, item, kStaging), idx(gb, 4));
-                        return callStore(gb, arena, groupPlace, staging,
-                                         stagingBegin,
-                                         add(gb, inGroup, idx(gb, 1)), false);
-                      });
-                  Value single = guard(
-                      tb,
-                      arith::XOrIOp::create(
-                          tb, grouped, arith::ConstantIntOp::create(tb, 1, 1)),
-                      status(tb, CacheStatus::Ok),
-                      [&](ImplicitLocOpBuilder &sb) {
-                        copyIn(sb, kv ? values : keys, t, idx(sb, h), scratch,
-                               idx(sb, 0));
-                        return callStore(sb, arena, place, scratch, idx(sb, 0),
-                                         idx(sb, 1), false);
-                      });
-                  st = firstFailure(tb, st, firstFailure(tb, stored, single));
-                }
-              memref::StoreOp::create(
-                  tb, arith::IndexCastOp::create(tb, i64(), length), fills,
-                  ValueRange{layer});
-              scf::YieldOp::create(tb, ValueRange{st});
-            });
-        return loop.getResult(0);
+                scf::YieldOp::create(tb, ValueRange{st});
+              });
+          Value dryStatus = dry.getResult(0);
+          Value dryOk = cmp(b, arith::CmpIPredicate::eq, dryStatus, okStatus);
+          Value res = guard(b, dryOk, dryStatus, [&](ImplicitLocOpBuilder &b) {
+            auto loop = scf::ForOp::create(
+                b, zero, count, one, ValueRange{status(b, CacheStatus::Ok)},
+                [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
+                  ImplicitLocOpBuilder tb(l, n);
+                  Value p = add(tb, fill, t);
+                  Value length = add(tb, p, idx(tb, 1));
+                  Value st = acc[0];
+                  // Demotion: the block that leaves the window at this
+                  // length (Plan::getSegmentAt) is re-quantized from its
+                  // window values into its body run.
+                  Value leaving;
+                  Value demote = arith::ConstantIntOp::create(tb, 0, 1);
+                  if (g.window > 0) {
+                    Value past = sub(tb, length, idx(tb, g.sink + g.window));
+                    Value positive =
+                        cmp(tb, arith::CmpIPredicate::sgt, past, idx(tb, 0));
+                    Value aligned =
+                        cmp(tb, arith::CmpIPredicate::eq,
+                            arith::RemSIOp::create(tb, past, idx(tb, g.block)),
+                            idx(tb, 0));
+                    demote = arith::AndIOp::create(tb, positive, aligned);
+                    leaving = sub(
+                        tb, arith::DivSIOp::create(tb, past, idx(tb, g.block)),
+                        idx(tb, 1));
+                  }
+                  for (int64_t h = 0; h < g.heads; ++h)
+                    for (int kv = 0; kv < 2; ++kv) {
+                      Value item = itemOf(tb, layer, idx(tb, h), kv);
+                      if (g.window > 0) {
+                        Value demoted =
+                            guard(tb, demote, status(tb, CacheStatus::Ok),
+                                  [&](ImplicitLocOpBuilder &db) {
+                                    Value begin =
+                                        add(db, idx(db, g.sink),
+                                            mul(db, leaving, idx(db, g.block)));
+                                    Place ring = ringPlace(db, item, begin);
+                                    callLoad(db, arena, ring, idx(db, g.block),
+                                             scratch, idx(db, 0));
+                                    Place body = locateBody(db, item, begin);
+                                    return callStore(db, arena, body, scratch,
+                                                     idx(db, 0),
+                                                     idx(db, g.block), false);
+                                  });
+                        st = firstFailure(tb, st, demoted);
+                      }
+                      Place place = locate(tb, item, p, length);
+                      Value group = groupSizeOf(tb, place.format);
+                      Value grouped =
+                          cmp(tb, arith::CmpIPredicate::ne, group, idx(tb, 0));
+                      Value stored = guard(
+                          tb, grouped, status(tb, CacheStatus::Ok),
+                          [&](ImplicitLocOpBuilder &gb) {
+                            // Channel groups: stage the row, then re-quantize
+                            // the group from the staged rows.
+                            Value inGroup =
+                                arith::RemUIOp::create(gb, place.row, group);
+                            Value stagingAt =
+                                add(gb,
+                                    arith::DivUIOp::create(
+                                        gb, itemField(gb, item, kStaging),
+                                        idx(gb, 4)),
+                                    mul(gb, inGroup, idx(gb, g.headDim)));
+                            copyIn(gb, kv ? values : keys, t, idx(gb, h),
+                                   staging, stagingAt);
+                            Place groupPlace = place;
+                            groupPlace.row = sub(gb, place.row, inGroup);
+                            Value stagingBegin = arith::DivUIOp::create(
+                                gb, itemField(gb, item, kStaging), idx(gb, 4));
+                            return callStore(
+                                gb, arena, groupPlace, staging, stagingBegin,
+                                add(gb, inGroup, idx(gb, 1)), false);
+                          });
+                      Value single = guard(
+                          tb,
+                          arith::XOrIOp::create(
+                              tb, grouped,
+                              arith::ConstantIntOp::create(tb, 1, 1)),
+                          status(tb, CacheStatus::Ok),
+                          [&](ImplicitLocOpBuilder &sb) {
+                            copyIn(sb, kv ? values : keys, t, idx(sb, h),
+                                   scratch, idx(sb, 0));
+                            return callStore(sb, arena, place, scratch,
+                                             idx(sb, 0), idx(sb, 1), false);
+                          });
+                      st = firstFailure(tb, st,
+                                        firstFailure(tb, stored, single));
+                    }
+                  memref::StoreOp::create(
+                      tb, arith::IndexCastOp::create(tb, i64(), length), fills,
+                      ValueRange{layer});
+                  scf::YieldOp::create(tb, ValueRange{st});
+                });
+            return loop.getResult(0);
+          });
+          memref::DeallocOp::create(b, scratch);
+          return res;
+        });
       });
-      memref::DeallocOp::create(b, scratch);
-      return res;
-    });
-  });
   func::ReturnOp::create(b, ValueRange{out});
   result.append = fn;
 }
@@ -917,8 +937,7 @@ void Emitter::emitAttendPart() {
                                                APFloat(0.0f));
   VectorType vt = VectorType::get({d}, f32());
   {
-    Value itemK =
-        mul(hb, add(hb, mul(hb, layer, idx(hb, g.heads)), h), idx(hb, 2));
+    Value itemK = itemOf(hb, layer, h, 0);
     Value itemV = add(hb, itemK, idx(hb, 1));
     // Buffers of this split.
     Value q = alloc(hb, mul(hb, group, idx(hb, d)));
@@ -1102,152 +1121,150 @@ void Emitter::emitAttend(CacheFunctions &result) {
           cmp(b, arith::CmpIPredicate::ne,
               arith::RemUIOp::create(b, numQueries, idx(b, g.heads)),
               idx(b, 0))));
-  Value st = arith::SelectOp::create(
-      b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
-      status(b, CacheStatus::BadLayer), status(b, CacheStatus::Ok));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
-                                            status(b, CacheStatus::BadArena),
-                                            status(b, CacheStatus::Ok)));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, badShape,
-                                            status(b, CacheStatus::BadShape),
-                                            status(b, CacheStatus::Ok)));
-  Value okSoFar =
-      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
-  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
-    Value fill = arith::IndexCastOp::create(
-        b, indexType(),
-        memref::LoadOp::create(b, fillCounts(b, arena), ValueRange{layer}));
-    Value bad = arith::OrIOp::create(
-        b, cmp(b, arith::CmpIPredicate::ne, length, fill),
-        cmp(b, arith::CmpIPredicate::eq, length, idx(b, 0)));
-    return guard(
-        b, arith::XOrIOp::create(b, bad, arith::ConstantIntOp::create(b, 1, 1)),
-        status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
-          Value group = arith::DivUIOp::create(b, numQueries, idx(b, g.heads));
-          const int64_t d = g.headDim, splits = threads;
-          Value zero = idx(b, 0), one = idx(b, 1);
-          auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
-            return memref::AllocOp::create(ab, floats(), ValueRange{n});
-          };
-          // Tiles: the sink (when it holds positions), then one per block.
-          Value sinkRows = arith::MinUIOp::create(b, length, idx(b, g.sink));
-          Value hasSink = arith::IndexCastOp::create(
-              b, indexType(),
-              arith::ExtUIOp::create(
-                  b, i32(), cmp(b, arith::CmpIPredicate::ugt, sinkRows, zero)));
-          Value aged = arith::SubIOp::create(
-              b, arith::MaxUIOp::create(b, length, idx(b, g.sink)),
-              idx(b, g.sink));
-          Value blocks = arith::CeilDivUIOp::create(b, aged, idx(b, g.block));
-          Value tiles = add(b, hasSink, blocks);
-          Value bodyRows = aged;
-          if (g.window > 0) {
-            Value beyond = arith::SubIOp::create(
-                b, arith::MaxUIOp::create(b, aged, idx(b, g.window)),
-                idx(b, g.window));
-            bodyRows =
-                mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
-                    idx(b, g.block));
-          }
-          // Each (KV head, tile) leaves its maximum, sum and accumulators
-          // here; the combine step joins the tiles.
-          Value slots = mul(b, mul(b, idx(b, g.heads), tiles), group);
-          Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
-          Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
-          Value negInf = arith::ConstantFloatOp::create(
-              b, Float32Type::get(context),
-              APFloat::getInf(APFloat::IEEEsingle(), true));
-          Value fzero = arith::ConstantFloatOp::create(
-              b, Float32Type::get(context), APFloat(0.0f));
-          VectorType vt = VectorType::get({d}, f32());
-          // The body is a function of its own: scf-to-openmp wraps it in a
-          // memref.alloca_scope, which must stay a single block.
-          scf::ParallelOp::create(
-              b, ValueRange{zero, zero},
-              ValueRange{idx(b, g.heads), idx(b, splits)}, ValueRange{one, one},
-              [&](OpBuilder &n, Location l, ValueRange ivs) {
-                ImplicitLocOpBuilder hb(l, n);
-                func::CallOp::create(
-                    hb, attendPart,
-                    ValueRange{arena, layer, query, softmaxScale, ivs[0],
-                               ivs[1], group, tiles, hasSink, sinkRows, aged,
-                               bodyRows, partialMax, partialSum, partialAcc});
-              });
-          // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M), and
-          // the output sum_t acc_t e^(m_t - M) / L: one rescale per tile,
-          // one division at the end (docs/analysis.md, the contract).
-          auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
-            VectorType single = VectorType::get({1}, f32());
-            Value e = emitExp(eb, vector::BroadcastOp::create(eb, single, v));
-            return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
-          };
-          scf::ForOp::create(
-              b, zero, mul(b, idx(b, g.heads), group), one, ValueRange{},
-              [&](OpBuilder &n, Location l, Value row, ValueRange) {
-                ImplicitLocOpBuilder rb(l, n);
-                Value h = arith::DivUIOp::create(rb, row, group);
-                Value i = arith::RemUIOp::create(rb, row, group);
-                auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
-                  return add(sb, mul(sb, add(sb, mul(sb, h, tiles), t), group),
-                             i);
-                };
-                auto maxLoop = scf::ForOp::create(
-                    rb, zero, tiles, one, ValueRange{negInf},
-                    [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
-                      ImplicitLocOpBuilder sb(l2, n2);
-                      Value v = memref::LoadOp::create(
-                          sb, partialMax, ValueRange{slotOf(sb, s)});
-                      scf::YieldOp::create(
-                          sb,
-                          ValueRange{arith::MaximumFOp::create(sb, m[0], v)});
-                    });
-                Value total = maxLoop.getResult(0);
-                Value zeros = arith::ConstantOp::create(
-                    rb, DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
-                auto sumLoop = scf::ForOp::create(
-                    rb, zero, tiles, one, ValueRange{fzero, zeros},
-                    [&](OpBuilder &n2, Location l2, Value s, ValueRange acc) {
-                      ImplicitLocOpBuilder sb(l2, n2);
-                      Value at = slotOf(sb, s);
-                      Value weight =
-                          scalarExp(sb, arith::SubFOp::create(
-                                            sb,
-                                            memref::LoadOp::create(
-                                                sb, partialMax, ValueRange{at}),
-                                            total));
-                      Value sum = arith::AddFOp::create(
-                          sb, acc[0],
-                          arith::MulFOp::create(
-                              sb, weight,
-                              memref::LoadOp::create(sb, partialSum,
-                                                     ValueRange{at})));
-                      Value part = vector::LoadOp::create(
-                          sb, vt, partialAcc,
-                          ValueRange{mul(sb, at, idx(sb, d))});
-                      Value vec = vector::FMAOp::create(
-                          sb, vector::BroadcastOp::create(sb, vt, weight), part,
-                          acc[1]);
-                      scf::YieldOp::create(sb, ValueRange{sum, vec});
-                    });
-                Value normalized = arith::DivFOp::create(
-                    rb, sumLoop.getResult(1),
-                    vector::BroadcastOp::create(rb, vt, sumLoop.getResult(0)));
-                Value outRow = add(rb, mul(rb, h, group), i);
-                Type element = cache.getElementType();
-                if (!element.isF32())
-                  normalized = arith::TruncFOp::create(
-                      rb, VectorType::get({d}, element), normalized);
-                vector::StoreOp::create(rb, normalized, output,
-                                        ValueRange{outRow, zero});
-                scf::YieldOp::create(rb);
-              });
-          for (Value buffer : {partialMax, partialSum, partialAcc})
-            memref::DeallocOp::create(b, buffer);
-          return status(b, CacheStatus::Ok);
-        });
-  });
+  Value out = guardEntry(
+      b, arena, layer, badShape,
+      [&](ImplicitLocOpBuilder &b, Value fill) -> Value {
+        Value bad = arith::OrIOp::create(
+            b, cmp(b, arith::CmpIPredicate::ne, length, fill),
+            cmp(b, arith::CmpIPredicate::eq, length, idx(b, 0)));
+        return guard(
+            b,
+            arith::XOrIOp::create(b, bad,
+                                  arith::ConstantIntOp::create(b, 1, 1)),
+            status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
+              Value group =
+                  arith::DivUIOp::create(b, numQueries, idx(b, g.heads));
+              const int64_t d = g.headDim, splits = threads;
+              Value zero = idx(b, 0), one = idx(b, 1);
+              auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
+                return memref::AllocOp::create(ab, floats(), ValueRange{n});
+              };
+              // Tiles: the sink (when it holds positions), then one per block.
+              Value sinkRows =
+                  arith::MinUIOp::create(b, length, idx(b, g.sink));
+              Value hasSink = arith::IndexCastOp::create(
+                  b, indexType(),
+                  arith::ExtUIOp::create(
+                      b, i32(),
+                      cmp(b, arith::CmpIPredicate::ugt, sinkRows, zero)));
+              Value aged = arith::SubIOp::create(
+                  b, arith::MaxUIOp::create(b, length, idx(b, g.sink)),
+                  idx(b, g.sink));
+              Value blocks =
+                  arith::CeilDivUIOp::create(b, aged, idx(b, g.block));
+              Value tiles = add(b, hasSink, blocks);
+              Value bodyRows = aged;
+              if (g.window > 0) {
+                Value beyond = arith::SubIOp::create(
+                    b, arith::MaxUIOp::create(b, aged, idx(b, g.window)),
+                    idx(b, g.window));
+                bodyRows =
+                    mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
+                        idx(b, g.block));
+              }
+              // Each (KV head, tile) leaves its maximum, sum and accumulators
+              // here; the combine step joins the tiles.
+              Value slots = mul(b, mul(b, idx(b, g.heads), tiles), group);
+              Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
+              Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
+              Value negInf = arith::ConstantFloatOp::create(
+                  b, Float32Type::get(context),
+                  APFloat::getInf(APFloat::IEEEsingle(), true));
+              Value fzero = arith::ConstantFloatOp::create(
+                  b, Float32Type::get(context), APFloat(0.0f));
+              VectorType vt = VectorType::get({d}, f32());
+              // The body is a function of its own: scf-to-openmp wraps it in a
+              // memref.alloca_scope, which must stay a single block.
+              scf::ParallelOp::create(
+                  b, ValueRange{zero, zero},
+                  ValueRange{idx(b, g.heads), idx(b, splits)},
+                  ValueRange{one, one},
+                  [&](OpBuilder &n, Location l, ValueRange ivs) {
+                    ImplicitLocOpBuilder hb(l, n);
+                    func::CallOp::create(
+                        hb, attendPart,
+                        ValueRange{arena, layer, query, softmaxScale, ivs[0],
+                                   ivs[1], group, tiles, hasSink, sinkRows,
+                                   aged, bodyRows, partialMax, partialSum,
+                                   partialAcc});
+                  });
+              // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M),
+              // and the output sum_t acc_t e^(m_t - M) / L: one rescale per
+              // tile, one division at the end (docs/analysis.md, the contract).
+              auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
+                VectorType single = VectorType::get({1}, f32());
+                Value e =
+                    emitExp(eb, vector::BroadcastOp::create(eb, single, v));
+                return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
+              };
+              scf::ForOp::create(
+                  b, zero, mul(b, idx(b, g.heads), group), one, ValueRange{},
+                  [&](OpBuilder &n, Location l, Value row, ValueRange) {
+                    ImplicitLocOpBuilder rb(l, n);
+                    Value h = arith::DivUIOp::create(rb, row, group);
+                    Value i = arith::RemUIOp::create(rb, row, group);
+                    auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
+                      return add(
+                          sb, mul(sb, add(sb, mul(sb, h, tiles), t), group), i);
+                    };
+                    auto maxLoop = scf::ForOp::create(
+                        rb, zero, tiles, one, ValueRange{negInf},
+                        [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
+                          ImplicitLocOpBuilder sb(l2, n2);
+                          Value v = memref::LoadOp::create(
+                              sb, partialMax, ValueRange{slotOf(sb, s)});
+                          scf::YieldOp::create(
+                              sb, ValueRange{
+                                      arith::MaximumFOp::create(sb, m[0], v)});
+                        });
+                    Value total = maxLoop.getResult(0);
+                    Value zeros = arith::ConstantOp::create(
+                        rb,
+                        DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
+                    auto sumLoop = scf::ForOp::create(
+                        rb, zero, tiles, one, ValueRange{fzero, zeros},
+                        [&](OpBuilder &n2, Location l2, Value s,
+                            ValueRange acc) {
+                          ImplicitLocOpBuilder sb(l2, n2);
+                          Value at = slotOf(sb, s);
+                          Value weight = scalarExp(
+                              sb, arith::SubFOp::create(
+                                      sb,
+                                      memref::LoadOp::create(sb, partialMax,
+                                                             ValueRange{at}),
+                                      total));
+                          Value sum = arith::AddFOp::create(
+                              sb, acc[0],
+                              arith::MulFOp::create(
+                                  sb, weight,
+                                  memref::LoadOp::create(sb, partialSum,
+                                                         ValueRange{at})));
+                          Value part = vector::LoadOp::create(
+                              sb, vt, partialAcc,
+                              ValueRange{mul(sb, at, idx(sb, d))});
+                          Value vec = vector::FMAOp::create(
+                              sb, vector::BroadcastOp::create(sb, vt, weight),
+                              part, acc[1]);
+                          scf::YieldOp::create(sb, ValueRange{sum, vec});
+                        });
+                    Value normalized = arith::DivFOp::create(
+                        rb, sumLoop.getResult(1),
+                        vector::BroadcastOp::create(rb, vt,
+                                                    sumLoop.getResult(0)));
+                    Value outRow = add(rb, mul(rb, h, group), i);
+                    Type element = cache.getElementType();
+                    if (!element.isF32())
+                      normalized = arith::TruncFOp::create(
+                          rb, VectorType::get({d}, element), normalized);
+                    vector::StoreOp::create(rb, normalized, output,
+                                            ValueRange{outRow, zero});
+                    scf::YieldOp::create(rb);
+                  });
+              for (Value buffer : {partialMax, partialSum, partialAcc})
+                memref::DeallocOp::create(b, buffer);
+              return status(b, CacheStatus::Ok);
+            });
+      });
   func::ReturnOp::create(b, ValueRange{out});
   result.attend = fn;
 }
@@ -1263,83 +1280,52 @@ void Emitter::emitLoad(CacheFunctions &result) {
   Value start = entry.getArgument(2);
   Value keys = entry.getArgument(3), values = entry.getArgument(4);
   Value count = memref::DimOp::create(b, keys, 0);
-  Value badShape = arith::ConstantIntOp::create(b, 0, 1);
-  for (int64_t dim = 0; dim < 3; ++dim) {
-    Value k = memref::DimOp::create(b, keys, dim);
-    Value v = memref::DimOp::create(b, values, dim);
-    badShape = arith::OrIOp::create(b, badShape,
-                                    cmp(b, arith::CmpIPredicate::ne, k, v));
-    if (dim > 0)
-      badShape =
-          arith::OrIOp::create(b, badShape,
-                               cmp(b, arith::CmpIPredicate::ne, k,
-                                   idx(b, dim == 1 ? g.heads : g.headDim)));
-  }
-  Value st = arith::SelectOp::create(
-      b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
-      status(b, CacheStatus::BadLayer), status(b, CacheStatus::Ok));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, arenaTooSmall(b, arena),
-                                            status(b, CacheStatus::BadArena),
-                                            status(b, CacheStatus::Ok)));
-  st = firstFailure(b, st,
-                    arith::SelectOp::create(b, badShape,
-                                            status(b, CacheStatus::BadShape),
-                                            status(b, CacheStatus::Ok)));
-  Value okSoFar =
-      cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
-  Value out = guard(b, okSoFar, st, [&](ImplicitLocOpBuilder &b) -> Value {
-    Value fill = arith::IndexCastOp::create(
-        b, indexType(),
-        memref::LoadOp::create(b, fillCounts(b, arena), ValueRange{layer}));
-    Value outside = arith::OrIOp::create(
-        b, cmp(b, arith::CmpIPredicate::ugt, start, fill),
-        cmp(b, arith::CmpIPredicate::ugt, count, sub(b, fill, start)));
-    return guard(
-        b,
-        arith::XOrIOp::create(b, outside,
-                              arith::ConstantIntOp::create(b, 1, 1)),
-        status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
-          Value row = memref::AllocOp::create(b, floats(),
-                                              ValueRange{idx(b, g.headDim)});
-          scf::ForOp::create(
-              b, idx(b, 0), count, idx(b, 1), ValueRange{},
-              [&](OpBuilder &n, Location l, Value t, ValueRange) {
-                ImplicitLocOpBuilder tb(l, n);
-                Value p = add(tb, start, t);
-                for (int64_t h = 0; h < g.heads; ++h)
-                  for (int kv = 0; kv < 2; ++kv) {
-                    Value item =
-                        add(tb,
-                            mul(tb,
-                                add(tb, mul(tb, layer, idx(tb, g.heads)),
-                                    idx(tb, h)),
-                                idx(tb, 2)),
-                            idx(tb, kv));
-                    Place place = locate(tb, item, p, fill);
-                    callLoad(tb, arena, place, idx(tb, 1), row, idx(tb, 0));
-                    Value target = kv ? values : keys;
-                    scf::ForOp::create(
-                        tb, idx(tb, 0), idx(tb, g.headDim), idx(tb, 1),
-                        ValueRange{},
-                        [&](OpBuilder &n2, Location l2, Value j, ValueRange) {
-                          ImplicitLocOpBuilder jb(l2, n2);
-                          Value v =
-                              memref::LoadOp::create(jb, row, ValueRange{j});
-                          Type element = cache.getElementType();
-                          if (!element.isF32())
-                            v = arith::TruncFOp::create(jb, element, v);
-                          memref::StoreOp::create(jb, v, target,
-                                                  ValueRange{t, idx(jb, h), j});
-                          scf::YieldOp::create(jb);
-                        });
-                  }
-                scf::YieldOp::create(tb);
-              });
-          memref::DeallocOp::create(b, row);
-          return status(b, CacheStatus::Ok);
-        });
-  });
+  Value out = guardEntry(
+      b, arena, layer, tokenShapeMismatch(b, keys, values),
+      [&](ImplicitLocOpBuilder &b, Value fill) -> Value {
+        Value outside = arith::OrIOp::create(
+            b, cmp(b, arith::CmpIPredicate::ugt, start, fill),
+            cmp(b, arith::CmpIPredicate::ugt, count, sub(b, fill, start)));
+        return guard(
+            b,
+            arith::XOrIOp::create(b, outside,
+                                  arith::ConstantIntOp::create(b, 1, 1)),
+            status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
+              Value row = memref::AllocOp::create(
+                  b, floats(), ValueRange{idx(b, g.headDim)});
+              scf::ForOp::create(
+                  b, idx(b, 0), count, idx(b, 1), ValueRange{},
+                  [&](OpBuilder &n, Location l, Value t, ValueRange) {
+                    ImplicitLocOpBuilder tb(l, n);
+                    Value p = add(tb, start, t);
+                    for (int64_t h = 0; h < g.heads; ++h)
+                      for (int kv = 0; kv < 2; ++kv) {
+                        Value item = itemOf(tb, layer, idx(tb, h), kv);
+                        Place place = locate(tb, item, p, fill);
+                        callLoad(tb, arena, place, idx(tb, 1), row, idx(tb, 0));
+                        Value target = kv ? values : keys;
+                        scf::ForOp::create(
+                            tb, idx(tb, 0), idx(tb, g.headDim), idx(tb, 1),
+                            ValueRange{},
+                            [&](OpBuilder &n2, Location l2, Value j,
+                                ValueRange) {
+                              ImplicitLocOpBuilder jb(l2, n2);
+                              Value v = memref::LoadOp::create(jb, row,
+                                                               ValueRange{j});
+                              Type element = cache.getElementType();
+                              if (!element.isF32())
+                                v = arith::TruncFOp::create(jb, element, v);
+                              memref::StoreOp::create(
+                                  jb, v, target, ValueRange{t, idx(jb, h), j});
+                              scf::YieldOp::create(jb);
+                            });
+                      }
+                    scf::YieldOp::create(tb);
+                  });
+              memref::DeallocOp::create(b, row);
+              return status(b, CacheStatus::Ok);
+            });
+      });
   func::ReturnOp::create(b, ValueRange{out});
   result.load = fn;
 }

@@ -338,6 +338,15 @@ public:
     }
   }
 
+  /// An emitter for a nested region (builder `nested`) over the same views.
+  KernelEmitter at(ImplicitLocOpBuilder &nested) const {
+    KernelEmitter e(nested, format, headDim, dequantizer);
+    e.codes = codes;
+    e.scales = scales;
+    e.zeros = zeros;
+    return e;
+  }
+
   bool isScaled() const { return an::isScaled(format); }
   bool isChannelGroup() const {
     return isScaled() && format.granularity == an::Granularity::ChannelGroup;
@@ -469,11 +478,11 @@ public:
       }
       fields.push_back(field);
     }
-    return concatenate(fields, rowBytes, i32);
+    return concatenate(fields, rowBytes);
   }
 
   /// The first head_dim lanes of the concatenation of equal-size pieces.
-  Value concatenate(ArrayRef<Value> pieces, int64_t pieceLanes, Type element) {
+  Value concatenate(ArrayRef<Value> pieces, int64_t pieceLanes) {
     // Join pairwise with shuffles until one vector remains.
     SmallVector<Value> level(pieces.begin(), pieces.end());
     int64_t width = pieceLanes;
@@ -494,7 +503,6 @@ public:
     SmallVector<int64_t> mask;
     for (int64_t j = 0; j < headDim; ++j)
       mask.push_back(j);
-    (void)element;
     return vector::ShuffleOp::create(b, level[0], level[0], mask);
   }
 
@@ -743,10 +751,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
           b, zeroIndex, rows, oneIndex, ValueRange{okInit},
           [&](OpBuilder &nested, Location loc, Value r, ValueRange iter) {
             ImplicitLocOpBuilder ib(loc, nested);
-            KernelEmitter e(ib, format, d, dequantizer);
-            e.codes = k.codes;
-            e.scales = k.scales;
-            e.zeros = k.zeros;
+            KernelEmitter e = k.at(ib);
             Value x =
                 vector::LoadOp::create(ib, e.row.type(f32), src,
                                        ValueRange{e.add(srcOff, e.mul(r, d))});
@@ -776,10 +781,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
             Value at = e.add(row0, r);
             scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
               ImplicitLocOpBuilder tb(l, then);
-              KernelEmitter w(tb, format, d, dequantizer);
-              w.codes = e.codes;
-              w.scales = e.scales;
-              w.zeros = e.zeros;
+              KernelEmitter w = e.at(tb);
               w.storeCodes(codeLanes, at);
               if (w.isScaled()) {
                 Lanes groups(tb, w.scaleLanes);
@@ -800,10 +802,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
           [&](OpBuilder &nested, Location loc, Value groupBegin,
               ValueRange iter) {
             ImplicitLocOpBuilder ib(loc, nested);
-            KernelEmitter e(ib, format, d, dequantizer);
-            e.codes = k.codes;
-            e.scales = k.scales;
-            e.zeros = k.zeros;
+            KernelEmitter e = k.at(ib);
             Value count = arith::MinSIOp::create(
                 ib, e.index(g), arith::SubIOp::create(ib, rows, groupBegin));
             auto rowAt = [&](ImplicitLocOpBuilder &rb, KernelEmitter &re,
@@ -860,10 +859,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
                                       arith::ConstantIntOp::create(ib, 1, 1)));
             scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
               ImplicitLocOpBuilder tb(l, then);
-              KernelEmitter w(tb, format, d, dequantizer);
-              w.codes = e.codes;
-              w.scales = e.scales;
-              w.zeros = e.zeros;
+              KernelEmitter w = e.at(tb);
               Value first = w.add(row0, groupBegin);
               w.storeScales(scale, w.scales, w.scaleRowAt(first), w.row);
               if (w.isAsymmetric())
@@ -872,8 +868,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
                   tb, w.index(0), count, w.index(1), ValueRange{},
                   [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
                     ImplicitLocOpBuilder sb(l3, n3);
-                    KernelEmitter se(sb, format, d, dequantizer);
-                    se.codes = w.codes;
+                    KernelEmitter se = w.at(sb);
                     Value dequantized;
                     Value codeLanes =
                         se.quantize(rowAt(sb, se, i), scale, zero, dequantized);
@@ -910,10 +905,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
             b, k.index(0), rows, k.index(1), ValueRange{},
             [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
               ImplicitLocOpBuilder ib(loc, nested);
-              KernelEmitter e(ib, format, d, dequantizer);
-              e.codes = k.codes;
-              e.scales = k.scales;
-              e.zeros = k.zeros;
+              KernelEmitter e = k.at(ib);
               Value value = e.loadRow(e.add(row0, i));
               body(ib, i, value);
               scf::YieldOp::create(ib);

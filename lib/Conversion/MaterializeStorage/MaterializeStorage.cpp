@@ -6,6 +6,7 @@
 #include "kvprec/Conversion/Passes.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecAttrs.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
 #include "kvprec/Format/CacheLayout.h"
 
 #include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
@@ -35,20 +36,11 @@ struct LoweredCache {
 using LoweredCaches = llvm::MapVector<Type, LoweredCache>;
 
 /// The dequantizer precision a plan's certificate assumes (f32 without
-/// one).
-FailureOr<an::StorageKind> getDequantizer(Operation *op, CacheType cache) {
+/// one; the certificate's verifier allows only f32, f16 and bf16).
+an::StorageKind getDequantizer(CacheType cache) {
   CertificateAttr certificate = cache.getPlan().getCertificate();
-  if (!certificate)
-    return an::StorageKind::F32;
-  Type type = certificate.getDequant();
-  if (type.isF32())
-    return an::StorageKind::F32;
-  if (type.isF16())
-    return an::StorageKind::F16;
-  if (type.isBF16())
-    return an::StorageKind::BF16;
-  return op->emitError() << "the plan's certificate assumes a " << type
-                         << " dequantizer, which kvprec cannot generate";
+  return certificate ? readCertificateAttr(certificate).dequant
+                     : an::StorageKind::F32;
 }
 
 /// Emits `cf.assert`s that stop with a message naming a failed status,
@@ -286,14 +278,10 @@ void MaterializeStoragePass::runOnOperation() {
       failedAny = true;
       continue;
     }
-    FailureOr<an::StorageKind> dequantizer = getDequantizer(user, cache);
-    if (failed(dequantizer)) {
-      failedAny = true;
-      continue;
-    }
     std::string prefix = "kvprec_cache" + std::to_string(index++);
-    FailureOr<CacheFunctions> functions = emitCacheFunctions(
-        module, cache, *lowered.layout, *dequantizer, prefix, targetInfo);
+    FailureOr<CacheFunctions> functions =
+        emitCacheFunctions(module, cache, *lowered.layout,
+                           getDequantizer(cache), prefix, targetInfo);
     if (failed(functions)) {
       failedAny = true;
       continue;
