@@ -22,7 +22,9 @@ RESULTS="$ROOT/bench/code-size/results.md"
   echo "query heads x head_dim 128 x 8192 positions, body blocks of 64, sink 4,"
   echo "window 128, certified at tolerance 1e-2; then \`kvprec-to-llvm\`,"
   echo "\`mlir-translate\` and \`llc -O3 -mcpu=native -filetype=obj\`. Format"
-  echo "kernels are the per-format \`store\` and \`load\` functions; code is the"
+  echo "kernels are the per-format \`store\`, \`load\` and \`bounds\` functions"
+  echo "(\`bounds\` gives the elements' error bounds: a plan with a window keeps"
+  echo "the bound a demoted block inherits, docs/abi.md); code is the"
   echo "size of all functions in the object, tables the layout tables (.rodata)."
   echo
   echo "| layers | streams | distinct formats | format kernels | functions | code bytes | table bytes | object .text+.rodata bytes |"
@@ -45,7 +47,7 @@ for layers in 80 2; do
     -o "$OUT/l$layers.o"
   formats=$(grep -o '#kvprec.plan<[^>]*formats = \[[^]]*\]' "$OUT/p$layers.mlir" | head -1 |
             grep -o '#kvprec.format<' | wc -l)
-  kernels=$(grep -cE '^  func.func private @kvprec_[a-z0-9]+(_[a-z0-9]+)*_d128_f32_(store|load)\(' "$OUT/m$layers.mlir")
+  kernels=$(grep -cE '^  func.func private @kvprec_[a-z0-9]+(_[a-z0-9]+)*_d128_f32_(store|load|bounds)\(' "$OUT/m$layers.mlir")
   functions=$(grep -c '^  func.func' "$OUT/m$layers.mlir")
   streams=$((layers * 8 * 2))
   sizes() { # awk-free hex sums of llvm-nm -S: pattern on type, pattern on name

@@ -111,10 +111,11 @@ static Status checkErrorBounds(const Matrix &bounds, const Matrix &like,
   return Status::success();
 }
 
-static Status checkAttentionShapes(const std::vector<double> &query,
-                                   const Matrix &keys, const Matrix &values,
-                                   const Matrix &keyErrorBounds,
-                                   const Matrix &valueErrorBounds) {
+Status kvprec::analysis::checkAttentionShapes(const std::vector<double> &query,
+                                              const Matrix &keys,
+                                              const Matrix &values,
+                                              const Matrix &keyErrorBounds,
+                                              const Matrix &valueErrorBounds) {
   if (keys.rows == 0)
     return Status::failure("attention needs at least one position");
   if (query.size() != keys.cols)
@@ -309,12 +310,11 @@ Status kvprec::analysis::computeRuntimeCertificate(
         remainder += a * rest;
         remainderMax = std::max(remainderMax, rest);
       }
-      double valueTerm = std::min(event.value[j],
-                                  levels->value * std::sqrt(valueSquares));
+      double valueTerm =
+          std::min(event.value[j], levels->value * std::sqrt(valueSquares));
       double keyTerm =
-          std::min(event.key[j],
-                   growth * (levels->key * std::sqrt(keySquares) +
-                             std::min(remainder, remainderMax)));
+          std::min(event.key[j], growth * (levels->key * std::sqrt(keySquares) +
+                                           std::min(remainder, remainderMax)));
       if (valueTerm + keyTerm < result.perComponent[j]) {
         result.valueTerm[j] = valueTerm;
         result.keyTerm[j] = keyTerm;

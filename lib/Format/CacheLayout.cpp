@@ -43,6 +43,12 @@ int64_t Run::getScaleRows(const an::StorageFormat &format) const {
   return ceilDiv(rows, format.groupSize);
 }
 
+int64_t Run::getInheritedBlocks(int64_t block, bool hasWindow) const {
+  if (segment != certify::kBody || !hasWindow)
+    return 0;
+  return ceilDiv(rows, block);
+}
+
 namespace {
 /// Hands out aligned regions of the arena with checked arithmetic.
 class Allocator {
@@ -126,6 +132,7 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
 
   const int64_t items = plan.getNumItems();
   layout->streams.resize(items);
+  int64_t inheritedBytes = 0;
   for (int64_t item = 0; item < items && !allocator.failed; ++item) {
     StreamLayout &stream = layout->streams[item];
     int64_t stagingRows = 0;
@@ -180,6 +187,9 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
       run.firstPosition = g.sink + b * g.block;
       run.rows = std::min(end * g.block, aged) - b * g.block;
       placeRun(allocator, format, g.headDim, run);
+      int64_t inherited = run.getInheritedBlocks(g.block, g.window > 0);
+      run.inheritedOffset = allocator.allocate(inherited, 4);
+      inheritedBytes += inherited * 4;
       stream.body.push_back(run);
       b = end;
     }
@@ -192,11 +202,12 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
                                " bytes (2^48)");
   layout->totalBytes =
       ceilDiv(allocator.next, kRegionAlignment) * kRegionAlignment;
-  // Data bytes: everything allocated except fill counts and staging.
+  // Data bytes: everything allocated except fill counts, staging and the
+  // inherited bounds.
   int64_t staging = 0;
   for (const StreamLayout &stream : layout->streams)
     staging += stream.stagingRows * 4 * g.headDim;
-  layout->dataBytes = allocator.data - g.layers * 8 - staging;
+  layout->dataBytes = allocator.data - g.layers * 8 - staging - inheritedBytes;
   result = std::move(layout);
   return an::Status::success();
 }

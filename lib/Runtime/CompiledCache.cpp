@@ -54,6 +54,7 @@ StridedMemRefType<int8_t, 1> describeArena(uint8_t *data, int64_t bytes) {
 using Arena1 = StridedMemRefType<int8_t, 1>;
 using Tokens3 = StridedMemRefType<float, 3>;
 using Heads2 = StridedMemRefType<float, 2>;
+using Floats1 = StridedMemRefType<float, 1>;
 } // namespace
 
 Arena::Arena(int64_t bytes) : size(bytes) {
@@ -100,6 +101,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads) {
   mlir::PassManager pm(context.get());
   mlir::kvprec::KVPrecToLLVMOptions pipelineOptions;
   pipelineOptions.threads = threads;
+  pipelineOptions.runtimeCertificate = true;
   mlir::kvprec::buildKVPrecToLLVMPipeline(pm, pipelineOptions);
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);
@@ -155,6 +157,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads) {
         {"init", &result->initFn},
         {"append", &result->appendFn},
         {"attend", &result->attendFn},
+        {"attend_certified", &result->attendCertifiedFn},
         {"load", &result->loadFn}})
     if (llvm::Error error = find(name, *slot))
       return std::move(error);
@@ -195,6 +198,20 @@ int32_t CompiledCache::attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
   return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
                                       Heads2 *, float)>(attendFn)(
       &a, layer, &q, length, &o, softmaxScale);
+}
+
+int32_t CompiledCache::attendCertified(uint8_t *arena, int64_t arenaBytes,
+                                       int64_t layer, const float *query,
+                                       int64_t queryHeads, int64_t length,
+                                       float *output, float softmaxScale,
+                                       float *bounds) const {
+  Arena1 a = describeArena(arena, arenaBytes);
+  Heads2 q = describe<2>(const_cast<float *>(query), {queryHeads, headDim});
+  Heads2 o = describe<2>(output, {queryHeads, headDim});
+  Floats1 b = describe<1>(bounds, {queryHeads});
+  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
+                                      Heads2 *, float, Floats1 *)>(
+      attendCertifiedFn)(&a, layer, &q, length, &o, softmaxScale, &b);
 }
 
 int32_t CompiledCache::load(uint8_t *arena, int64_t arenaBytes, int64_t layer,

@@ -10,16 +10,6 @@ func.func @unplanned() {
 
 #f32 = #kvprec.plan<layers = 1, heads = 1, capacity = 8, block = 4, sink = 0, window = 0,
     formats = [#kvprec.format<f32>], sink_formats = [0], body_formats = [0], window_formats = [0]>
-func.func @bound(%c: !kvprec.cache<1x1x8x8xf32, #f32>, %q: memref<1x8xf32>, %o: memref<1x8xf32>, %n: index) -> f32 {
-  // expected-error @below {{cannot be lowered yet: the run-time certificate}}
-  %b = kvprec.attend %q, %c[0] len %n into %o : memref<1x8xf32>, !kvprec.cache<1x1x8x8xf32, #f32> into memref<1x8xf32> -> f32
-  return %b : f32
-}
-
-// -----
-
-#f32 = #kvprec.plan<layers = 1, heads = 1, capacity = 8, block = 4, sink = 0, window = 0,
-    formats = [#kvprec.format<f32>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 func.func @strided(%c: !kvprec.cache<1x1x8x8xf32, #f32>, %k: memref<1x1x8xf32, strided<[16, 16, 2]>>, %v: memref<1x1x8xf32>, %p: index) {
   // expected-error @below {{cannot be lowered: keys must have the identity layout}}
   kvprec.append %k, %v into %c[0] at %p : memref<1x1x8xf32, strided<[16, 16, 2]>>, memref<1x1x8xf32> into !kvprec.cache<1x1x8x8xf32, #f32>

@@ -19,10 +19,11 @@
     sink_formats = [0], body_formats = [2], window_formats = [1]>
 !mixed = !kvprec.cache<2x2x40x8xf32, #mixed>
 
-// The layout tables: 8 streams x 11 columns, one body run per stream, and
+// The layout tables: 8 streams x 11 columns, one body run per stream (7
+// columns), and
 // the channel-group size of each format.
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_streams : memref<88xi64>
-// CHECK-DAG: memref.global "private" constant @kvprec_cache0_runs : memref<48xi64>
+// CHECK-DAG: memref.global "private" constant @kvprec_cache0_runs : memref<56xi64>
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_channel_groups : memref<3xi64> = dense<[0, 0, 4]>
 
 // CHECK-LABEL: func.func @decode
@@ -91,3 +92,42 @@ func.func @lifetime() {
 // CHECK-NOT: func.func private @kvprec_int8_sym_tg128_f16_d128_f32_store
 // CHECK: func.func @kvprec_cache0_append({{.*}}memref<?x?x?xf16>
 func.func private @uses(!kvprec.cache<80x8x4096x128xf16, #wide>)
+
+// -----
+
+// An attend that returns the run-time certificate calls P_attend_certified,
+// which has the formats' bounds kernels; a cache whose attends do not ask
+// for it gets none. Two cache types that share a format share its kernels.
+#i8 = #kvprec.plan<layers = 1, heads = 2, capacity = 32, block = 8, sink = 0, window = 0,
+    formats = [#kvprec.format<i8, symmetric, token_group = 8, scale = f16>],
+    sink_formats = [0], body_formats = [0], window_formats = [0]>
+#i8short = #kvprec.plan<layers = 1, heads = 2, capacity = 16, block = 8, sink = 0, window = 0,
+    formats = [#kvprec.format<i8, symmetric, token_group = 8, scale = f16>],
+    sink_formats = [0], body_formats = [0], window_formats = [0]>
+// CHECK-LABEL: func.func @certified
+// CHECK: %[[HEADS:.+]] = memref.dim %{{.+}}, %{{.+}} : memref<4x8xf32>
+// CHECK: %[[BOUNDS:.+]] = memref.alloc(%[[HEADS]]) : memref<?xf32>
+// CHECK: %[[STATUS:.+]] = call @kvprec_cache0_attend_certified(%{{.+}}, %[[BOUNDS]])
+// CHECK: %[[MAX:.+]] = scf.for %{{.+}} = %{{.+}} to %[[HEADS]] step %{{.+}} iter_args(%[[ACC:.+]] = %{{.+}}) -> (f32)
+// CHECK: %[[ONE:.+]] = memref.load %[[BOUNDS]]
+// CHECK: arith.maximumf %[[ACC]], %[[ONE]] : f32
+// CHECK: memref.dealloc %[[BOUNDS]]
+// CHECK: call @kvprec_cache1_attend(
+// CHECK: return %[[MAX]] : f32
+func.func @certified(%c: !kvprec.cache<1x2x32x8xf32, #i8>, %d: !kvprec.cache<1x2x16x8xf32, #i8short>,
+                     %q: memref<4x8xf32>, %o: memref<4x8xf32>, %n: index) -> f32 {
+  %b = kvprec.attend %q, %c[0] len %n into %o : memref<4x8xf32>, !kvprec.cache<1x2x32x8xf32, #i8> into memref<4x8xf32> -> f32
+  kvprec.attend %q, %d[0] len %n into %o : memref<4x8xf32>, !kvprec.cache<1x2x16x8xf32, #i8short> into memref<4x8xf32>
+  return %b : f32
+}
+// CHECK-COUNT-1: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_store
+// CHECK-NOT: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_store
+// CHECK: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_bounds
+// CHECK: func.func private @kvprec_cache0_bound_rows
+// CHECK: func.func private @kvprec_cache0_tile_abs_logits
+// CHECK: func.func private @kvprec_cache0_tile_certify_keys
+// CHECK: func.func private @kvprec_cache0_tile_certify_values
+// CHECK: func.func private @kvprec_cache0_attend_part_certified
+// CHECK: func.func @kvprec_cache0_attend_certified(%{{.+}}: memref<?xi8>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: f32, %{{.+}}: memref<?xf32>) -> i32 attributes {llvm.emit_c_interface}
+// CHECK-NOT: @kvprec_cache1_attend_certified
+// CHECK-NOT: @kvprec_cache1_bound_rows

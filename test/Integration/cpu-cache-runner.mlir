@@ -19,6 +19,7 @@
 // RUN: llvm-nm %t.o | FileCheck %s --check-prefix=SYMBOLS
 // SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_append
 // SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_attend
+// SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_attend_certified
 // SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_load
 // SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_init
 // SYMBOLS-DAG: T _mlir_ciface_kvprec_cache0_arena_bytes
@@ -87,6 +88,13 @@ func.func @main() {
   // CHECK-NEXT: [2,   2,   2,   2,   2,   2,   2,   2]
   %ou = memref.cast %o : memref<2x8xf32> to memref<*xf32>
   call @printMemrefF32(%ou) : (memref<*xf32>) -> ()
+  // The run-time certificate of the same attention: the f16 values t + 1
+  // may be off by 2^-11 (t + 1) each (f16's unit roundoff; these happen to
+  // be exact), about 9.8e-4 under uniform weights, plus the keys' and the
+  // kernel's far smaller parts.
+  %bound = kvprec.attend %q, %cache[1] len %c3 into %o : memref<2x8xf32>, !cache into memref<2x8xf32> -> f32
+  // CHECK: 0.00097{{[0-9]+}}
+  vector.print %bound : f32
   // Positions 1 and 2 back.
   %lk = memref.alloc() : memref<2x1x8xf32>
   %lv = memref.alloc() : memref<2x1x8xf32>

@@ -12,7 +12,7 @@
 // CERT-NOT: error
 // REPORT: kvprec precision report: cache 2x2x1000000000000x8xf32
 // REPORT: memory: 80000000000000 bytes
-// REPORT: layout: arena of 80000057345600 bytes, 80000057344320 of stored data
+// REPORT: layout: arena of 80000087863360 bytes, 80000057344320 of stored data
 
 // RUN: kvprec-opt %S/Inputs/huge-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="mode=certified certificate=probabilistic tolerance=1 block=1048576 window=1048576 extrapolate=worst-case margin=1" \

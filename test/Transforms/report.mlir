@@ -30,7 +30,7 @@
 // JSON-NEXT: "calibrated_length"
 // RUN: FileCheck %s --check-prefix=LAYOUT < %t.json
 // LAYOUT: "layout": {
-// LAYOUT-NEXT: "arena_bytes": 8256,
+// LAYOUT-NEXT: "arena_bytes": 8768,
 // LAYOUT-NEXT: "data_bytes": 7616
 // JSON: "bytes_vs_f16":
 // JSON: "calibrated_length": 64,

@@ -193,6 +193,8 @@ public:
   double maxBackendDiff = 0.0, compiledMaxError = 0.0,
          maxCompiledRuntimeBound = 0.0;
   int64_t compiledViolations = 0, compiledRuntimeViolations = 0;
+  int64_t generatedViolations = 0, generatedRatios = 0;
+  double maxGeneratedBound = 0.0, sumGeneratedOverRefined = 0.0;
 
   void observe(const AttentionStep &step) override;
 
@@ -233,6 +235,8 @@ private:
   const runtime::CompiledCache *compiled = nullptr;
   std::unique_ptr<runtime::Arena> arena;
   std::vector<float> compiledOutput;
+  /// The run-time certificate the generated code computed, per query head.
+  std::vector<float> generatedBounds;
 };
 } // namespace
 
@@ -328,15 +332,17 @@ void BoundEvaluator::observe(const AttentionStep &step) {
 
   if (compiled) {
     compiledOutput.resize(config.numHeads * headDim);
+    generatedBounds.resize(config.numHeads);
     int32_t appended =
         compiled->append(arena->data, arena->size, step.layer, step.key.data(),
                          step.value.data(), 1, step.position);
-    int32_t attended =
-        appended ? appended
-                 : compiled->attend(arena->data, arena->size, step.layer,
-                                    step.queries.data(), config.numHeads,
-                                    step.position + 1, compiledOutput.data(),
-                                    float(1.0 / std::sqrt(double(headDim))));
+    int32_t attended = appended ? appended
+                                : compiled->attendCertified(
+                                      arena->data, arena->size, step.layer,
+                                      step.queries.data(), config.numHeads,
+                                      step.position + 1, compiledOutput.data(),
+                                      float(1.0 / std::sqrt(double(headDim))),
+                                      generatedBounds.data());
     if (attended != 0) {
       status = an::Status::failure(
           formatv("layer {0}, position {1}: the compiled cache returned "
@@ -407,6 +413,15 @@ void BoundEvaluator::observe(const AttentionStep &step) {
           compiledError > runtime.infNorm + kernel.infNorm + slack;
       maxCompiledRuntimeBound =
           std::max(maxCompiledRuntimeBound, runtime.infNorm + kernel.infNorm);
+      // The generated code's own run-time certificate (P_attend_certified).
+      double generated = generatedBounds[qh];
+      generatedViolations += compiledError > generated + slack;
+      maxGeneratedBound = std::max(maxGeneratedBound, generated);
+      double refined = runtime.infNorm + kernel.infNorm;
+      if (refined > 0.0) {
+        sumGeneratedOverRefined += generated / refined;
+        ++generatedRatios;
+      }
     }
     bool violated = error > bound + slack;
     bool runtimeViolated = error > runtime.infNorm + slack;
@@ -675,6 +690,19 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
       json.attribute("compiled_max_error", number(evaluator.compiledMaxError));
       json.attribute("max_compiled_runtime_bound",
                      number(evaluator.maxCompiledRuntimeBound));
+      // The certificate the generated code computes in the same pass
+      // (P_attend_certified): its violations by the compiled output's
+      // measured error, its largest value, and its mean ratio to the
+      // refined run-time certificate plus the kernel-rounding bound.
+      json.attribute("generated_certificate_violations",
+                     evaluator.generatedViolations);
+      json.attribute("max_generated_certificate",
+                     number(evaluator.maxGeneratedBound));
+      json.attribute("mean_generated_over_refined",
+                     number(evaluator.generatedRatios
+                                ? evaluator.sumGeneratedOverRefined /
+                                      double(evaluator.generatedRatios)
+                                : 0.0));
     }
     json.attribute("plan", describePlan(plan));
     json.attribute("plan_bytes", number(plan.getTotalBytes()));

@@ -67,6 +67,14 @@ void addRegions(const Plan &plan, const Run &run, std::vector<Region> &out) {
   out.push_back({run.scaleOffset, run.scaleOffset + scaleBytes});
   if (format.scheme == an::QuantScheme::Asymmetric)
     out.push_back({run.zeroOffset, run.zeroOffset + scaleBytes});
+  int64_t inherited =
+      run.getInheritedBlocks(plan.geometry.block, plan.geometry.window > 0);
+  if (run.segment == certify::kBody && plan.geometry.window > 0)
+    EXPECT_EQ(inherited,
+              (run.rows + plan.geometry.block - 1) / plan.geometry.block);
+  else
+    EXPECT_EQ(inherited, 0);
+  out.push_back({run.inheritedOffset, run.inheritedOffset + 4 * inherited});
 }
 
 /// Checks that regions are aligned, inside the arena and disjoint, and that

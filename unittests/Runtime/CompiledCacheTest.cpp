@@ -16,6 +16,7 @@
 #include "kvprec/Runtime/CompiledCache.h"
 
 #include "kvprec/Analysis/SoftFloat.h"
+#include "kvprec/Analysis/StreamingCertificate.h"
 #include "kvprec/Certify/PlanEmulation.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecAttrs.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecDialect.h"
@@ -183,6 +184,8 @@ void runCase(const Case &c) {
   Arena arena(code.getArenaBytes());
   std::memset(arena.data, 0xA5, arena.size); // Nothing may rely on zeros.
   ASSERT_EQ(code.init(arena.data, arena.size), 0);
+  int64_t certifiedCases = 0;
+  double worstRatio = 0;
 
   an::DequantizerConfig dequantizer;
   std::vector<cf::EmulatedStream> streams;
@@ -317,8 +320,87 @@ void runCase(const Case &c) {
                 << " channel " << j << " length " << fill;
         }
       }
+      // The run-time certificate: the same output bit for bit, and per
+      // query head a bound on the error against exact attention over the
+      // values as appended, never below the double-precision reference of
+      // its streaming form and within its stated f32 margin of it.
+      std::vector<float> certifiedOutput(q * d), bounds(q, -1.0f);
+      ASSERT_EQ(code.attendCertified(
+                    arena.data, arena.size, layer, query.data(), q, fill,
+                    certifiedOutput.data(), scale, bounds.data()),
+                0);
+      ASSERT_EQ(std::memcmp(certifiedOutput.data(), output.data(),
+                            output.size() * sizeof(float)),
+                0);
+      if (split) {
+        // Splits share the tiles, so the bounds are the same bits.
+        std::vector<float> splitBounds(q);
+        ASSERT_EQ(split->attendCertified(
+                      arena.data, arena.size, layer, query.data(), q, fill,
+                      certifiedOutput.data(), scale, splitBounds.data()),
+                  0);
+        ASSERT_EQ(std::memcmp(splitBounds.data(), bounds.data(),
+                              bounds.size() * sizeof(float)),
+                  0);
+      }
+      for (int64_t head = 0; head < q; ++head) {
+        int64_t kvHead = head / c.groupRatio;
+        const cf::EmulatedStream &k = streams[plan.getItem(layer, kvHead, 0)];
+        const cf::EmulatedStream &v = streams[plan.getItem(layer, kvHead, 1)];
+        std::vector<double> queryD(d), scaledQuery(d);
+        for (int64_t j = 0; j < d; ++j) {
+          queryD[j] = query[head * d + j];
+          scaledQuery[j] = queryD[j] * double(scale) * std::sqrt(double(d));
+        }
+        an::KernelRoundingModel model;
+        model.numRescales = 1;
+        an::StreamingCertificate reference;
+        ASSERT_TRUE(an::computeStreamingCertificate(
+                        queryD, k.getStored(), v.getStored(),
+                        k.getErrorBounds(), v.getErrorBounds(), double(scale),
+                        model, reference)
+                        .ok());
+        // The generated code keeps one inherited bound per re-quantized
+        // block (CacheLayout.h), the largest of its elements'.
+        auto blockwise = [&](const cf::EmulatedStream &stream) {
+          an::Matrix bounds = stream.getErrorBounds();
+          const std::vector<double> &inherited = stream.getInheritedBounds();
+          for (int64_t begin = c.sink; begin < fill; begin += c.block) {
+            int64_t end = std::min(fill, begin + c.block);
+            double largest = 0;
+            for (int64_t i = begin * d; i < end * d; ++i)
+              largest = std::max(largest, inherited[i]);
+            for (int64_t i = begin * d; i < end * d; ++i)
+              bounds.values[i] += largest - inherited[i];
+          }
+          return bounds;
+        };
+        an::StreamingCertificate modelled;
+        ASSERT_TRUE(an::computeStreamingCertificate(
+                        queryD, k.getStored(), v.getStored(), blockwise(k),
+                        blockwise(v), double(scale), model, modelled)
+                        .ok());
+        an::AttentionResult exact =
+            an::computeAttention(scaledQuery, k.getExact(), v.getExact());
+        double measured = 0;
+        for (int64_t j = 0; j < d; ++j)
+          measured = std::max(
+              measured, std::fabs(output[head * d + j] - exact.output[j]));
+        ++certifiedCases;
+        ASSERT_LE(measured, bounds[head])
+            << "certificate violated: head " << head << " length " << fill;
+        ASSERT_GE(bounds[head], reference.infNorm)
+            << "head " << head << " length " << fill;
+        ASSERT_LE(bounds[head], modelled.infNorm * (1 + 1e-3))
+            << "head " << head << " length " << fill;
+        worstRatio = std::max(worstRatio, measured / bounds[head]);
+      }
     }
   }
+
+  std::printf("[certificate] %s: %lld query heads, measured/bound max "
+              "%.4f\n",
+              c.name.c_str(), (long long)certifiedCases, worstRatio);
 
   // Bad calls: a status, and the arena unchanged.
   std::vector<uint8_t> before(arena.data, arena.data + arena.size);
@@ -531,7 +613,8 @@ TEST(CompiledCache, LongBlocksUseTheGroupedLogits) {
     c.headDim = headDim;
     c.groupRatio = 4;
     c.threads = 2;
-    c.formats = {"#kvprec.format<i8, symmetric, token_group = 64, scale = f16>"};
+    c.formats = {
+        "#kvprec.format<i8, symmetric, token_group = 64, scale = f16>"};
     runCase(c);
   }
 }

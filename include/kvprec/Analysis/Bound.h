@@ -36,6 +36,14 @@ struct AttentionResult {
 AttentionResult computeAttention(const std::vector<double> &query,
                                  const Matrix &keys, const Matrix &values);
 
+/// Whether the inputs of a bound fit together: at least one position, a
+/// query of the keys' width, as many values as keys, and finite
+/// non-negative error bounds of the shapes of the keys and the values.
+Status checkAttentionShapes(const std::vector<double> &query,
+                            const Matrix &keys, const Matrix &values,
+                            const Matrix &keyErrorBounds,
+                            const Matrix &valueErrorBounds);
+
 /// E_t = (1/sqrt(d)) sum_j Q_j deltaK_{t,j} (§0), with Q = |q| for a concrete
 /// query or a per-channel envelope (C2).
 std::vector<double>

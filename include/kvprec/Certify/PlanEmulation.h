@@ -25,8 +25,8 @@
 
 #include "kvprec/Analysis/Matrix.h"
 #include "kvprec/Analysis/Quantizer.h"
-#include "kvprec/Format/Status.h"
 #include "kvprec/Certify/Plan.h"
+#include "kvprec/Format/Status.h"
 
 #include <cstdint>
 #include <vector>
@@ -55,9 +55,11 @@ public:
   /// the stored code (Quantizer.h's quantizeElement) and its group's stored
   /// scale and zero point (zero for unscaled formats).
   const std::vector<int32_t> &getCodes() const { return codes; }
-  const std::vector<analysis::GroupScale> &getScales() const {
-    return scales;
-  }
+  const std::vector<analysis::GroupScale> &getScales() const { return scales; }
+  /// Per element, row-major: the part of getErrorBounds() inherited from
+  /// the storage a re-quantized element was re-quantized from (0 for
+  /// elements quantized from their fp32 values).
+  const std::vector<double> &getInheritedBounds() const { return sourceBound; }
   /// Elements whose |stored - exact| exceeded their bound when stored (a
   /// check of the quantizer; always 0 for a sound one).
   uint64_t getElementBoundViolations() const { return boundViolations; }

@@ -30,6 +30,12 @@ struct KVPrecToLLVMOptions : public PassPipelineOptions<KVPrecToLLVMOptions> {
                      "this many parts run on OpenMP threads (1: sequential, "
                      "no OpenMP runtime needed)"),
       llvm::cl::init(1)};
+  PassOptions::Option<bool> runtimeCertificate{
+      *this, "runtime-certificate",
+      llvm::cl::desc("Also emit P_attend_certified (the run-time "
+                     "certificate) for caches whose attends do not ask for "
+                     "it"),
+      llvm::cl::init(false)};
 };
 
 /// kvprec-to-llvm: materialize storage, then lower everything to the LLVM

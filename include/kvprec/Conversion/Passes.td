@@ -27,7 +27,11 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
     In the input, `kvprec.alloc` becomes `memref.alloc` plus `P_init`,
     `kvprec.dealloc` becomes `memref.dealloc`, and append, attend and load
     become calls whose non-zero status stops the program through
-    `cf.assert` with a message naming the failure. `kvprec.calibration` ops
+    `cf.assert` with a message naming the failure. A `kvprec.attend` with
+    an `f32` result calls `P_attend_certified`, which computes the run-time
+    certificate (docs/error-bounds.md sections 5 and 8, in the one-pass
+    form of kvprec/Analysis/StreamingCertificate.h) in the same pass over
+    the cache, and returns the largest bound over the query heads. `kvprec.calibration` ops
     are removed: they served the analysis, and nothing refers to them once
     the allocs are lowered.
 
@@ -40,7 +44,12 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
            "Split each KV head's positions in attention into this many "
            "contiguous parts, run as an scf.parallel over (KV head, part) "
            "and joined by a combine step; kvprec-to-llvm{threads=N} with "
-           "N > 1 runs them on OpenMP threads">
+           "N > 1 runs them on OpenMP threads">,
+    Option<"runtimeCertificate", "runtime-certificate", "bool",
+           /*default=*/"false",
+           "Also emit P_attend_certified (the run-time certificate, "
+           "docs/abi.md) for caches whose kvprec.attend ops do not ask for "
+           "it; attends with an f32 result get it in any case">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",

@@ -55,7 +55,14 @@ struct Run {
   /// Zero points, for asymmetric formats; otherwise equal to scaleOffset
   /// and of size 0.
   int64_t zeroOffset = 0;
+  /// Body runs of a plan with a window: one f32 per block, the largest
+  /// error bound of the window values the block was re-quantized from
+  /// (written when it leaves the window; the run-time certificate adds it
+  /// to every element's bound). Otherwise of size 0.
+  int64_t inheritedOffset = 0;
   int64_t getScaleRows(const analysis::StorageFormat &format) const;
+  /// Blocks whose inherited bound the run keeps (0 when none).
+  int64_t getInheritedBlocks(int64_t block, bool hasWindow) const;
 };
 
 /// Byte sizes of a stored row and of its scale row in a format.

@@ -47,6 +47,13 @@ public:
   int32_t attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                  const float *query, int64_t queryHeads, int64_t length,
                  float *output, float softmaxScale) const;
+  /// attend, and the run-time certificate of each query head in
+  /// bounds[queryHeads]: a bound on |output - exact attention over the
+  /// appended keys and values| (docs/abi.md, P_attend_certified).
+  int32_t attendCertified(uint8_t *arena, int64_t arenaBytes, int64_t layer,
+                          const float *query, int64_t queryHeads,
+                          int64_t length, float *output, float softmaxScale,
+                          float *bounds) const;
   int32_t load(uint8_t *arena, int64_t arenaBytes, int64_t layer, int64_t start,
                int64_t tokens, float *keys, float *values) const;
 
@@ -56,7 +63,7 @@ private:
   std::unique_ptr<mlir::ExecutionEngine> engine;
   int64_t kvHeads = 0, headDim = 0;
   void *arenaBytesFn = nullptr, *initFn = nullptr, *appendFn = nullptr,
-       *attendFn = nullptr, *loadFn = nullptr;
+       *attendFn = nullptr, *attendCertifiedFn = nullptr, *loadFn = nullptr;
 };
 
 /// An arena: 64-byte aligned bytes.

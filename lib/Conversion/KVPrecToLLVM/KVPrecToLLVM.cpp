@@ -27,6 +27,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
     OpPassManager &pm, const KVPrecToLLVMOptions &options) {
   MaterializeStorageOptions materialize;
   materialize.threads = options.threads;
+  materialize.runtimeCertificate = options.runtimeCertificate;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

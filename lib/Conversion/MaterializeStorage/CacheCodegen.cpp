@@ -3,6 +3,7 @@
 #include "CacheCodegen.h"
 #include "FormatCodegen.h"
 
+#include "kvprec/Analysis/SoftFloat.h"
 #include "kvprec/Conversion/MaterializeStorage/TargetInfo.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -13,6 +14,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
 
+#include <cmath>
 #include <limits>
 
 using namespace mlir;
@@ -45,6 +47,7 @@ enum RunColumn : int64_t {
   kRunCode,
   kRunScale,
   kRunZero,
+  kRunInherited,
   kRunColumns
 };
 
@@ -52,17 +55,21 @@ enum RunColumn : int64_t {
 /// and first row.
 struct Place {
   Value format, code, scale, zero, row;
+  /// Body blocks of a plan with a window: the byte offset of the block's
+  /// inherited bound (CacheLayout.h); null elsewhere.
+  Value inherited = {};
 };
 
 class Emitter {
 public:
   Emitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-          an::StorageKind dequantizer, const std::string &prefix,
-          const StorageTargetInfo &target)
+          FormatCodegen &formats, an::StorageKind dequantizer,
+          const std::string &prefix, const StorageTargetInfo &target,
+          bool certified)
       : module(module), cache(cache), layout(layout), target(target),
         threads(target.getPositionSplits()), plan(layout.getPlan()),
         g(plan.geometry), prefix(prefix), context(module.getContext()),
-        formats(module, g.headDim, dequantizer) {}
+        formats(formats), dequantizer(dequantizer), certified(certified) {}
 
   LogicalResult run(CacheFunctions &result);
 
@@ -168,7 +175,23 @@ private:
   void emitTileKernels();
   /// The attention of one (KV head, split): its tiles, left as partial
   /// maxima, sums and accumulators.
-  void emitAttendPart();
+  func::FuncOp emitAttendPart(bool withCertificate);
+  /// The per-tile halves of the run-time certificate (P_attend_certified).
+  void emitCertificateKernels();
+  void callBounds(ImplicitLocOpBuilder &b, Value arena, const Place &place,
+                  Value rows, Value dst, Value dstOff);
+  /// Bounds kernels: for the certificate, and for the inherited bounds
+  /// that demotion writes.
+  bool needsBounds() const { return certified || g.window > 0; }
+  /// The f32 at byte offset `offset` of the arena, as a memref<1xf32>.
+  Value f32At(ImplicitLocOpBuilder &b, Value arena, Value offset) {
+    return memref::ViewOp::create(b, MemRefType::get({1}, f32()), arena, offset,
+                                  ValueRange{});
+  }
+  /// rows_max(buffer, rows) -> f32: the largest of rows x head_dim
+  /// non-negative floats; tile_add(buffer, rows, x): adds x to each.
+  func::FuncOp rowsMax, tileAdd;
+  void emitRowHelpers();
   Value groupSizeOf(ImplicitLocOpBuilder &b, Value format);
 
   /// The body run of `item` holding `position` (a body position).
@@ -217,7 +240,17 @@ private:
   void emitArenaBytes(CacheFunctions &result);
   void emitInit(CacheFunctions &result);
   void emitAppend(CacheFunctions &result);
-  void emitAttend(CacheFunctions &result);
+  func::FuncOp emitAttend(bool withCertificate);
+  /// The partial results of attention's tiles.
+  struct CertificatePartials {
+    Value partialMax, partialSum, cert, vec, range;
+  };
+  /// The run-time certificate of query row (h, i) from its tiles' partials,
+  /// M = `total` its largest logit and `normalized` its f32 output.
+  Value combineCertificate(ImplicitLocOpBuilder &b,
+                           const CertificatePartials &parts, Value h, Value i,
+                           Value group, Value tiles, Value total,
+                           Value normalized, Value length);
   void emitLoad(CacheFunctions &result);
 
   ModuleOp module;
@@ -230,11 +263,15 @@ private:
   const cf::Geometry &g;
   std::string prefix;
   MLIRContext *context;
-  FormatCodegen formats;
+  FormatCodegen &formats;
+  an::StorageKind dequantizer;
+  /// Whether to emit P_attend_certified (the run-time certificate).
+  bool certified;
   std::string itemsName, runsName, groupsName;
   int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, tileLogits, tileAccumulate, tileSoftmax,
-      attendPart;
+  func::FuncOp storeAny, loadAny, boundsAny, tileLogits, tileAbsLogits,
+      tileAccumulate, tileSoftmax, tileCertifyKeys, tileCertifyValues,
+      attendPart, attendPartCertified;
 };
 } // namespace
 
@@ -250,7 +287,7 @@ void Emitter::emitTables() {
     for (const lay::Run &run : s.body)
       runs.insert(runs.end(),
                   {run.formatIndex, run.firstPosition, run.rows, run.codeOffset,
-                   run.scaleOffset, run.zeroOffset});
+                   run.scaleOffset, run.zeroOffset, run.inheritedOffset});
   }
   numRuns = runs.size() / kRunColumns;
   if (runs.empty())
@@ -300,8 +337,12 @@ Value Emitter::groupSizeOf(ImplicitLocOpBuilder &b, Value format) {
 void Emitter::emitDispatchers() {
   int64_t numFormats = plan.formats.size();
   // Kernels first, so they come before the dispatchers in the module.
+  auto kernelsOf =
+      [&](const an::StorageFormat &format) -> const FormatKernels & {
+    return formats.get(format, g.headDim, dequantizer, needsBounds());
+  };
   for (const an::StorageFormat &format : plan.formats)
-    (void)formats.get(format);
+    (void)kernelsOf(format);
   SmallVector<int64_t> cases;
   for (int64_t f = 0; f < numFormats; ++f)
     cases.push_back(f);
@@ -310,7 +351,7 @@ void Emitter::emitDispatchers() {
   // come from the tables) and does nothing.
   auto makeDispatcher = [&](StringRef name,
                             func::FuncOp FormatKernels::*member) {
-    func::FuncOp first = (formats.get(plan.formats[0]).*member);
+    func::FuncOp first = (kernelsOf(plan.formats[0]).*member);
     SmallVector<Type> inputs{indexType()};
     llvm::append_range(inputs, first.getFunctionType().getInputs());
     TypeRange results = first.getFunctionType().getResults();
@@ -324,7 +365,7 @@ void Emitter::emitDispatchers() {
     for (int64_t f = 0; f < numFormats; ++f) {
       Block &block = switchOp.getCaseRegions()[f].emplaceBlock();
       ImplicitLocOpBuilder cb(fn.getLoc(), OpBuilder::atBlockEnd(&block));
-      func::FuncOp kernel = (formats.get(plan.formats[f]).*member);
+      func::FuncOp kernel = (kernelsOf(plan.formats[f]).*member);
       auto call = func::CallOp::create(cb, kernel, forwarded);
       scf::YieldOp::create(cb, call.getResults());
     }
@@ -341,6 +382,8 @@ void Emitter::emitDispatchers() {
   };
   storeAny = makeDispatcher("store", &FormatKernels::store);
   loadAny = makeDispatcher("load_rows", &FormatKernels::load);
+  if (needsBounds())
+    boundsAny = makeDispatcher("bound_rows", &FormatKernels::bounds);
 }
 
 Value Emitter::callStore(ImplicitLocOpBuilder &b, Value arena,
@@ -361,14 +404,23 @@ void Emitter::callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
                                   place.zero, place.row, rows, dst, dstOff});
 }
 
+void Emitter::callBounds(ImplicitLocOpBuilder &b, Value arena,
+                         const Place &place, Value rows, Value dst,
+                         Value dstOff) {
+  func::CallOp::create(b, boundsAny,
+                       ValueRange{place.format, arena, place.code, place.scale,
+                                  place.zero, place.row, rows, dst, dstOff});
+}
+
 void Emitter::emitTileKernels() {
   const int64_t d = g.headDim;
   VectorType vt = VectorType::get({d}, f32());
-  {
+  // logits(tile, rows, q, heads, scale, out); with `absolute` the rows'
+  // magnitudes |tile_r| are used (and the caller passes |q|).
+  auto emitLogits = [&](StringRef name, bool absolute) {
     func::FuncOp fn = createFunction(
-        prefix + "_tile_logits",
-        {floats(), indexType(), floats(), indexType(), f32(), floats()}, {},
-        false);
+        name, {floats(), indexType(), floats(), indexType(), f32(), floats()},
+        {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
@@ -402,6 +454,8 @@ void Emitter::emitTileKernels() {
                         rb, vt, tile,
                         ValueRange{
                             mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d))});
+                    if (absolute)
+                      key = math::AbsFOp::create(rb, key);
                     Value product = arith::MulFOp::create(rb, qh, key);
                     SmallVector<Value> chunks;
                     for (int64_t c = 0; c < d; c += w)
@@ -454,6 +508,8 @@ void Emitter::emitTileKernels() {
                 ImplicitLocOpBuilder rb(l2, n2);
                 Value key = vector::LoadOp::create(
                     rb, vt, tile, ValueRange{mul(rb, r, idx(rb, d))});
+                if (absolute)
+                  key = math::AbsFOp::create(rb, key);
                 Value dot = emitLaneSum(rb, arith::MulFOp::create(rb, qh, key));
                 memref::StoreOp::create(rb,
                                         arith::MulFOp::create(rb, dot, scale),
@@ -463,8 +519,11 @@ void Emitter::emitTileKernels() {
           scf::YieldOp::create(hb);
         });
     func::ReturnOp::create(b);
-    tileLogits = fn;
-  }
+    return fn;
+  };
+  tileLogits = emitLogits(prefix + "_tile_logits", false);
+  if (certified)
+    tileAbsLogits = emitLogits(prefix + "_tile_abs_logits", true);
   {
     // softmax(logits, base, rows, oldMax) -> (newMax, sum, alpha): the
     // tile's maximum joined with the running one, its weights
@@ -576,6 +635,238 @@ void Emitter::emitTileKernels() {
   }
 }
 
+void Emitter::emitRowHelpers() {
+  const int64_t d = g.headDim;
+  VectorType vt = VectorType::get({d}, f32());
+  if (g.window > 0) {
+    func::FuncOp fn = createFunction(prefix + "_rows_max",
+                                     {floats(), indexType()}, {f32()}, false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    Value buffer = entry.getArgument(0), rows = entry.getArgument(1);
+    Value zeros = arith::ConstantOp::create(
+        b, DenseElementsAttr::get(vt, b.getF32FloatAttr(0.0)));
+    auto loop = scf::ForOp::create(
+        b, idx(b, 0), rows, idx(b, 1), ValueRange{zeros},
+        [&](OpBuilder &n, Location l, Value r, ValueRange acc) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value v = vector::LoadOp::create(rb, vt, buffer,
+                                           ValueRange{mul(rb, r, idx(rb, d))});
+          scf::YieldOp::create(
+              rb, ValueRange{arith::MaximumFOp::create(rb, acc[0], v)});
+        });
+    func::ReturnOp::create(
+        b, ValueRange{vector::ReductionOp::create(
+               b, vector::CombiningKind::MAXIMUMF, loop.getResult(0))});
+    rowsMax = fn;
+  }
+  if (certified && g.window > 0) {
+    func::FuncOp fn = createFunction(prefix + "_tile_add",
+                                     {floats(), indexType(), f32()}, {}, false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    Value buffer = entry.getArgument(0), rows = entry.getArgument(1);
+    Value splat = vector::BroadcastOp::create(b, vt, entry.getArgument(2));
+    scf::ForOp::create(
+        b, idx(b, 0), rows, idx(b, 1), ValueRange{},
+        [&](OpBuilder &n, Location l, Value r, ValueRange) {
+          ImplicitLocOpBuilder rb(l, n);
+          Value at = mul(rb, r, idx(rb, d));
+          Value v = vector::LoadOp::create(rb, vt, buffer, ValueRange{at});
+          vector::StoreOp::create(rb, arith::AddFOp::create(rb, v, splat),
+                                  buffer, ValueRange{at});
+          scf::YieldOp::create(rb);
+        });
+    func::ReturnOp::create(b);
+    tileAdd = fn;
+  }
+}
+
+void Emitter::emitCertificateKernels() {
+  const int64_t d = g.headDim;
+  const double u = 0x1p-24;
+  VectorType vt = VectorType::get({d}, f32());
+  auto fconst = [&](ImplicitLocOpBuilder &b, double v) -> Value {
+    return arith::ConstantFloatOp::create(b, Float32Type::get(context),
+                                          APFloat(float(v)));
+  };
+  {
+    // keys(p, raw, E, S, base, rows, m, wV, wU, wG) -> (A1, A2, A3, Emax,
+    // B1, B2, Cmax, DotMax) over rows [base, base + rows) of one query head
+    // of a tile whose computed logits are `raw`, maximum `m` and weights
+    // p = e^(raw - m): with E_t its storage logit bound, S_t the scaled
+    // sum_j |q_j K^_tj|, dot_t = gamma_{d+2} S_t and c_t = dot_t +
+    // u (m - raw_t):
+    //   A1 = sum p E, A2 = sum p e^E E, A3 = sum p e^E phi(E), Emax = max E,
+    //   B1 = sum p c, B2 = sum p phi(c), Cmax = max c, DotMax = max dot,
+    // and the row weights wV = p e^{2E}, wU = p e^c, wG = e^E of the value
+    // half (docs/lowering.md, the run-time certificate).
+    func::FuncOp fn =
+        createFunction(prefix + "_tile_certify_keys",
+                       {floats(), floats(), floats(), floats(), indexType(),
+                        indexType(), f32(), floats(), floats(), floats()},
+                       SmallVector<Type>(8, f32()), false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto args = entry.getArguments();
+    Value p = args[0], raw = args[1], E = args[2], S = args[3], base = args[4],
+          rows = args[5], m = args[6], wV = args[7], wU = args[8], wG = args[9];
+    // gamma_{d+2} rounded up to f32.
+    const double n = double(d) + 2;
+    float gammaDot = float(n * u / (1 - n * u));
+    gammaDot = std::nextafter(gammaDot, std::numeric_limits<float>::infinity());
+    const int64_t w = target.getF32Lanes();
+    // Sums (indices 0, 1, 2, 4, 5) and maxima (3, 6, 7).
+    auto isMax = [](int k) { return k == 3 || k == 6 || k == 7; };
+    auto body = [&](ImplicitLocOpBuilder &rb, int64_t lanes, Value at,
+                    ValueRange acc) {
+      VectorType lt = VectorType::get({lanes}, f32());
+      auto splat = [&](Value x) -> Value {
+        return vector::BroadcastOp::create(rb, lt, x);
+      };
+      auto load = [&](Value from) -> Value {
+        return vector::LoadOp::create(rb, lt, from, ValueRange{at});
+      };
+      auto mulf = [&](Value x, Value y) -> Value {
+        return arith::MulFOp::create(rb, x, y);
+      };
+      Value pv = load(p), e = load(E), sv = load(S), s = load(raw);
+      Value dot = mulf(sv, splat(fconst(rb, gammaDot)));
+      Value c =
+          math::FmaOp::create(rb, splat(fconst(rb, u)),
+                              arith::SubFOp::create(rb, splat(m), s), dot);
+      Value grow = emitExp(rb, e);
+      Value phiE = emitExpm1(rb, e);
+      Value phiC = emitExpm1(rb, c);
+      Value pg = mulf(pv, grow);
+      Value terms[8] = {mulf(pv, e), mulf(pg, e), mulf(pg, phiE),
+                        e,           mulf(pv, c), mulf(pv, phiC),
+                        c,           dot};
+      SmallVector<Value> next;
+      for (int k = 0; k < 8; ++k)
+        next.push_back(
+            isMax(k) ? Value(arith::MaximumFOp::create(rb, acc[k], terms[k]))
+                     : Value(arith::AddFOp::create(rb, acc[k], terms[k])));
+      vector::StoreOp::create(rb, mulf(pg, grow), wV, ValueRange{at});
+      vector::StoreOp::create(rb, mulf(pv, emitExp(rb, c)), wU, ValueRange{at});
+      vector::StoreOp::create(rb, grow, wG, ValueRange{at});
+      return next;
+    };
+    // Full groups of w rows as vectors, then the rest one row at a time.
+    VectorType lanes = VectorType::get({w}, f32());
+    VectorType one = VectorType::get({1}, f32());
+    Value full = mul(b, arith::DivUIOp::create(b, rows, idx(b, w)), idx(b, w));
+    SmallVector<Value> init(
+        8, arith::ConstantOp::create(
+               b, DenseElementsAttr::get(lanes, b.getF32FloatAttr(0.0))));
+    auto vectorLoop = scf::ForOp::create(
+        b, idx(b, 0), full, idx(b, w), init,
+        [&](OpBuilder &n2, Location l2, Value r, ValueRange acc) {
+          ImplicitLocOpBuilder rb(l2, n2);
+          scf::YieldOp::create(rb, body(rb, w, add(rb, base, r), acc));
+        });
+    SmallVector<Value> reduced;
+    for (int k = 0; k < 8; ++k) {
+      Value x =
+          vector::ReductionOp::create(b,
+                                      isMax(k) ? vector::CombiningKind::MAXIMUMF
+                                               : vector::CombiningKind::ADD,
+                                      vectorLoop.getResult(k));
+      reduced.push_back(vector::BroadcastOp::create(b, one, x));
+    }
+    auto tailLoop = scf::ForOp::create(
+        b, full, rows, idx(b, 1), reduced,
+        [&](OpBuilder &n2, Location l2, Value r, ValueRange acc) {
+          ImplicitLocOpBuilder rb(l2, n2);
+          scf::YieldOp::create(rb, body(rb, 1, add(rb, base, r), acc));
+        });
+    SmallVector<Value> results;
+    for (int k = 0; k < 8; ++k)
+      results.push_back(vector::ExtractOp::create(b, tailLoop.getResult(k),
+                                                  ArrayRef<int64_t>{0}));
+    func::ReturnOp::create(b, results);
+    tileCertifyKeys = fn;
+  }
+  {
+    // values(tile, delta, rows, wV, wU, wG, heads, vecs, vecAt, range,
+    // rangeAt): for each query head i (weights at i * rows) writes
+    // W = sum wV delta, U = sum wU |V^| and G = max wG delta to
+    // vecs[vecAt + (3 i + k) d], and the tile's min V^, max V^ and
+    // max delta to range[rangeAt + k d].
+    func::FuncOp fn = createFunction(prefix + "_tile_certify_values",
+                                     {floats(), floats(), indexType(), floats(),
+                                      floats(), floats(), indexType(), floats(),
+                                      indexType(), floats(), indexType()},
+                                     {}, false);
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    auto args = entry.getArguments();
+    Value tile = args[0], delta = args[1], rows = args[2], wV = args[3],
+          wU = args[4], wG = args[5], heads = args[6], vecs = args[7],
+          vecAt = args[8], range = args[9], rangeAt = args[10];
+    auto vconst = [&](ImplicitLocOpBuilder &cb, double v) -> Value {
+      return arith::ConstantOp::create(
+          cb, DenseElementsAttr::get(vt, cb.getF32FloatAttr(float(v))));
+    };
+    scf::ForOp::create(
+        b, idx(b, 0), heads, idx(b, 1), ValueRange{},
+        [&](OpBuilder &n, Location l, Value i, ValueRange) {
+          ImplicitLocOpBuilder hb(l, n);
+          Value base = mul(hb, i, rows);
+          Value zeros = vconst(hb, 0.0);
+          auto loop = scf::ForOp::create(
+              hb, idx(hb, 0), rows, idx(hb, 1), ValueRange{zeros, zeros, zeros},
+              [&](OpBuilder &n2, Location l2, Value r, ValueRange acc) {
+                ImplicitLocOpBuilder rb(l2, n2);
+                Value at = mul(rb, r, idx(rb, d));
+                Value v = vector::LoadOp::create(rb, vt, tile, ValueRange{at});
+                Value dv =
+                    vector::LoadOp::create(rb, vt, delta, ValueRange{at});
+                auto weight = [&](Value from) -> Value {
+                  return vector::BroadcastOp::create(
+                      rb, vt,
+                      memref::LoadOp::create(rb, from,
+                                             ValueRange{add(rb, base, r)}));
+                };
+                Value W = vector::FMAOp::create(rb, weight(wV), dv, acc[0]);
+                Value U = vector::FMAOp::create(
+                    rb, weight(wU), math::AbsFOp::create(rb, v), acc[1]);
+                Value G = arith::MaximumFOp::create(
+                    rb, acc[2], arith::MulFOp::create(rb, weight(wG), dv));
+                scf::YieldOp::create(rb, ValueRange{W, U, G});
+              });
+          for (int k = 0; k < 3; ++k)
+            vector::StoreOp::create(
+                hb, loop.getResult(k), vecs,
+                ValueRange{
+                    add(hb, vecAt,
+                        mul(hb, add(hb, mul(hb, i, idx(hb, 3)), idx(hb, k)),
+                            idx(hb, d)))});
+          scf::YieldOp::create(hb);
+        });
+    auto loop = scf::ForOp::create(
+        b, idx(b, 0), rows, idx(b, 1),
+        ValueRange{vconst(b, std::numeric_limits<float>::infinity()),
+                   vconst(b, -std::numeric_limits<float>::infinity()),
+                   vconst(b, 0.0)},
+        [&](OpBuilder &n2, Location l2, Value r, ValueRange acc) {
+          ImplicitLocOpBuilder rb(l2, n2);
+          Value at = mul(rb, r, idx(rb, d));
+          Value v = vector::LoadOp::create(rb, vt, tile, ValueRange{at});
+          Value dv = vector::LoadOp::create(rb, vt, delta, ValueRange{at});
+          scf::YieldOp::create(
+              rb, ValueRange{arith::MinimumFOp::create(rb, acc[0], v),
+                             arith::MaximumFOp::create(rb, acc[1], v),
+                             arith::MaximumFOp::create(rb, acc[2], dv)});
+        });
+    for (int k = 0; k < 3; ++k)
+      vector::StoreOp::create(b, loop.getResult(k), range,
+                              ValueRange{add(b, rangeAt, idx(b, k * d))});
+    func::ReturnOp::create(b);
+    tileCertifyValues = fn;
+  }
+}
+
 Place Emitter::sinkPlace(ImplicitLocOpBuilder &b, Value item, Value row) {
   return {itemField(b, item, kSinkFormat), itemField(b, item, kSinkCode),
           itemField(b, item, kSinkScale), itemField(b, item, kSinkZero), row};
@@ -594,7 +885,7 @@ Place Emitter::locateBody(ImplicitLocOpBuilder &b, Value item, Value position) {
   Value count = itemField(b, item, kRunCount);
   Value zero = idx(b, 0);
   // Scan the item's runs; the one holding the position wins.
-  SmallVector<Value> init(5, zero);
+  SmallVector<Value> init(6, zero);
   auto loop = scf::ForOp::create(
       b, zero, count, idx(b, 1), init,
       [&](OpBuilder &nested, Location loc, Value i, ValueRange found) {
@@ -605,18 +896,28 @@ Place Emitter::locateBody(ImplicitLocOpBuilder &b, Value item, Value position) {
         Value inside = arith::AndIOp::create(
             lb, cmp(lb, arith::CmpIPredicate::sge, position, begin),
             cmp(lb, arith::CmpIPredicate::slt, position, end));
-        Value values[5] = {
-            runField(lb, run, kRunFormat), runField(lb, run, kRunCode),
-            runField(lb, run, kRunScale), runField(lb, run, kRunZero),
-            sub(lb, position, begin)};
+        Value row = sub(lb, position, begin);
+        Value inherited =
+            add(lb, runField(lb, run, kRunInherited),
+                mul(lb, arith::DivUIOp::create(lb, row, idx(lb, g.block)),
+                    idx(lb, 4)));
+        Value values[6] = {runField(lb, run, kRunFormat),
+                           runField(lb, run, kRunCode),
+                           runField(lb, run, kRunScale),
+                           runField(lb, run, kRunZero),
+                           row,
+                           inherited};
         SmallVector<Value> next;
-        for (int k = 0; k < 5; ++k)
+        for (int k = 0; k < 6; ++k)
           next.push_back(
               arith::SelectOp::create(lb, inside, values[k], found[k]));
         scf::YieldOp::create(lb, next);
       });
-  return {loop.getResult(0), loop.getResult(1), loop.getResult(2),
-          loop.getResult(3), loop.getResult(4)};
+  Place place{loop.getResult(0), loop.getResult(1), loop.getResult(2),
+              loop.getResult(3), loop.getResult(4)};
+  if (g.window > 0)
+    place.inherited = loop.getResult(5);
+  return place;
 }
 
 Place Emitter::locate(ImplicitLocOpBuilder &b, Value item, Value position,
@@ -772,6 +1073,12 @@ void Emitter::emitAppend(CacheFunctions &result) {
           Value scratch = memref::AllocOp::create(
               b, MemRefType::get({ShapedType::kDynamic}, f32()),
               ValueRange{idx(b, scratchRows * g.headDim)});
+          // The error bounds of a block leaving the window.
+          Value boundScratch;
+          if (g.window > 0)
+            boundScratch = memref::AllocOp::create(
+                b, MemRefType::get({ShapedType::kDynamic}, f32()),
+                ValueRange{idx(b, scratchRows * g.headDim)});
           Value staging = memref::ViewOp::create(
               b, floats(), arena, idx(b, 0),
               ValueRange{arith::DivUIOp::create(
@@ -836,20 +1143,36 @@ void Emitter::emitAppend(CacheFunctions &result) {
                     for (int kv = 0; kv < 2; ++kv) {
                       Value item = itemOf(tb, layer, idx(tb, h), kv);
                       if (g.window > 0) {
-                        Value demoted =
-                            guard(tb, demote, status(tb, CacheStatus::Ok),
-                                  [&](ImplicitLocOpBuilder &db) {
-                                    Value begin =
-                                        add(db, idx(db, g.sink),
-                                            mul(db, leaving, idx(db, g.block)));
-                                    Place ring = ringPlace(db, item, begin);
-                                    callLoad(db, arena, ring, idx(db, g.block),
-                                             scratch, idx(db, 0));
-                                    Place body = locateBody(db, item, begin);
-                                    return callStore(db, arena, body, scratch,
-                                                     idx(db, 0),
-                                                     idx(db, g.block), false);
-                                  });
+                        Value demoted = guard(
+                            tb, demote, status(tb, CacheStatus::Ok),
+                            [&](ImplicitLocOpBuilder &db) {
+                              Value begin =
+                                  add(db, idx(db, g.sink),
+                                      mul(db, leaving, idx(db, g.block)));
+                              Place ring = ringPlace(db, item, begin);
+                              callLoad(db, arena, ring, idx(db, g.block),
+                                       scratch, idx(db, 0));
+                              Place body = locateBody(db, item, begin);
+                              Value st = callStore(db, arena, body, scratch,
+                                                   idx(db, 0), idx(db, g.block),
+                                                   false);
+                              // What the block inherits: the largest
+                              // bound of the window values it was
+                              // re-quantized from.
+                              callBounds(db, arena, ring, idx(db, g.block),
+                                         boundScratch, idx(db, 0));
+                              Value inherited =
+                                  func::CallOp::create(
+                                      db, rowsMax,
+                                      ValueRange{boundScratch,
+                                                 idx(db, g.block)})
+                                      .getResult(0);
+                              memref::StoreOp::create(
+                                  db, inherited,
+                                  f32At(db, arena, body.inherited),
+                                  ValueRange{idx(db, 0)});
+                              return st;
+                            });
                         st = firstFailure(tb, st, demoted);
                       }
                       Place place = locate(tb, item, p, length);
@@ -902,6 +1225,8 @@ void Emitter::emitAppend(CacheFunctions &result) {
             return loop.getResult(0);
           });
           memref::DeallocOp::create(b, scratch);
+          if (boundScratch)
+            memref::DeallocOp::create(b, boundScratch);
           return res;
         });
       });
@@ -909,15 +1234,18 @@ void Emitter::emitAppend(CacheFunctions &result) {
   result.append = fn;
 }
 
-void Emitter::emitAttendPart() {
+func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
   const int64_t d = g.headDim, splits = threads;
   int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  SmallVector<Type> inputs{arenaType(), indexType(), heads(),     f32(),
+                           indexType(), indexType(), indexType(), indexType(),
+                           indexType(), indexType(), indexType(), indexType(),
+                           floats(),    floats(),    floats()};
+  if (withCertificate)
+    inputs.append({floats(), floats(), floats()});
   func::FuncOp fn = createFunction(
-      prefix + "_attend_part",
-      {arenaType(), indexType(), heads(), f32(), indexType(), indexType(),
-       indexType(), indexType(), indexType(), indexType(), indexType(),
-       indexType(), floats(), floats(), floats()},
-      {}, false);
+      prefix + (withCertificate ? "_attend_part_certified" : "_attend_part"),
+      inputs, {}, false);
   Block &entry = fn.front();
   ImplicitLocOpBuilder hb(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
   auto args = entry.getArguments();
@@ -926,6 +1254,14 @@ void Emitter::emitAttendPart() {
         tiles = args[7], hasSink = args[8], sinkRows = args[9], aged = args[10],
         bodyRows = args[11], partialMax = args[12], partialSum = args[13],
         partialAcc = args[14];
+  // The certificate's partials: 8 scalars and 3 vectors per (KV head,
+  // tile, query head), 3 vectors per (KV head, tile).
+  Value partialCert, partialCertVec, partialRange;
+  if (withCertificate) {
+    partialCert = args[15];
+    partialCertVec = args[16];
+    partialRange = args[17];
+  }
   Value zero = idx(hb, 0), one = idx(hb, 1);
   auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
     return memref::AllocOp::create(ab, floats(), ValueRange{n});
@@ -947,6 +1283,20 @@ void Emitter::emitAttendPart() {
     // `tileBuffer` for all query heads of the group.
     Value tileBuffer = alloc(hb, idx(hb, tileRows * d));
     Value maxima = alloc(hb, group), sums = alloc(hb, group);
+    // The certificate's buffers: |q|, the computed logits, E_t, S_t, the
+    // value weights, and the value error bounds.
+    Value qAbs, raw, logitBounds, magnitudes, wV, wU, wG, deltaBuffer;
+    if (withCertificate) {
+      Value perRow = mul(hb, group, idx(hb, tileRows));
+      qAbs = alloc(hb, mul(hb, group, idx(hb, d)));
+      raw = alloc(hb, perRow);
+      logitBounds = alloc(hb, perRow);
+      magnitudes = alloc(hb, perRow);
+      wV = alloc(hb, perRow);
+      wU = alloc(hb, perRow);
+      wG = alloc(hb, perRow);
+      deltaBuffer = alloc(hb, idx(hb, tileRows * d));
+    }
     scf::ForOp::create(
         hb, zero, group, one, ValueRange{},
         [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
@@ -961,6 +1311,9 @@ void Emitter::emitAttendPart() {
                   v = arith::ExtFOp::create(jb, f32(), v);
                 Value at = add(jb, mul(jb, i, idx(jb, d)), j);
                 memref::StoreOp::create(jb, v, q, ValueRange{at});
+                if (withCertificate)
+                  memref::StoreOp::create(jb, math::AbsFOp::create(jb, v), qAbs,
+                                          ValueRange{at});
                 memref::StoreOp::create(jb, fzero, acc, ValueRange{at});
                 scf::YieldOp::create(jb);
               });
@@ -969,12 +1322,39 @@ void Emitter::emitAttendPart() {
           scf::YieldOp::create(ib);
         });
     // One tile: logits from K, online softmax update, V.
+    // A re-quantized block's elements are off their appended values by
+    // their stored bound plus the block's inherited one.
+    auto addInherited = [&](ImplicitLocOpBuilder &tb, const Place &place,
+                            Value buffer, Value rows) {
+      if (!place.inherited)
+        return;
+      Value inherited = memref::LoadOp::create(
+          tb, f32At(tb, arena, place.inherited), ValueRange{zero});
+      func::CallOp::create(tb, tileAdd, ValueRange{buffer, rows, inherited});
+    };
+    // `slot` is the first partial slot of this (KV head, tile).
     auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
-                    const Place &vPlace, Value rows) {
+                    const Place &vPlace, Value rows, Value slot,
+                    Value rangeSlot) {
       callLoad(tb, arena, kPlace, rows, tileBuffer, zero);
       func::CallOp::create(
           tb, tileLogits,
           ValueRange{tileBuffer, rows, q, group, softmaxScale, logits});
+      if (withCertificate) {
+        // The computed logits stay in `raw`; S_t from |K^|, then E_t from
+        // the keys' error bounds, both against |q|.
+        func::CallOp::create(
+            tb, tileLogits,
+            ValueRange{tileBuffer, rows, q, group, softmaxScale, raw});
+        func::CallOp::create(tb, tileAbsLogits,
+                             ValueRange{tileBuffer, rows, qAbs, group,
+                                        softmaxScale, magnitudes});
+        callBounds(tb, arena, kPlace, rows, tileBuffer, zero);
+        addInherited(tb, kPlace, tileBuffer, rows);
+        func::CallOp::create(tb, tileAbsLogits,
+                             ValueRange{tileBuffer, rows, qAbs, group,
+                                        softmaxScale, logitBounds});
+      }
       scf::ForOp::create(
           tb, zero, group, one, ValueRange{},
           [&](OpBuilder &n2, Location l2, Value i, ValueRange) {
@@ -998,11 +1378,30 @@ void Emitter::emitAttendPart() {
             a = arith::MulFOp::create(
                 ib, a, vector::BroadcastOp::create(ib, vt, alpha));
             vector::StoreOp::create(ib, a, acc, ValueRange{at});
+            if (withCertificate) {
+              auto keys = func::CallOp::create(
+                  ib, tileCertifyKeys,
+                  ValueRange{logits, raw, logitBounds, magnitudes, base, rows,
+                             newMax, wV, wU, wG});
+              Value first = mul(ib, add(ib, slot, i), idx(ib, 8));
+              for (int k = 0; k < 8; ++k)
+                memref::StoreOp::create(ib, keys.getResult(k), partialCert,
+                                        ValueRange{add(ib, first, idx(ib, k))});
+            }
             scf::YieldOp::create(ib);
           });
       callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
       func::CallOp::create(tb, tileAccumulate,
                            ValueRange{tileBuffer, rows, logits, group, acc});
+      if (withCertificate) {
+        callBounds(tb, arena, vPlace, rows, deltaBuffer, zero);
+        addInherited(tb, vPlace, deltaBuffer, rows);
+        func::CallOp::create(
+            tb, tileCertifyValues,
+            ValueRange{tileBuffer, deltaBuffer, rows, wV, wU, wG, group,
+                       partialCertVec, mul(tb, slot, idx(tb, 3 * d)),
+                       partialRange, mul(tb, rangeSlot, idx(tb, 3 * d))});
+      }
     };
     // This split's contiguous range of tiles.
     Value first =
@@ -1013,6 +1412,8 @@ void Emitter::emitAttendPart() {
         hb, first, last, one, ValueRange{},
         [&](OpBuilder &n2, Location l2, Value t, ValueRange) {
           ImplicitLocOpBuilder tb(l2, n2);
+          Value rangeSlot = add(tb, mul(tb, h, tiles), t);
+          Value slot = mul(tb, rangeSlot, group);
           // Every tile starts afresh: the contract keeps one maximum, sum
           // and accumulator per block, rescaled once when blocks combine.
           scf::ForOp::create(
@@ -1037,7 +1438,7 @@ void Emitter::emitAttendPart() {
               [&](OpBuilder &n3, Location l3) {
                 ImplicitLocOpBuilder sb(l3, n3);
                 tile(sb, sinkPlace(sb, itemK, zero), sinkPlace(sb, itemV, zero),
-                     sinkRows);
+                     sinkRows, slot, rangeSlot);
                 scf::YieldOp::create(sb);
               },
               [&](OpBuilder &n3, Location l3) {
@@ -1053,19 +1454,18 @@ void Emitter::emitAttendPart() {
                     [&](OpBuilder &n4, Location l4) {
                       ImplicitLocOpBuilder ob(l4, n4);
                       tile(ob, locateBody(ob, itemK, begin),
-                           locateBody(ob, itemV, begin), rows);
+                           locateBody(ob, itemV, begin), rows, slot, rangeSlot);
                       scf::YieldOp::create(ob);
                     },
                     [&](OpBuilder &n4, Location l4) {
                       ImplicitLocOpBuilder wb(l4, n4);
                       tile(wb, ringPlace(wb, itemK, begin),
-                           ringPlace(wb, itemV, begin), rows);
+                           ringPlace(wb, itemV, begin), rows, slot, rangeSlot);
                       scf::YieldOp::create(wb);
                     });
                 scf::YieldOp::create(bb);
               });
           // Leave the tile's partial results.
-          Value slot = mul(tb, add(tb, mul(tb, h, tiles), t), group);
           scf::ForOp::create(
               tb, zero, group, one, ValueRange{},
               [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
@@ -1088,21 +1488,242 @@ void Emitter::emitAttendPart() {
         });
     for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
       memref::DeallocOp::create(hb, buffer);
+    if (withCertificate)
+      for (Value buffer :
+           {qAbs, raw, logitBounds, magnitudes, wV, wU, wG, deltaBuffer})
+        memref::DeallocOp::create(hb, buffer);
   }
   func::ReturnOp::create(hb);
-  attendPart = fn;
+  return fn;
 }
 
-void Emitter::emitAttend(CacheFunctions &result) {
+Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
+                                  const CertificatePartials &parts, Value h,
+                                  Value i, Value group, Value tiles,
+                                  Value total, Value normalized, Value length) {
+  const int64_t d = g.headDim;
+  const int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  const double u = 0x1p-24, theta = 4 * u;
+  VectorType vt = VectorType::get({d}, f32());
+  VectorType one = VectorType::get({1}, f32());
+  Value zero = idx(b, 0), step = idx(b, 1);
+  auto fc = [&](ImplicitLocOpBuilder &cb, double v) -> Value {
+    return arith::ConstantFloatOp::create(cb, Float32Type::get(context),
+                                          APFloat(float(v)));
+  };
+  auto vc = [&](ImplicitLocOpBuilder &cb, double v) -> Value {
+    return arith::ConstantOp::create(
+        cb, DenseElementsAttr::get(vt, cb.getF32FloatAttr(float(v))));
+  };
+  auto scalar = [&](ImplicitLocOpBuilder &cb, Value v,
+                    Value (*fn)(ImplicitLocOpBuilder &, Value)) -> Value {
+    Value r = fn(cb, vector::BroadcastOp::create(cb, one, v));
+    return vector::ExtractOp::create(cb, r, ArrayRef<int64_t>{0});
+  };
+  auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
+    return add(sb, mul(sb, add(sb, mul(sb, h, tiles), t), group), i);
+  };
+  auto certAt = [&](ImplicitLocOpBuilder &sb, Value slot, int k) -> Value {
+    return memref::LoadOp::create(
+        sb, parts.cert,
+        ValueRange{add(sb, mul(sb, slot, idx(sb, 8)), idx(sb, k))});
+  };
+  auto mulf = [&](ImplicitLocOpBuilder &sb, Value x, Value y) -> Value {
+    return arith::MulFOp::create(sb, x, y);
+  };
+  auto addf = [&](ImplicitLocOpBuilder &sb, Value x, Value y) -> Value {
+    return arith::AddFOp::create(sb, x, y);
+  };
+  auto maxf = [&](ImplicitLocOpBuilder &sb, Value x, Value y) -> Value {
+    return arith::MaximumFOp::create(sb, x, y);
+  };
+  auto minf = [&](ImplicitLocOpBuilder &sb, Value x, Value y) -> Value {
+    return arith::MinimumFOp::create(sb, x, y);
+  };
+  auto splat = [&](ImplicitLocOpBuilder &sb, Value x) -> Value {
+    return vector::BroadcastOp::create(sb, vt, x);
+  };
+  // The largest dot-product error over all tiles, for E^k's shared part
+  // K = 4 u maxDot + 2 theta / (1 - theta) (one rescale per tile).
+  auto dotLoop = scf::ForOp::create(
+      b, zero, tiles, step, ValueRange{fc(b, 0.0)},
+      [&](OpBuilder &n, Location l, Value t, ValueRange m) {
+        ImplicitLocOpBuilder sb(l, n);
+        scf::YieldOp::create(
+            sb, ValueRange{maxf(sb, m[0], certAt(sb, slotOf(sb, t), 7))});
+      });
+  float sharedConstant = float(2 * theta / (1 - theta));
+  sharedConstant = std::nextafter(sharedConstant, 1.0f);
+  Value shared = math::FmaOp::create(b, fc(b, 4 * u), dotLoop.getResult(0),
+                                     fc(b, sharedConstant));
+  // Sums (weighted by e^(m_t - M)), maxima and minima over the tiles.
+  enum { Z, A1, A2, A3, Emax, B1, B2, Cz, W, U, G, Lo, Hi, Dmax, N };
+  SmallVector<Value> init(N);
+  for (int k : {Z, A1, A2, A3, Emax, B1, B2, Cz})
+    init[k] = fc(b, 0.0);
+  for (int k : {W, U, G, Dmax})
+    init[k] = vc(b, 0.0);
+  init[Lo] = vc(b, std::numeric_limits<float>::infinity());
+  init[Hi] = vc(b, -std::numeric_limits<float>::infinity());
+  auto loop = scf::ForOp::create(
+      b, zero, tiles, step, init,
+      [&](OpBuilder &n, Location l, Value t, ValueRange acc) {
+        ImplicitLocOpBuilder sb(l, n);
+        Value at = slotOf(sb, t);
+        Value m = memref::LoadOp::create(sb, parts.partialMax, ValueRange{at});
+        Value w = scalar(sb, arith::SubFOp::create(sb, m, total), emitExp);
+        Value zt = memref::LoadOp::create(sb, parts.partialSum, ValueRange{at});
+        Value z = math::FmaOp::create(
+            sb, fc(sb, u), arith::SubFOp::create(sb, total, m), shared);
+        Value c[8];
+        for (int k = 0; k < 8; ++k)
+          c[k] = certAt(sb, at, k);
+        SmallVector<Value> next(N);
+        next[Z] = math::FmaOp::create(sb, w, zt, acc[Z]);
+        next[A1] = math::FmaOp::create(sb, w, c[0], acc[A1]);
+        next[A2] = math::FmaOp::create(sb, w, c[1], acc[A2]);
+        next[A3] = math::FmaOp::create(sb, w, c[2], acc[A3]);
+        next[Emax] = maxf(sb, acc[Emax], c[3]);
+        next[B1] = math::FmaOp::create(
+            sb, w, math::FmaOp::create(sb, z, zt, c[4]), acc[B1]);
+        // sum p phi(c + z) = sum p phi(c) + phi(z) (sum p + sum p phi(c)).
+        next[B2] = math::FmaOp::create(
+            sb, w,
+            math::FmaOp::create(sb, scalar(sb, z, emitExpm1),
+                                addf(sb, zt, c[5]), c[5]),
+            acc[B2]);
+        next[Cz] = maxf(sb, acc[Cz], addf(sb, c[6], z));
+        auto vecAt = [&](int k) -> Value {
+          return vector::LoadOp::create(
+              sb, vt, parts.vec,
+              ValueRange{mul(sb, add(sb, mul(sb, at, idx(sb, 3)), idx(sb, k)),
+                             idx(sb, d))});
+        };
+        Value rangeSlot = add(sb, mul(sb, h, tiles), t);
+        auto rangeAt = [&](int k) -> Value {
+          return vector::LoadOp::create(
+              sb, vt, parts.range,
+              ValueRange{
+                  mul(sb, add(sb, mul(sb, rangeSlot, idx(sb, 3)), idx(sb, k)),
+                      idx(sb, d))});
+        };
+        next[W] = vector::FMAOp::create(sb, splat(sb, w), vecAt(0), acc[W]);
+        next[U] = vector::FMAOp::create(
+            sb, splat(sb, mulf(sb, w, scalar(sb, z, emitExp))), vecAt(1),
+            acc[U]);
+        next[G] = maxf(sb, acc[G], vecAt(2));
+        next[Lo] = minf(sb, acc[Lo], rangeAt(0));
+        next[Hi] = maxf(sb, acc[Hi], rangeAt(1));
+        next[Dmax] = maxf(sb, acc[Dmax], rangeAt(2));
+        scf::YieldOp::create(sb, next);
+      });
+  auto r = [&](int k) { return loop.getResult(k); };
+  auto over = [&](Value x) -> Value {
+    return arith::DivFOp::create(b, x, r(Z));
+  };
+  // Storage part: M = sum a^ E, a_t <= a^_t e^{E_t + M}.
+  Value growth = scalar(b, over(r(A1)), emitExp);
+  Value meanLogit = minf(b, mulf(b, growth, over(r(A2))), r(Emax));
+  Value global = scalar(b, meanLogit, emitExp);
+  Value keyFactor = mulf(
+      b, minf(b, mulf(b, growth, over(r(A3))), scalar(b, r(Emax), emitExpm1)),
+      global);
+  // Kernel part.
+  Value meanKernel = over(r(B1));
+  Value kernelGrowth = scalar(b, meanKernel, emitExp);
+  Value logitFactor =
+      mulf(b, kernelGrowth, minf(b, over(r(B2)), scalar(b, r(Cz), emitExpm1)));
+  Value positions = arith::UIToFPOp::create(
+      b, f32(), arith::IndexCastOp::create(b, i64(), length));
+  auto gamma = [&](Value count) -> Value {
+    Value nu = mulf(b, count, fc(b, u));
+    Value value =
+        arith::DivFOp::create(b, nu, arith::SubFOp::create(b, fc(b, 1.0), nu));
+    return arith::SelectOp::create(
+        b, arith::CmpFOp::create(b, arith::CmpFPredicate::OLT, nu, fc(b, 1.0)),
+        value, fc(b, std::numeric_limits<float>::infinity()));
+  };
+  // (1 + u) / (1 - gamma_T) - 1 = (u + gamma_T) / (1 - gamma_T).
+  Value gammaSum = gamma(positions);
+  Value weightError =
+      arith::DivFOp::create(b, addf(b, fc(b, u), gammaSum),
+                            arith::SubFOp::create(b, fc(b, 1.0), gammaSum));
+  Value gammaAccumulate = gamma(addf(b, positions, fc(b, 2.0)));
+  Value relative = math::FmaOp::create(
+      b, gammaAccumulate, addf(b, fc(b, 1.0), weightError), weightError);
+  Value span = vector::FMAOp::create(b, vc(b, 2.0), r(Dmax),
+                                     arith::SubFOp::create(b, r(Hi), r(Lo)));
+  Value value =
+      minf(b,
+           mulf(b, splat(b, global),
+                minf(b,
+                     mulf(b, splat(b, growth),
+                          arith::DivFOp::create(b, r(W), splat(b, r(Z)))),
+                     r(G))),
+           r(Dmax));
+  Value formula = vector::FMAOp::create(
+      b, splat(b, addf(b, keyFactor, logitFactor)), span, value);
+  formula = vector::FMAOp::create(
+      b, splat(b, mulf(b, relative, kernelGrowth)),
+      arith::DivFOp::create(b, r(U), splat(b, r(Z))), formula);
+  // The hull bound R_j + relative max |V^_j|, which holds whatever the
+  // logit errors (StreamingCertificate.h).
+  Value largest =
+      maxf(b, math::AbsFOp::create(b, r(Lo)), math::AbsFOp::create(b, r(Hi)));
+  Value hull = vector::FMAOp::create(b, splat(b, relative), largest, span);
+  // The certificate's own f32 rounding (docs/lowering.md): a relative
+  // (rows + tiles + d + 256) 2^-23, times (1 + 2 X) for the formula, X its
+  // largest exponent.
+  Value count = addf(b,
+                     arith::UIToFPOp::create(
+                         b, f32(), arith::IndexCastOp::create(b, i64(), tiles)),
+                     fc(b, double(tileRows + d + 256)));
+  Value hullMargin = mulf(b, count, fc(b, 0x1p-23));
+  Value exponent =
+      maxf(b, maxf(b, r(Emax), r(Cz)), maxf(b, meanLogit, meanKernel));
+  Value formulaMargin = mulf(
+      b, hullMargin, math::FmaOp::create(b, fc(b, 2.0), exponent, fc(b, 1.0)));
+  formula = vector::FMAOp::create(b, formula, splat(b, formulaMargin), formula);
+  hull = vector::FMAOp::create(b, hull, splat(b, hullMargin), hull);
+  // Overflow in f32 (a huge E_t) can leave inf * 0 = NaN in the formula;
+  // the hull bound stands then.
+  Value formulaIsNaN =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::UNO, formula, formula);
+  Value perComponent =
+      arith::SelectOp::create(b, formulaIsNaN, hull, minf(b, formula, hull));
+  Type element = cache.getElementType();
+  if (!element.isF32()) {
+    // The output's rounding to its element type: u_e |o| + eta_e / 2.
+    const an::FloatFormatInfo &info = an::getFloatFormatInfo(
+        element.isF16() ? an::StorageKind::F16 : an::StorageKind::BF16);
+    perComponent =
+        addf(b, perComponent,
+             vector::FMAOp::create(b, vc(b, info.unitRoundoff),
+                                   math::AbsFOp::create(b, normalized),
+                                   vc(b, info.minSubnormal / 2)));
+  }
+  Value bound = vector::ReductionOp::create(b, vector::CombiningKind::MAXIMUMF,
+                                            perComponent);
+  Value isNaN =
+      arith::CmpFOp::create(b, arith::CmpFPredicate::UNO, bound, bound);
+  return arith::SelectOp::create(
+      b, isNaN, fc(b, std::numeric_limits<float>::infinity()), bound);
+}
+
+func::FuncOp Emitter::emitAttend(bool withCertificate) {
+  SmallVector<Type> inputs{arenaType(), indexType(), heads(),
+                           indexType(), heads(),     f32()};
+  if (withCertificate)
+    inputs.push_back(floats());
   func::FuncOp fn = createFunction(
-      prefix + "_attend",
-      {arenaType(), indexType(), heads(), indexType(), heads(), f32()}, {i32()},
-      true);
+      prefix + (withCertificate ? "_attend_certified" : "_attend"), inputs,
+      {i32()}, true);
   Block &entry = fn.front();
   ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
   Value arena = entry.getArgument(0), layer = entry.getArgument(1);
   Value query = entry.getArgument(2), length = entry.getArgument(3);
   Value output = entry.getArgument(4), softmaxScale = entry.getArgument(5);
+  Value bounds = withCertificate ? entry.getArgument(6) : Value();
   Value numQueries = memref::DimOp::create(b, query, 0);
   Value badShape = arith::OrIOp::create(
       b,
@@ -1121,6 +1742,11 @@ void Emitter::emitAttend(CacheFunctions &result) {
           cmp(b, arith::CmpIPredicate::ne,
               arith::RemUIOp::create(b, numQueries, idx(b, g.heads)),
               idx(b, 0))));
+  if (withCertificate)
+    badShape = arith::OrIOp::create(b, badShape,
+                                    cmp(b, arith::CmpIPredicate::ne,
+                                        memref::DimOp::create(b, bounds, 0),
+                                        numQueries));
   Value out = guardEntry(
       b, arena, layer, badShape,
       [&](ImplicitLocOpBuilder &b, Value fill) -> Value {
@@ -1167,6 +1793,16 @@ void Emitter::emitAttend(CacheFunctions &result) {
               Value slots = mul(b, mul(b, idx(b, g.heads), tiles), group);
               Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
               Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
+              Value partialCert, partialCertVec, partialRange;
+              SmallVector<Value> certificateBuffers;
+              if (withCertificate) {
+                partialCert = alloc(b, mul(b, slots, idx(b, 8)));
+                partialCertVec = alloc(b, mul(b, slots, idx(b, 3 * d)));
+                partialRange = alloc(
+                    b, mul(b, mul(b, idx(b, g.heads), tiles), idx(b, 3 * d)));
+                certificateBuffers = {partialCert, partialCertVec,
+                                      partialRange};
+              }
               Value negInf = arith::ConstantFloatOp::create(
                   b, Float32Type::get(context),
                   APFloat::getInf(APFloat::IEEEsingle(), true));
@@ -1181,12 +1817,14 @@ void Emitter::emitAttend(CacheFunctions &result) {
                   ValueRange{one, one},
                   [&](OpBuilder &n, Location l, ValueRange ivs) {
                     ImplicitLocOpBuilder hb(l, n);
+                    SmallVector<Value> operands{
+                        arena,  layer,    query,      softmaxScale, ivs[0],
+                        ivs[1], group,    tiles,      hasSink,      sinkRows,
+                        aged,   bodyRows, partialMax, partialSum,   partialAcc};
+                    llvm::append_range(operands, certificateBuffers);
                     func::CallOp::create(
-                        hb, attendPart,
-                        ValueRange{arena, layer, query, softmaxScale, ivs[0],
-                                   ivs[1], group, tiles, hasSink, sinkRows,
-                                   aged, bodyRows, partialMax, partialSum,
-                                   partialAcc});
+                        hb, withCertificate ? attendPartCertified : attendPart,
+                        operands);
                   });
               // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M),
               // and the output sum_t acc_t e^(m_t - M) / L: one rescale per
@@ -1252,6 +1890,15 @@ void Emitter::emitAttend(CacheFunctions &result) {
                         vector::BroadcastOp::create(rb, vt,
                                                     sumLoop.getResult(0)));
                     Value outRow = add(rb, mul(rb, h, group), i);
+                    if (withCertificate) {
+                      Value bound = combineCertificate(
+                          rb,
+                          {partialMax, partialSum, partialCert, partialCertVec,
+                           partialRange},
+                          h, i, group, tiles, total, normalized, length);
+                      memref::StoreOp::create(rb, bound, bounds,
+                                              ValueRange{outRow});
+                    }
                     Type element = cache.getElementType();
                     if (!element.isF32())
                       normalized = arith::TruncFOp::create(
@@ -1262,11 +1909,13 @@ void Emitter::emitAttend(CacheFunctions &result) {
                   });
               for (Value buffer : {partialMax, partialSum, partialAcc})
                 memref::DeallocOp::create(b, buffer);
+              for (Value buffer : certificateBuffers)
+                memref::DeallocOp::create(b, buffer);
               return status(b, CacheStatus::Ok);
             });
       });
   func::ReturnOp::create(b, ValueRange{out});
-  result.attend = fn;
+  return fn;
 }
 
 void Emitter::emitLoad(CacheFunctions &result) {
@@ -1334,20 +1983,29 @@ LogicalResult Emitter::run(CacheFunctions &result) {
   emitTables();
   emitDispatchers();
   emitTileKernels();
-  emitAttendPart();
+  emitRowHelpers();
+  attendPart = emitAttendPart(false);
+  if (certified) {
+    emitCertificateKernels();
+    attendPartCertified = emitAttendPart(true);
+  }
   emitArenaBytes(result);
   emitInit(result);
   emitAppend(result);
-  emitAttend(result);
+  result.attend = emitAttend(false);
+  if (certified)
+    result.attendCertified = emitAttend(true);
   emitLoad(result);
   return success();
 }
 
 FailureOr<CacheFunctions> mlir::kvprec::emitCacheFunctions(
     ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-    an::StorageKind dequantizer, const std::string &prefix,
-    const StorageTargetInfo &target) {
-  Emitter emitter(module, cache, layout, dequantizer, prefix, target);
+    FormatCodegen &formats, an::StorageKind dequantizer,
+    const std::string &prefix, const StorageTargetInfo &target,
+    bool certified) {
+  Emitter emitter(module, cache, layout, formats, dequantizer, prefix, target,
+                  certified);
   CacheFunctions result;
   if (failed(emitter.run(result)))
     return failure();

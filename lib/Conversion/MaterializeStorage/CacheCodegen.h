@@ -32,21 +32,28 @@ namespace mlir::kvprec {
 ///  * P_attend(arena, layer: index, query: memref<?x?xT>, length: index,
 ///             output: memref<?x?xT>, softmaxScale: f32) -> i32
 ///  * P_load(arena, layer: index, start: index, keys, values) -> i32
+///  * where asked for, P_attend_certified(<the arguments of P_attend>,
+///    bounds: memref<?xf32>) -> i32, which also writes the run-time
+///    certificate of every query head to `bounds`
 /// with arena a memref<?xi8>; all carry llvm.emit_c_interface.
 struct CacheFunctions {
-  func::FuncOp arenaBytes, init, append, attend, load;
+  func::FuncOp arenaBytes, init, append, attend, attendCertified, load;
 };
+
+class FormatCodegen;
 
 /// Emits the functions of `cache` (which has a plan) at the end of `module`.
 /// `dequantizer` is the precision of the dequantize multiply the plan's
 /// certificate assumes; `target` answers the target questions (vector
 /// width, position splits of attention: an scf.parallel over heads and
 /// parts, then a combine step).
-FailureOr<CacheFunctions>
-emitCacheFunctions(ModuleOp module, CacheType cache,
-                   const ::kvprec::layout::ArenaLayout &layout,
-                   ::kvprec::analysis::StorageKind dequantizer,
-                   const std::string &prefix, const StorageTargetInfo &target);
+/// `formats` holds the module's format kernels (shared between caches);
+/// with `certified` P_attend_certified is emitted too.
+FailureOr<CacheFunctions> emitCacheFunctions(
+    ModuleOp module, CacheType cache,
+    const ::kvprec::layout::ArenaLayout &layout, FormatCodegen &formats,
+    ::kvprec::analysis::StorageKind dequantizer, const std::string &prefix,
+    const StorageTargetInfo &target, bool certified);
 
 } // namespace mlir::kvprec
 

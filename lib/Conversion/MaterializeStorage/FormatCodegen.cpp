@@ -10,6 +10,7 @@
 
 #include "FormatCodegen.h"
 
+#include "kvprec/Analysis/Quantizer.h"
 #include "kvprec/Analysis/SoftFloat.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -309,6 +310,21 @@ Value mlir::kvprec::emitExp(ImplicitLocOpBuilder &b, Value x) {
   return l.select(above, l.f32(std::numeric_limits<float>::infinity()), result);
 }
 
+Value mlir::kvprec::emitExpm1(ImplicitLocOpBuilder &b, Value x) {
+  auto type = cast<VectorType>(x.getType());
+  Lanes l(b, type.getDimSize(0));
+  // x (1 + x/2 (1 + x/3 (... (1 + x/7)))): below 1/8 the first omitted
+  // term is under 1e-12 of the result.
+  Value series = l.f32(1.0);
+  for (int k = 7; k >= 2; --k)
+    series = math::FmaOp::create(b, arith::MulFOp::create(b, x, l.f32(1.0 / k)),
+                                 series, l.f32(1.0));
+  series = arith::MulFOp::create(b, x, series);
+  Value direct = arith::SubFOp::create(b, emitExp(b, x), l.f32(1.0));
+  return l.select(l.cmpf(arith::CmpFPredicate::OLT, x, l.f32(0.125)), series,
+                  direct);
+}
+
 namespace {
 /// Integer codes' range and bits.
 struct IntCodes {
@@ -584,6 +600,78 @@ public:
     return dequantize(codeLanes, scale, zero);
   }
 
+  /// The error bound delta of every element of row `r` (f32 lanes): the
+  /// double-precision formula of an::computeStoredElementErrorBound,
+  /// evaluated in f64 lanes in the same order and rounded up to f32, so
+  /// that it is never below the reference.
+  Value boundRow(Value r) {
+    if (format.kind == StorageKind::F32)
+      return row.f32(0.0);
+    Value dequantized, scale, codeLanes, zero;
+    if (!isScaled()) {
+      dequantized = loadRow(r);
+    } else {
+      codeLanes = loadCodes(r);
+      Lanes scaleRow(b, scaleLanes);
+      Value at = scaleRowAt(r);
+      scale = expandGroups(loadScales(scales, at, scaleRow));
+      zero = isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow))
+                            : Value();
+      dequantized = dequantize(codeLanes, scale, zero);
+    }
+    auto mulf = [&](Value x, Value y) -> Value {
+      return arith::MulFOp::create(b, x, y);
+    };
+    auto addf = [&](Value x, Value y) -> Value {
+      return arith::AddFOp::create(b, x, y);
+    };
+    Value absDequantized = row.toF64(math::AbsFOp::create(b, dequantized));
+    an::DequantizerConfig config{dequantizer};
+    const double uq = an::kQuantizeUnitRoundoff;
+    const double uP = an::getDequantizerUnitRoundoff(config);
+    const double etaP = an::getDequantizerMinSubnormal(config);
+    Value delta;
+    if (!isScaled()) {
+      const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
+      delta = addf(mulf(row.f64(info.unitRoundoff), absDequantized),
+                   row.f64(info.minSubnormal / 2));
+    } else if (an::isFp8Kind(format.kind)) {
+      const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
+      Value c = row.toF64(math::AbsFOp::create(b, codeValue(codeLanes)));
+      double eta8 = info.minSubnormal;
+      // s * (u8 c + eta8/2 + 3 uq (2c + eta8)) + uP |x^| + etaP/2
+      Value inner = addf(
+          addf(mulf(row.f64(info.unitRoundoff), c), row.f64(eta8 / 2)),
+          mulf(row.f64(3 * uq), addf(mulf(row.f64(2.0), c), row.f64(eta8))));
+      delta = addf(addf(mulf(row.toF64(scale), inner),
+                        mulf(row.f64(uP), absDequantized)),
+                   row.f64(etaP / 2));
+    } else {
+      Value kf = math::AbsFOp::create(b, codeValue(codeLanes));
+      Value k = row.toF64(kf);
+      Value s = row.toF64(scale);
+      Value kPlusOne = addf(k, row.f64(1.0));
+      if (!isAsymmetric()) {
+        // s * (0.5 + 3 uq (k + 1)) + uP |x^| + etaP/2
+        delta = addf(
+            addf(mulf(s, addf(row.f64(0.5), mulf(row.f64(3 * uq), kPlusOne))),
+                 mulf(row.f64(uP), absDequantized)),
+            row.f64(etaP / 2));
+      } else {
+        // s * (0.5 + 4 uq (k + 1)) + uP (|fl_P(k s)| + |x^|) + etaP; k s is
+        // exact in f32 for the stored scales of f16/bf16 and rounded once
+        // for f32 scales, as in the reference.
+        Value product = row.toF64(math::AbsFOp::create(
+            b, row.roundTo(dequantizer, arith::MulFOp::create(b, kf, scale))));
+        delta = addf(
+            addf(mulf(s, addf(row.f64(0.5), mulf(row.f64(4 * uq), kPlusOne))),
+                 mulf(row.f64(uP), addf(product, absDequantized))),
+            row.f64(etaP));
+      }
+    }
+    return row.roundUpToF32(delta);
+  }
+
   /// The codes of f32 lanes `x` with per-element scale and zero point,
   /// and the dequantized values (in `dequantized`).
   Value quantize(Value x, Value scale, Value zero, Value &dequantized) {
@@ -710,13 +798,17 @@ std::string FormatCodegen::getMangledName(const an::StorageFormat &format) {
   return name;
 }
 
-const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
+const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
+                                        int64_t headDim,
+                                        StorageKind dequantizer,
+                                        bool withBounds) {
   std::string base = "kvprec_" + getMangledName(format) + "_d" +
                      std::to_string(headDim) + "_" +
                      an::getStorageKindName(dequantizer);
   auto found = kernels.find(base);
-  if (found != kernels.end())
+  if (found != kernels.end() && (!withBounds || found->second.bounds))
     return found->second;
+  const bool haveStoreAndLoad = found != kernels.end();
   MLIRContext *context = module.getContext();
   Type index = IndexType::get(context);
   Type i1 = IntegerType::get(context, 1);
@@ -725,11 +817,11 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
   Type arena =
       MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
   Type floats = MemRefType::get({ShapedType::kDynamic}, f32);
-  FormatKernels result;
+  FormatKernels result = haveStoreAndLoad ? found->second : FormatKernels();
   const int64_t d = headDim;
 
   // store(arena, code, scale, zero, src, srcOff, row0, rows, dry) -> i32
-  {
+  if (!haveStoreAndLoad) {
     func::FuncOp fn =
         createFunction(module, base + "_store",
                        FunctionType::get(context,
@@ -890,46 +982,41 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format) {
     result.store = fn;
   }
 
-  // Emits a loop over rows [row0, row0 + rows) whose body gets the
-  // dequantized row.
-  auto emitRowLoop =
-      [&](func::FuncOp fn, Value rows,
-          function_ref<void(ImplicitLocOpBuilder &, Value, Value)> body) {
-        Block &entry = fn.front();
-        ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
-        KernelEmitter k(b, format, d, dequantizer);
-        auto args = entry.getArguments();
-        k.openViews(args[0], args[1], args[2], args[3]);
-        Value row0 = args[4];
-        scf::ForOp::create(
-            b, k.index(0), rows, k.index(1), ValueRange{},
-            [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
-              ImplicitLocOpBuilder ib(loc, nested);
-              KernelEmitter e = k.at(ib);
-              Value value = e.loadRow(e.add(row0, i));
-              body(ib, i, value);
-              scf::YieldOp::create(ib);
-            });
-        func::ReturnOp::create(b);
-      };
-
-  // load(arena, code, scale, zero, row0, rows, dst, dstOff)
-  {
+  // load(arena, code, scale, zero, row0, rows, dst, dstOff) writes the
+  // dequantized rows to dst[dstOff...]; bounds (the same arguments) the
+  // error bound of each of their elements (the run-time certificate).
+  auto emitRowsKernel = [&](StringRef suffix, bool errorBounds) {
     func::FuncOp fn = createFunction(
-        module, base + "_load",
+        module, base + suffix.str(),
         FunctionType::get(
             context, {arena, index, index, index, index, index, floats, index},
             {}));
-    auto args = fn.front().getArguments();
-    Value dst = args[6], dstOff = args[7];
-    emitRowLoop(fn, args[5], [&](ImplicitLocOpBuilder &b, Value i, Value v) {
-      Value at = arith::AddIOp::create(
-          b, dstOff,
-          arith::MulIOp::create(b, i, arith::ConstantIndexOp::create(b, d)));
-      vector::StoreOp::create(b, v, dst, ValueRange{at});
-    });
-    result.load = fn;
-  }
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    KernelEmitter k(b, format, d, dequantizer);
+    auto args = entry.getArguments();
+    k.openViews(args[0], args[1], args[2], args[3]);
+    Value row0 = args[4], rows = args[5], dst = args[6], dstOff = args[7];
+    scf::ForOp::create(
+        b, k.index(0), rows, k.index(1), ValueRange{},
+        [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          KernelEmitter e = k.at(ib);
+          Value r = e.add(row0, i);
+          Value lanes = errorBounds ? e.boundRow(r) : e.loadRow(r);
+          vector::StoreOp::create(ib, lanes, dst,
+                                  ValueRange{e.add(dstOff, e.mul(i, d))});
+          scf::YieldOp::create(ib);
+        });
+    func::ReturnOp::create(b);
+    return fn;
+  };
+  if (!haveStoreAndLoad)
+    result.load = emitRowsKernel("_load", false);
+  if (withBounds)
+    result.bounds = emitRowsKernel("_bounds", true);
 
-  return kernels.emplace(base, result).first->second;
+  FormatKernels &entry = kernels[base];
+  entry = result;
+  return entry;
 }

@@ -53,8 +53,11 @@ enum class CacheStatus : int32_t {
 ///    With `dry` it only computes the status.
 ///  * load(arena, code, scale, zero, row0, rows, dst: memref<?xf32>,
 ///         dstOff): dequantizes rows into dst.
+///  * bounds(<the arguments of load>), where asked for: writes each
+///    element's error bound delta (never below
+///    an::computeStoredElementErrorBound) instead.
 struct FormatKernels {
-  func::FuncOp store, load;
+  func::FuncOp store, load, bounds;
 };
 
 /// The sum of the lanes of an f32 vector as a fixed tree of vector adds:
@@ -70,14 +73,24 @@ Value emitLaneSum(ImplicitLocOpBuilder &b, Value v);
 /// unittests/Runtime (kvprec's attention contract allows 4 ulps).
 Value emitExp(ImplicitLocOpBuilder &b, Value x);
 
+/// e^x - 1 for non-negative f32 lanes, accurate to a few ulps also near 0
+/// (a series below 1/8, emitExp(x) - 1 above); the run-time certificate's
+/// phi.
+Value emitExpm1(ImplicitLocOpBuilder &b, Value x);
+
 class FormatCodegen {
 public:
-  FormatCodegen(ModuleOp module, int64_t headDim,
-                ::kvprec::analysis::StorageKind dequantizer)
-      : module(module), headDim(headDim), dequantizer(dequantizer) {}
+  /// One instance serves a whole module, so that caches sharing a format
+  /// share its kernels.
+  explicit FormatCodegen(ModuleOp module) : module(module) {}
 
-  /// The kernels of `format`, emitted at the end of the module on first use.
-  const FormatKernels &get(const ::kvprec::analysis::StorageFormat &format);
+  /// The kernels of `format` for rows of `headDim` elements and the
+  /// dequantize multiply in `dequantizer`, emitted at the end of the module
+  /// on first use; the bounds kernel only when `withBounds`.
+  const FormatKernels &get(const ::kvprec::analysis::StorageFormat &format,
+                           int64_t headDim,
+                           ::kvprec::analysis::StorageKind dequantizer,
+                           bool withBounds = false);
 
   /// A symbol-safe name of a format, e.g. "int4_asym_cg32_f16".
   static std::string
@@ -85,8 +98,6 @@ public:
 
 private:
   ModuleOp module;
-  int64_t headDim;
-  ::kvprec::analysis::StorageKind dequantizer;
   std::map<std::string, FormatKernels> kernels;
 };
 
