@@ -47,7 +47,7 @@ for layers in 80 2; do
     -o "$OUT/l$layers.o"
   formats=$(grep -o '#kvprec.plan<[^>]*formats = \[[^]]*\]' "$OUT/p$layers.mlir" | head -1 |
             grep -o '#kvprec.format<' | wc -l)
-  kernels=$(grep -cE '^  func.func private @kvprec_[a-z0-9]+(_[a-z0-9]+)*_d128_f32_(store|load|bounds)\(' "$OUT/m$layers.mlir")
+  kernels=$(grep -cE '^  func.func private @kvprec_[a-z0-9]+(_[a-z0-9]+)*_d128_f32_(store|load|load_bounds)\(' "$OUT/m$layers.mlir")
   functions=$(grep -c '^  func.func' "$OUT/m$layers.mlir")
   streams=$((layers * 8 * 2))
   sizes() { # awk-free hex sums of llvm-nm -S: pattern on type, pattern on name

@@ -78,6 +78,29 @@ for threads in (1, 2):
                 cells.append("" if r is None else
                              f"{r['step_us']:.0f}, {r['gbps']:.1f}, {r['ratio_to_stream']:.2f}")
             out.append(f"| {f} | " + " | ".join(cells) + " |")
+out.append("\n## The run-time certificate\n")
+out.append(
+    "`P_attend_certified` (the same attention with its run-time "
+    "certificate, docs/lowering.md) timed in the same loop, 1 thread: its "
+    "step time over the plain attend's.\n")
+out.append("| format | " + " | ".join(
+    f"{p // 1024}K GQA {g}" for p in positions for g in (1, 4)) + " |")
+out.append("| --- |" + " ---: |" * (2 * len(positions)))
+for f in formats:
+    cells = []
+    for p in positions:
+        for g in (1, 4):
+            r = key.get((f, p, g, 1))
+            cells.append("" if r is None or "certified_over_attend" not in r
+                         else f"{r['certified_over_attend']:.2f}x")
+    out.append(f"| {f} | " + " | ".join(cells) + " |")
+out.append(
+    "\nIt runs the formats' load with bounds for K and V, two more "
+    "|q|-weighted dot products per row (E_t and the dot-product error), "
+    "the per-row exponentials of the certificate and three more "
+    "accumulations per value element; fusing them with the output's "
+    "passes is open work.\n")
+
 out.append("\n## Append\n")
 out.append("| format | " + " | ".join(f"{p // 1024}K" for p in positions) + " |")
 out.append("| --- |" + " ---: |" * len(positions))
@@ -97,11 +120,13 @@ out.append(
     "(`bench/cpu-decode/loop-instructions.py` on `llc -O3 -mcpu=native` "
     "output of the benchmark's plans; this machine has no hardware counters "
     "to measure them). Per position and KV head, attention runs the "
-    "format's `load` loop once for K and once for V (L instructions per "
-    "row of 128), and per query head of the group the f32 `tile_logits` "
+    "format's `load_keys` loop once for K (K instructions per row of 128: "
+    "the code values where the scale folds into the logit, the "
+    "dequantized row elsewhere) and its `load` loop once for V (L), and "
+    "per query head of the group the f32 `tile_logits` "
     "loop (T, per row: its loop over groups of 16 rows divided by 16), the 16-lane max and exp loops of `tile_softmax` (M and E, "
     "per 16 positions) and `tile_accumulate` (A). Instructions per stored "
-    "element = (2 L + G (T + (M + E) / 16 + A)) / 256.\n")
+    "element = (K + L + G (T + (M + E) / 16 + A)) / 256.\n")
 f_ghz = bogomips / 2000.0
 out.append(
     f"The budget is what one core can retire while the stream kernel reads "
@@ -109,19 +134,20 @@ out.append(
     f"(BogoMIPS / 2) times bytes per element over the single-thread stream "
     f"bandwidth measured at 64K positions. A kernel above its budget cannot "
     f"reach the streaming bandwidth on one core.\n")
-out.append("| format | L | T | M + E | A | bytes/element | instructions/element GQA 1 | GQA 4 | budget (1 thread) |")
-out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+out.append("| format | K | L | T | M + E | A | bytes/element | instructions/element GQA 1 | GQA 4 | budget (1 thread) |")
+out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for f in formats:
     if f not in loops:
         continue
     lp = loops[f]
     load = [v for k, v in lp.items() if k.endswith("_load")]
+    keys = [v for k, v in lp.items() if k.endswith("_load_keys")]
     logits = [v for k, v in lp.items() if k.endswith("tile_logits")]
     softmax = [v for k, v in lp.items() if k.endswith("tile_softmax")]
     acc = [v for k, v in lp.items() if k.endswith("tile_accumulate")]
-    if not (load and logits and softmax and acc):
+    if not (load and keys and logits and softmax and acc):
         continue
-    L, A = load[0][0], acc[0][0]
+    L, K, A = load[0][0], keys[0][0], acc[0][0]
     # tile_logits has a loop over groups of 16 rows (the long one) and a
     # loop over the remaining rows: per row, the group loop's count / 16.
     long_loops = [c for c in logits[0] if c >= 100]
@@ -131,14 +157,16 @@ for f in formats:
     ME = softmax[0][0] + softmax[0][2]
     r = key.get((f, max(positions), 1, 1))
     bpe = r["arena_bytes"] / (r["positions"] * 8 * 2 * 128) if r else 0
-    per = lambda G: (2 * L + G * (T + ME / 16 + A)) / 256
+    per = lambda G: (K + L + G * (T + ME / 16 + A)) / 256
     budget = 4 * f_ghz * bpe / r["stream_gbps"] if r and f_ghz else 0
-    out.append(f"| {f} | {L} | {T} | {ME} | {A} | {bpe:.3f} | {per(1):.2f} | {per(4):.2f} | {budget:.2f} |")
+    out.append(f"| {f} | {K} | {L} | {T} | {ME} | {A} | {bpe:.3f} | {per(1):.2f} | {per(4):.2f} | {budget:.2f} |")
 out.append(
     "\nWhat would lift the compute-bound formats: computing K's logits "
     "with integer dot products on the codes (AVX-512 VNNI `vpdpbusd` on "
     "int8/int4 codes against a quantized query, scaling once per group) "
-    "instead of dequantizing each row to f32; fusing dequantization into "
+    "instead of converting each code to f32 (whole-row token groups "
+    "already take their scale out of the dot product); fusing "
+    "dequantization into "
     "the logits and accumulate loops instead of writing and re-reading an "
     "f32 tile; and unpacking int4/int2 with byte shuffles (VBMI/GFNI) on "
     "whole cache lines.\n")

@@ -122,12 +122,17 @@ func.func @certified(%c: !kvprec.cache<1x2x32x8xf32, #i8>, %d: !kvprec.cache<1x2
 }
 // CHECK-COUNT-1: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_store
 // CHECK-NOT: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_store
-// CHECK: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_bounds
-// CHECK: func.func private @kvprec_cache0_bound_rows
+// Whole-row symmetric token groups take their scale out of the logits:
+// load_keys stores the code values themselves (and the rows' scales).
+// CHECK: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_load_keys
+// CHECK: %[[CODES:.+]] = arith.sitofp %{{.+}} : vector<8xi32> to vector<8xf32>
+// CHECK-NEXT: vector.store %[[CODES]]
+// CHECK: func.func private @kvprec_int8_sym_tg8_f16_d8_f32_load_bounds
+// CHECK: func.func private @kvprec_cache0_load_bounds
 // CHECK: func.func private @kvprec_cache0_tile_abs_logits
 // CHECK: func.func private @kvprec_cache0_tile_certify_keys
 // CHECK: func.func private @kvprec_cache0_tile_certify_values
 // CHECK: func.func private @kvprec_cache0_attend_part_certified
 // CHECK: func.func @kvprec_cache0_attend_certified(%{{.+}}: memref<?xi8>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: index, %{{.+}}: memref<?x?xf32>, %{{.+}}: f32, %{{.+}}: memref<?xf32>) -> i32 attributes {llvm.emit_c_interface}
 // CHECK-NOT: @kvprec_cache1_attend_certified
-// CHECK-NOT: @kvprec_cache1_bound_rows
+// CHECK-NOT: @kvprec_cache1_load_bounds

@@ -168,18 +168,20 @@ private:
                   Value src, Value srcOff, Value rows, bool dry);
   void callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
                 Value rows, Value dst, Value dstOff);
-  /// The f32 halves of attention over a dequantized tile of rows:
-  /// logits(tile, rows, q, heads, scale, out): out[h * rows + r] =
-  /// scale * (q_h . tile_r); accumulate(tile, rows, p, heads, acc):
-  /// acc_h += sum_r p[h * rows + r] tile_r.
+  /// The f32 parts of attention after the formats' logits kernels:
+  /// softmax over a tile's logits, accumulate(tile, rows, p, heads, acc):
+  /// acc_h += sum_r p[h * rows + r] tile_r over a dequantized tile of V, and
+  /// (certified) abs_logits over |K^| and the keys' bounds.
   void emitTileKernels();
   /// The attention of one (KV head, split): its tiles, left as partial
   /// maxima, sums and accumulators.
   func::FuncOp emitAttendPart(bool withCertificate);
   /// The per-tile halves of the run-time certificate (P_attend_certified).
   void emitCertificateKernels();
-  void callBounds(ImplicitLocOpBuilder &b, Value arena, const Place &place,
-                  Value rows, Value dst, Value dstOff);
+  /// load into `dst`, and the rows' error bounds into `bounds`.
+  void callLoadAndBounds(ImplicitLocOpBuilder &b, Value arena,
+                         const Place &place, Value rows, Value dst,
+                         Value bounds);
   /// Bounds kernels: for the certificate, and for the inherited bounds
   /// that demotion writes.
   bool needsBounds() const { return certified || g.window > 0; }
@@ -269,9 +271,9 @@ private:
   bool certified;
   std::string itemsName, runsName, groupsName;
   int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, boundsAny, tileLogits, tileAbsLogits,
-      tileAccumulate, tileSoftmax, tileCertifyKeys, tileCertifyValues,
-      attendPart, attendPartCertified;
+  func::FuncOp storeAny, loadAny, loadKeysAny, boundsAny, tileLogits,
+      tileAbsLogits, tileAccumulate, tileSoftmax, tileCertifyKeys,
+      tileCertifyValues, attendPart, attendPartCertified;
 };
 } // namespace
 
@@ -382,8 +384,9 @@ void Emitter::emitDispatchers() {
   };
   storeAny = makeDispatcher("store", &FormatKernels::store);
   loadAny = makeDispatcher("load_rows", &FormatKernels::load);
+  loadKeysAny = makeDispatcher("load_keys", &FormatKernels::loadKeys);
   if (needsBounds())
-    boundsAny = makeDispatcher("bound_rows", &FormatKernels::bounds);
+    boundsAny = makeDispatcher("load_bounds", &FormatKernels::bounds);
 }
 
 Value Emitter::callStore(ImplicitLocOpBuilder &b, Value arena,
@@ -404,28 +407,41 @@ void Emitter::callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
                                   place.zero, place.row, rows, dst, dstOff});
 }
 
-void Emitter::callBounds(ImplicitLocOpBuilder &b, Value arena,
-                         const Place &place, Value rows, Value dst,
-                         Value dstOff) {
+void Emitter::callLoadAndBounds(ImplicitLocOpBuilder &b, Value arena,
+                                const Place &place, Value rows, Value dst,
+                                Value bounds) {
   func::CallOp::create(b, boundsAny,
                        ValueRange{place.format, arena, place.code, place.scale,
-                                  place.zero, place.row, rows, dst, dstOff});
+                                  place.zero, place.row, rows, dst, idx(b, 0),
+                                  bounds});
 }
 
 void Emitter::emitTileKernels() {
   const int64_t d = g.headDim;
   VectorType vt = VectorType::get({d}, f32());
-  // logits(tile, rows, q, heads, scale, out); with `absolute` the rows'
-  // magnitudes |tile_r| are used (and the caller passes |q|).
+  // logits(tile, rows, q, heads, scale, rowScales, out): out[h * rows + r]
+  // = scale * rowScales[r] * (q_h . tile_r), the tile holding what the
+  // formats' load_keys give (code values where the scale folds);
+  // abs_logits(tile, rows, q, heads, scale, out) = scale * (q_h . |tile_r|)
+  // (the caller passes |q|), for the certificate.
   auto emitLogits = [&](StringRef name, bool absolute) {
-    func::FuncOp fn = createFunction(
-        name, {floats(), indexType(), floats(), indexType(), f32(), floats()},
-        {}, false);
+    SmallVector<Type> inputs{floats(), indexType(), floats(), indexType(),
+                             f32()};
+    if (!absolute)
+      inputs.push_back(floats());
+    inputs.push_back(floats());
+    func::FuncOp fn = createFunction(name, inputs, {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
     Value tile = args[0], rows = args[1], q = args[2], heads = args[3],
-          scale = args[4], out = args[5];
+          scale = args[4], rowScales = absolute ? Value() : args[5],
+          out = args.back();
+    auto key = [&](ImplicitLocOpBuilder &rb, Value r) -> Value {
+      Value row = vector::LoadOp::create(rb, vt, tile,
+                                         ValueRange{mul(rb, r, idx(rb, d))});
+      return absolute ? Value(math::AbsFOp::create(rb, row)) : row;
+    };
     scf::ForOp::create(
         b, idx(b, 0), heads, idx(b, 1), ValueRange{},
         [&](OpBuilder &n, Location l, Value h, ValueRange) {
@@ -433,11 +449,8 @@ void Emitter::emitTileKernels() {
           Value qh = vector::LoadOp::create(hb, vt, q,
                                             ValueRange{mul(hb, h, idx(hb, d))});
           Value base = mul(hb, h, rows);
-          // Groups of `w` rows (w = the f32 lanes): each row's products are
-          // summed lane-wise over its w-lane chunks, then one transposed
-          // tree of shuffles and adds reduces the w partial vectors to a
-          // vector of w dot products (about 2 instructions per row instead
-          // of a reduction per row).
+          // Groups of `w` rows (w = the f32 lanes) reduced together
+          // (emitRowSums), the rest one row at a time.
           const int64_t w = target.getF32Lanes();
           Value grouped = idx(hb, 0);
           if (d % w == 0 && (w & (w - 1)) == 0 && w >= 2) {
@@ -448,55 +461,18 @@ void Emitter::emitTileKernels() {
                 hb, idx(hb, 0), grouped, idx(hb, w), ValueRange{},
                 [&](OpBuilder &n2, Location l2, Value r0, ValueRange) {
                   ImplicitLocOpBuilder rb(l2, n2);
-                  SmallVector<Value> partial;
-                  for (int64_t i = 0; i < w; ++i) {
-                    Value key = vector::LoadOp::create(
-                        rb, vt, tile,
-                        ValueRange{
-                            mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d))});
-                    if (absolute)
-                      key = math::AbsFOp::create(rb, key);
-                    Value product = arith::MulFOp::create(rb, qh, key);
-                    SmallVector<Value> chunks;
-                    for (int64_t c = 0; c < d; c += w)
-                      chunks.push_back(vector::ExtractStridedSliceOp::create(
-                          rb, product, ArrayRef<int64_t>{c},
-                          ArrayRef<int64_t>{w}, ArrayRef<int64_t>{1}));
-                    while (chunks.size() > 1) {
-                      SmallVector<Value> next;
-                      for (size_t k = 0; k + 1 < chunks.size(); k += 2)
-                        next.push_back(arith::AddFOp::create(rb, chunks[k],
-                                                             chunks[k + 1]));
-                      if (chunks.size() % 2)
-                        next.push_back(chunks.back());
-                      chunks = std::move(next);
-                    }
-                    partial.push_back(chunks[0]);
-                  }
-                  // Level with groups of g lanes per row: pairs of vectors
-                  // (rows a..., b...) keep, per row, the sum of the two
-                  // halves of each group.
-                  for (int64_t group = w; group > 1; group /= 2) {
-                    SmallVector<Value> next;
-                    for (size_t k = 0; k + 1 < partial.size(); k += 2) {
-                      SmallVector<int64_t> low, high;
-                      for (int64_t lane = 0; lane < 2 * w; lane += group)
-                        for (int64_t j = 0; j < group / 2; ++j) {
-                          low.push_back(lane + j);
-                          high.push_back(lane + group / 2 + j);
-                        }
-                      next.push_back(arith::AddFOp::create(
-                          rb,
-                          vector::ShuffleOp::create(rb, partial[k],
-                                                    partial[k + 1], low),
-                          vector::ShuffleOp::create(rb, partial[k],
-                                                    partial[k + 1], high)));
-                    }
-                    partial = std::move(next);
-                  }
-                  Value dots = arith::MulFOp::create(
-                      rb, partial[0],
-                      vector::BroadcastOp::create(rb, lanes, scale));
+                  SmallVector<Value> products;
+                  for (int64_t i = 0; i < w; ++i)
+                    products.push_back(arith::MulFOp::create(
+                        rb, qh, key(rb, add(rb, r0, idx(rb, i)))));
+                  Value dots = emitRowSums(rb, products);
+                  if (!absolute)
+                    dots = arith::MulFOp::create(
+                        rb, dots,
+                        vector::LoadOp::create(rb, lanes, rowScales,
+                                               ValueRange{r0}));
+                  dots = arith::MulFOp::create(
+                      rb, dots, vector::BroadcastOp::create(rb, lanes, scale));
                   vector::StoreOp::create(rb, dots, out,
                                           ValueRange{add(rb, base, r0)});
                   scf::YieldOp::create(rb);
@@ -506,11 +482,12 @@ void Emitter::emitTileKernels() {
               hb, grouped, rows, idx(hb, 1), ValueRange{},
               [&](OpBuilder &n2, Location l2, Value r, ValueRange) {
                 ImplicitLocOpBuilder rb(l2, n2);
-                Value key = vector::LoadOp::create(
-                    rb, vt, tile, ValueRange{mul(rb, r, idx(rb, d))});
-                if (absolute)
-                  key = math::AbsFOp::create(rb, key);
-                Value dot = emitLaneSum(rb, arith::MulFOp::create(rb, qh, key));
+                Value dot =
+                    emitLaneSum(rb, arith::MulFOp::create(rb, qh, key(rb, r)));
+                if (!absolute)
+                  dot = arith::MulFOp::create(
+                      rb, dot,
+                      memref::LoadOp::create(rb, rowScales, ValueRange{r}));
                 memref::StoreOp::create(rb,
                                         arith::MulFOp::create(rb, dot, scale),
                                         out, ValueRange{add(rb, base, r)});
@@ -525,16 +502,19 @@ void Emitter::emitTileKernels() {
   if (certified)
     tileAbsLogits = emitLogits(prefix + "_tile_abs_logits", true);
   {
-    // softmax(logits, base, rows, oldMax) -> (newMax, sum, alpha): the
-    // tile's maximum joined with the running one, its weights
-    // exp(logit - newMax) written back, their sum, and exp(oldMax - newMax).
-    func::FuncOp fn = createFunction(
-        prefix + "_tile_softmax", {floats(), indexType(), indexType(), f32()},
-        {f32(), f32(), f32()}, false);
+    // softmax(logits, base, rows, oldMax, weights) -> (newMax, sum,
+    // alpha): the tile's maximum joined with the running one, its weights
+    // exp(logit - newMax) written to `weights` (which may be `logits`),
+    // their sum, and exp(oldMax - newMax).
+    func::FuncOp fn =
+        createFunction(prefix + "_tile_softmax",
+                       {floats(), indexType(), indexType(), f32(), floats()},
+                       {f32(), f32(), f32()}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
-    Value logits = args[0], base = args[1], rows = args[2], oldMax = args[3];
+    Value logits = args[0], base = args[1], rows = args[2], oldMax = args[3],
+          weights = args[4];
     const int64_t w = target.getF32Lanes();
     VectorType lanes = VectorType::get({w}, f32());
     VectorType one = VectorType::get({1}, f32());
@@ -575,7 +555,7 @@ void Emitter::emitTileKernels() {
           Value at = add(rb, base, r);
           Value v = vector::LoadOp::create(rb, lanes, logits, ValueRange{at});
           Value e = emitExp(rb, arith::SubFOp::create(rb, v, splatMax));
-          vector::StoreOp::create(rb, e, logits, ValueRange{at});
+          vector::StoreOp::create(rb, e, weights, ValueRange{at});
           scf::YieldOp::create(rb,
                                ValueRange{arith::AddFOp::create(rb, s[0], e)});
         });
@@ -590,7 +570,7 @@ void Emitter::emitTileKernels() {
           Value at = add(rb, base, r);
           Value v = memref::LoadOp::create(rb, logits, ValueRange{at});
           Value e = scalarExp(rb, arith::SubFOp::create(rb, v, newMax));
-          memref::StoreOp::create(rb, e, logits, ValueRange{at});
+          memref::StoreOp::create(rb, e, weights, ValueRange{at});
           scf::YieldOp::create(rb,
                                ValueRange{arith::AddFOp::create(rb, s[0], e)});
         });
@@ -1143,36 +1123,34 @@ void Emitter::emitAppend(CacheFunctions &result) {
                     for (int kv = 0; kv < 2; ++kv) {
                       Value item = itemOf(tb, layer, idx(tb, h), kv);
                       if (g.window > 0) {
-                        Value demoted = guard(
-                            tb, demote, status(tb, CacheStatus::Ok),
-                            [&](ImplicitLocOpBuilder &db) {
-                              Value begin =
-                                  add(db, idx(db, g.sink),
-                                      mul(db, leaving, idx(db, g.block)));
-                              Place ring = ringPlace(db, item, begin);
-                              callLoad(db, arena, ring, idx(db, g.block),
-                                       scratch, idx(db, 0));
-                              Place body = locateBody(db, item, begin);
-                              Value st = callStore(db, arena, body, scratch,
-                                                   idx(db, 0), idx(db, g.block),
-                                                   false);
-                              // What the block inherits: the largest
-                              // bound of the window values it was
-                              // re-quantized from.
-                              callBounds(db, arena, ring, idx(db, g.block),
-                                         boundScratch, idx(db, 0));
-                              Value inherited =
-                                  func::CallOp::create(
-                                      db, rowsMax,
-                                      ValueRange{boundScratch,
-                                                 idx(db, g.block)})
-                                      .getResult(0);
-                              memref::StoreOp::create(
-                                  db, inherited,
-                                  f32At(db, arena, body.inherited),
-                                  ValueRange{idx(db, 0)});
-                              return st;
-                            });
+                        Value demoted =
+                            guard(tb, demote, status(tb, CacheStatus::Ok),
+                                  [&](ImplicitLocOpBuilder &db) {
+                                    Value begin =
+                                        add(db, idx(db, g.sink),
+                                            mul(db, leaving, idx(db, g.block)));
+                                    // The block's window values, and what it
+                                    // inherits: the largest bound of them.
+                                    Place ring = ringPlace(db, item, begin);
+                                    callLoadAndBounds(db, arena, ring,
+                                                      idx(db, g.block), scratch,
+                                                      boundScratch);
+                                    Place body = locateBody(db, item, begin);
+                                    Value st = callStore(
+                                        db, arena, body, scratch, idx(db, 0),
+                                        idx(db, g.block), false);
+                                    Value inherited =
+                                        func::CallOp::create(
+                                            db, rowsMax,
+                                            ValueRange{boundScratch,
+                                                       idx(db, g.block)})
+                                            .getResult(0);
+                                    memref::StoreOp::create(
+                                        db, inherited,
+                                        f32At(db, arena, body.inherited),
+                                        ValueRange{idx(db, 0)});
+                                    return st;
+                                  });
                         st = firstFailure(tb, st, demoted);
                       }
                       Place place = locate(tb, item, p, length);
@@ -1283,6 +1261,7 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
     // `tileBuffer` for all query heads of the group.
     Value tileBuffer = alloc(hb, idx(hb, tileRows * d));
     Value maxima = alloc(hb, group), sums = alloc(hb, group);
+    Value rowScales = alloc(hb, idx(hb, tileRows));
     // The certificate's buffers: |q|, the computed logits, E_t, S_t, the
     // value weights, and the value error bounds.
     Value qAbs, raw, logitBounds, magnitudes, wV, wU, wG, deltaBuffer;
@@ -1332,27 +1311,31 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
           tb, f32At(tb, arena, place.inherited), ValueRange{zero});
       func::CallOp::create(tb, tileAdd, ValueRange{buffer, rows, inherited});
     };
+    // The softmax weights: over the logits, or (certified) beside them.
+    Value weights = withCertificate ? raw : logits;
     // `slot` is the first partial slot of this (KV head, tile).
     auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
                     const Place &vPlace, Value rows, Value slot,
                     Value rangeSlot) {
-      callLoad(tb, arena, kPlace, rows, tileBuffer, zero);
-      func::CallOp::create(
-          tb, tileLogits,
-          ValueRange{tileBuffer, rows, q, group, softmaxScale, logits});
+      // The keys as the logits take them (scales folded where they can
+      // be); the certificate also needs the dequantized tile and bounds.
+      func::CallOp::create(tb, loadKeysAny,
+                           ValueRange{kPlace.format, arena, kPlace.code,
+                                      kPlace.scale, kPlace.zero, kPlace.row,
+                                      rows, tileBuffer, zero, rowScales});
+      func::CallOp::create(tb, tileLogits,
+                           ValueRange{tileBuffer, rows, q, group, softmaxScale,
+                                      rowScales, logits});
       if (withCertificate) {
-        // The computed logits stay in `raw`; S_t from |K^|, then E_t from
-        // the keys' error bounds, both against |q|.
-        func::CallOp::create(
-            tb, tileLogits,
-            ValueRange{tileBuffer, rows, q, group, softmaxScale, raw});
+        callLoadAndBounds(tb, arena, kPlace, rows, tileBuffer, deltaBuffer);
+        // The computed logits stay (the weights go to `raw`); S_t from
+        // |K^|, then E_t from the keys' error bounds, both against |q|.
         func::CallOp::create(tb, tileAbsLogits,
                              ValueRange{tileBuffer, rows, qAbs, group,
                                         softmaxScale, magnitudes});
-        callBounds(tb, arena, kPlace, rows, tileBuffer, zero);
-        addInherited(tb, kPlace, tileBuffer, rows);
+        addInherited(tb, kPlace, deltaBuffer, rows);
         func::CallOp::create(tb, tileAbsLogits,
-                             ValueRange{tileBuffer, rows, qAbs, group,
+                             ValueRange{deltaBuffer, rows, qAbs, group,
                                         softmaxScale, logitBounds});
       }
       scf::ForOp::create(
@@ -1362,7 +1345,8 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             Value base = mul(ib, i, rows);
             Value oldMax = memref::LoadOp::create(ib, maxima, ValueRange{i});
             auto softmax = func::CallOp::create(
-                ib, tileSoftmax, ValueRange{logits, base, rows, oldMax});
+                ib, tileSoftmax,
+                ValueRange{logits, base, rows, oldMax, weights});
             Value newMax = softmax.getResult(0);
             Value alpha = softmax.getResult(2);
             Value oldSum = memref::LoadOp::create(ib, sums, ValueRange{i});
@@ -1381,8 +1365,8 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             if (withCertificate) {
               auto keys = func::CallOp::create(
                   ib, tileCertifyKeys,
-                  ValueRange{logits, raw, logitBounds, magnitudes, base, rows,
-                             newMax, wV, wU, wG});
+                  ValueRange{weights, logits, logitBounds, magnitudes, base,
+                             rows, newMax, wV, wU, wG});
               Value first = mul(ib, add(ib, slot, i), idx(ib, 8));
               for (int k = 0; k < 8; ++k)
                 memref::StoreOp::create(ib, keys.getResult(k), partialCert,
@@ -1390,11 +1374,13 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             }
             scf::YieldOp::create(ib);
           });
-      callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
+      if (withCertificate)
+        callLoadAndBounds(tb, arena, vPlace, rows, tileBuffer, deltaBuffer);
+      else
+        callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
       func::CallOp::create(tb, tileAccumulate,
-                           ValueRange{tileBuffer, rows, logits, group, acc});
+                           ValueRange{tileBuffer, rows, weights, group, acc});
       if (withCertificate) {
-        callBounds(tb, arena, vPlace, rows, deltaBuffer, zero);
         addInherited(tb, vPlace, deltaBuffer, rows);
         func::CallOp::create(
             tb, tileCertifyValues,
@@ -1486,7 +1472,7 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
               });
           scf::YieldOp::create(tb);
         });
-    for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums})
+    for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums, rowScales})
       memref::DeallocOp::create(hb, buffer);
     if (withCertificate)
       for (Value buffer :

@@ -275,6 +275,46 @@ Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
   return vector::ExtractOp::create(b, sum, ArrayRef<int64_t>{0});
 }
 
+Value mlir::kvprec::emitRowSums(ImplicitLocOpBuilder &b, ArrayRef<Value> rows) {
+  const int64_t w = rows.size();
+  const int64_t d = cast<VectorType>(rows[0].getType()).getDimSize(0);
+  SmallVector<Value> partial;
+  for (Value product : rows) {
+    SmallVector<Value> chunks;
+    for (int64_t c = 0; c < d; c += w)
+      chunks.push_back(vector::ExtractStridedSliceOp::create(
+          b, product, ArrayRef<int64_t>{c}, ArrayRef<int64_t>{w},
+          ArrayRef<int64_t>{1}));
+    while (chunks.size() > 1) {
+      SmallVector<Value> next;
+      for (size_t k = 0; k + 1 < chunks.size(); k += 2)
+        next.push_back(arith::AddFOp::create(b, chunks[k], chunks[k + 1]));
+      if (chunks.size() % 2)
+        next.push_back(chunks.back());
+      chunks = std::move(next);
+    }
+    partial.push_back(chunks[0]);
+  }
+  // Level with groups of g lanes per row: pairs of vectors (rows a...,
+  // b...) keep, per row, the sum of the two halves of each group.
+  for (int64_t group = w; group > 1; group /= 2) {
+    SmallVector<Value> next;
+    for (size_t k = 0; k + 1 < partial.size(); k += 2) {
+      SmallVector<int64_t> low, high;
+      for (int64_t lane = 0; lane < 2 * w; lane += group)
+        for (int64_t j = 0; j < group / 2; ++j) {
+          low.push_back(lane + j);
+          high.push_back(lane + group / 2 + j);
+        }
+      next.push_back(arith::AddFOp::create(
+          b, vector::ShuffleOp::create(b, partial[k], partial[k + 1], low),
+          vector::ShuffleOp::create(b, partial[k], partial[k + 1], high)));
+    }
+    partial = std::move(next);
+  }
+  return partial[0];
+}
+
 Value mlir::kvprec::emitExp(ImplicitLocOpBuilder &b, Value x) {
   auto type = cast<VectorType>(x.getType());
   Lanes l(b, type.getDimSize(0));
@@ -600,76 +640,100 @@ public:
     return dequantize(codeLanes, scale, zero);
   }
 
-  /// The error bound delta of every element of row `r` (f32 lanes): the
-  /// double-precision formula of an::computeStoredElementErrorBound,
-  /// evaluated in f64 lanes in the same order and rounded up to f32, so
-  /// that it is never below the reference.
-  Value boundRow(Value r) {
-    if (format.kind == StorageKind::F32)
-      return row.f32(0.0);
-    Value dequantized, scale, codeLanes, zero;
-    if (!isScaled()) {
-      dequantized = loadRow(r);
-    } else {
-      codeLanes = loadCodes(r);
-      Lanes scaleRow(b, scaleLanes);
-      Value at = scaleRowAt(r);
-      scale = expandGroups(loadScales(scales, at, scaleRow));
-      zero = isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow))
-                            : Value();
-      dequantized = dequantize(codeLanes, scale, zero);
+  /// The error bound delta of every element of row `r` (f32 lanes), never
+  /// below an::computeStoredElementErrorBound: its formula with the
+  /// format's largest code magnitude in place of each integer code (a
+  /// per-scale constant plus u_P |x^|), evaluated in f32 and raised by the
+  /// relative 2^-20 and absolute 2^-100 that cover that evaluation's
+  /// rounding (a few operations of non-negative terms). Constants below
+  /// 2^-100 (the f32 dequantizer's eta) are raised to it: subnormal
+  /// operands cost a microcode assist per lane on x86.
+  /// Whether attention's logits take the row's scale out of the dot
+  /// product: symmetric token groups of a whole row, with the f32
+  /// dequantizer, where s (q . c) rounds within the contract's gamma_{d+2}
+  /// of q . fl(s c) (an asymmetric zero point would not: q . z can cancel).
+  bool foldsScale() const {
+    return isScaled() && !isAsymmetric() && dequantizer == StorageKind::F32 &&
+           format.granularity == an::Granularity::TokenGroup &&
+           format.groupSize == headDim;
+  }
+  /// What attention multiplies with the query: the code values where the
+  /// scale folds, the dequantized row elsewhere.
+  Value rowForDot(Value r) {
+    return foldsScale() ? codeValue(loadCodes(r)) : loadRow(r);
+  }
+  /// The scale of row `r` of a run whose scale folds (its one scale).
+  Value rowScale(Value r) {
+    Lanes one(b, 1);
+    return vector::ExtractOp::create(b, loadScales(scales, r, one),
+                                     ArrayRef<int64_t>{0});
+  }
+
+  /// Returns the row dequantized, as loadRow does, and its bounds in
+  /// `delta`.
+  Value loadRowAndBound(Value r, Value &delta) {
+    if (format.kind == StorageKind::F32) {
+      delta = row.f32(0.0);
+      return loadRow(r);
     }
-    auto mulf = [&](Value x, Value y) -> Value {
-      return arith::MulFOp::create(b, x, y);
+    auto up = [](double v) -> double {
+      if (v > 0 && v < 0x1p-100)
+        return 0x1p-100;
+      float f = float(v);
+      return double(f) < v ? double(std::nextafter(
+                                 f, std::numeric_limits<float>::infinity()))
+                           : double(f);
     };
-    auto addf = [&](Value x, Value y) -> Value {
-      return arith::AddFOp::create(b, x, y);
+    auto fma = [&](Value a, Value x, Value c) -> Value {
+      return math::FmaOp::create(b, a, x, c);
     };
-    Value absDequantized = row.toF64(math::AbsFOp::create(b, dequantized));
     an::DequantizerConfig config{dequantizer};
     const double uq = an::kQuantizeUnitRoundoff;
     const double uP = an::getDequantizerUnitRoundoff(config);
     const double etaP = an::getDequantizerMinSubnormal(config);
-    Value delta;
+    Value value;
     if (!isScaled()) {
       const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
-      delta = addf(mulf(row.f64(info.unitRoundoff), absDequantized),
-                   row.f64(info.minSubnormal / 2));
-    } else if (an::isFp8Kind(format.kind)) {
-      const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
-      Value c = row.toF64(math::AbsFOp::create(b, codeValue(codeLanes)));
-      double eta8 = info.minSubnormal;
-      // s * (u8 c + eta8/2 + 3 uq (2c + eta8)) + uP |x^| + etaP/2
-      Value inner = addf(
-          addf(mulf(row.f64(info.unitRoundoff), c), row.f64(eta8 / 2)),
-          mulf(row.f64(3 * uq), addf(mulf(row.f64(2.0), c), row.f64(eta8))));
-      delta = addf(addf(mulf(row.toF64(scale), inner),
-                        mulf(row.f64(uP), absDequantized)),
-                   row.f64(etaP / 2));
+      value = loadRow(r);
+      delta =
+          fma(row.f32(up(info.unitRoundoff)), math::AbsFOp::create(b, value),
+              row.f32(up(info.minSubnormal / 2)));
     } else {
-      Value kf = math::AbsFOp::create(b, codeValue(codeLanes));
-      Value k = row.toF64(kf);
-      Value s = row.toF64(scale);
-      Value kPlusOne = addf(k, row.f64(1.0));
-      if (!isAsymmetric()) {
-        // s * (0.5 + 3 uq (k + 1)) + uP |x^| + etaP/2
-        delta = addf(
-            addf(mulf(s, addf(row.f64(0.5), mulf(row.f64(3 * uq), kPlusOne))),
-                 mulf(row.f64(uP), absDequantized)),
-            row.f64(etaP / 2));
+      Value codeLanes = loadCodes(r);
+      Lanes scaleRow(b, scaleLanes);
+      Value at = scaleRowAt(r);
+      Value scale = expandGroups(loadScales(scales, at, scaleRow));
+      Value zero = isAsymmetric()
+                       ? expandGroups(loadScales(zeros, at, scaleRow))
+                       : Value();
+      value = dequantize(codeLanes, scale, zero);
+      Value magnitude = math::AbsFOp::create(b, value);
+      if (an::isFp8Kind(format.kind)) {
+        // s (u8 c + eta8/2 + 3 uq (2c + eta8)) + uP |x^| + etaP/2
+        //   = c (s (u8 + 6 uq)) + s (eta8/2 + 3 uq eta8) + uP |x^| + etaP/2.
+        const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
+        double eta8 = info.minSubnormal;
+        Value c = math::AbsFOp::create(b, codeValue(codeLanes));
+        Value perCode = arith::MulFOp::create(
+            b, scale, row.f32(up(info.unitRoundoff + 6 * uq)));
+        Value constant = fma(scale, row.f32(up(eta8 / 2 + 3 * uq * eta8)),
+                             row.f32(up(etaP / 2)));
+        delta = fma(c, perCode, fma(row.f32(up(uP)), magnitude, constant));
       } else {
-        // s * (0.5 + 4 uq (k + 1)) + uP (|fl_P(k s)| + |x^|) + etaP; k s is
-        // exact in f32 for the stored scales of f16/bf16 and rounded once
-        // for f32 scales, as in the reference.
-        Value product = row.toF64(math::AbsFOp::create(
-            b, row.roundTo(dequantizer, arith::MulFOp::create(b, kf, scale))));
-        delta = addf(
-            addf(mulf(s, addf(row.f64(0.5), mulf(row.f64(4 * uq), kPlusOne))),
-                 mulf(row.f64(uP), addf(product, absDequantized))),
-            row.f64(etaP));
+        // Symmetric: s (0.5 + 3 uq (k + 1)) + uP |x^| + etaP/2; asymmetric:
+        // s (0.5 + 4 uq (k + 1)) + uP (|fl_P(k s)| + |x^|) + etaP, with
+        // |fl_P(k s)| <= k s (1 + uP); k at most the largest code.
+        double k = getIntCodes(format).maxCode;
+        double perScale = isAsymmetric()
+                              ? 0.5 + 4 * uq * (k + 1) + uP * k * (1 + uP)
+                              : 0.5 + 3 * uq * (k + 1);
+        double constant = isAsymmetric() ? etaP : etaP / 2;
+        delta = fma(row.f32(up(uP)), magnitude,
+                    fma(scale, row.f32(up(perScale)), row.f32(up(constant))));
       }
     }
-    return row.roundUpToF32(delta);
+    delta = fma(delta, row.f32(up(1 + 0x1p-20)), row.f32(0x1p-100));
+    return value;
   }
 
   /// The codes of f32 lanes `x` with per-element scale and zero point,
@@ -983,14 +1047,16 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   }
 
   // load(arena, code, scale, zero, row0, rows, dst, dstOff) writes the
-  // dequantized rows to dst[dstOff...]; bounds (the same arguments) the
-  // error bound of each of their elements (the run-time certificate).
+  // dequantized rows to dst[dstOff...]; load_bounds(<the same>, bounds)
+  // also the error bound of each of their elements to bounds[dstOff...]
+  // (the run-time certificate, and the bound a demoted block inherits).
   auto emitRowsKernel = [&](StringRef suffix, bool errorBounds) {
-    func::FuncOp fn = createFunction(
-        module, base + suffix.str(),
-        FunctionType::get(
-            context, {arena, index, index, index, index, index, floats, index},
-            {}));
+    SmallVector<Type> inputs{arena, index, index,  index,
+                             index, index, floats, index};
+    if (errorBounds)
+      inputs.push_back(floats);
+    func::FuncOp fn = createFunction(module, base + suffix.str(),
+                                     FunctionType::get(context, inputs, {}));
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     KernelEmitter k(b, format, d, dequantizer);
@@ -1003,9 +1069,13 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
           ImplicitLocOpBuilder ib(loc, nested);
           KernelEmitter e = k.at(ib);
           Value r = e.add(row0, i);
-          Value lanes = errorBounds ? e.boundRow(r) : e.loadRow(r);
-          vector::StoreOp::create(ib, lanes, dst,
-                                  ValueRange{e.add(dstOff, e.mul(i, d))});
+          Value at = e.add(dstOff, e.mul(i, d));
+          Value delta;
+          Value lanes =
+              errorBounds ? e.loadRowAndBound(r, delta) : e.loadRow(r);
+          vector::StoreOp::create(ib, lanes, dst, ValueRange{at});
+          if (errorBounds)
+            vector::StoreOp::create(ib, delta, args[8], ValueRange{at});
           scf::YieldOp::create(ib);
         });
     func::ReturnOp::create(b);
@@ -1013,8 +1083,46 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   };
   if (!haveStoreAndLoad)
     result.load = emitRowsKernel("_load", false);
+
+  // load_keys(<the arguments of load>, rowScales): what attention's logits
+  // multiply with the query, rows to dst and a factor per row to
+  // rowScales[r]: the code values and the row's scale where the scale folds
+  // (KernelEmitter::foldsScale), the dequantized row and 1 elsewhere.
+  if (!haveStoreAndLoad) {
+    func::FuncOp fn =
+        createFunction(module, base + "_load_keys",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, index,
+                                          index, floats, index, floats},
+                                         {}));
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    KernelEmitter k(b, format, d, dequantizer);
+    auto args = entry.getArguments();
+    k.openViews(args[0], args[1], args[2], args[3]);
+    Value row0 = args[4], rows = args[5], dst = args[6], dstOff = args[7],
+          rowScales = args[8];
+    scf::ForOp::create(
+        b, k.index(0), rows, k.index(1), ValueRange{},
+        [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          KernelEmitter e = k.at(ib);
+          Value r = e.add(row0, i);
+          vector::StoreOp::create(ib, e.rowForDot(r), dst,
+                                  ValueRange{e.add(dstOff, e.mul(i, d))});
+          Value factor =
+              e.foldsScale()
+                  ? e.rowScale(r)
+                  : Value(arith::ConstantFloatOp::create(
+                        ib, Float32Type::get(context), APFloat(1.0f)));
+          memref::StoreOp::create(ib, factor, rowScales, ValueRange{i});
+          scf::YieldOp::create(ib);
+        });
+    func::ReturnOp::create(b);
+    result.loadKeys = fn;
+  }
   if (withBounds)
-    result.bounds = emitRowsKernel("_bounds", true);
+    result.bounds = emitRowsKernel("_load_bounds", true);
 
   FormatKernels &entry = kernels[base];
   entry = result;

@@ -53,11 +53,16 @@ enum class CacheStatus : int32_t {
 ///    With `dry` it only computes the status.
 ///  * load(arena, code, scale, zero, row0, rows, dst: memref<?xf32>,
 ///         dstOff): dequantizes rows into dst.
-///  * bounds(<the arguments of load>), where asked for: writes each
-///    element's error bound delta (never below
-///    an::computeStoredElementErrorBound) instead.
+///  * load_bounds(<the arguments of load>, bounds: memref<?xf32>), where
+///    asked for: load, and each element's error bound delta (never below
+///    an::computeStoredElementErrorBound) at the same places of `bounds`.
+///  * load_keys(<the arguments of load>, rowScales: memref<?xf32>): the
+///    rows as attention's logits take them: code values and the row's scale
+///    in rowScales[r] for symmetric whole-row token groups with the f32
+///    dequantizer (the scale folds into the logit), the dequantized row and
+///    1 elsewhere.
 struct FormatKernels {
-  func::FuncOp store, load, bounds;
+  func::FuncOp store, load, bounds, loadKeys;
 };
 
 /// The sum of the lanes of an f32 vector as a fixed tree of vector adds:
@@ -65,6 +70,13 @@ struct FormatKernels {
 /// halved with shuffles. (vector.reduction <add> without reassociation is
 /// an ordered chain of scalar adds, one per lane.)
 Value emitLaneSum(ImplicitLocOpBuilder &b, Value v);
+
+/// The sums of `w` f32 vectors of head_dim lanes (w a power of two that
+/// divides head_dim) as one vector of w lanes, lane i the sum of rows[i]:
+/// each row's lanes are added lane-wise over its w-lane chunks, then one
+/// transposed tree of shuffles and adds reduces the w partial vectors
+/// (about 2 instructions per row instead of a reduction per row).
+Value emitRowSums(ImplicitLocOpBuilder &b, ArrayRef<Value> rows);
 
 /// e^x for the lanes of an f32 vector, without library calls: Cody-Waite
 /// reduction by ln 2 with FMAs, a degree-6 polynomial (Cephes expf), and
