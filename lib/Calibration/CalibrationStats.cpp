@@ -682,6 +682,8 @@ Expected<CalibrationStats> readCalibrationStats(const SafeTensorsFile &file) {
   if (!model)
     return makeError(name, "metadata has no \"model\" entry");
   stats.model = *model;
+  if (const std::string *dtype = lookupKey("model_dtype"))
+    stats.modelDType = *dtype;
   const std::string *synthetic = lookupKey("synthetic");
   if (!synthetic)
     return makeError(name, "metadata has no \"synthetic\" entry");
@@ -748,6 +750,8 @@ void addCalibrationTensors(SafeTensorsWriter &writer,
   for (const auto &entry : getIntegerMetadata(stats))
     writer.setMetadata(entry.key, std::to_string(*entry.slot));
   writer.setMetadata("model", stats.model);
+  if (!stats.modelDType.empty())
+    writer.setMetadata("model_dtype", stats.modelDType);
   writer.setMetadata("synthetic", stats.synthetic ? "true" : "false");
   writer.setMetadata("softmax_scale",
                      formatv("{0}", llvm::format("%.17g", stats.softmaxScale))

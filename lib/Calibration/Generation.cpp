@@ -105,7 +105,8 @@ Expected<GenerationResult> generate(LlamaRunner &runner, ArrayRef<int> prompt,
                     result.positionsRun - 1, step, i, logits[i])
                 .str());
     int next = sampler.sample(logits);
-    if (next == Tokenizer::kBOSToken)
+    // BOS delimits texts (llama2.c's rule): a sampled BOS ends the text.
+    if (next == config.bosToken)
       break;
     result.tokens.push_back(next);
     int position = static_cast<int>(result.tokens.size()) - 1;

@@ -80,7 +80,7 @@ Error validateLlamaConfig(const LlamaConfig &config, StringRef context) {
     return e;
   if (Error e = requirePositive("seq_len", config.seqLen))
     return e;
-  if (config.dim % config.numHeads != 0)
+  if (config.headDim == 0 && config.dim % config.numHeads != 0)
     return makeError(context, formatv("invalid llama2.c header: dim {0} is not "
                                       "divisible by n_heads {1}",
                                       config.dim, config.numHeads)
@@ -299,14 +299,31 @@ ArrayRef<float> LlamaModel::getClassifier() const {
 // Forward pass
 //===----------------------------------------------------------------------===//
 
-/// out = weight * (x / rms(x)), eps 1e-5 inside the root.
-static void rmsNorm(float *out, const float *x, ArrayRef<float> weight) {
+void LlamaModel::computeRopeTables() {
+  const uint64_t halfHead = config.getHeadSize() / 2;
+  ropeCos.resize(uint64_t(config.seqLen) * halfHead);
+  ropeSin.resize(uint64_t(config.seqLen) * halfHead);
+  for (int32_t pos = 0; pos < config.seqLen; ++pos)
+    for (uint64_t i = 0; i < halfHead; ++i) {
+      float freq =
+          1.0f / std::pow(config.ropeTheta,
+                          static_cast<float>(2 * i) /
+                              static_cast<float>(config.getHeadSize()));
+      float angle = static_cast<float>(pos) * freq;
+      ropeCos[pos * halfHead + i] = std::cos(angle);
+      ropeSin[pos * halfHead + i] = std::sin(angle);
+    }
+}
+
+/// out = weight * (x / rms(x)), eps inside the root.
+static void rmsNorm(float *out, const float *x, ArrayRef<float> weight,
+                    float eps) {
   size_t size = weight.size();
   float sumSquares = 0.0f;
   for (size_t j = 0; j < size; ++j)
     sumSquares += x[j] * x[j];
   sumSquares /= static_cast<float>(size);
-  sumSquares += 1e-5f;
+  sumSquares += eps;
   float scale = 1.0f / std::sqrt(sumSquares);
   for (size_t j = 0; j < size; ++j)
     out[j] = weight[j] * (scale * x[j]);
@@ -367,6 +384,8 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
                qDim = numHeads * headSize, halfHead = headSize / 2;
   const size_t kvMul = config.getQueryHeadsPerKVHead();
   const float scoreScale = 1.0f / std::sqrt(static_cast<float>(headSize));
+  const float eps = config.rmsNormEps;
+  const bool halfSplit = config.ropeLayout == RopeLayout::HalfSplit;
   ArrayRef<float> ropeCos =
       model.getRopeCos().slice(position * halfHead, halfHead);
   ArrayRef<float> ropeSin =
@@ -376,7 +395,7 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
               x.begin());
 
   for (int layer = 0; layer < config.numLayers; ++layer) {
-    rmsNorm(xb.data(), x.data(), model.getAttentionNorm(layer));
+    rmsNorm(xb.data(), x.data(), model.getAttentionNorm(layer), eps);
 
     size_t layerOffset = size_t(layer) * seqLen * kvDim;
     float *key = keyCache.data() + layerOffset + position * kvDim;
@@ -385,15 +404,18 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
     matmul(key, xb.data(), model.getWk(layer), dim, kvDim);
     matmul(value, xb.data(), model.getWv(layer), dim, kvDim);
 
-    // RoPE: rotate each adjacent pair (2i, 2i+1) of every head.
+    // RoPE: rotate the pairs (2i, 2i+1) (llama2.c) or (i, i + hs/2)
+    // (Hugging Face) of every head by angle pos * theta^(-2i/hs).
     auto rotate = [&](float *vec, size_t size) {
-      for (size_t i = 0; i < size; i += 2) {
-        size_t pair = (i % headSize) / 2;
-        float c = ropeCos[pair], s = ropeSin[pair];
-        float v0 = vec[i], v1 = vec[i + 1];
-        vec[i] = v0 * c - v1 * s;
-        vec[i + 1] = v0 * s + v1 * c;
-      }
+      for (size_t head = 0; head < size; head += headSize)
+        for (size_t pair = 0; pair < halfHead; ++pair) {
+          size_t a = halfSplit ? head + pair : head + 2 * pair;
+          size_t b = halfSplit ? a + halfHead : a + 1;
+          float c = ropeCos[pair], s = ropeSin[pair];
+          float v0 = vec[a], v1 = vec[b];
+          vec[a] = v0 * c - v1 * s;
+          vec[b] = v0 * s + v1 * c;
+        }
     };
     rotate(q.data(), qDim);
     rotate(key, kvDim);
@@ -452,7 +474,7 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
       x[i] += xb2[i];
 
     // SwiGLU feed-forward: w2(silu(w1 x) * w3 x).
-    rmsNorm(xb.data(), x.data(), model.getFFNNorm(layer));
+    rmsNorm(xb.data(), x.data(), model.getFFNNorm(layer), eps);
     matmul(hb.data(), xb.data(), model.getW1(layer), dim, hidden);
     matmul(hb2.data(), xb.data(), model.getW3(layer), dim, hidden);
     for (size_t i = 0; i < hidden; ++i) {
@@ -464,7 +486,7 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
       x[i] += xb[i];
   }
 
-  rmsNorm(x.data(), x.data(), model.getFinalNorm());
+  rmsNorm(x.data(), x.data(), model.getFinalNorm(), eps);
   matmul(logits.data(), x.data(), model.getClassifier(), dim, config.vocabSize);
   return logits;
 }

@@ -13,7 +13,7 @@
 #define KVPREC_TOOLS_KVPREC_CALIB_EVALBOUNDS_H
 
 #include "kvprec/Calibration/Model.h"
-#include "kvprec/Calibration/Tokenizer.h"
+#include "kvprec/Calibration/TextTokenizer.h"
 
 #include "llvm/Support/Error.h"
 #include "llvm/Support/raw_ostream.h"
@@ -25,7 +25,7 @@ namespace kvprec::calib {
 
 struct EvalBoundsInputs {
   const LlamaModel *model = nullptr;
-  const Tokenizer *tokenizer = nullptr;
+  const TextTokenizer *tokenizer = nullptr;
   std::string checkpointPath;
   std::string promptsPath;
   std::vector<std::string> prompts;

@@ -21,6 +21,7 @@
 #include "kvprec/Calibration/Collector.h"
 #include "kvprec/Calibration/DecodeStepIR.h"
 #include "kvprec/Calibration/Generation.h"
+#include "kvprec/Calibration/HFTokenizer.h"
 #include "kvprec/Calibration/Model.h"
 #include "kvprec/Calibration/SafeTensors.h"
 #include "kvprec/Calibration/Synthetic.h"
@@ -33,6 +34,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -49,11 +51,16 @@ using namespace kvprec::calib;
 
 static cl::SubCommand
     generateCommand("generate",
-                    "Generate text from a llama2.c checkpoint with the fp32 "
-                    "reference forward pass");
-static cl::SubCommand collectCommand(
-    "collect", "Measure kvprec-calib-v1 calibration statistics on a llama2.c "
-               "checkpoint over a file of prompts");
+                    "Generate text from a model (llama2.c checkpoint or "
+                    "Hugging Face directory) with the fp32 reference forward "
+                    "pass");
+static cl::SubCommand
+    collectCommand("collect",
+                   "Measure kvprec-calib-v1 calibration statistics on a model "
+                   "over a file of prompts");
+static cl::SubCommand
+    tokenizeCommand("tokenize",
+                    "Print the token ids of a text (space-separated)");
 static cl::SubCommand
     synthCommand("synth",
                  "Write SYNTHETIC kvprec-calib-v1 statistics for a model shape "
@@ -75,12 +82,28 @@ static cl::opt<std::string>
     checkpointPath("checkpoint", cl::desc("llama2.c checkpoint (.bin)"),
                    cl::value_desc("file"), cl::sub(generateCommand),
                    cl::sub(collectCommand), cl::sub(evalBoundsCommand),
-                   cl::cat(modelCategory));
+                   cl::sub(tokenizeCommand), cl::cat(modelCategory));
 static cl::opt<std::string>
     tokenizerPath("tokenizer", cl::desc("llama2.c tokenizer (.bin)"),
                   cl::value_desc("file"), cl::sub(generateCommand),
                   cl::sub(collectCommand), cl::sub(evalBoundsCommand),
-                  cl::cat(modelCategory));
+                  cl::sub(tokenizeCommand), cl::cat(modelCategory));
+static cl::opt<std::string> modelDirectory(
+    "model",
+    cl::desc("Hugging Face model directory (config.json, model.safetensors "
+             "or its index, tokenizer.json), instead of --checkpoint and "
+             "--tokenizer"),
+    cl::value_desc("dir"), cl::sub(generateCommand), cl::sub(collectCommand),
+    cl::sub(evalBoundsCommand), cl::sub(tokenizeCommand),
+    cl::cat(modelCategory));
+
+// tokenize
+static cl::opt<std::string> tokenizeText("text", cl::desc("The text"),
+                                         cl::sub(tokenizeCommand),
+                                         cl::cat(toolCategory));
+static cl::opt<bool> tokenizeBOS("bos", cl::desc("Start with the BOS token"),
+                                 cl::sub(tokenizeCommand),
+                                 cl::cat(toolCategory));
 
 // generate
 static cl::opt<int> generateSteps(
@@ -248,10 +271,31 @@ static Error requireOption(StringRef command, const cl::opt<std::string> &opt) {
 
 struct LoadedModel {
   LlamaModel model;
-  Tokenizer tokenizer;
+  std::unique_ptr<TextTokenizer> tokenizer;
 };
 
+/// --model DIR, or --checkpoint and --tokenizer.
 static Expected<LoadedModel> loadModelAndTokenizer(StringRef command) {
+  if (!modelDirectory.empty()) {
+    if (!checkpointPath.empty() || !tokenizerPath.empty())
+      return usageError(command, "--model replaces --checkpoint and "
+                                 "--tokenizer; give one or the other");
+    Expected<LlamaModel> model = LlamaModel::loadHuggingFace(modelDirectory);
+    if (!model)
+      return model.takeError();
+    SmallString<256> path(modelDirectory.getValue());
+    sys::path::append(path, "tokenizer.json");
+    const LlamaConfig &config = model->getConfig();
+    Expected<HFTokenizer> tokenizer = HFTokenizer::load(
+        path, config.vocabSize, config.bosToken, config.eosToken);
+    if (!tokenizer)
+      return tokenizer.takeError();
+    return LoadedModel{std::move(*model),
+                       std::make_unique<HFTokenizer>(std::move(*tokenizer))};
+  }
+  if (checkpointPath.empty() && tokenizerPath.empty())
+    return usageError(command, "give --model DIR (Hugging Face) or "
+                               "--checkpoint and --tokenizer (llama2.c)");
   if (Error e = requireOption(command, checkpointPath))
     return std::move(e);
   if (Error e = requireOption(command, tokenizerPath))
@@ -263,7 +307,27 @@ static Expected<LoadedModel> loadModelAndTokenizer(StringRef command) {
       Tokenizer::load(tokenizerPath, model->getConfig().vocabSize);
   if (!tokenizer)
     return tokenizer.takeError();
-  return LoadedModel{std::move(*model), std::move(*tokenizer)};
+  return LoadedModel{std::move(*model),
+                     std::make_unique<Tokenizer>(std::move(*tokenizer))};
+}
+
+//===----------------------------------------------------------------------===//
+// tokenize
+//===----------------------------------------------------------------------===//
+
+static Error runTokenize() {
+  if (tokenizeText.getNumOccurrences() == 0)
+    return usageError("tokenize", "--text is required");
+  Expected<LoadedModel> loaded = loadModelAndTokenizer("tokenize");
+  if (!loaded)
+    return loaded.takeError();
+  Expected<std::vector<int>> ids =
+      loaded->tokenizer->encode(tokenizeText, tokenizeBOS, /*addEOS=*/false);
+  if (!ids)
+    return ids.takeError();
+  interleave(*ids, outs(), " ");
+  outs() << "\n";
+  return Error::success();
 }
 
 //===----------------------------------------------------------------------===//
@@ -280,8 +344,8 @@ static Error runGenerate() {
     return loaded.takeError();
 
   Expected<std::vector<int>> prompt =
-      loaded->tokenizer.encode(promptText, /*addBOS=*/true, /*addEOS=*/false,
-                               loaded->model.getConfig().seqLen);
+      loaded->tokenizer->encode(promptText, /*addBOS=*/true, /*addEOS=*/false,
+                                loaded->model.getConfig().seqLen);
   if (!prompt)
     return prompt.takeError();
   Sampler sampler(greedy ? 0.0f : static_cast<float>(temperature.getValue()),
@@ -321,7 +385,8 @@ static Error runGenerate() {
   // unprintable single bytes.
   const std::vector<int> &tokens = result->tokens;
   for (size_t i = 1; i < tokens.size(); ++i) {
-    std::string piece = loaded->tokenizer.decodePiece(tokens[i - 1], tokens[i]);
+    std::string piece =
+        loaded->tokenizer->decodePiece(tokens[i - 1], tokens[i]);
     if (Tokenizer::isPrintable(piece))
       os << piece;
   }
@@ -402,7 +467,7 @@ static Error runCollect() {
   options.runLastToken = true; // generated tokens are queries too
 
   for (size_t i = 0; i < prompts->size(); ++i) {
-    Expected<std::vector<int>> tokens = loaded->tokenizer.encode(
+    Expected<std::vector<int>> tokens = loaded->tokenizer->encode(
         (*prompts)[i], /*addBOS=*/true,
         /*addEOS=*/false, loaded->model.getConfig().seqLen);
     if (!tokens)
@@ -422,6 +487,7 @@ static Error runCollect() {
       collector.finish(name, prompts->size(), collectSteps);
   if (!stats)
     return stats.takeError();
+  stats->modelDType = model.getWeightDType().str();
   if (Error e = writeCalibrationFile(*stats, outputPath))
     return e;
 
@@ -504,7 +570,7 @@ static Error runEvalBoundsCommand() {
     return prompts.takeError();
   EvalBoundsInputs inputs;
   inputs.model = &loaded->model;
-  inputs.tokenizer = &loaded->tokenizer;
+  inputs.tokenizer = loaded->tokenizer.get();
   inputs.checkpointPath = checkpointPath;
   inputs.promptsPath = promptsPath;
   inputs.prompts = std::move(*prompts);
@@ -584,8 +650,11 @@ int main(int argc, char **argv) {
   if (!kvprec::parseCommandLine(
           argc, argv,
           "kvprec-calib: calibration statistics for kvprec\n\n"
-          "  generate  run a llama2.c checkpoint (fp32 reference forward "
-          "pass)\n"
+          "  generate  run a model (fp32 reference forward pass): a llama2.c\n"
+          "            checkpoint (--checkpoint, --tokenizer) or a Hugging "
+          "Face\n"
+          "            Llama directory (--model)\n"
+          "  tokenize  print the token ids of --text\n"
           "  collect   measure kvprec-calib-v1 statistics over prompts\n"
           "  synth     write SYNTHETIC statistics for a model shape (labelled "
           "synthetic;\n"
@@ -603,6 +672,8 @@ int main(int argc, char **argv) {
     error = runGenerate();
   else if (collectCommand)
     error = runCollect();
+  else if (tokenizeCommand)
+    error = runTokenize();
   else if (synthCommand)
     error = runSynth();
   else if (inspectCommand)
@@ -612,8 +683,8 @@ int main(int argc, char **argv) {
   else
     error = createStringError(inconvertibleErrorCode(),
                               "no subcommand given; use one of generate, "
-                              "collect, synth, inspect, eval-bounds (see "
-                              "--help)");
+                              "collect, tokenize, synth, inspect, "
+                              "eval-bounds (see --help)");
   if (error)
     return reportError(std::move(error));
   return 0;

@@ -55,6 +55,10 @@ struct CalibrationStats {
   CalibrationShape shape;
   /// Checkpoint name, or "synthetic".
   std::string model;
+  /// The dtypes the model's weights were stored in ("F32", "BF16", ...),
+  /// before the forward pass converted them to f32; empty when unknown
+  /// (metadata "model_dtype", optional).
+  std::string modelDType;
   /// True for generated (not measured) statistics.
   bool synthetic = false;
   /// Number of prompts run and generated tokens per prompt.

@@ -1,13 +1,16 @@
-//===- Model.h - llama2.c checkpoint and fp32 forward pass ------*- C++ -*-===//
+//===- Model.h - Llama checkpoints and the fp32 forward pass ----*- C++ -*-===//
 //
 // Loads a llama2.c "legacy" checkpoint (7 x int32 header, then fp32 weights)
-// and runs the reference fp32 forward pass one token at a time, exposing
+// or a Hugging Face LlamaForCausalLM directory (HuggingFace.cpp) and runs the
+// reference fp32 forward pass one token at a time, exposing
 // every layer's attention step (q after RoPE, the K/V appended to the cache,
 // the softmax weights) to an observer. This is what kvprec-calib uses to
 // measure calibration statistics on a real model.
 //
-// The arithmetic follows llama2.c: RMSNorm with eps 1e-5, RoPE on adjacent
-// channel pairs inside each head with theta 10000, grouped-query attention
+// The arithmetic follows llama2.c: RMSNorm (eps 1e-5 for llama2.c, the
+// config's rms_norm_eps for Hugging Face), RoPE inside each head with theta
+// 10000 (or rope_theta) on adjacent channel pairs (llama2.c) or on channels
+// i and i + head_size/2 (Hugging Face's rotate_half), grouped-query attention
 // (query head h reads KV head h / (n_heads / n_kv_heads)), softmax attention
 // scaled by 1/sqrt(head_size), a SwiGLU feed-forward, and a classifier that
 // is either tied to the embedding or stored separately.
@@ -27,7 +30,16 @@
 
 namespace kvprec::calib {
 
-/// The checkpoint header, with the sign of vocab_size decoded.
+/// Which channels of a head RoPE rotates together.
+enum class RopeLayout {
+  /// (2i, 2i + 1), as llama2.c.
+  AdjacentPairs,
+  /// (i, i + head_size / 2), as Hugging Face's rotate_half.
+  HalfSplit,
+};
+
+/// The checkpoint header, with the sign of vocab_size decoded, and the
+/// settings a Hugging Face config.json adds.
 struct LlamaConfig {
   int32_t dim = 0;
   int32_t hiddenDim = 0;
@@ -38,8 +50,15 @@ struct LlamaConfig {
   int32_t seqLen = 0;
   /// True when the classifier is the embedding table (header vocab_size > 0).
   bool sharedClassifier = true;
+  /// head_dim when the config gives one that differs from dim / n_heads;
+  /// 0 otherwise.
+  int32_t headDim = 0;
+  float rmsNormEps = 1e-5f;
+  float ropeTheta = 10000.0f;
+  RopeLayout ropeLayout = RopeLayout::AdjacentPairs;
+  int32_t bosToken = 1, eosToken = 2;
 
-  int32_t getHeadSize() const { return dim / numHeads; }
+  int32_t getHeadSize() const { return headDim ? headDim : dim / numHeads; }
   int32_t getKVDim() const { return getHeadSize() * numKVHeads; }
   int32_t getQueryHeadsPerKVHead() const { return numHeads / numKVHeads; }
 
@@ -48,8 +67,9 @@ struct LlamaConfig {
   uint64_t getNumWeightFloats() const;
 };
 
-/// Checks a decoded header: positive sizes, dim % n_heads == 0,
-/// n_heads % n_kv_heads == 0 and an even head size. `context` names the file.
+/// Checks a decoded header: positive sizes, dim % n_heads == 0 (without an
+/// explicit head_dim), n_heads % n_kv_heads == 0, an even head size, and
+/// sizes whose weights fit in memory. `context` names the file.
 llvm::Error validateLlamaConfig(const LlamaConfig &config,
                                 llvm::StringRef context);
 
@@ -65,10 +85,18 @@ public:
   /// in errors (a path, or "<fuzz input>").
   static llvm::Expected<LlamaModel> fromBytes(llvm::StringRef bytes,
                                               llvm::StringRef context);
+  /// Loads a Hugging Face LlamaForCausalLM directory: config.json and
+  /// model.safetensors (or the shards model.safetensors.index.json names),
+  /// F32, F16 or BF16 weights converted to f32 (HuggingFace.cpp).
+  static llvm::Expected<LlamaModel> loadHuggingFace(llvm::StringRef directory);
 
   const LlamaConfig &getConfig() const { return config; }
-  /// The file name without directory and extension ("stories260K").
+  /// The file name without directory and extension ("stories260K"), or the
+  /// directory's name for Hugging Face models.
   llvm::StringRef getName() const { return name; }
+  /// The dtypes the weights were stored in ("F32", "BF16", or several
+  /// joined by '+'), before conversion to f32.
+  llvm::StringRef getWeightDType() const { return weightDType; }
   /// Largest |file table - computed cos/sin| over the legacy RoPE tables.
   float getRopeTableDeviation() const { return ropeTableDeviation; }
 
@@ -95,8 +123,12 @@ private:
     return llvm::ArrayRef<float>(weights).slice(offset, count);
   }
 
+  /// Computes ropeCos/ropeSin from the config.
+  void computeRopeTables();
+
   LlamaConfig config;
   std::string name;
+  std::string weightDType = "F32";
   std::vector<float> weights;
   std::vector<float> ropeCos, ropeSin;
   float ropeTableDeviation = 0.0f;

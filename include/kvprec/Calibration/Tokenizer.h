@@ -16,6 +16,8 @@
 #ifndef KVPREC_CALIBRATION_TOKENIZER_H
 #define KVPREC_CALIBRATION_TOKENIZER_H
 
+#include "kvprec/Calibration/TextTokenizer.h"
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringRef.h"
@@ -23,13 +25,13 @@
 
 #include <array>
 #include <cstdint>
-#include <string>
 #include <limits>
+#include <string>
 #include <vector>
 
 namespace kvprec::calib {
 
-class Tokenizer {
+class Tokenizer final : public TextTokenizer {
 public:
   static constexpr int kUnknownToken = 0;
   static constexpr int kBOSToken = 1;
@@ -41,9 +43,8 @@ public:
   static llvm::Expected<Tokenizer> load(llvm::StringRef path,
                                         int32_t vocabSize);
   /// The same from bytes in memory; `context` names them in errors.
-  static llvm::Expected<Tokenizer> fromBytes(llvm::StringRef bytes,
-                                             llvm::StringRef context,
-                                             int32_t vocabSize);
+  static llvm::Expected<Tokenizer>
+  fromBytes(llvm::StringRef bytes, llvm::StringRef context, int32_t vocabSize);
   /// Builds a tokenizer from pieces and scores (tests, tools).
   static llvm::Expected<Tokenizer> fromPieces(std::vector<std::string> pieces,
                                               std::vector<float> scores);
@@ -54,20 +55,24 @@ public:
   /// tokens. O(n log n) in the length of `text`.
   llvm::Expected<std::vector<int>>
   encode(llvm::StringRef text, bool addBOS, bool addEOS,
-         size_t maxTokens = std::numeric_limits<size_t>::max()) const;
+         size_t maxTokens = std::numeric_limits<size_t>::max()) const override;
 
   /// The bytes `token` contributes after `previousToken`: a leading space is
   /// dropped right after BOS, and <0xNN> tokens become the raw byte.
-  std::string decodePiece(int previousToken, int token) const;
+  std::string decodePiece(int previousToken, int token) const override;
   /// Concatenated pieces of `tokens`, skipping BOS and EOS, each piece decoded
   /// with its predecessor as context. Inverse of encode(text, true, false).
-  std::string decode(llvm::ArrayRef<int> tokens) const;
+  std::string decode(llvm::ArrayRef<int> tokens) const override;
 
   /// llama2.c's safe_printf rule: a single-byte piece that is neither
   /// printable nor whitespace is dropped when printing to a terminal.
   static bool isPrintable(llvm::StringRef piece);
 
-  int32_t getVocabSize() const { return static_cast<int32_t>(pieces.size()); }
+  int32_t getVocabSize() const override {
+    return static_cast<int32_t>(pieces.size());
+  }
+  int getBOS() const override { return kBOSToken; }
+  int getEOS() const override { return kEOSToken; }
   int32_t getMaxTokenLength() const { return maxTokenLength; }
   llvm::StringRef getPiece(int token) const { return pieces[token]; }
   float getScore(int token) const { return scores[token]; }

@@ -1,0 +1,5 @@
+//===- TextTokenizer.cpp --------------------------------------------------===//
+
+#include "kvprec/Calibration/TextTokenizer.h"
+
+kvprec::calib::TextTokenizer::~TextTokenizer() = default;
