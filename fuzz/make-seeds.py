@@ -11,11 +11,13 @@ usage: make-seeds.py OUT SOURCE_ROOT MODELS_DIR
                the shared models are present: large, so only as a seed)
   tokenizer    a tiny tokenizer written here and tok512.bin, each prefixed
                with its vocabulary size (2 bytes, little endian)
+  hf-tokenizer a small tokenizer.json written here, and tinystories-656K's
   certificate  a few fixed byte strings (the target decodes any input)
 
 and, for every target, the inputs in fuzz/regressions/<target>/: what the
 fuzzers found once (docs/testing.md), replayed first by every run.
 """
+import json
 import math
 import os
 import pathlib
@@ -102,6 +104,25 @@ for i, piece in enumerate(pieces):
 if (stories / "tok512.bin").exists():
     (tk / "tok512.bin").write_bytes(struct.pack("<H", 511) +
                                     (stories / "tok512.bin").read_bytes())
+
+hf = target("hf-tokenizer")
+(hf / "small.json").write_text(json.dumps({
+    "added_tokens": [{"id": 1, "content": "<s>", "normalized": True, "special": True}],
+    "normalizer": {"type": "Sequence", "normalizers": [
+        {"type": "Prepend", "prepend": "\u2581"},
+        {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+    "pre_tokenizer": None,
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+        {"type": "ByteFallback"}, {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": True,
+              "vocab": {"<unk>": 0, "<s>": 1, "</s>": 2, "\u2581": 3, "a": 4, "b": 5,
+                        "ab": 6, "\u2581a": 7, "<0xC3>": 8, "<0xA9>": 9},
+              "merges": ["a b", "\u2581 a"]}}))
+tiny_json = models / "tinystories-656K" / "tokenizer.json"
+if tiny_json.exists():
+    shutil.copyfile(tiny_json, hf / "tinystories.json")
 
 cert = target("certificate")
 for i, seed in enumerate([b"\x00" * 64, b"\xff" * 64,

@@ -7,7 +7,7 @@
 # corpus entries and bytes, result; and exits non-zero if any target failed.
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]   TARGET: ir safetensors checkpoint
-#                                           tokenizer certificate
+#                                           tokenizer hf-tokenizer certificate
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${KVPREC_SANITIZE_BUILD_DIR:-$ROOT/build-sanitize}"
@@ -17,7 +17,7 @@ case "$SECONDS_EACH" in
   ''|*[!0-9]*) echo "fuzz: error: SECONDS must be a positive integer, got '$SECONDS_EACH'" >&2; exit 2 ;;
 esac
 TARGETS=("$@")
-[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(ir safetensors checkpoint tokenizer certificate)
+[ ${#TARGETS[@]} -eq 0 ] && TARGETS=(ir safetensors checkpoint tokenizer hf-tokenizer certificate)
 MODELS="${KVPREC_MODELS_DIR:-$ROOT/../shared/models}"
 
 bash "$ROOT/scripts/setup.sh" >/dev/null || exit 1
@@ -49,9 +49,11 @@ for name in "${TARGETS[@]}"; do
   corpus="$BUILD/fuzz-corpus/$name"
   mkdir -p "$corpus"
   log="$BUILD/fuzz-$name.log"
-  # The checkpoint seeds include a 1 MB model; the others stay small.
+  # The checkpoint seeds include a 1 MB model and the hf-tokenizer ones an
+  # 86 KB tokenizer.json; the others stay small.
   maxlen=65536
   [ "$name" = checkpoint ] && maxlen=1100000
+  [ "$name" = hf-tokenizer ] && maxlen=131072
   echo "fuzz: $name for ${SECONDS_EACH}s"
   "$binary" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=4096 \
     -max_len="$maxlen" -print_final_stats=1 \

@@ -58,6 +58,8 @@ if config.kvprec_libomp and os.path.exists(config.kvprec_libomp):
 # The stories260K checkpoint lives in ../shared; tests that read it need it.
 if os.path.exists(os.path.join(config.kvprec_models_dir, "stories260K", "stories260K.bin")):
     config.available_features.add("stories260K")
+if os.path.exists(os.path.join(config.kvprec_models_dir, "tinystories-656K", "model.safetensors")):
+    config.available_features.add("tinystories656K")
 
 # NVPTX tests need ptxas; device tests need a visible NVIDIA GPU.
 if config.ptxas_executable and os.path.exists(config.ptxas_executable):

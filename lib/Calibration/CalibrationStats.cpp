@@ -4,14 +4,14 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Format.h"
-#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <cassert>
-#include <iterator>
 #include <cmath>
+#include <iterator>
 
 using namespace llvm;
 
@@ -28,33 +28,33 @@ ArrayRef<CalibrationTensorSpec> getCalibrationTensorSpecs() {
     std::vector<int64_t> CalibrationStats::*i64;
   };
   static const Members members[] = {
-      {&S::attnSinkMass, nullptr}, // attn_sink_mass
-      {&S::attnWindowMass, nullptr}, // attn_window_mass
-      {&S::attnBodyMass, nullptr}, // attn_body_mass
-      {&S::attnSinkMassMean, nullptr}, // attn_sink_mass_mean
+      {&S::attnSinkMass, nullptr},       // attn_sink_mass
+      {&S::attnWindowMass, nullptr},     // attn_window_mass
+      {&S::attnBodyMass, nullptr},       // attn_body_mass
+      {&S::attnSinkMassMean, nullptr},   // attn_sink_mass_mean
       {&S::attnWindowMassMean, nullptr}, // attn_window_mass_mean
-      {&S::attnEntropyMean, nullptr}, // attn_entropy_mean
-      {&S::attnMaxWeight, nullptr}, // attn_max_weight
-      {&S::qAbsMax, nullptr}, // q_absmax
-      {&S::qL1Max, nullptr}, // q_l1_max
-      {&S::qkLogitMax, nullptr}, // qk_logit_max
-      {&S::kChanMin, nullptr}, // k_chan_min
-      {&S::kChanMax, nullptr}, // k_chan_max
-      {&S::vChanMin, nullptr}, // v_chan_min
-      {&S::vChanMax, nullptr}, // v_chan_max
-      {&S::kBlockAbsMax, nullptr}, // k_block_absmax
-      {&S::vBlockAbsMax, nullptr}, // v_block_absmax
-      {&S::kBlockTokenRange, nullptr}, // k_block_token_range
-      {&S::vBlockTokenRange, nullptr}, // v_block_token_range
-      {&S::kBlockChanSpan, nullptr}, // k_block_chan_span
-      {&S::vBlockChanSpan, nullptr}, // v_block_chan_span
-      {nullptr, &S::queryCount}, // query_count
-      {nullptr, &S::positionCount}, // position_count
-      {nullptr, &S::querySampleCount}, // query_sample_count
-      {&S::querySampleMass, nullptr}, // query_sample_mass
-      {&S::querySampleSqMass, nullptr}, // query_sample_sqmass
-      {&S::querySampleAbsQ, nullptr}, // query_sample_absq
-      {&S::querySampleLogit, nullptr}, // query_sample_logit
+      {&S::attnEntropyMean, nullptr},    // attn_entropy_mean
+      {&S::attnMaxWeight, nullptr},      // attn_max_weight
+      {&S::qAbsMax, nullptr},            // q_absmax
+      {&S::qL1Max, nullptr},             // q_l1_max
+      {&S::qkLogitMax, nullptr},         // qk_logit_max
+      {&S::kChanMin, nullptr},           // k_chan_min
+      {&S::kChanMax, nullptr},           // k_chan_max
+      {&S::vChanMin, nullptr},           // v_chan_min
+      {&S::vChanMax, nullptr},           // v_chan_max
+      {&S::kBlockAbsMax, nullptr},       // k_block_absmax
+      {&S::vBlockAbsMax, nullptr},       // v_block_absmax
+      {&S::kBlockTokenRange, nullptr},   // k_block_token_range
+      {&S::vBlockTokenRange, nullptr},   // v_block_token_range
+      {&S::kBlockChanSpan, nullptr},     // k_block_chan_span
+      {&S::vBlockChanSpan, nullptr},     // v_block_chan_span
+      {nullptr, &S::queryCount},         // query_count
+      {nullptr, &S::positionCount},      // position_count
+      {nullptr, &S::querySampleCount},   // query_sample_count
+      {&S::querySampleMass, nullptr},    // query_sample_mass
+      {&S::querySampleSqMass, nullptr},  // query_sample_sqmass
+      {&S::querySampleAbsQ, nullptr},    // query_sample_absq
+      {&S::querySampleLogit, nullptr},   // query_sample_logit
   };
   static const std::vector<CalibrationTensorSpec> specs = [] {
     std::vector<CalibrationTensorSpec> result;
@@ -433,8 +433,7 @@ Error StatsValidator::checkSamples() {
           "attn_window_mass", Kind::LayerHead, i,
           formatv("is {0}, but the sink of {1} positions covers all "
                   "max_positions = {2} observed positions",
-                  num(stats.attnWindowMass[i]), shape.sink,
-                  shape.maxPositions)
+                  num(stats.attnWindowMass[i]), shape.sink, shape.maxPositions)
               .str());
     for (int64_t j = 0; !bodyObserved && j < bodyBlocks; ++j)
       if (float mass = stats.attnBodyMass[i * bodyBlocks + j]; mass != 0.0f)
@@ -468,11 +467,10 @@ Error StatsValidator::checkSamples() {
               .str());
     // Some weight of every query is at least 1 / (its length).
     if (stats.attnMaxWeight[i] + slack(minWeight) < minWeight)
-      return elementError(
-          "attn_max_weight", Kind::LayerHead, i,
-          formatv("is {0}, below 1 / max_positions = {1}",
-                  num(stats.attnMaxWeight[i]), num(minWeight))
-              .str());
+      return elementError("attn_max_weight", Kind::LayerHead, i,
+                          formatv("is {0}, below 1 / max_positions = {1}",
+                                  num(stats.attnMaxWeight[i]), num(minWeight))
+                              .str());
   }
   return Error::success();
 }
@@ -512,17 +510,15 @@ Error StatsValidator::checkQuerySamples() {
         continue;
       }
       for (int64_t j = 0; j < d; ++j)
-        if (absQ[j] > stats.qAbsMax[lh * d + j] +
-                          slack(stats.qAbsMax[lh * d + j]))
+        if (absQ[j] >
+            stats.qAbsMax[lh * d + j] + slack(stats.qAbsMax[lh * d + j]))
           return elementError(
-              "query_sample_absq", Kind::LayerHeadSampleChannel,
-              sample * d + j,
+              "query_sample_absq", Kind::LayerHeadSampleChannel, sample * d + j,
               formatv("is {0}, above q_absmax {1}", num(absQ[j]),
                       num(stats.qAbsMax[lh * d + j]))
                   .str());
       if (logit > stats.qkLogitMax[lh] + slack(stats.qkLogitMax[lh]))
-        return elementError("query_sample_logit", Kind::LayerHeadSample,
-                            sample,
+        return elementError("query_sample_logit", Kind::LayerHeadSample, sample,
                             formatv("is {0}, above qk_logit_max {1}",
                                     num(logit), num(stats.qkLogitMax[lh]))
                                 .str());
@@ -538,20 +534,18 @@ Error StatsValidator::checkQuerySamples() {
                          ? stats.attnBodyMass[lh * bodyBlocks + (b - 2)]
                          : restMax;
         if (mass[b] > cap + 1e-5)
-          return elementError(
-              "query_sample_mass", Kind::LayerHeadSampleMass,
-              sample * bins + b,
-              formatv("is {0}, above the class maximum {1}", num(mass[b]),
-                      num(cap))
-                  .str());
+          return elementError("query_sample_mass", Kind::LayerHeadSampleMass,
+                              sample * bins + b,
+                              formatv("is {0}, above the class maximum {1}",
+                                      num(mass[b]), num(cap))
+                                  .str());
         // sum_t a_t^2 <= (sum_t a_t)^2 <= sum_t a_t over a bin.
         if (squares[b] > mass[b])
-          return elementError(
-              "query_sample_sqmass", Kind::LayerHeadSampleMass,
-              sample * bins + b,
-              formatv("is {0}, above its bin's mass {1}", num(squares[b]),
-                      num(mass[b]))
-                  .str());
+          return elementError("query_sample_sqmass", Kind::LayerHeadSampleMass,
+                              sample * bins + b,
+                              formatv("is {0}, above its bin's mass {1}",
+                                      num(squares[b]), num(mass[b]))
+                                  .str());
         total += mass[b];
       }
       if (total < 1.0 - 1e-4 || total > 1.0 + 1e-4)
@@ -636,13 +630,17 @@ template <typename StatsT> static auto getIntegerMetadata(StatsT &stats) {
     Slot slot;
   };
   auto &shape = stats.shape;
-  return SmallVector<Entry, 11>{
-      {"layers", &shape.layers},   {"kv_heads", &shape.kvHeads},
-      {"q_heads", &shape.qHeads},  {"head_dim", &shape.headDim},
-      {"sink", &shape.sink},       {"window", &shape.window},
-      {"block", &shape.block},     {"max_positions", &shape.maxPositions},
-      {"query_samples", &shape.querySamples},
-      {"prompts", &stats.prompts}, {"steps", &stats.steps}};
+  return SmallVector<Entry, 11>{{"layers", &shape.layers},
+                                {"kv_heads", &shape.kvHeads},
+                                {"q_heads", &shape.qHeads},
+                                {"head_dim", &shape.headDim},
+                                {"sink", &shape.sink},
+                                {"window", &shape.window},
+                                {"block", &shape.block},
+                                {"max_positions", &shape.maxPositions},
+                                {"query_samples", &shape.querySamples},
+                                {"prompts", &stats.prompts},
+                                {"steps", &stats.steps}};
 }
 
 Expected<CalibrationStats> readCalibrationStats(const SafeTensorsFile &file) {
@@ -753,9 +751,9 @@ void addCalibrationTensors(SafeTensorsWriter &writer,
   if (!stats.modelDType.empty())
     writer.setMetadata("model_dtype", stats.modelDType);
   writer.setMetadata("synthetic", stats.synthetic ? "true" : "false");
-  writer.setMetadata("softmax_scale",
-                     formatv("{0}", llvm::format("%.17g", stats.softmaxScale))
-                         .str());
+  writer.setMetadata(
+      "softmax_scale",
+      formatv("{0}", llvm::format("%.17g", stats.softmaxScale)).str());
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     SmallVector<int64_t, 3> shape = getTensorShape(stats.shape, spec.kind);
     if (spec.f32Member)

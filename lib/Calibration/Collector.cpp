@@ -212,8 +212,8 @@ void StatsCollector::observe(const AttentionStep &step) {
           double binSquares[kSampleSlotBins] = {};
           for (int64_t t = 0; t <= p; ++t) {
             double w = weights[t];
-            int64_t bin = t < sink                ? 0
-                          : p - t < window        ? 1
+            int64_t bin = t < sink         ? 0
+                          : p - t < window ? 1
                           : (p - t - window) / blockSize < kSampleBodyBins
                               ? 2 + (p - t - window) / blockSize
                               : kSampleSlotBins - 1;

@@ -19,7 +19,7 @@ static Error makeError(StringRef context, const Twine &message) {
 
 /// "<0xAB>" for byte 0xAB.
 static std::string byteTokenName(unsigned byte) {
-  return formatv("<0x{0:X2}>", byte).str();
+  return formatv("<0x{0:X-2}>", byte).str();
 }
 
 /// The bytes of the first UTF-8 character of `text` (0 when invalid).
@@ -512,7 +512,8 @@ std::string HFTokenizer::tokenText(int token, bool &isByte,
 }
 
 std::string HFTokenizer::decodePiece(int previousToken, int token) const {
-  if (token < 0 || token >= vocabSize || isSpecial[token])
+  if (token < 0 || token >= vocabSize || isSpecial[token] || token == bos ||
+      token == eos)
     return "";
   bool isByte;
   uint8_t byte;
@@ -543,7 +544,8 @@ std::string HFTokenizer::decode(ArrayRef<int> tokens) const {
     bytes.clear();
   };
   for (int token : tokens) {
-    if (token < 0 || token >= vocabSize || isSpecial[token])
+    if (token < 0 || token >= vocabSize || isSpecial[token] || token == bos ||
+        token == eos)
       continue;
     bool isByte;
     uint8_t byte;

@@ -9,12 +9,12 @@ using namespace llvm;
 
 namespace kvprec::calib {
 
-Expected<std::unique_ptr<MemoryBuffer>>
-openRegularFile(StringRef path, StringRef what, uint64_t maxBytes,
-                bool isText) {
+Expected<std::unique_ptr<MemoryBuffer>> openRegularFile(StringRef path,
+                                                        StringRef what,
+                                                        uint64_t maxBytes,
+                                                        bool isText) {
   auto fail = [&](const Twine &message) {
-    return createStringError(inconvertibleErrorCode(),
-                             path + ": " + message);
+    return createStringError(inconvertibleErrorCode(), path + ": " + message);
   };
   sys::fs::file_status status;
   if (std::error_code error = sys::fs::status(path, status))

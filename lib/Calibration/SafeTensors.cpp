@@ -13,9 +13,9 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
-#include <optional>
 #include <cassert>
 #include <cstring>
+#include <optional>
 
 using namespace llvm;
 
@@ -32,8 +32,7 @@ static constexpr unsigned kMaxHeaderNesting = 16;
 
 /// The byte offset at which `text` (JSON) first nests deeper than `limit`
 /// arrays and objects, if it does. Brackets inside strings do not count.
-static std::optional<size_t> findExcessNesting(StringRef text,
-                                               unsigned limit) {
+static std::optional<size_t> findExcessNesting(StringRef text, unsigned limit) {
   unsigned depth = 0;
   bool inString = false;
   for (size_t i = 0; i < text.size(); ++i) {
@@ -209,13 +208,12 @@ SafeTensorsFile::parse(std::unique_ptr<MemoryBuffer> buffer) {
   StringRef headerText = bytes.substr(8, headerLength);
   if (std::optional<size_t> offset =
           findExcessNesting(headerText, kMaxHeaderNesting))
-    return makeError(name, "safetensors header nests arrays and objects more "
-                           "than " +
-                               Twine(kMaxHeaderNesting) +
-                               " levels deep (at header byte " +
-                               Twine(*offset) + ", file byte " +
-                               Twine(*offset + 8) +
-                               "); a safetensors header needs 3");
+    return makeError(
+        name, "safetensors header nests arrays and objects more "
+              "than " +
+                  Twine(kMaxHeaderNesting) + " levels deep (at header byte " +
+                  Twine(*offset) + ", file byte " + Twine(*offset + 8) +
+                  "); a safetensors header needs 3");
   Expected<json::Value> header = json::parse(headerText);
   if (!header)
     return makeError(name, "safetensors header is not valid JSON: " +

@@ -210,8 +210,8 @@ generateSyntheticStats(const SyntheticOptions &options) {
       if (W > 0)
         weightLowerBound =
             std::max(weightLowerBound, windowMax / std::min(W, P));
-      weightLowerBound = std::max(
-          {weightLowerBound, largestBody / std::min(B, P), 1.0 / P});
+      weightLowerBound =
+          std::max({weightLowerBound, largestBody / std::min(B, P), 1.0 / P});
       double maxWeight =
           std::max({weightLowerBound, sinkMax * (0.7 + 0.25 * rng.uniform()),
                     windowMax * (0.3 + 0.3 * rng.uniform())});

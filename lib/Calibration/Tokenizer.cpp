@@ -117,11 +117,10 @@ Expected<Tokenizer> Tokenizer::fromBytes(StringRef bytes, StringRef path,
                                      token, score, offset - 8)
                                  .str());
     if (length > tokenizer.maxTokenLength)
-      return makeError(path,
-                       formatv("tokenizer token {0} is {1} bytes, longer "
-                               "than the header's max_token_length {2}",
-                               token, length, tokenizer.maxTokenLength)
-                           .str());
+      return makeError(path, formatv("tokenizer token {0} is {1} bytes, longer "
+                                     "than the header's max_token_length {2}",
+                                     token, length, tokenizer.maxTokenLength)
+                                 .str());
     tokenizer.scores.push_back(score);
     tokenizer.pieces.push_back(bytes.substr(offset, length).str());
     offset += length;
@@ -192,8 +191,8 @@ void Tokenizer::mergePairs(std::vector<int> &tokens) const {
       return a.score < b.score;
     return a.left > b.left;
   };
-  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)>
-      heap(worse);
+  std::priority_queue<Candidate, std::vector<Candidate>, decltype(worse)> heap(
+      worse);
   std::string merged;
   auto push = [&](size_t left) {
     if (left >= n || next[left] >= n)
@@ -206,7 +205,8 @@ void Tokenizer::mergePairs(std::vector<int> &tokens) const {
     // never merge.
     if (token < 0 || !(scores[token] > -1e10f))
       return;
-    heap.push({scores[token], left, right, token, version[left], version[right]});
+    heap.push(
+        {scores[token], left, right, token, version[left], version[right]});
   };
   for (size_t i = 0; i + 1 < n; ++i)
     push(i);
@@ -216,7 +216,8 @@ void Tokenizer::mergePairs(std::vector<int> &tokens) const {
     heap.pop();
     size_t left = best.left;
     size_t right = best.right;
-    if (!alive[left] || next[left] != right || version[left] != best.leftVersion ||
+    if (!alive[left] || next[left] != right ||
+        version[left] != best.leftVersion ||
         version[right] != best.rightVersion)
       continue;
     tokens[left] = best.token;

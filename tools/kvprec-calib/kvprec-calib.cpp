@@ -600,6 +600,8 @@ static Error runInspect() {
   os << "file: " << inspectPath << "\n";
   os << "schema: " << kCalibrationSchema << "\n";
   os << "model: " << stats->model << "\n";
+  if (!stats->modelDType.empty())
+    os << "model_dtype: " << stats->modelDType << "\n";
   os << "synthetic: " << (stats->synthetic ? "true" : "false") << "\n";
   if (stats->synthetic)
     os << "note: SYNTHETIC statistics (generated, not measured on a model)\n";

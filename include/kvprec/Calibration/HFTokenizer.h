@@ -49,9 +49,10 @@ public:
          size_t maxTokens = std::numeric_limits<size_t>::max()) const override;
   /// The decoders applied to one token: a leading space is stripped after
   /// BOS (or at the start, previousToken < 0), <0xNN> tokens become their
-  /// byte, special added tokens give nothing.
+  /// byte, BOS, EOS and special added tokens give nothing.
   std::string decodePiece(int previousToken, int token) const override;
-  /// The decoder chain over all of `tokens` (special added tokens skipped).
+  /// The decoder chain over all of `tokens` (BOS, EOS and special added
+  /// tokens skipped).
   std::string decode(llvm::ArrayRef<int> tokens) const override;
   int32_t getVocabSize() const override { return vocabSize; }
   int getBOS() const override { return bos; }

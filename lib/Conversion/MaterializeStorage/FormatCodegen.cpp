@@ -1107,9 +1107,12 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
         [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
           ImplicitLocOpBuilder ib(loc, nested);
           KernelEmitter e = k.at(ib);
+          // Separate statements: argument evaluation order differs between
+          // compilers, and the IR should not.
           Value r = e.add(row0, i);
-          vector::StoreOp::create(ib, e.rowForDot(r), dst,
-                                  ValueRange{e.add(dstOff, e.mul(i, d))});
+          Value at = e.add(dstOff, e.mul(i, d));
+          Value lanes = e.rowForDot(r);
+          vector::StoreOp::create(ib, lanes, dst, ValueRange{at});
           Value factor =
               e.foldsScale()
                   ? e.rowScale(r)
