@@ -116,6 +116,88 @@ Expected<PlannedCacheType> kvprec::calib::loadPlannedCacheType(StringRef path) {
 }
 
 namespace {
+/// The runner's fp32 attention (Model.cpp, the same operations in the same
+/// order) over keys and values read through `key(kvHead, t, i)` and
+/// `value(kvHead, t, i)`.
+template <typename KeyAt, typename ValueAt>
+void referenceAttention(const LlamaConfig &config, int length,
+                        ArrayRef<float> queries, float scale,
+                        MutableArrayRef<float> output,
+                        std::vector<float> &scores, KeyAt key, ValueAt value) {
+  const int headSize = config.getHeadSize();
+  scores.resize(length);
+  for (int h = 0; h < config.numHeads; ++h) {
+    int kvHead = h / config.getQueryHeadsPerKVHead();
+    const float *q = queries.data() + h * headSize;
+    for (int t = 0; t < length; ++t) {
+      float score = 0.0f;
+      for (int i = 0; i < headSize; ++i)
+        score += q[i] * key(kvHead, t, i);
+      scores[t] = score * scale;
+    }
+    float maxValue = *std::max_element(scores.begin(), scores.end());
+    float sum = 0.0f;
+    for (float &s : scores) {
+      s = std::exp(s - maxValue);
+      sum += s;
+    }
+    for (float &s : scores)
+      s /= sum;
+    float *out = output.data() + h * headSize;
+    std::fill_n(out, headSize, 0.0f);
+    for (int t = 0; t < length; ++t)
+      for (int i = 0; i < headSize; ++i)
+        out[i] += scores[t] * value(kvHead, t, i);
+  }
+}
+
+/// One layer's attention through `inner`, the others exact (fp32 cache).
+class SingleLayerBackend : public AttentionBackend {
+public:
+  SingleLayerBackend(std::unique_ptr<AttentionBackend> inner, int layer,
+                     const LlamaConfig &config)
+      : inner(std::move(inner)), layer(layer), config(config),
+        keys(config.numLayers), values(config.numLayers) {}
+
+  std::string reset() override {
+    for (int l = 0; l < config.numLayers; ++l) {
+      keys[l].clear();
+      values[l].clear();
+    }
+    return inner->reset();
+  }
+  std::string append(int l, int position, ArrayRef<float> key,
+                     ArrayRef<float> value) override {
+    if (l == layer)
+      return inner->append(l, position, key, value);
+    keys[l].insert(keys[l].end(), key.begin(), key.end());
+    values[l].insert(values[l].end(), value.begin(), value.end());
+    return "";
+  }
+  std::string attend(int l, int position, ArrayRef<float> queries, float scale,
+                     MutableArrayRef<float> output) override {
+    if (l == layer)
+      return inner->attend(l, position, queries, scale, output);
+    const int kvDim = config.getKVDim(), headSize = config.getHeadSize();
+    referenceAttention(
+        config, position + 1, queries, scale, output, scores,
+        [&](int kvHead, int t, int i) {
+          return keys[l][size_t(t) * kvDim + kvHead * headSize + i];
+        },
+        [&](int kvHead, int t, int i) {
+          return values[l][size_t(t) * kvDim + kvHead * headSize + i];
+        });
+    return "";
+  }
+
+private:
+  std::unique_ptr<AttentionBackend> inner;
+  int layer;
+  LlamaConfig config;
+  std::vector<std::vector<float>> keys, values;
+  std::vector<float> scores;
+};
+
 /// The plan emulator, with the runner's fp32 attention over its values.
 class EmulatedBackend : public AttentionBackend {
 public:
@@ -149,35 +231,16 @@ public:
 
   std::string attend(int layer, int position, ArrayRef<float> queries,
                      float scale, MutableArrayRef<float> output) override {
-    const int headSize = config.getHeadSize();
-    const int length = position + 1;
-    scores.resize(length);
-    for (int h = 0; h < config.numHeads; ++h) {
-      int kvHead = h / config.getQueryHeadsPerKVHead();
-      const cf::EmulatedStream &k = streams[plan.getItem(layer, kvHead, 0)];
-      const cf::EmulatedStream &v = streams[plan.getItem(layer, kvHead, 1)];
-      const float *q = queries.data() + h * headSize;
-      // The runner's arithmetic (Model.cpp), over the stored values.
-      for (int t = 0; t < length; ++t) {
-        float score = 0.0f;
-        for (int i = 0; i < headSize; ++i)
-          score += q[i] * float(k.getStored()(t, i));
-        scores[t] = score * scale;
-      }
-      float maxValue = *std::max_element(scores.begin(), scores.end());
-      float sum = 0.0f;
-      for (float &s : scores) {
-        s = std::exp(s - maxValue);
-        sum += s;
-      }
-      for (float &s : scores)
-        s /= sum;
-      float *out = output.data() + h * headSize;
-      std::fill_n(out, headSize, 0.0f);
-      for (int t = 0; t < length; ++t)
-        for (int i = 0; i < headSize; ++i)
-          out[i] += scores[t] * float(v.getStored()(t, i));
-    }
+    referenceAttention(
+        config, position + 1, queries, scale, output, scores,
+        [&](int kvHead, int t, int i) {
+          return float(
+              streams[plan.getItem(layer, kvHead, 0)].getStored()(t, i));
+        },
+        [&](int kvHead, int t, int i) {
+          return float(
+              streams[plan.getItem(layer, kvHead, 1)].getStored()(t, i));
+        });
     return "";
   }
 
@@ -228,10 +291,17 @@ private:
 };
 } // namespace
 
+std::unique_ptr<AttentionBackend>
+kvprec::calib::createSingleLayerBackend(std::unique_ptr<AttentionBackend> inner,
+                                        int layer, const LlamaConfig &config) {
+  return std::make_unique<SingleLayerBackend>(std::move(inner), layer, config);
+}
+
 Expected<std::unique_ptr<AttentionBackend>>
 kvprec::calib::createAttentionBackend(BackendKind kind,
                                       const PlannedCacheType &cache,
-                                      const LlamaConfig &config) {
+                                      const LlamaConfig &config,
+                                      int64_t positions) {
   const cf::Geometry &g = cache.plan.geometry;
   if (g.layers != config.numLayers || g.heads != config.numKVHeads ||
       g.headDim != config.getHeadSize())
@@ -241,10 +311,14 @@ kvprec::calib::createAttentionBackend(BackendKind kind,
                              cache.location, g.layers, g.heads, g.headDim,
                              config.numLayers, config.numKVHeads,
                              config.getHeadSize()));
-  if (g.capacity < config.seqLen)
+  if (positions < 0 && g.capacity < config.seqLen)
     return makeError(formatv("{0}: the planned cache holds {1} positions, "
                              "fewer than the model's seq_len {2}",
                              cache.location, g.capacity, config.seqLen));
+  if (positions >= 0 && g.capacity < positions)
+    return makeError(formatv("{0}: the planned cache holds {1} positions, "
+                             "fewer than the {2} that run",
+                             cache.location, g.capacity, positions));
   if (kind == BackendKind::Emulated)
     return std::unique_ptr<AttentionBackend>(
         new EmulatedBackend(cache.plan, config));

@@ -61,10 +61,18 @@ llvm::Expected<PlannedCacheType> loadPlannedCacheType(llvm::StringRef path);
 enum class BackendKind { Emulated, Compiled };
 
 /// A backend for `model`'s attention over the planned cache; fails, naming
-/// the mismatch, when the cache's shape does not fit the model.
+/// the mismatch, when the cache's shape does not fit the model or it holds
+/// fewer than `positions` positions (default: the model's seq_len).
 llvm::Expected<std::unique_ptr<AttentionBackend>>
 createAttentionBackend(BackendKind kind, const PlannedCacheType &cache,
-                       const LlamaConfig &config);
+                       const LlamaConfig &config, int64_t positions = -1);
+
+/// Attention through `inner` at `layer` only, and the runner's fp32
+/// attention over exact K and V at every other layer (eval-quality's
+/// per-layer sensitivity).
+std::unique_ptr<AttentionBackend>
+createSingleLayerBackend(std::unique_ptr<AttentionBackend> inner, int layer,
+                         const LlamaConfig &config);
 
 } // namespace kvprec::calib
 

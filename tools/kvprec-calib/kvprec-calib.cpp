@@ -14,6 +14,7 @@
 
 #include "Backends.h"
 #include "EvalBounds.h"
+#include "EvalQuality.h"
 #include "kvprec/Calibration/InputFile.h"
 #include "kvprec/CommandLine.h"
 
@@ -70,6 +71,11 @@ static cl::SubCommand
                    "Validate a kvprec-calib-v1 file and print its metadata, "
                    "tensor shapes and value ranges");
 
+static cl::SubCommand evalQualityCommand(
+    "eval-quality",
+    "Measure what a planned cache does to the model's next-token "
+    "distributions: KL divergence, top-1 agreement and perplexity against "
+    "the fp32 cache, overall and per layer");
 static cl::SubCommand evalBoundsCommand(
     "eval-bounds",
     "Check the certified bounds of a planned module against the measured "
@@ -82,12 +88,14 @@ static cl::opt<std::string>
     checkpointPath("checkpoint", cl::desc("llama2.c checkpoint (.bin)"),
                    cl::value_desc("file"), cl::sub(generateCommand),
                    cl::sub(collectCommand), cl::sub(evalBoundsCommand),
-                   cl::sub(tokenizeCommand), cl::cat(modelCategory));
+                   cl::sub(tokenizeCommand), cl::sub(evalQualityCommand),
+                   cl::cat(modelCategory));
 static cl::opt<std::string>
     tokenizerPath("tokenizer", cl::desc("llama2.c tokenizer (.bin)"),
                   cl::value_desc("file"), cl::sub(generateCommand),
                   cl::sub(collectCommand), cl::sub(evalBoundsCommand),
-                  cl::sub(tokenizeCommand), cl::cat(modelCategory));
+                  cl::sub(tokenizeCommand), cl::sub(evalQualityCommand),
+                  cl::cat(modelCategory));
 static cl::opt<std::string> modelDirectory(
     "model",
     cl::desc("Hugging Face model directory (config.json, model.safetensors "
@@ -95,7 +103,7 @@ static cl::opt<std::string> modelDirectory(
              "--tokenizer"),
     cl::value_desc("dir"), cl::sub(generateCommand), cl::sub(collectCommand),
     cl::sub(evalBoundsCommand), cl::sub(tokenizeCommand),
-    cl::cat(modelCategory));
+    cl::sub(evalQualityCommand), cl::cat(modelCategory));
 
 // tokenize
 static cl::opt<std::string> tokenizeText("text", cl::desc("The text"),
@@ -140,14 +148,14 @@ static cl::opt<BackendKind> generateBackend(
                clEnumValN(BackendKind::Compiled, "compiled",
                           "the code kvprec-to-llvm generates, JIT-compiled")),
     cl::init(BackendKind::Emulated), cl::sub(generateCommand),
-    cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+    cl::sub(evalBoundsCommand), cl::sub(evalQualityCommand),
+    cl::cat(toolCategory));
 
 // collect
-static cl::opt<std::string>
-    promptsPath("prompts",
-                cl::desc("Prompts, one per line (empty lines are skipped)"),
-                cl::value_desc("file"), cl::sub(collectCommand),
-                cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+static cl::opt<std::string> promptsPath(
+    "prompts", cl::desc("Prompts, one per line (empty lines are skipped)"),
+    cl::value_desc("file"), cl::sub(collectCommand), cl::sub(evalBoundsCommand),
+    cl::sub(evalQualityCommand), cl::cat(toolCategory));
 static cl::opt<int>
     collectSteps("steps",
                  cl::desc("Greedy tokens generated (and run) after each prompt "
@@ -230,12 +238,19 @@ static cl::opt<int> evalSteps(
     "steps",
     cl::desc("Greedy fp32 tokens generated (and run) after each prompt "
              "(default 32)"),
-    cl::init(32), cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+    cl::init(32), cl::sub(evalBoundsCommand), cl::sub(evalQualityCommand),
+    cl::cat(toolCategory));
 static cl::opt<std::string> evalIrPath(
     "ir",
     cl::desc("Planned module (kvprec-assign-precision output) whose first "
              "planned kvprec.alloc is evaluated"),
-    cl::value_desc("file"), cl::sub(evalBoundsCommand), cl::cat(toolCategory));
+    cl::value_desc("file"), cl::sub(evalBoundsCommand),
+    cl::sub(evalQualityCommand), cl::cat(toolCategory));
+static cl::opt<std::string> dumpLogitsPath(
+    "dump-logits",
+    cl::desc("Also write both runs' logits at every position (safetensors: "
+             "exact, plan [T, vocab]; targets, prompt [T])"),
+    cl::value_desc("file"), cl::sub(evalQualityCommand), cl::cat(toolCategory));
 static cl::opt<std::string> casesPath(
     "json-cases",
     cl::desc("Also write every case (prompt, position, layer, query head) as "
@@ -581,6 +596,31 @@ static Error runEvalBoundsCommand() {
   return runEvalBounds(inputs, outs());
 }
 
+static Error runEvalQualityCommand() {
+  if (evalSteps < 0)
+    return usageError("eval-quality", "--steps must be non-negative");
+  if (Error e = requireOption("eval-quality", promptsPath))
+    return e;
+  if (Error e = requireOption("eval-quality", evalIrPath))
+    return e;
+  Expected<LoadedModel> loaded = loadModelAndTokenizer("eval-quality");
+  if (!loaded)
+    return loaded.takeError();
+  Expected<std::vector<std::string>> prompts = readPrompts(promptsPath);
+  if (!prompts)
+    return prompts.takeError();
+  EvalQualityInputs inputs;
+  inputs.model = &loaded->model;
+  inputs.tokenizer = loaded->tokenizer.get();
+  inputs.promptsPath = promptsPath;
+  inputs.prompts = std::move(*prompts);
+  inputs.steps = evalSteps;
+  inputs.irPath = evalIrPath;
+  inputs.backend = generateBackend;
+  inputs.dumpPath = dumpLogitsPath;
+  return runEvalQuality(inputs, outs());
+}
+
 //===----------------------------------------------------------------------===//
 // inspect
 //===----------------------------------------------------------------------===//
@@ -665,7 +705,11 @@ int main(int argc, char **argv) {
           "  eval-bounds\n"
           "            check a planned module's certified bounds against "
           "measured\n"
-          "            attention errors of a cache stored as the plan says\n",
+          "            attention errors of a cache stored as the plan says\n"
+          "  eval-quality\n"
+          "            KL, top-1 agreement and perplexity of a planned cache "
+          "against\n"
+          "            the fp32 one, overall and per layer\n",
           "kvprec-calib"))
     return 1;
 
@@ -682,11 +726,13 @@ int main(int argc, char **argv) {
     error = runInspect();
   else if (evalBoundsCommand)
     error = runEvalBoundsCommand();
+  else if (evalQualityCommand)
+    error = runEvalQualityCommand();
   else
     error = createStringError(inconvertibleErrorCode(),
                               "no subcommand given; use one of generate, "
                               "collect, tokenize, synth, inspect, "
-                              "eval-bounds (see --help)");
+                              "eval-bounds, eval-quality (see --help)");
   if (error)
     return reportError(std::move(error));
   return 0;

@@ -1,0 +1,229 @@
+//===- EvalQuality.cpp - what a plan does to the model's output -----------===//
+
+#include "EvalQuality.h"
+
+#include "kvprec/Calibration/Generation.h"
+#include "kvprec/Calibration/SafeTensors.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+
+#include <algorithm>
+#include <cmath>
+
+using namespace llvm;
+using namespace kvprec::calib;
+
+static Error makeError(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message.str());
+}
+
+/// JSON has no infinities: write them as null.
+static json::Value number(double value) {
+  if (std::isfinite(value))
+    return value;
+  return nullptr;
+}
+
+namespace {
+/// log-softmax of f32 logits, in double.
+std::vector<double> logSoftmax(ArrayRef<float> logits) {
+  double top = -INFINITY;
+  for (float x : logits)
+    top = std::max(top, double(x));
+  double sum = 0.0;
+  for (float x : logits)
+    sum += std::exp(double(x) - top);
+  double log = top + std::log(sum);
+  std::vector<double> result(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i)
+    result[i] = double(logits[i]) - log;
+  return result;
+}
+
+size_t argmax(ArrayRef<float> logits) {
+  return std::max_element(logits.begin(), logits.end()) - logits.begin();
+}
+
+/// The running totals of one comparison (the whole plan, or one layer).
+struct Comparison {
+  double sumKL = 0.0, maxKL = 0.0;
+  int64_t positions = 0, agreements = 0;
+  double nllExact = 0.0, nllPlan = 0.0;
+  int64_t promptPositions = 0;
+
+  void add(ArrayRef<float> exact, ArrayRef<float> plan, int target,
+           bool inPrompt) {
+    std::vector<double> p = logSoftmax(exact), q = logSoftmax(plan);
+    // KL(p || q) = sum_i p_i (log p_i - log q_i); 0 exactly when the
+    // logits are equal.
+    double kl = 0.0;
+    for (size_t i = 0; i < p.size(); ++i)
+      kl += std::exp(p[i]) * (p[i] - q[i]);
+    kl = std::max(kl, 0.0);
+    sumKL += kl;
+    maxKL = std::max(maxKL, kl);
+    ++positions;
+    agreements += argmax(exact) == argmax(plan);
+    if (inPrompt) {
+      nllExact -= p[target];
+      nllPlan -= q[target];
+      ++promptPositions;
+    }
+  }
+  void write(json::OStream &json) const {
+    json.attribute("mean_kl", number(positions ? sumKL / positions : 0.0));
+    json.attribute("max_kl", number(maxKL));
+    json.attribute("top1_agreement",
+                   number(positions ? double(agreements) / positions : 1.0));
+  }
+};
+
+/// The logits of every position of `tokens` but the last (position t
+/// predicts tokens[t + 1]), teacher-forced.
+Expected<std::vector<std::vector<float>>>
+runLogits(LlamaRunner &runner, ArrayRef<int> tokens, StringRef what) {
+  std::vector<std::vector<float>> result;
+  for (size_t t = 0; t + 1 < tokens.size(); ++t) {
+    ArrayRef<float> logits = runner.forward(tokens[t], int(t));
+    if (!runner.getBackendError().empty())
+      return makeError(
+          formatv("{0}, position {1}: {2}", what, t, runner.getBackendError()));
+    result.emplace_back(logits.begin(), logits.end());
+  }
+  return result;
+}
+} // namespace
+
+Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
+                                    raw_ostream &os) {
+  const LlamaModel &model = *inputs.model;
+  const LlamaConfig &config = model.getConfig();
+  Expected<PlannedCacheType> cache = loadPlannedCacheType(inputs.irPath);
+  if (!cache)
+    return cache.takeError();
+  // Sequences stop at the planned cache's capacity (or the context).
+  const int64_t capacity =
+      std::min<int64_t>(cache->plan.geometry.capacity, config.seqLen);
+  Expected<std::unique_ptr<AttentionBackend>> planned =
+      createAttentionBackend(inputs.backend, *cache, config, capacity);
+  if (!planned)
+    return planned.takeError();
+  // One backend per layer for the per-layer sensitivity.
+  std::vector<std::unique_ptr<AttentionBackend>> single;
+  for (int layer = 0; layer < config.numLayers; ++layer) {
+    Expected<std::unique_ptr<AttentionBackend>> inner =
+        createAttentionBackend(inputs.backend, *cache, config, capacity);
+    if (!inner)
+      return inner.takeError();
+    single.push_back(
+        createSingleLayerBackend(std::move(*inner), layer, config));
+  }
+
+  LlamaRunner exactRunner(model), planRunner(model);
+  planRunner.setBackend(planned->get());
+  Comparison whole;
+  std::vector<Comparison> perLayer(config.numLayers);
+  SafeTensorsWriter dump;
+  std::vector<float> dumpExact, dumpPlan;
+  std::vector<int64_t> dumpTargets, dumpPrompt;
+
+  for (size_t i = 0; i < inputs.prompts.size(); ++i) {
+    std::string where =
+        formatv("{0}: prompt {1}", inputs.promptsPath, i + 1).str();
+    Expected<std::vector<int>> prompt = inputs.tokenizer->encode(
+        inputs.prompts[i], /*addBOS=*/true, /*addEOS=*/false, config.seqLen);
+    if (!prompt)
+      return makeError(where + ": " + toString(prompt.takeError()));
+    if (int64_t(prompt->size()) > capacity)
+      prompt->resize(capacity);
+    // The fp32 model's own greedy continuation.
+    Sampler greedy(/*temperature=*/0.0f, /*seed=*/0);
+    GenerationOptions options;
+    options.steps = inputs.steps;
+    Expected<GenerationResult> sequence =
+        generate(exactRunner, *prompt, greedy, options);
+    if (!sequence)
+      return makeError(where + ": " + toString(sequence.takeError()));
+    std::vector<int> tokens = sequence->tokens;
+    if (int64_t(tokens.size()) > capacity)
+      tokens.resize(capacity);
+    const size_t promptLength = sequence->numPromptTokens;
+
+    Expected<std::vector<std::vector<float>>> exact =
+        runLogits(exactRunner, tokens, where);
+    if (!exact)
+      return exact.takeError();
+    Expected<std::vector<std::vector<float>>> plan =
+        runLogits(planRunner, tokens, where + " (planned cache)");
+    if (!plan)
+      return plan.takeError();
+    for (size_t t = 0; t < exact->size(); ++t) {
+      bool inPrompt = t + 1 < promptLength;
+      whole.add((*exact)[t], (*plan)[t], tokens[t + 1], inPrompt);
+      if (!inputs.dumpPath.empty()) {
+        dumpExact.insert(dumpExact.end(), (*exact)[t].begin(),
+                         (*exact)[t].end());
+        dumpPlan.insert(dumpPlan.end(), (*plan)[t].begin(), (*plan)[t].end());
+        dumpTargets.push_back(tokens[t + 1]);
+        dumpPrompt.push_back(inPrompt);
+      }
+    }
+    for (int layer = 0; layer < config.numLayers; ++layer) {
+      LlamaRunner runner(model);
+      runner.setBackend(single[layer].get());
+      Expected<std::vector<std::vector<float>>> logits =
+          runLogits(runner, tokens,
+                    formatv("{0} (layer {1} planned)", where, layer).str());
+      if (!logits)
+        return logits.takeError();
+      for (size_t t = 0; t < exact->size(); ++t)
+        perLayer[layer].add((*exact)[t], (*logits)[t], tokens[t + 1],
+                            t + 1 < promptLength);
+    }
+  }
+
+  if (!inputs.dumpPath.empty()) {
+    int64_t positions = dumpTargets.size();
+    dump.addF32("exact", {positions, config.vocabSize}, dumpExact);
+    dump.addF32("plan", {positions, config.vocabSize}, dumpPlan);
+    dump.addI64("targets", {positions}, dumpTargets);
+    dump.addI64("prompt", {positions}, dumpPrompt);
+    if (Error e = dump.write(inputs.dumpPath))
+      return e;
+  }
+
+  const certify::Geometry &g = cache->plan.geometry;
+  double fp16Bytes =
+      double(g.layers) * g.heads * 2 * g.capacity * g.headDim * 2;
+  json::OStream json(os, 2);
+  json.object([&] {
+    json.attribute("model", model.getName());
+    json.attribute("ir", inputs.irPath);
+    json.attribute("backend", inputs.backend == BackendKind::Compiled
+                                  ? "compiled"
+                                  : "emulated");
+    json.attribute("prompts", int64_t(inputs.prompts.size()));
+    json.attribute("steps", inputs.steps);
+    json.attribute("max_positions", capacity);
+    json.attribute("tokens", whole.positions);
+    whole.write(json);
+    json.attribute("prompt_tokens", whole.promptPositions);
+    double n = double(std::max<int64_t>(whole.promptPositions, 1));
+    json.attribute("ppl_fp32", number(std::exp(whole.nllExact / n)));
+    json.attribute("ppl_plan", number(std::exp(whole.nllPlan / n)));
+    json.attribute("plan_bytes", number(cache->plan.getTotalBytes()));
+    json.attribute("fp16_bytes", number(fp16Bytes));
+    json.attribute("bytes_vs_fp16",
+                   number(cache->plan.getTotalBytes() / fp16Bytes));
+    json.attributeArray("per_layer", [&] {
+      for (int layer = 0; layer < config.numLayers; ++layer)
+        json.object([&] {
+          json.attribute("layer", layer);
+          perLayer[layer].write(json);
+        });
+    });
+  });
+  os << "\n";
+  return Error::success();
+}
