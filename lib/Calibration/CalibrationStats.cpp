@@ -212,6 +212,21 @@ Error StatsValidator::run() {
                                   num(stats.softmaxScale));
   if (Error e = checkSizes())
     return e;
+  if (!stats.layerKLSensitivity.empty()) {
+    if (int64_t(stats.layerKLSensitivity.size()) != stats.shape.layers)
+      return makeError(
+          context, formatv("the layer sensitivities have {0} entries for "
+                           "{1} layers",
+                           stats.layerKLSensitivity.size(), stats.shape.layers)
+                       .str());
+    for (double s : stats.layerKLSensitivity)
+      if (!(s >= 0) || !std::isfinite(s))
+        return makeError(context, "a layer sensitivity is " + num(s) +
+                                      "; they must be finite and "
+                                      "non-negative");
+    if (!(stats.sensitivityError > 0) || !std::isfinite(stats.sensitivityError))
+      return makeError(context, "the sensitivity error must be positive");
+  }
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs())
     if (Error e = checkTensorValues(spec))
       return e;
@@ -682,6 +697,30 @@ Expected<CalibrationStats> readCalibrationStats(const SafeTensorsFile &file) {
   stats.model = *model;
   if (const std::string *dtype = lookupKey("model_dtype"))
     stats.modelDType = *dtype;
+  const std::string *sensitivity = lookupKey("layer_kl_sensitivity");
+  const std::string *sensitivityError = lookupKey("sensitivity_error");
+  if (bool(sensitivity) != bool(sensitivityError))
+    return makeError(name, "metadata \"layer_kl_sensitivity\" and "
+                           "\"sensitivity_error\" come together");
+  if (sensitivity) {
+    SmallVector<StringRef> parts;
+    StringRef(*sensitivity).split(parts, ',');
+    for (StringRef part : parts) {
+      double value;
+      if (part.trim().getAsDouble(value) || !(value >= 0) ||
+          !std::isfinite(value))
+        return makeError(name, "metadata \"layer_kl_sensitivity\" entry \"" +
+                                   part +
+                                   "\" is not a finite, non-negative "
+                                   "number");
+      stats.layerKLSensitivity.push_back(value);
+    }
+    if (StringRef(*sensitivityError).getAsDouble(stats.sensitivityError) ||
+        !(stats.sensitivityError > 0) || !std::isfinite(stats.sensitivityError))
+      return makeError(name, "metadata \"sensitivity_error\" is \"" +
+                                 *sensitivityError +
+                                 "\", not a positive finite number");
+  }
   const std::string *synthetic = lookupKey("synthetic");
   if (!synthetic)
     return makeError(name, "metadata has no \"synthetic\" entry");
@@ -750,6 +789,16 @@ void addCalibrationTensors(SafeTensorsWriter &writer,
   writer.setMetadata("model", stats.model);
   if (!stats.modelDType.empty())
     writer.setMetadata("model_dtype", stats.modelDType);
+  if (!stats.layerKLSensitivity.empty()) {
+    std::string list;
+    for (double s : stats.layerKLSensitivity)
+      list += (list.empty() ? "" : ",") +
+              formatv("{0}", llvm::format("%.17g", s)).str();
+    writer.setMetadata("layer_kl_sensitivity", list);
+    writer.setMetadata(
+        "sensitivity_error",
+        formatv("{0}", llvm::format("%.17g", stats.sensitivityError)).str());
+  }
   writer.setMetadata("synthetic", stats.synthetic ? "true" : "false");
   writer.setMetadata(
       "softmax_scale",

@@ -469,6 +469,16 @@ ArrayRef<float> LlamaRunner::forward(int token, int position,
       observer->observe(step);
     }
 
+    if (layer == perturbedLayer && perturbation != 0.0f)
+      for (size_t i = 0; i < qDim; ++i) {
+        // splitmix64 of (seed, position, element): one sign bit.
+        uint64_t z = perturbationSeed + (uint64_t(position) * qDim + i + 1) *
+                                            0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        xb[i] += (z & 1) ? perturbation : -perturbation;
+      }
     matmul(xb2.data(), xb.data(), model.getWo(layer), qDim, dim);
     for (size_t i = 0; i < dim; ++i)
       x[i] += xb2[i];

@@ -2,6 +2,7 @@
 
 #include "EvalQuality.h"
 
+#include "kvprec/Calibration/DownstreamSensitivity.h"
 #include "kvprec/Calibration/Generation.h"
 #include "kvprec/Calibration/SafeTensors.h"
 
@@ -26,7 +27,7 @@ static json::Value number(double value) {
 }
 
 namespace {
-/// log-softmax of f32 logits, in double.
+/// log-softmax of f32 logits, in double (for the perplexities).
 std::vector<double> logSoftmax(ArrayRef<float> logits) {
   double top = -INFINITY;
   for (float x : logits)
@@ -54,20 +55,14 @@ struct Comparison {
 
   void add(ArrayRef<float> exact, ArrayRef<float> plan, int target,
            bool inPrompt) {
-    std::vector<double> p = logSoftmax(exact), q = logSoftmax(plan);
-    // KL(p || q) = sum_i p_i (log p_i - log q_i); 0 exactly when the
-    // logits are equal.
-    double kl = 0.0;
-    for (size_t i = 0; i < p.size(); ++i)
-      kl += std::exp(p[i]) * (p[i] - q[i]);
-    kl = std::max(kl, 0.0);
+    double kl = computeKLDivergence(exact, plan);
     sumKL += kl;
     maxKL = std::max(maxKL, kl);
     ++positions;
     agreements += argmax(exact) == argmax(plan);
     if (inPrompt) {
-      nllExact -= p[target];
-      nllPlan -= q[target];
+      nllExact -= logSoftmax(exact)[target];
+      nllPlan -= logSoftmax(plan)[target];
       ++promptPositions;
     }
   }

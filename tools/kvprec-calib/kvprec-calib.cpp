@@ -21,6 +21,7 @@
 #include "kvprec/Calibration/CalibrationStats.h"
 #include "kvprec/Calibration/Collector.h"
 #include "kvprec/Calibration/DecodeStepIR.h"
+#include "kvprec/Calibration/DownstreamSensitivity.h"
 #include "kvprec/Calibration/Generation.h"
 #include "kvprec/Calibration/HFTokenizer.h"
 #include "kvprec/Calibration/Model.h"
@@ -178,6 +179,14 @@ static cl::opt<long> collectQuerySamples(
     cl::desc("Queries kept per (layer, KV head) for the joint certificate, a "
              "uniform random sample (default 1024; 0 keeps none)"),
     cl::init(1024), cl::sub(collectCommand), cl::cat(toolCategory));
+static cl::opt<double> sensitivityError(
+    "sensitivity-error",
+    cl::desc("Also measure each layer's downstream sensitivity: the mean KL "
+             "divergence of the next-token distribution per squared error, "
+             "with every attention output of the layer off by +-this much "
+             "(random signs); 0 (the default) skips it. Needed by "
+             "kvprec-assign-precision{kl=...}"),
+    cl::init(0.0), cl::sub(collectCommand), cl::cat(toolCategory));
 static cl::opt<std::string> modelName(
     "model-name",
     cl::desc("Model name for the metadata (default: checkpoint file stem)"),
@@ -473,8 +482,12 @@ static Error runCollect() {
                                 "positions",
                                 name, value, config.seqLen)
                             .str());
+  if (!(sensitivityError >= 0.0) ||
+      !std::isfinite(sensitivityError.getValue()) || sensitivityError > 1e3)
+    return usageError("collect", "--sensitivity-error must be in [0, 1000]");
   PositionClasses classes{collectSink, collectWindow, collectBlock};
   StatsCollector collector(config, classes, collectQuerySamples);
+  std::vector<std::vector<int>> sequences;
   LlamaRunner runner(model);
   Sampler sampler(/*temperature=*/0.0f, /*seed=*/0);
   GenerationOptions options;
@@ -495,6 +508,7 @@ static Error runCollect() {
       return createStringError(inconvertibleErrorCode(),
                                promptsPath + ": prompt " + Twine(i + 1) + ": " +
                                    toString(result.takeError()));
+    sequences.push_back(result->tokens);
   }
 
   std::string name = modelName.empty() ? model.getName().str() : modelName;
@@ -503,6 +517,14 @@ static Error runCollect() {
   if (!stats)
     return stats.takeError();
   stats->modelDType = model.getWeightDType().str();
+  if (sensitivityError > 0.0) {
+    Expected<std::vector<double>> sensitivity = measureLayerKLSensitivity(
+        model, sequences, float(sensitivityError.getValue()), /*seed=*/1);
+    if (!sensitivity)
+      return sensitivity.takeError();
+    stats->layerKLSensitivity = std::move(*sensitivity);
+    stats->sensitivityError = float(sensitivityError.getValue());
+  }
   if (Error e = writeCalibrationFile(*stats, outputPath))
     return e;
 
@@ -511,6 +533,13 @@ static Error runCollect() {
                 "max positions, {4} query samples per (layer, KV head)\n",
                 name, stats->prompts, stats->steps, stats->shape.maxPositions,
                 stats->queryCount.front());
+  if (!stats->layerKLSensitivity.empty()) {
+    os << "layer KL sensitivity (mean KL per squared error, measured at "
+       << format("%g", stats->sensitivityError) << "):";
+    for (double s : stats->layerKLSensitivity)
+      os << format(" %.4g", s);
+    os << "\n";
+  }
   os << "wrote " << outputPath << " (" << kCalibrationSchema << ")\n";
   if (!irPath.empty()) {
     DecodeStepShape shape{name,
@@ -642,6 +671,13 @@ static Error runInspect() {
   os << "model: " << stats->model << "\n";
   if (!stats->modelDType.empty())
     os << "model_dtype: " << stats->modelDType << "\n";
+  if (!stats->layerKLSensitivity.empty()) {
+    os << "layer_kl_sensitivity (at error "
+       << format("%g", stats->sensitivityError) << "):";
+    for (double s : stats->layerKLSensitivity)
+      os << format(" %.4g", s);
+    os << "\n";
+  }
   os << "synthetic: " << (stats->synthetic ? "true" : "false") << "\n";
   if (stats->synthetic)
     os << "note: SYNTHETIC statistics (generated, not measured on a model)\n";

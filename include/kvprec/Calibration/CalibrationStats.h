@@ -55,6 +55,13 @@ struct CalibrationStats {
   CalibrationShape shape;
   /// Checkpoint name, or "synthetic".
   std::string model;
+  /// Optional (metadata "layer_kl_sensitivity", "sensitivity_error"): per
+  /// layer, the mean KL divergence of the next-token distribution per
+  /// squared infinity-norm error of the layer's attention outputs, measured
+  /// with random-sign errors of size sensitivityError; empty when not
+  /// measured.
+  std::vector<double> layerKLSensitivity;
+  double sensitivityError = 0.0;
   /// The dtypes the model's weights were stored in ("F32", "BF16", ...),
   /// before the forward pass converted them to f32; empty when unknown
   /// (metadata "model_dtype", optional).

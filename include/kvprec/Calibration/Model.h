@@ -203,6 +203,15 @@ public:
   /// Runs attention through `backend` (not owned; null for the runner's own
   /// fp32 cache). Observers see no weights then and are refused.
   void setBackend(AttentionBackend *backend) { this->backend = backend; }
+  /// Adds, at `layer`, an error of +-`error` to every attention output
+  /// element before the output projection, the sign drawn from `seed`, the
+  /// position and the element (so a rerun draws the same); error 0 turns it
+  /// off. What kvprec-calib collect --sensitivity-error measures with.
+  void setAttentionPerturbation(int layer, float error, uint64_t seed) {
+    perturbedLayer = layer;
+    perturbation = error;
+    perturbationSeed = seed;
+  }
   /// The first backend failure; forward returns no logits after one.
   const std::string &getBackendError() const { return backendError; }
 
@@ -215,6 +224,9 @@ private:
   // [layer, seq_len, kv_dim]
   std::vector<float> keyCache, valueCache;
   AttentionBackend *backend = nullptr;
+  int perturbedLayer = -1;
+  float perturbation = 0.0f;
+  uint64_t perturbationSeed = 0;
   std::string backendError;
 };
 

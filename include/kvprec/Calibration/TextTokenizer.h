@@ -1,5 +1,4 @@
-//===- TextTokenizer.h - what commands ask of a tokenizer --------*- C++
-//-*-===//
+//===- TextTokenizer.h - what commands ask of a tokenizer -----*- C++ -*-===//
 //
 // The interface kvprec-calib's commands use, implemented by the llama2.c
 // tokenizer (Tokenizer.h) and the Hugging Face tokenizer.json BPE

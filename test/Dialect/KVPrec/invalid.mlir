@@ -174,6 +174,26 @@ func.func private @f() attributes {plan = #bad}
 // expected-error @+1 {{'kvprec.calibration' op softmax_scale must be positive and finite, got -1}}
 kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = -1.0 : f64, stats = {}}>
 
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op layer_kl_sensitivity has 2 entries for 1 layers}}
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.5 : f64, stats = {}, layer_kl_sensitivity = array<f64: 0.5, 0.25>, sensitivity_error = 0.01 : f64}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op layer_kl_sensitivity entries must be finite and non-negative, got -5.000000e-01}}
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.5 : f64, stats = {}, layer_kl_sensitivity = array<f64: -0.5>, sensitivity_error = 0.01 : f64}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op layer_kl_sensitivity needs a positive, finite sensitivity_error}}
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.5 : f64, stats = {}, layer_kl_sensitivity = array<f64: 0.5>}>
+
+// -----
+
+// expected-error @+1 {{'kvprec.calibration' op sensitivity_error without layer_kl_sensitivity}}
+kvprec.calibration @calib <{layers = 1, kv_heads = 1, q_heads = 1, head_dim = 8, sink = 0, window = 0, block = 8, max_positions = 8, query_samples = 0, model = "toy", synthetic = false, softmax_scale = 0.5 : f64, stats = {}, sensitivity_error = 0.01 : f64}>
+
 //===----------------------------------------------------------------------===//
 // #kvprec.plan
 //===----------------------------------------------------------------------===//

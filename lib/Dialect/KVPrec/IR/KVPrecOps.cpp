@@ -30,23 +30,23 @@ static LogicalResult verifyLayer(Operation *op, CacheType cache,
 static LogicalResult verifyTokenMemRef(Operation *op, StringRef name,
                                        MemRefType type, CacheType cache) {
   if (type.getElementType() != cache.getElementType())
-    return op->emitOpError() << name << " element type "
-                             << type.getElementType()
-                             << " does not match the cache element type "
-                             << cache.getElementType();
+    return op->emitOpError()
+           << name << " element type " << type.getElementType()
+           << " does not match the cache element type "
+           << cache.getElementType();
   ArrayRef<int64_t> shape = type.getShape();
   if (!ShapedType::isDynamic(shape[1]) && shape[1] != cache.getHeads())
-    return op->emitOpError() << name << " has " << shape[1]
-                             << " heads but the cache has " << cache.getHeads()
-                             << " KV heads";
+    return op->emitOpError()
+           << name << " has " << shape[1] << " heads but the cache has "
+           << cache.getHeads() << " KV heads";
   if (!ShapedType::isDynamic(shape[2]) && shape[2] != cache.getHeadDim())
-    return op->emitOpError() << name << " has head_dim " << shape[2]
-                             << " but the cache has head_dim "
-                             << cache.getHeadDim();
+    return op->emitOpError()
+           << name << " has head_dim " << shape[2]
+           << " but the cache has head_dim " << cache.getHeadDim();
   if (!ShapedType::isDynamic(shape[0]) && shape[0] > cache.getCapacity())
-    return op->emitOpError() << name << " holds " << shape[0]
-                             << " tokens, more than the cache capacity "
-                             << cache.getCapacity();
+    return op->emitOpError()
+           << name << " holds " << shape[0]
+           << " tokens, more than the cache capacity " << cache.getCapacity();
   return success();
 }
 
@@ -54,8 +54,7 @@ static LogicalResult verifyTokenMemRef(Operation *op, StringRef name,
 // AllocOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult
-AllocOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
+LogicalResult AllocOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   if (!getCalibration())
     return success();
   auto calibration = symbolTable.lookupNearestSymbolFrom<CalibrationOp>(
@@ -125,8 +124,7 @@ LogicalResult AttendOp::verify() {
                          << cache.getHeadDim();
   if (!ShapedType::isDynamic(queryHeads) &&
       (queryHeads == 0 || queryHeads % cache.getHeads() != 0))
-    return emitOpError() << queryHeads
-                         << " query heads cannot be grouped over "
+    return emitOpError() << queryHeads << " query heads cannot be grouped over "
                          << cache.getHeads()
                          << " KV heads: the GQA ratio must be a whole number";
   if (std::optional<APFloat> scale = getScale()) {
@@ -141,7 +139,8 @@ LogicalResult AttendOp::verify() {
 double AttendOp::getEffectiveScale() {
   if (std::optional<APFloat> scale = getScale())
     return scale->convertToDouble();
-  return 1.0 / std::sqrt(static_cast<double>(getCache().getType().getHeadDim()));
+  return 1.0 /
+         std::sqrt(static_cast<double>(getCache().getType().getHeadDim()));
 }
 
 //===----------------------------------------------------------------------===//
@@ -171,8 +170,26 @@ LogicalResult CalibrationOp::verify() {
     return emitOpError() << "softmax_scale must be positive and finite, got "
                          << scale;
   if (getQHeads() % getKvHeads() != 0)
-    return emitOpError() << getQHeads() << " query heads cannot be grouped over "
+    return emitOpError() << getQHeads()
+                         << " query heads cannot be grouped over "
                          << getKvHeads() << " KV heads";
+  if (std::optional<ArrayRef<double>> sensitivity = getLayerKlSensitivity()) {
+    if (int64_t(sensitivity->size()) != getLayers())
+      return emitOpError() << "layer_kl_sensitivity has " << sensitivity->size()
+                           << " entries for " << getLayers() << " layers";
+    for (double s : *sensitivity)
+      if (!(s >= 0) || !std::isfinite(s))
+        return emitOpError() << "layer_kl_sensitivity entries must be finite "
+                                "and non-negative, got "
+                             << s;
+    std::optional<APFloat> error = getSensitivityError();
+    if (!error || !(error->convertToDouble() > 0) ||
+        !std::isfinite(error->convertToDouble()))
+      return emitOpError() << "layer_kl_sensitivity needs a positive, finite "
+                              "sensitivity_error";
+  } else if (getSensitivityError()) {
+    return emitOpError() << "sensitivity_error without layer_kl_sensitivity";
+  }
   ::kvprec::calib::CalibrationShape shape;
   shape.layers = getLayers();
   shape.kvHeads = getKvHeads();
@@ -205,7 +222,8 @@ LogicalResult CalibrationOp::verify() {
       return emitOpError() << "statistic '" << name << "' has element type "
                            << elementType << "; expected "
                            << (isCount ? "i64" : "f32");
-    SmallVector<int64_t, 3> expected = ::kvprec::calib::getTensorShape(shape, spec->kind);
+    SmallVector<int64_t, 3> expected =
+        ::kvprec::calib::getTensorShape(shape, spec->kind);
     if (elements.getShapedType().getShape() != ArrayRef<int64_t>(expected)) {
       InFlightDiagnostic diag = emitOpError();
       diag << "statistic '" << name << "' has shape "

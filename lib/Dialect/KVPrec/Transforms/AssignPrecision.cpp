@@ -62,10 +62,10 @@ private:
     std::vector<an::StorageKind> kinds;
   };
   LogicalResult parseSettings(Settings &settings);
-  LogicalResult resolveGeometry(AllocOp alloc,
-                                const std::optional<
-                                    ::kvprec::calib::CalibrationStats> &stats,
-                                cf::Geometry &geometry);
+  LogicalResult
+  resolveGeometry(AllocOp alloc,
+                  const std::optional<::kvprec::calib::CalibrationStats> &stats,
+                  cf::Geometry &geometry);
   std::vector<an::StorageFormat> makeCandidates(const Settings &settings,
                                                 const cf::Geometry &geometry);
   /// Builds the plan of one cache; emits located errors on `alloc`.
@@ -78,6 +78,16 @@ private:
 
 LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
   ModuleOp module = getOperation();
+  if (!(kl >= 0) || !std::isfinite(kl))
+    return module.emitError() << "kvprec-assign-precision: kl must be "
+                                 "positive and finite, got "
+                              << kl.getValue();
+  if (kl > 0 &&
+      (!tolerance.empty() || budget > 0 || mode != AssignMode::Certified))
+    return module.emitError()
+           << "kvprec-assign-precision: kl= sets per-layer tolerances from "
+              "the measured sensitivities; it takes mode=certified and "
+              "neither tolerance= nor budget=";
   settings.tolerances.assign(tolerance.begin(), tolerance.end());
   if (settings.tolerances.empty())
     settings.tolerances.push_back(1e-3);
@@ -155,9 +165,9 @@ LogicalResult AssignPrecisionPass::resolveGeometry(
   if (geometry.sink > geometry.capacity ||
       geometry.window > geometry.capacity - geometry.sink)
     return alloc.emitOpError()
-           << "cannot take a plan with sink " << geometry.sink
-           << " and window " << geometry.window << ": the cache holds only "
-           << geometry.capacity << " positions";
+           << "cannot take a plan with sink " << geometry.sink << " and window "
+           << geometry.window << ": the cache holds only " << geometry.capacity
+           << " positions";
   return success();
 }
 
@@ -165,9 +175,8 @@ std::vector<an::StorageFormat>
 AssignPrecisionPass::makeCandidates(const Settings &settings,
                                     const cf::Geometry &geometry) {
   std::vector<an::StorageFormat> candidates;
-  int64_t tokenGroup = group > 0 && !settings.channelGroups
-                           ? group
-                           : geometry.headDim;
+  int64_t tokenGroup =
+      group > 0 && !settings.channelGroups ? group : geometry.headDim;
   int64_t channelGroup =
       group > 0 && settings.channelGroups ? group : geometry.block;
   for (an::StorageKind kind : settings.kinds) {
@@ -175,18 +184,17 @@ AssignPrecisionPass::makeCandidates(const Settings &settings,
       candidates.push_back(an::StorageFormat::unscaled(kind));
       continue;
     }
-    an::QuantScheme scheme = an::isFp8Kind(kind)
-                                 ? an::QuantScheme::Symmetric
-                                 : settings.analysisScheme;
-    candidates.push_back(an::StorageFormat::scaled(
-        kind, scheme, an::Granularity::TokenGroup, tokenGroup,
-        settings.scaleKind));
+    an::QuantScheme scheme = an::isFp8Kind(kind) ? an::QuantScheme::Symmetric
+                                                 : settings.analysisScheme;
+    candidates.push_back(
+        an::StorageFormat::scaled(kind, scheme, an::Granularity::TokenGroup,
+                                  tokenGroup, settings.scaleKind));
     // Channel groups (KIVI's keys) for integer formats; token groups stay
     // available for classes the channel groups cannot tile (the sink).
     if (settings.channelGroups && an::isIntegerKind(kind))
-      candidates.push_back(an::StorageFormat::scaled(
-          kind, scheme, an::Granularity::ChannelGroup, channelGroup,
-          settings.scaleKind));
+      candidates.push_back(
+          an::StorageFormat::scaled(kind, scheme, an::Granularity::ChannelGroup,
+                                    channelGroup, settings.scaleKind));
   }
   return candidates;
 }
@@ -202,7 +210,8 @@ static int8_t internFormat(std::vector<an::StorageFormat> &table,
 }
 
 /// Fills `plan` from per-(layer, head) formats (uniform bodies).
-static void fillPlan(cf::Plan &plan, const std::vector<cf::HeadFormats> &heads) {
+static void fillPlan(cf::Plan &plan,
+                     const std::vector<cf::HeadFormats> &heads) {
   int64_t items = plan.getNumItems();
   plan.sinkFormats.assign(items, 0);
   plan.windowFormats.assign(items, 0);
@@ -258,8 +267,9 @@ static an::StorageFormat seedFormat(const cf::HeadEnvelope &envelope,
 FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     AllocOp alloc, CacheType cache,
     const std::optional<::kvprec::calib::CalibrationStats> &stats,
-    const Settings &settings) {
+    const Settings &requested) {
   MLIRContext *context = &getContext();
+  Settings settings = requested;
   if ((mode == AssignMode::Certified || mode == AssignMode::Seed) && !stats)
     return alloc.emitOpError()
            << "has no calibration: mode=" << getAssignModeName(mode)
@@ -274,6 +284,25 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
       return alloc.emitOpError()
              << "cannot use its calibration @"
              << alloc.getCalibrationAttr().getValue() << ": " << problem;
+  }
+  // kl=: per-layer tolerances from the measured downstream sensitivities
+  // s_l (mean KL per squared error of the layer's attention outputs). With
+  // errors e_l at the L layers, sqrt(KL) <= sum_l sqrt(s_l) e_l to first
+  // order, so e_l = sqrt(kl / s_l) / L keeps it within sqrt(kl). Measured,
+  // not certified; each layer's bound is then certified as usual.
+  if (kl > 0) {
+    if (!stats || stats->layerKLSensitivity.empty())
+      return alloc.emitOpError()
+             << "kl=" << kl.getValue()
+             << " needs the calibration's measured layer sensitivities "
+                "(layer_kl_sensitivity: kvprec-calib collect "
+                "--sensitivity-error E)";
+    settings.tolerances.clear();
+    const double layers = double(geometry.layers);
+    for (double sensitivity : stats->layerKLSensitivity)
+      settings.tolerances.push_back(
+          sensitivity > 0 ? std::min(1.0, std::sqrt(kl / sensitivity) / layers)
+                          : 1.0);
   }
   if (settings.tolerances.size() != 1 &&
       settings.tolerances.size() != size_t(geometry.layers))
@@ -369,7 +398,8 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     cf::AllocationOutcome outcome;
     if (an::Status status = cf::allocatePlan(*stats, request, outcome);
         status.failed())
-      return alloc.emitOpError() << "cannot be planned: " << status.getMessage();
+      return alloc.emitOpError()
+             << "cannot be planned: " << status.getMessage();
     headFormats = std::move(outcome.formats);
     fillPlan(plan, headFormats);
     if (perBlock) {
@@ -383,12 +413,12 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
           const std::vector<an::StorageFormat> &candidates =
               kv == 0 ? request.keyCandidates : request.valueCandidates;
           std::vector<int> chosen;
-          if (an::Status status = cf::refineBodyBlocks(
-                  *stats, geometry, flat / geometry.heads,
-                  flat % geometry.heads, kv, envelope,
-                  headFormats[flat][kv][cf::kWindow],
-                  headFormats[flat][kv][cf::kBody], candidates,
-                  certifyOptions, chosen);
+          if (an::Status status =
+                  cf::refineBodyBlocks(*stats, geometry, flat / geometry.heads,
+                                       flat % geometry.heads, kv, envelope,
+                                       headFormats[flat][kv][cf::kWindow],
+                                       headFormats[flat][kv][cf::kBody],
+                                       candidates, certifyOptions, chosen);
               status.failed())
             return alloc.emitOpError()
                    << "cannot refine body blocks: " << status.getMessage();
@@ -422,14 +452,24 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   f16Bytes += static_cast<uint64_t>(elements * 2);
   averageMilliBits = static_cast<uint64_t>(bytes * 8 / elements * 1000);
   ++numCaches;
-  if (!quiet)
-    alloc.emitRemark() << "kvprec-assign-precision (mode="
-                       << getAssignModeName(mode) << "): "
-                       << llvm::formatv("{0:F0} bytes, {1:F4} of fp16, {2:F3} "
-                                        "bits per element",
-                                        bytes, bytes / (elements * 2),
-                                        bytes * 8 / elements)
-                              .str();
+  if (!quiet) {
+    InFlightDiagnostic remark = alloc.emitRemark();
+    remark << "kvprec-assign-precision (mode=" << getAssignModeName(mode)
+           << "): "
+           << llvm::formatv("{0:F0} bytes, {1:F4} of fp16, {2:F3} bits per "
+                            "element",
+                            bytes, bytes / (elements * 2), bytes * 8 / elements)
+                  .str();
+    if (kl > 0) {
+      remark << "; kl=" << kl.getValue() << ": per-layer tolerances [";
+      llvm::interleaveComma(settings.tolerances, remark, [&](double t) {
+        remark << llvm::formatv("{0:e3}", t).str();
+      });
+      remark << "] from the measured layer sensitivities (the propagation "
+                "to the logits is measured, not certified; each layer's "
+                "bound is certified at its tolerance)";
+    }
+  }
 
   // Certify the plan exactly as it will be stored (a per-block list whose
   // blocks agree is stored per item, and then certified per item).
@@ -440,7 +480,9 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     // without a tolerance the bounds they achieve, not a tolerance nobody
     // gave.
     bool budgetMode = mode == AssignMode::Certified && budget > 0;
-    bool ownBounds = (mode == AssignMode::Uniform || mode == AssignMode::Kivi) && tolerance.empty();
+    bool ownBounds =
+        (mode == AssignMode::Uniform || mode == AssignMode::Kivi) &&
+        tolerance.empty();
     FailureOr<ComputedCertificate> computed = computeCertificate(
         alloc, *stats, plan, certifyOptions,
         budgetMode || ownBounds ? std::vector<double>() : settings.tolerances,

@@ -31,8 +31,7 @@ static ElementsAttr makeElements(RankedTensorType type, StringRef blobName,
   return DenseResourceElementsAttr::get(type, blobName, std::move(blob));
 }
 
-CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder,
-                                               Location loc,
+CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder, Location loc,
                                                StringRef symbolName,
                                                const CalibrationStats &stats,
                                                int64_t inlineLimit) {
@@ -48,7 +47,7 @@ CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder,
     entries.push_back(builder.getNamedAttr(spec.name, value));
   }
   const CalibrationShape &shape = stats.shape;
-  return CalibrationOp::create(
+  CalibrationOp op = CalibrationOp::create(
       builder, loc, builder.getStringAttr(symbolName),
       builder.getI64IntegerAttr(shape.layers),
       builder.getI64IntegerAttr(shape.kvHeads),
@@ -61,7 +60,12 @@ CalibrationOp mlir::kvprec::buildCalibrationOp(OpBuilder &builder,
       builder.getI64IntegerAttr(shape.querySamples),
       builder.getStringAttr(stats.model), builder.getBoolAttr(stats.synthetic),
       builder.getF64FloatAttr(stats.softmaxScale),
-      builder.getDictionaryAttr(entries));
+      builder.getDictionaryAttr(entries), DenseF64ArrayAttr(), FloatAttr());
+  if (!stats.layerKLSensitivity.empty()) {
+    op.setLayerKlSensitivity(stats.layerKLSensitivity);
+    op.setSensitivityErrorAttr(builder.getF64FloatAttr(stats.sensitivityError));
+  }
+  return op;
 }
 
 /// Copies the elements of `attr` into `values`; returns an error message on
@@ -105,6 +109,11 @@ FailureOr<CalibrationStats> mlir::kvprec::readCalibrationOp(CalibrationOp op) {
   stats.model = op.getModel().str();
   stats.synthetic = op.getSynthetic();
   stats.softmaxScale = op.getSoftmaxScale().convertToDouble();
+  if (std::optional<ArrayRef<double>> sensitivity =
+          op.getLayerKlSensitivity()) {
+    stats.layerKLSensitivity.assign(sensitivity->begin(), sensitivity->end());
+    stats.sensitivityError = op.getSensitivityError()->convertToDouble();
+  }
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     // The verifier already checked presence, shape and element type.
     ElementsAttr attr = op.getStat(spec.name);

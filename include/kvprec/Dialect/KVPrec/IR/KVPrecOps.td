@@ -174,6 +174,13 @@ def KVPrec_CalibrationOp : KVPrec_Op<"calibration", [Symbol,
     name this op through `kvprec.alloc calibration @name` must match them.
     docs/calibration.md lists every tensor and its shape.
 
+    `layer_kl_sensitivity`, when present, is the measured downstream
+    sensitivity of each layer (kvprec-calib collect --sensitivity-error):
+    the mean KL divergence of the model's next-token distribution per squared
+    infinity-norm error of that layer's attention outputs, measured at the
+    error `sensitivity_error`. `kvprec-assign-precision{kl=...}` turns a KL
+    target into per-layer tolerances with it.
+
     `kvprec-import-calibration` creates this op from a statistics file.
 
     ```mlir
@@ -197,7 +204,9 @@ def KVPrec_CalibrationOp : KVPrec_Op<"calibration", [Symbol,
     StrAttr:$model,
     BoolAttr:$synthetic,
     F64Attr:$softmax_scale,
-    DictionaryAttr:$stats
+    DictionaryAttr:$stats,
+    OptionalAttr<DenseF64ArrayAttr>:$layer_kl_sensitivity,
+    OptionalAttr<F64Attr>:$sensitivity_error
   );
   let assemblyFormat = "$sym_name prop-dict attr-dict";
   let hasVerifier = 1;

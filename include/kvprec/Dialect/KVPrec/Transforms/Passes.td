@@ -108,6 +108,12 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
     ListOption<"tolerance", "tolerance", "double",
                "Attention-output error tolerance (infinity norm): one value, "
                "or one per layer">,
+    Option<"kl", "kl", "double", /*default=*/"0",
+           "Mean KL divergence of the next-token distribution to aim for "
+           "(certified mode): per-layer tolerances sqrt(kl / s_l) / L from the "
+           "calibration's measured layer sensitivities s_l "
+           "(layer_kl_sensitivity); the propagation is measured, each layer's "
+           "bound certified. Replaces tolerance= and budget=">,
     Option<"budget", "budget", "double", /*default=*/"0",
            "Byte budget for the whole cache (certified mode): minimise the "
            "error within it instead of meeting a tolerance">,
