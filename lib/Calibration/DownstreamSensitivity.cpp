@@ -10,22 +10,23 @@
 using namespace llvm;
 using namespace kvprec::calib;
 
+std::vector<double> kvprec::calib::computeLogSoftmax(ArrayRef<float> logits) {
+  double top = -INFINITY;
+  for (float x : logits)
+    top = std::max(top, double(x));
+  double sum = 0.0;
+  for (float x : logits)
+    sum += std::exp(double(x) - top);
+  double log = top + std::log(sum);
+  std::vector<double> result(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i)
+    result[i] = double(logits[i]) - log;
+  return result;
+}
+
 double kvprec::calib::computeKLDivergence(ArrayRef<float> p,
                                           ArrayRef<float> q) {
-  auto logSoftmax = [](ArrayRef<float> logits) {
-    double top = -INFINITY;
-    for (float x : logits)
-      top = std::max(top, double(x));
-    double sum = 0.0;
-    for (float x : logits)
-      sum += std::exp(double(x) - top);
-    double log = top + std::log(sum);
-    std::vector<double> result(logits.size());
-    for (size_t i = 0; i < logits.size(); ++i)
-      result[i] = double(logits[i]) - log;
-    return result;
-  };
-  std::vector<double> lp = logSoftmax(p), lq = logSoftmax(q);
+  std::vector<double> lp = computeLogSoftmax(p), lq = computeLogSoftmax(q);
   double kl = 0.0;
   for (size_t i = 0; i < lp.size(); ++i)
     kl += std::exp(lp[i]) * (lp[i] - lq[i]);

@@ -6,6 +6,10 @@
 #include "kvprec/Calibration/Generation.h"
 #include "kvprec/Calibration/SafeTensors.h"
 
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 
@@ -27,21 +31,6 @@ static json::Value number(double value) {
 }
 
 namespace {
-/// log-softmax of f32 logits, in double (for the perplexities).
-std::vector<double> logSoftmax(ArrayRef<float> logits) {
-  double top = -INFINITY;
-  for (float x : logits)
-    top = std::max(top, double(x));
-  double sum = 0.0;
-  for (float x : logits)
-    sum += std::exp(double(x) - top);
-  double log = top + std::log(sum);
-  std::vector<double> result(logits.size());
-  for (size_t i = 0; i < logits.size(); ++i)
-    result[i] = double(logits[i]) - log;
-  return result;
-}
-
 size_t argmax(ArrayRef<float> logits) {
   return std::max_element(logits.begin(), logits.end()) - logits.begin();
 }
@@ -61,8 +50,8 @@ struct Comparison {
     ++positions;
     agreements += argmax(exact) == argmax(plan);
     if (inPrompt) {
-      nllExact -= logSoftmax(exact)[target];
-      nllPlan -= logSoftmax(plan)[target];
+      nllExact -= computeLogSoftmax(exact)[target];
+      nllPlan -= computeLogSoftmax(plan)[target];
       ++promptPositions;
     }
   }
@@ -220,5 +209,44 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
     });
   });
   os << "\n";
-  return Error::success();
+  if (inputs.annotatePath.empty())
+    return Error::success();
+  // The planned module again, with the measurement on its planned alloc.
+  return withPlannedCache(
+      inputs.irPath,
+      [&](mlir::kvprec::AllocOp alloc, const PlannedCacheType &,
+          const std::string &) -> Error {
+        mlir::Builder b(alloc->getContext());
+        double n = double(std::max<int64_t>(whole.promptPositions, 1));
+        SmallVector<mlir::NamedAttribute> entries{
+            b.getNamedAttr(
+                "backend",
+                b.getStringAttr(inputs.backend == BackendKind::Compiled
+                                    ? "compiled"
+                                    : "emulated")),
+            b.getNamedAttr("prompts", b.getStringAttr(inputs.promptsPath)),
+            b.getNamedAttr("tokens", b.getI64IntegerAttr(whole.positions)),
+            b.getNamedAttr("mean_kl",
+                           b.getF64FloatAttr(whole.positions
+                                                 ? whole.sumKL / whole.positions
+                                                 : 0.0)),
+            b.getNamedAttr("max_kl", b.getF64FloatAttr(whole.maxKL)),
+            b.getNamedAttr("top1_agreement",
+                           b.getF64FloatAttr(whole.positions
+                                                 ? double(whole.agreements) /
+                                                       whole.positions
+                                                 : 1.0)),
+            b.getNamedAttr("ppl_fp32",
+                           b.getF64FloatAttr(std::exp(whole.nllExact / n))),
+            b.getNamedAttr("ppl_plan",
+                           b.getF64FloatAttr(std::exp(whole.nllPlan / n)))};
+        alloc->setAttr("kvprec.quality", b.getDictionaryAttr(entries));
+        std::error_code ec;
+        raw_fd_ostream out(inputs.annotatePath, ec);
+        if (ec)
+          return makeError(inputs.annotatePath +
+                           ": cannot write: " + ec.message());
+        alloc->getParentOfType<mlir::ModuleOp>().print(out);
+        return Error::success();
+      });
 }

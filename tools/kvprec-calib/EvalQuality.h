@@ -36,6 +36,10 @@ struct EvalQualityInputs {
   /// When set, the logits of both runs at every position (safetensors:
   /// "exact" and "plan" [T, vocab] F32, "targets" and "prompt" [T] I64).
   std::string dumpPath;
+  /// When set, the planned module is written there with the measurement as
+  /// a `kvprec.quality` dictionary on its planned kvprec.alloc (which
+  /// kvprec-report shows beside the certificate).
+  std::string annotatePath;
 };
 
 /// Prints one JSON object (docs/calibration.md lists its fields).

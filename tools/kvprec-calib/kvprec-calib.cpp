@@ -260,6 +260,12 @@ static cl::opt<std::string> dumpLogitsPath(
     cl::desc("Also write both runs' logits at every position (safetensors: "
              "exact, plan [T, vocab]; targets, prompt [T])"),
     cl::value_desc("file"), cl::sub(evalQualityCommand), cl::cat(toolCategory));
+static cl::opt<std::string> annotatePath(
+    "annotate",
+    cl::desc("Also write the planned module with the measurement as a "
+             "kvprec.quality dictionary on its planned kvprec.alloc (shown by "
+             "kvprec-report)"),
+    cl::value_desc("file"), cl::sub(evalQualityCommand), cl::cat(toolCategory));
 static cl::opt<std::string> casesPath(
     "json-cases",
     cl::desc("Also write every case (prompt, position, layer, query head) as "
@@ -647,6 +653,7 @@ static Error runEvalQualityCommand() {
   inputs.irPath = evalIrPath;
   inputs.backend = generateBackend;
   inputs.dumpPath = dumpLogitsPath;
+  inputs.annotatePath = annotatePath;
   return runEvalQuality(inputs, outs());
 }
 

@@ -23,6 +23,9 @@
 
 namespace kvprec::calib {
 
+/// log softmax(logits), in double.
+std::vector<double> computeLogSoftmax(llvm::ArrayRef<float> logits);
+
 /// KL(softmax(p) || softmax(q)) of two logit vectors, in nats, computed in
 /// double; 0 exactly when they are equal.
 double computeKLDivergence(llvm::ArrayRef<float> p, llvm::ArrayRef<float> q);

@@ -243,12 +243,10 @@ private:
 
 } // namespace
 
-Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
-  auto type = cast<VectorType>(v.getType());
-  int64_t width = type.getDimSize(0);
-  int64_t chunk = 1;
-  while (chunk < 16 && width % (chunk * 2) == 0)
-    chunk *= 2;
+/// The lane-wise sum of the `chunk`-lane pieces of `v`, added as a fixed
+/// pairwise tree.
+static Value sumChunks(ImplicitLocOpBuilder &b, Value v, int64_t chunk) {
+  int64_t width = cast<VectorType>(v.getType()).getDimSize(0);
   SmallVector<Value> parts;
   for (int64_t k = 0; k < width; k += chunk)
     parts.push_back(vector::ExtractStridedSliceOp::create(
@@ -262,7 +260,16 @@ Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
       next.push_back(parts.back());
     parts = std::move(next);
   }
-  Value sum = parts[0];
+  return parts[0];
+}
+
+Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
+  auto type = cast<VectorType>(v.getType());
+  int64_t width = type.getDimSize(0);
+  int64_t chunk = 1;
+  while (chunk < 16 && width % (chunk * 2) == 0)
+    chunk *= 2;
+  Value sum = sumChunks(b, v, chunk);
   for (int64_t half = chunk / 2; half >= 1; half /= 2) {
     SmallVector<int64_t> low, high;
     for (int64_t j = 0; j < half; ++j) {
@@ -277,24 +284,9 @@ Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
 
 Value mlir::kvprec::emitRowSums(ImplicitLocOpBuilder &b, ArrayRef<Value> rows) {
   const int64_t w = rows.size();
-  const int64_t d = cast<VectorType>(rows[0].getType()).getDimSize(0);
   SmallVector<Value> partial;
-  for (Value product : rows) {
-    SmallVector<Value> chunks;
-    for (int64_t c = 0; c < d; c += w)
-      chunks.push_back(vector::ExtractStridedSliceOp::create(
-          b, product, ArrayRef<int64_t>{c}, ArrayRef<int64_t>{w},
-          ArrayRef<int64_t>{1}));
-    while (chunks.size() > 1) {
-      SmallVector<Value> next;
-      for (size_t k = 0; k + 1 < chunks.size(); k += 2)
-        next.push_back(arith::AddFOp::create(b, chunks[k], chunks[k + 1]));
-      if (chunks.size() % 2)
-        next.push_back(chunks.back());
-      chunks = std::move(next);
-    }
-    partial.push_back(chunks[0]);
-  }
+  for (Value product : rows)
+    partial.push_back(sumChunks(b, product, w));
   // Level with groups of g lanes per row: pairs of vectors (rows a...,
   // b...) keep, per row, the sum of the two halves of each group.
   for (int64_t group = w; group > 1; group /= 2) {

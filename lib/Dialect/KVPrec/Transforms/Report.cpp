@@ -55,6 +55,8 @@ struct CacheReport {
   int64_t arenaBytes = 0, arenaDataBytes = 0;
   std::string layoutError;
   CertificateAttr certificate;
+  /// Measured model quality (kvprec-calib eval-quality --annotate), or null.
+  DictionaryAttr quality;
   double recomputedBound = 0.0;
   std::vector<HeadRow> rows;
 };
@@ -177,6 +179,28 @@ static void printTable(raw_ostream &os, const CacheReport &report) {
                          (long long)c.calibratedLength, c.margin);
   } else {
     os << "  certificate: none (the plan was not derived from calibration)\n";
+  }
+  if (report.quality) {
+    auto number = [&](StringRef key) {
+      auto value = report.quality.getAs<FloatAttr>(key);
+      return value ? value.getValueAsDouble() : std::nan("");
+    };
+    auto integer = [&](StringRef key) {
+      auto value = report.quality.getAs<IntegerAttr>(key);
+      return value ? value.getInt() : int64_t(0);
+    };
+    auto text = [&](StringRef key) {
+      auto value = report.quality.getAs<StringAttr>(key);
+      return value ? value.getValue().str() : std::string("?");
+    };
+    os << llvm::format("  measured on the model (eval-quality, %s cache, %lld "
+                       "positions of %s): mean KL %.3g, max KL %.3g, top-1 "
+                       "%.4f, perplexity %.4f vs %.4f in fp32 (measured, "
+                       "not certified)\n",
+                       text("backend").c_str(), (long long)integer("tokens"),
+                       text("prompts").c_str(), number("mean_kl"),
+                       number("max_kl"), number("top1_agreement"),
+                       number("ppl_plan"), number("ppl_fp32"));
   }
   if (!report.calibration.empty()) {
     os << "  calibration: @" << report.calibration << " (model " << report.model
@@ -304,6 +328,18 @@ static llvm::json::Value toJson(const CacheReport &report) {
       certificate["budget"] = c.budget;
     result["certificate"] = std::move(certificate);
   }
+  if (report.quality) {
+    llvm::json::Object quality;
+    for (NamedAttribute entry : report.quality) {
+      if (auto f = dyn_cast<FloatAttr>(entry.getValue()))
+        quality[entry.getName().getValue()] = f.getValueAsDouble();
+      else if (auto i = dyn_cast<IntegerAttr>(entry.getValue()))
+        quality[entry.getName().getValue()] = i.getInt();
+      else if (auto t = dyn_cast<StringAttr>(entry.getValue()))
+        quality[entry.getName().getValue()] = t.getValue().str();
+    }
+    result["quality"] = std::move(quality);
+  }
   if (!report.calibration.empty())
     result["calibration"] =
         llvm::json::Object{{"name", report.calibration},
@@ -399,6 +435,7 @@ void ReportPass::runOnOperation() {
       }
     }
     report.certificate = cache.getPlan().getCertificate();
+    report.quality = alloc->getAttrOfType<DictionaryAttr>("kvprec.quality");
     // Bounds are recomputed under the contract the certificate states.
     cf::CertifyOptions options;
     FailureOr<double> scale = getCacheSoftmaxScale(alloc);
