@@ -13,6 +13,8 @@ PACKAGES=(
   # libomp-22-dev: apt removes libomp 14 for it, and the two conflict
   # (../shared/docs/mlir22-lowering-facts.md).
   libomp5-14
+  # rsvg-convert, which renders kvprec-report's SVG in the tests.
+  librsvg2-bin
 )
 
 missing=()

@@ -74,3 +74,9 @@ if nvidia_smi:
             config.available_features.add("cuda-gpu")
     except Exception:
         pass
+
+# librsvg's renderer (scripts/setup.sh installs librsvg2-bin) checks the SVG
+# report as a picture.
+import shutil
+if shutil.which("rsvg-convert"):
+    config.available_features.add("rsvg")

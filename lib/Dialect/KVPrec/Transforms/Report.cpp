@@ -11,6 +11,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Format.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
@@ -55,6 +56,8 @@ struct CacheReport {
   int64_t arenaBytes = 0, arenaDataBytes = 0;
   std::string layoutError;
   CertificateAttr certificate;
+  /// The plan (the SVG draws every format and per-block body).
+  cf::Plan plan;
   /// Measured model quality (kvprec-calib eval-quality --annotate), or null.
   DictionaryAttr quality;
   double recomputedBound = 0.0;
@@ -349,53 +352,268 @@ static llvm::json::Value toJson(const CacheReport &report) {
   return llvm::json::Value(std::move(result));
 }
 
-/// Colour of a bits-per-element value, from red (few bits) to blue (many).
-static std::string bitsColour(double bits) {
-  double t = std::clamp((std::log2(std::max(bits, 1.0)) - 1.0) / 4.0, 0.0, 1.0);
-  int r = int(220 * (1 - t) + 30 * t), gch = int(60 + 120 * t),
-      b = int(50 * (1 - t) + 220 * t);
-  char buffer[16];
-  std::snprintf(buffer, sizeof(buffer), "#%02x%02x%02x", r, gch, b);
-  return buffer;
+/// Stored bits per element of `format` in units of `tokens` positions.
+static double formatBits(const an::StorageFormat &format, int64_t tokens,
+                         int64_t headDim) {
+  tokens = std::max<int64_t>(tokens, 1);
+  return cf::getSegmentBytes(format, tokens, headDim) * 8 /
+         double(tokens * headDim);
 }
 
-static void printSvg(raw_ostream &os, const CacheReport &report) {
-  const int cellW = 90, cellH = 18, left = 80, top = 60;
-  int width = left + 6 * cellW + 20;
-  int height = top + int(report.rows.size()) * cellH + 60;
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
-     << "\" height=\"" << height << "\" font-family=\"monospace\" "
-     << "font-size=\"10\">\n";
-  os << "<text x=\"4\" y=\"16\" font-size=\"13\">kvprec precision map: "
-     << report.name
-     << llvm::format(" (%.3fx fp16)", report.bytes / report.f16Bytes)
-     << "</text>\n";
-  const char *columns[6] = {"K sink", "K window", "K body",
-                            "V sink", "V window", "V body"};
-  for (int c = 0; c < 6; ++c)
-    os << "<text x=\"" << left + c * cellW + 4 << "\" y=\"" << top - 8 << "\">"
-       << columns[c] << "</text>\n";
-  for (size_t r = 0; r < report.rows.size(); ++r) {
-    const HeadRow &row = report.rows[r];
-    int y = top + int(r) * cellH;
-    os << "<text x=\"4\" y=\"" << y + 13 << "\">L" << row.layer << " H"
-       << row.head << "</text>\n";
-    for (int kv = 0; kv < 2; ++kv)
-      for (int s = 0; s < cf::kNumSegments; ++s) {
-        int x = left + (kv * 3 + s) * cellW;
-        os << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cellW - 2
-           << "\" height=\"" << cellH - 2 << "\" fill=\""
-           << bitsColour(row.bits[kv][s]) << "\"><title>" << row.format[kv][s]
-           << llvm::format(" (%.2f bits)", row.bits[kv][s])
-           << "</title></rect>\n";
-        os << "<text x=\"" << x + 3 << "\" y=\"" << y + 12
-           << "\" fill=\"white\">" << llvm::format("%.2f", row.bits[kv][s])
-           << "</text>\n";
-      }
+/// Fill colours for formats ranked by bits, few bits warm, many cool; a
+/// qualitative palette, so that 12, 16 and 32 bits are told apart at a
+/// glance.
+static const char *kPalette[] = {"#b2182b", "#ef8a62", "#fddbc7", "#d1e5f0",
+                                 "#67a9cf", "#2166ac", "#542788", "#1b7837",
+                                 "#762a83", "#5aae61", "#8c510a", "#01665e"};
+
+/// A plot of bytes against mean KL of the quality benchmark's plans
+/// (bench/quality/results.jsonl) for `model`, at (x, y), w x h pixels.
+static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
+                             int x0, int y0, int w, int h) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (!buffer)
+    return;
+  struct Point {
+    std::string plan;
+    double bytes, kl;
+  };
+  std::vector<Point> points;
+  SmallVector<StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n');
+  for (StringRef line : lines) {
+    llvm::Expected<llvm::json::Value> value = llvm::json::parse(line);
+    if (!value) {
+      llvm::consumeError(value.takeError());
+      continue;
+    }
+    const llvm::json::Object *row = value->getAsObject();
+    if (!row || (!model.empty() && row->getString("model") != model))
+      continue;
+    std::optional<double> bytes = row->getNumber("bytes_vs_fp16"),
+                          kl = row->getNumber("mean_kl");
+    std::optional<StringRef> plan = row->getString("plan");
+    if (bytes && kl && plan && *kl > 0)
+      points.push_back({plan->str(), *bytes, *kl});
   }
-  os << "<text x=\"4\" y=\"" << height - 20
-     << "\">cells: stored bits per element incl. scales (red few, blue "
-        "many)</text>\n";
+  os << "<g><text x=\"" << x0 << "\" y=\"" << y0 - 8
+     << "\" font-size=\"12\">bytes vs fp16 against mean KL on held-out "
+        "prompts (bench/quality, "
+     << (model.empty() ? StringRef("all models") : model) << ")</text>\n";
+  os << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << w
+     << "\" height=\"" << h << "\" fill=\"none\" stroke=\"#444\"/>\n";
+  if (points.empty()) {
+    os << "<text x=\"" << x0 + 8 << "\" y=\"" << y0 + 20
+       << "\">no measured plans in " << path << "</text></g>\n";
+    return;
+  }
+  double xMax = 0, yMin = 1e300, yMax = -1e300;
+  for (const Point &p : points) {
+    xMax = std::max(xMax, p.bytes);
+    yMin = std::min(yMin, std::log10(p.kl));
+    yMax = std::max(yMax, std::log10(p.kl));
+  }
+  xMax = std::ceil(xMax * 4 + 0.5) / 4;
+  yMin = std::floor(yMin);
+  yMax = std::ceil(yMax);
+  if (yMax <= yMin)
+    yMax = yMin + 1;
+  auto px = [&](double b) { return x0 + b / xMax * w; };
+  auto py = [&](double kl) {
+    return y0 + h - (std::log10(kl) - yMin) / (yMax - yMin) * h;
+  };
+  for (double b = 0; b <= xMax + 1e-9; b += 0.25)
+    os << llvm::format("<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">"
+                       "%.2f</text>\n",
+                       px(b), y0 + h + 14, b);
+  for (double e = yMin; e <= yMax; e += 1)
+    os << llvm::format("<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">"
+                       "1e%d</text>\n",
+                       x0 - 4, py(std::pow(10.0, e)) + 4, int(e));
+  for (const Point &p : points) {
+    bool certified = StringRef(p.plan).starts_with("certified");
+    os << llvm::format("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\">"
+                       "<title>",
+                       px(p.bytes), py(p.kl), certified ? "#2166ac" : "#b2182b")
+       << p.plan << llvm::format(": %.3f of fp16, mean KL %.3g", p.bytes, p.kl)
+       << "</title></circle>\n";
+    os << llvm::format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\">",
+                       px(p.bytes) + 6, py(p.kl) + 3)
+       << p.plan << "</text>\n";
+  }
+  os << "<text x=\"" << x0 << "\" y=\"" << y0 + h + 30
+     << "\">blue: kvprec certified plans; red: baselines</text></g>\n";
+}
+
+static void printSvg(raw_ostream &os, const CacheReport &report,
+                     StringRef qualityPath) {
+  const cf::Plan &plan = report.plan;
+  const cf::Geometry &g = plan.geometry;
+  const int64_t L = g.layers, H = g.heads;
+  // Formats ranked by bits: each gets a palette colour.
+  std::vector<std::pair<double, int>> ranked;
+  for (size_t f = 0; f < plan.formats.size(); ++f)
+    ranked.push_back(
+        {formatBits(plan.formats[f], std::max<int64_t>(g.block, 1), g.headDim),
+         int(f)});
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<std::string> colour(plan.formats.size());
+  // Spread over the six diverging colours (few bits red, many blue), then
+  // the qualitative rest for plans with more formats.
+  for (size_t r = 0; r < ranked.size(); ++r)
+    colour[ranked[r].second] =
+        ranked.size() <= 6
+            ? kPalette[ranked.size() == 1 ? 0 : r * 5 / (ranked.size() - 1)]
+            : kPalette[r % std::size(kPalette)];
+  auto formatIndex = [&](const an::StorageFormat &f) {
+    for (size_t i = 0; i < plan.formats.size(); ++i)
+      if (plan.formats[i] == f)
+        return int(i);
+    return 0;
+  };
+  // The format of (item, class); per-block bodies: the one holding most
+  // blocks (the by-block panels below show them all).
+  auto classFormat = [&](int64_t item, int segment) {
+    if (segment == cf::kSink)
+      return formatIndex(plan.getSink(item));
+    if (segment == cf::kWindow)
+      return formatIndex(plan.getWindow(item));
+    if (!plan.perBlock)
+      return formatIndex(plan.getBody(item, 0));
+    std::map<int, int64_t> counts;
+    int64_t blocks = g.getNumBodyBlocks();
+    for (int64_t b = 0; b < blocks; ++b)
+      ++counts[formatIndex(plan.getBody(item, b))];
+    return std::max_element(
+               counts.begin(), counts.end(),
+               [](auto &a, auto &b) { return a.second < b.second; })
+        ->first;
+  };
+
+  // Cells sized so 80 layers x 8 heads stay readable on one page.
+  const int cell =
+      int(std::clamp<int64_t>(640 / std::max<int64_t>(L, 1), 6, 18));
+  const int panelW = int(H) * cell, gap = 24, left = 56, top = 110;
+  const int panelsW = 6 * panelW + 5 * gap + (gap * 2);
+  const int legendW = 260;
+  int width = left + panelsW + legendW;
+  int gridH = int(L) * cell;
+  const int64_t blocks = plan.perBlock ? g.getNumBodyBlocks() : 0;
+  const int blockW = blocks ? int(std::clamp<int64_t>(600 / blocks, 2, 14)) : 0;
+  const int itemH =
+      blocks ? int(std::clamp<int64_t>(720 / std::max<int64_t>(L * H, 1), 1, 8))
+             : 0;
+  int blockPanelsY = top + gridH + 70;
+  const int blockPanelW = blocks ? std::max(int(blocks) * blockW + 40, 160) : 0;
+  int blockH = blocks ? int(L * H) * itemH : 0;
+  int plotY = blockPanelsY + (blocks ? blockH + 60 : 0);
+  int height = plotY + (qualityPath.empty() ? 20 : 300);
+  width = std::max(width, left + 2 * blockPanelW + legendW);
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
+     << "\" height=\"" << height
+     << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
+  os << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
+  // Title: the cache, its bytes and its certificate.
+  os << "<text x=\"8\" y=\"20\" font-size=\"15\" font-weight=\"bold\">"
+     << "kvprec precision map: " << report.name << "</text>\n";
+  os << "<text x=\"8\" y=\"40\" font-size=\"12\">"
+     << llvm::format("%.0f bytes, %.3f of fp16, %.2f bits per element",
+                     report.bytes, report.bytes / report.f16Bytes,
+                     report.bytes * 8 /
+                         (report.f16Bytes / 2 > 0 ? report.f16Bytes / 2 : 1))
+     << "</text>\n";
+  os << "<text x=\"8\" y=\"58\" font-size=\"12\">";
+  if (report.certificate) {
+    CertificateRecord c = readCertificateAttr(report.certificate);
+    os << llvm::format("certified bound %.3g (%s)", c.bound,
+                       c.probabilistic ? "probabilistic" : "deterministic");
+    if (!c.tolerances.empty()) {
+      os << ", tolerance ";
+      for (size_t i = 0; i < c.tolerances.size(); ++i)
+        os << (i ? "," : "") << llvm::format("%.3g", c.tolerances[i]);
+    }
+  } else {
+    os << "no certificate";
+  }
+  os << "</text>\n";
+  if (report.quality) {
+    auto value = [&](StringRef key) {
+      auto f = report.quality.getAs<FloatAttr>(key);
+      return f ? f.getValueAsDouble() : std::nan("");
+    };
+    os << "<text x=\"8\" y=\"76\" font-size=\"12\">"
+       << llvm::format("measured (not certified): mean KL %.3g, top-1 %.4f",
+                       value("mean_kl"), value("top1_agreement"))
+       << "</text>\n";
+  }
+  // Six layers x heads grids: K and V, sink, window, body.
+  const char *classes[3] = {"sink", "window", "body"};
+  for (int kv = 0; kv < 2; ++kv)
+    for (int sgm = 0; sgm < cf::kNumSegments; ++sgm) {
+      int x = left + (kv * 3 + sgm) * (panelW + gap) + (kv ? gap * 2 : 0);
+      os << "<text x=\"" << x << "\" y=\"" << top - 8 << "\">"
+         << (kv ? "V " : "K ") << classes[sgm] << "</text>\n";
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < H; ++h) {
+          int64_t item = plan.getItem(l, h, kv);
+          int f = classFormat(item, sgm);
+          os << "<rect x=\"" << x + h * cell << "\" y=\"" << top + l * cell
+             << "\" width=\"" << cell - 1 << "\" height=\"" << cell - 1
+             << "\" fill=\"" << colour[f] << "\"><title>L" << l << " H" << h
+             << (kv ? " V " : " K ") << classes[sgm] << ": "
+             << describeFormat(plan.formats[f]) << "</title></rect>\n";
+        }
+    }
+  // Layer labels every few rows, and the head axis.
+  int every = int(std::max<int64_t>(1, (L + 19) / 20));
+  for (int64_t l = 0; l < L; l += every)
+    os << "<text x=\"" << left - 6 << "\" y=\"" << top + l * cell + cell - 2
+       << "\" text-anchor=\"end\">L" << l << "</text>\n";
+  os << "<text x=\"" << left << "\" y=\"" << top + gridH + 16
+     << "\">columns: KV heads 0.." << H - 1 << "; rows: layers 0.." << L - 1
+     << "</text>\n";
+  if (plan.perBlock)
+    os << "<text x=\"" << left << "\" y=\"" << top + gridH + 30
+       << "\">body cells: the format of most of the blocks</text>\n";
+  // Legend: every format, its colour and its bits.
+  int lx = left + panelsW + 10;
+  os << "<text x=\"" << lx << "\" y=\"" << top - 8
+     << "\" font-weight=\"bold\">formats (bits per element)</text>\n";
+  for (size_t r = 0; r < ranked.size(); ++r) {
+    int f = ranked[r].second;
+    int y = top + int(r) * 20;
+    os << "<rect x=\"" << lx << "\" y=\"" << y
+       << "\" width=\"14\" height=\"14\" "
+       << "fill=\"" << colour[f] << "\" stroke=\"#333\"/>\n";
+    os << "<text x=\"" << lx + 20 << "\" y=\"" << y + 11 << "\">"
+       << describeFormat(plan.formats[f])
+       << llvm::format(" (%.2f)", ranked[r].first) << "</text>\n";
+  }
+  // Per-block bodies along the position axis.
+  if (blocks) {
+    for (int kv = 0; kv < 2; ++kv) {
+      int x = left + kv * blockPanelW;
+      os << "<text x=\"" << x << "\" y=\"" << blockPanelsY - 8 << "\">"
+         << (kv ? "V" : "K") << " body by block</text>\n";
+      for (int64_t l = 0; l < L; ++l)
+        for (int64_t h = 0; h < H; ++h) {
+          int64_t item = plan.getItem(l, h, kv);
+          int y = blockPanelsY + int(l * H + h) * itemH;
+          for (int64_t b = 0; b < blocks; ++b)
+            os << "<rect x=\"" << x + b * blockW << "\" y=\"" << y
+               << "\" width=\"" << blockW << "\" height=\"" << itemH
+               << "\" fill=\"" << colour[formatIndex(plan.getBody(item, b))]
+               << "\"/>\n";
+        }
+    }
+  }
+  if (blocks)
+    os << "<text x=\"" << left << "\" y=\"" << blockPanelsY + blockH + 16
+       << "\">columns: body blocks in position order; rows: (layer, KV "
+          "head)</text>\n";
+  if (!qualityPath.empty())
+    printQualityPlot(os, qualityPath, report.model, left + 40, plotY + 30,
+                     std::min(width - left - 300, 700), 220);
   os << "</svg>\n";
 }
 
@@ -465,6 +683,7 @@ void ReportPass::runOnOperation() {
         return signalPassFailure();
       }
     }
+    report.plan = *plan;
     const cf::Geometry &g = plan->geometry;
     for (int64_t l = 0; l < g.layers; ++l)
       for (int64_t h = 0; h < g.heads; ++h) {
@@ -531,7 +750,7 @@ void ReportPass::runOnOperation() {
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(array))) << "\n";
   } else {
     for (const CacheReport &report : reports)
-      format == ReportFormat::Svg ? printSvg(os, report)
+      format == ReportFormat::Svg ? printSvg(os, report, quality)
                                   : printTable(os, report);
   }
   os.flush();

@@ -265,8 +265,14 @@ def Report : Pass<"kvprec-report", "::mlir::ModuleOp"> {
     certificate, the calibration envelopes it assumes, and the attention
     pattern of each layer and head from calibration (sink mass, recent-window
     mass, entropy). `format=table` (default) prints a terminal table,
-    `format=json` a JSON document for tools, `format=svg` an SVG heatmap of
-    stored bits. `output=FILE` writes to a file instead of stdout.
+    `format=json` a JSON document for tools, `format=svg` a picture: the
+    cache, its bytes and its certificate (and measured quality, when
+    kvprec-calib eval-quality annotated it) in the title, a layers x KV heads
+    grid per K/V class coloured by format with a legend of the formats and
+    their bits, per-block bodies along the position axis, and with
+    `quality=FILE` (bench/quality/results.jsonl) a plot of bytes against
+    mean KL of the benchmark's plans. `output=FILE` writes to a file instead
+    of stdout.
   }];
   let dependentDialects = ["::mlir::kvprec::KVPrecDialect"];
   let options = [
@@ -279,9 +285,12 @@ def Report : Pass<"kvprec-report", "::mlir::ModuleOp"> {
                clEnumValN(::mlir::kvprec::ReportFormat::Json, "json",
                           "a JSON document"),
                clEnumValN(::mlir::kvprec::ReportFormat::Svg, "svg",
-                          "an SVG heatmap of stored bits"))}]>,
+                          "an SVG picture of the plan"))}]>,
     Option<"output", "output", "std::string", /*default=*/"\"-\"",
-           "Output file ('-' for stdout)">
+           "Output file ('-' for stdout)">,
+    Option<"quality", "quality", "std::string", /*default=*/"\"\"",
+           "format=svg: also plot bytes against mean KL of the plans in this "
+           "bench/quality results file (JSON lines) for the cache's model">
   ];
 }
 
