@@ -20,6 +20,7 @@ for model in dict.fromkeys(r["model"] for r in rows):
     mine = [r for r in rows if r["model"] == model]
     ok = sorted((r for r in mine if "error" not in r), key=lambda r: r["bytes_vs_fp16"])
     out.append(f"\n## {model}\n")
+    out.append(f"![the kl=1e-2 plan and bytes against KL of every plan](results-quality-{model}.svg)\n")
     if ok:
         out.append(f"{ok[0]['tokens']} evaluated positions; fp32 perplexity {ok[0]['ppl_fp32']:.4f}.\n")
     out.append("| plan | options | bytes vs fp16 | mean KL | max KL | top-1 | perplexity |")

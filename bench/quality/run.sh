@@ -77,4 +77,10 @@ run_model stories260K --checkpoint "$MODELS/stories260K/stories260K.bin" \
   --tokenizer "$MODELS/stories260K/tok512.bin"
 run_model tinystories-656K --model "$MODELS/tinystories-656K"
 python3 "$ROOT/bench/quality/report.py" "$RESULTS" > "$ROOT/docs/results-quality.md"
+# The pictures: the kl=1e-2 plan of each model with the plot of all plans.
+for name in stories260K tinystories-656K; do
+  "$OPT" "$OUT/$name/certified-kl-1e-2.mlir" \
+    --kvprec-report="format=svg quality=$RESULTS output=$ROOT/docs/results-quality-$name.svg" \
+    -o /dev/null
+done
 echo "quality: wrote docs/results-quality.md" >&2
