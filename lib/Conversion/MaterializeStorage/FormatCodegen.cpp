@@ -1038,14 +1038,22 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
     result.store = fn;
   }
 
-  // load(arena, code, scale, zero, row0, rows, dst, dstOff) writes the
-  // dequantized rows to dst[dstOff...]; load_bounds(<the same>, bounds)
-  // also the error bound of each of their elements to bounds[dstOff...]
-  // (the run-time certificate, and the bound a demoted block inherits).
-  auto emitRowsKernel = [&](StringRef suffix, bool errorBounds) {
+  // The kernels over rows [row0, row0 + rows) of a run, writing row i to
+  // dst[dstOff + i * d]:
+  //  * load(arena, code, scale, zero, row0, rows, dst, dstOff): the
+  //    dequantized rows;
+  //  * load_bounds(<the same>, bounds): also the error bound of each
+  //    element to bounds[dstOff...] (the run-time certificate, and the
+  //    bound a demoted block inherits);
+  //  * load_keys(<the same>, rowScales): what attention's logits multiply
+  //    with the query, and a factor per row to rowScales[i]: the code values
+  //    and the row's scale where the scale folds (KernelEmitter::foldsScale),
+  //    the dequantized row and 1 elsewhere.
+  enum class RowsKernel { Load, LoadBounds, LoadKeys };
+  auto emitRowsKernel = [&](StringRef suffix, RowsKernel kind) {
     SmallVector<Type> inputs{arena, index, index,  index,
                              index, index, floats, index};
-    if (errorBounds)
+    if (kind != RowsKernel::Load)
       inputs.push_back(floats);
     func::FuncOp fn = createFunction(module, base + suffix.str(),
                                      FunctionType::get(context, inputs, {}));
@@ -1060,64 +1068,37 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
         [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
           ImplicitLocOpBuilder ib(loc, nested);
           KernelEmitter e = k.at(ib);
+          // Separate statements: argument evaluation order differs between
+          // compilers, and the IR should not.
           Value r = e.add(row0, i);
           Value at = e.add(dstOff, e.mul(i, d));
           Value delta;
-          Value lanes =
-              errorBounds ? e.loadRowAndBound(r, delta) : e.loadRow(r);
+          Value lanes = kind == RowsKernel::LoadBounds
+                            ? e.loadRowAndBound(r, delta)
+                        : kind == RowsKernel::LoadKeys ? e.rowForDot(r)
+                                                       : e.loadRow(r);
           vector::StoreOp::create(ib, lanes, dst, ValueRange{at});
-          if (errorBounds)
+          if (kind == RowsKernel::LoadBounds)
             vector::StoreOp::create(ib, delta, args[8], ValueRange{at});
+          if (kind == RowsKernel::LoadKeys) {
+            Value factor =
+                e.foldsScale()
+                    ? e.rowScale(r)
+                    : Value(arith::ConstantFloatOp::create(
+                          ib, Float32Type::get(context), APFloat(1.0f)));
+            memref::StoreOp::create(ib, factor, args[8], ValueRange{i});
+          }
           scf::YieldOp::create(ib);
         });
     func::ReturnOp::create(b);
     return fn;
   };
-  if (!haveStoreAndLoad)
-    result.load = emitRowsKernel("_load", false);
-
-  // load_keys(<the arguments of load>, rowScales): what attention's logits
-  // multiply with the query, rows to dst and a factor per row to
-  // rowScales[r]: the code values and the row's scale where the scale folds
-  // (KernelEmitter::foldsScale), the dequantized row and 1 elsewhere.
   if (!haveStoreAndLoad) {
-    func::FuncOp fn =
-        createFunction(module, base + "_load_keys",
-                       FunctionType::get(context,
-                                         {arena, index, index, index, index,
-                                          index, floats, index, floats},
-                                         {}));
-    Block &entry = fn.front();
-    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
-    KernelEmitter k(b, format, d, dequantizer);
-    auto args = entry.getArguments();
-    k.openViews(args[0], args[1], args[2], args[3]);
-    Value row0 = args[4], rows = args[5], dst = args[6], dstOff = args[7],
-          rowScales = args[8];
-    scf::ForOp::create(
-        b, k.index(0), rows, k.index(1), ValueRange{},
-        [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
-          ImplicitLocOpBuilder ib(loc, nested);
-          KernelEmitter e = k.at(ib);
-          // Separate statements: argument evaluation order differs between
-          // compilers, and the IR should not.
-          Value r = e.add(row0, i);
-          Value at = e.add(dstOff, e.mul(i, d));
-          Value lanes = e.rowForDot(r);
-          vector::StoreOp::create(ib, lanes, dst, ValueRange{at});
-          Value factor =
-              e.foldsScale()
-                  ? e.rowScale(r)
-                  : Value(arith::ConstantFloatOp::create(
-                        ib, Float32Type::get(context), APFloat(1.0f)));
-          memref::StoreOp::create(ib, factor, rowScales, ValueRange{i});
-          scf::YieldOp::create(ib);
-        });
-    func::ReturnOp::create(b);
-    result.loadKeys = fn;
+    result.load = emitRowsKernel("_load", RowsKernel::Load);
+    result.loadKeys = emitRowsKernel("_load_keys", RowsKernel::LoadKeys);
   }
   if (withBounds)
-    result.bounds = emitRowsKernel("_load_bounds", true);
+    result.bounds = emitRowsKernel("_load_bounds", RowsKernel::LoadBounds);
 
   FormatKernels &entry = kernels[base];
   entry = result;
