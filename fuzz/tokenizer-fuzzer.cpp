@@ -11,28 +11,13 @@
 
 #include "llvm/Support/Error.h"
 
+#include "EncodeAndCheck.h"
+
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 
 using namespace kvprec::calib;
-
-static void encodeAndCheck(const Tokenizer &tokenizer, llvm::StringRef text) {
-  llvm::Expected<std::vector<int>> ids =
-      tokenizer.encode(text, /*addBOS=*/true, /*addEOS=*/true, 4096);
-  if (!ids) {
-    llvm::consumeError(ids.takeError());
-    return;
-  }
-  int previous = Tokenizer::kBOSToken;
-  (void)tokenizer.decode(*ids);
-  for (int id : *ids) {
-    if (id < 0 || id >= tokenizer.getVocabSize())
-      std::abort();
-    (void)tokenizer.decodePiece(previous, id);
-    previous = id;
-  }
-}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 2)
@@ -48,7 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   std::string pieces;
   for (int32_t token = 0; token < vocabSize && pieces.size() < 2048; ++token)
     pieces += tokenizer->getPiece(token).str();
-  encodeAndCheck(*tokenizer, pieces);
-  encodeAndCheck(*tokenizer, bytes.take_back(std::min<size_t>(bytes.size(), 512)));
+  encodeAndCheck(*tokenizer, pieces, 4096);
+  encodeAndCheck(*tokenizer,
+                 bytes.take_back(std::min<size_t>(bytes.size(), 512)), 4096);
   return 0;
 }
