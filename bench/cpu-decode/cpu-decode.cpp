@@ -249,7 +249,8 @@ int main(int argc, char **argv) {
       }
       for (int64_t threadCount : threadCounts) {
         auto parallel =
-            CompiledCache::compile(cacheType(name, capacity), threadCount);
+            CompiledCache::compile(cacheType(name, capacity), threadCount,
+                                   /*runtimeCertificate=*/true);
         if (!parallel) {
           std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
                        llvm::toString(parallel.takeError()).c_str());

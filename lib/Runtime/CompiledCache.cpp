@@ -16,6 +16,7 @@
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 
 #include "llvm/ExecutionEngine/Orc/JITTargetMachineBuilder.h"
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
@@ -67,7 +68,8 @@ CompiledCache::CompiledCache() = default;
 CompiledCache::~CompiledCache() = default;
 
 llvm::Expected<std::unique_ptr<CompiledCache>>
-CompiledCache::compile(const std::string &cacheType, int64_t threads) {
+CompiledCache::compile(const std::string &cacheType, int64_t threads,
+                       bool runtimeCertificate) {
   static std::once_flag initialized;
   std::call_once(initialized, [] {
     llvm::InitializeNativeTarget();
@@ -101,7 +103,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads) {
   mlir::PassManager pm(context.get());
   mlir::kvprec::KVPrecToLLVMOptions pipelineOptions;
   pipelineOptions.threads = threads;
-  pipelineOptions.runtimeCertificate = true;
+  pipelineOptions.runtimeCertificate = runtimeCertificate;
   mlir::kvprec::buildKVPrecToLLVMPipeline(pm, pipelineOptions);
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);
@@ -157,9 +159,11 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads) {
         {"init", &result->initFn},
         {"append", &result->appendFn},
         {"attend", &result->attendFn},
-        {"attend_certified", &result->attendCertifiedFn},
         {"load", &result->loadFn}})
     if (llvm::Error error = find(name, *slot))
+      return std::move(error);
+  if (runtimeCertificate)
+    if (llvm::Error error = find("attend_certified", result->attendCertifiedFn))
       return std::move(error);
   module = nullptr;
   result->context = std::move(context);
@@ -205,6 +209,9 @@ int32_t CompiledCache::attendCertified(uint8_t *arena, int64_t arenaBytes,
                                        int64_t queryHeads, int64_t length,
                                        float *output, float softmaxScale,
                                        float *bounds) const {
+  if (!attendCertifiedFn)
+    llvm::report_fatal_error("CompiledCache::attendCertified: the cache was "
+                             "compiled without the run-time certificate");
   Arena1 a = describeArena(arena, arenaBytes);
   Heads2 q = describe<2>(const_cast<float *>(query), {queryHeads, headDim});
   Heads2 o = describe<2>(output, {queryHeads, headDim});

@@ -606,7 +606,9 @@ Error kvprec::calib::runEvalBounds(const EvalBoundsInputs &inputs,
     if (!loaded->cache.f32Elements)
       return makeError(where +
                        ": the compiled backend needs a cache of f32 elements");
-    auto code = runtime::CompiledCache::compile(loaded->cache.typeText);
+    auto code =
+        runtime::CompiledCache::compile(loaded->cache.typeText, /*threads=*/1,
+                                        /*runtimeCertificate=*/true);
     if (!code)
       return makeError(
           where + ": cannot compile the cache: " + toString(code.takeError()));

@@ -171,12 +171,14 @@ void runCase(const Case &c) {
   std::unique_ptr<lay::ArenaLayout> layout;
   ASSERT_TRUE(lay::ArenaLayout::build(plan, layout).ok());
 
-  auto compiled = CompiledCache::compile(text);
+  auto compiled =
+      CompiledCache::compile(text, /*threads=*/1, /*runtimeCertificate=*/true);
   ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
   const CompiledCache &code = **compiled;
   std::unique_ptr<CompiledCache> split;
   if (c.threads > 1) {
-    auto parallel = CompiledCache::compile(text, c.threads);
+    auto parallel =
+        CompiledCache::compile(text, c.threads, /*runtimeCertificate=*/true);
     ASSERT_TRUE(bool(parallel)) << llvm::toString(parallel.takeError());
     split = std::move(*parallel);
   }

@@ -31,8 +31,11 @@ public:
   /// !kvprec.cache type with element type f32, with kvprec-to-llvm{threads}
   /// (threads > 1 loads the OpenMP runtime). Fails with the pipeline's or
   /// the JIT's diagnostics.
+  /// With `runtimeCertificate` it also compiles P_attend_certified
+  /// (attendCertified); without, that code is not generated.
   static llvm::Expected<std::unique_ptr<CompiledCache>>
-  compile(const std::string &cacheType, int64_t threads = 1);
+  compile(const std::string &cacheType, int64_t threads = 1,
+          bool runtimeCertificate = false);
   ~CompiledCache();
 
   int64_t getArenaBytes() const;
@@ -49,7 +52,8 @@ public:
                  float *output, float softmaxScale) const;
   /// attend, and the run-time certificate of each query head in
   /// bounds[queryHeads]: a bound on |output - exact attention over the
-  /// appended keys and values| (docs/abi.md, P_attend_certified).
+  /// appended keys and values| (docs/abi.md, P_attend_certified). Needs a
+  /// cache compiled with `runtimeCertificate`.
   int32_t attendCertified(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                           const float *query, int64_t queryHeads,
                           int64_t length, float *output, float softmaxScale,
