@@ -605,25 +605,39 @@ static Error runSynth() {
 // eval-bounds
 //===----------------------------------------------------------------------===//
 
-static Error runEvalBoundsCommand() {
+/// What eval-bounds and eval-quality both need: their options checked,
+/// the model, its tokenizer and the prompts.
+struct Evaluation {
+  LoadedModel loaded;
+  std::vector<std::string> prompts;
+};
+
+static Expected<Evaluation> loadEvaluation(StringRef command) {
   if (evalSteps < 0)
-    return usageError("eval-bounds", "--steps must be non-negative");
-  if (Error e = requireOption("eval-bounds", promptsPath))
-    return e;
-  if (Error e = requireOption("eval-bounds", evalIrPath))
-    return e;
-  Expected<LoadedModel> loaded = loadModelAndTokenizer("eval-bounds");
+    return usageError(command, "--steps must be non-negative");
+  if (Error e = requireOption(command, promptsPath))
+    return std::move(e);
+  if (Error e = requireOption(command, evalIrPath))
+    return std::move(e);
+  Expected<LoadedModel> loaded = loadModelAndTokenizer(command);
   if (!loaded)
     return loaded.takeError();
   Expected<std::vector<std::string>> prompts = readPrompts(promptsPath);
   if (!prompts)
     return prompts.takeError();
+  return Evaluation{std::move(*loaded), std::move(*prompts)};
+}
+
+static Error runEvalBoundsCommand() {
+  Expected<Evaluation> evaluation = loadEvaluation("eval-bounds");
+  if (!evaluation)
+    return evaluation.takeError();
   EvalBoundsInputs inputs;
-  inputs.model = &loaded->model;
-  inputs.tokenizer = loaded->tokenizer.get();
+  inputs.model = &evaluation->loaded.model;
+  inputs.tokenizer = evaluation->loaded.tokenizer.get();
   inputs.checkpointPath = checkpointPath;
   inputs.promptsPath = promptsPath;
-  inputs.prompts = std::move(*prompts);
+  inputs.prompts = std::move(evaluation->prompts);
   inputs.steps = evalSteps;
   inputs.irPath = evalIrPath;
   inputs.casesPath = casesPath;
@@ -632,23 +646,14 @@ static Error runEvalBoundsCommand() {
 }
 
 static Error runEvalQualityCommand() {
-  if (evalSteps < 0)
-    return usageError("eval-quality", "--steps must be non-negative");
-  if (Error e = requireOption("eval-quality", promptsPath))
-    return e;
-  if (Error e = requireOption("eval-quality", evalIrPath))
-    return e;
-  Expected<LoadedModel> loaded = loadModelAndTokenizer("eval-quality");
-  if (!loaded)
-    return loaded.takeError();
-  Expected<std::vector<std::string>> prompts = readPrompts(promptsPath);
-  if (!prompts)
-    return prompts.takeError();
+  Expected<Evaluation> evaluation = loadEvaluation("eval-quality");
+  if (!evaluation)
+    return evaluation.takeError();
   EvalQualityInputs inputs;
-  inputs.model = &loaded->model;
-  inputs.tokenizer = loaded->tokenizer.get();
+  inputs.model = &evaluation->loaded.model;
+  inputs.tokenizer = evaluation->loaded.tokenizer.get();
   inputs.promptsPath = promptsPath;
-  inputs.prompts = std::move(*prompts);
+  inputs.prompts = std::move(evaluation->prompts);
   inputs.steps = evalSteps;
   inputs.irPath = evalIrPath;
   inputs.backend = generateBackend;
