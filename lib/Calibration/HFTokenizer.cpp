@@ -17,6 +17,17 @@ static Error makeError(StringRef context, const Twine &message) {
                            context + ": " + message.str());
 }
 
+/// `text` with every occurrence of `from` (not empty) replaced by `to`.
+static std::string replaceAll(StringRef text, StringRef from, StringRef to) {
+  std::string result;
+  for (size_t at; (at = text.find(from)) != StringRef::npos;) {
+    result += text.substr(0, at).str();
+    result += to.str();
+    text = text.substr(at + from.size());
+  }
+  return result + text.str();
+}
+
 /// "<0xAB>" for byte 0xAB.
 static std::string byteTokenName(unsigned byte) {
   return formatv("<0x{0:X-2}>", byte).str();
@@ -319,15 +330,7 @@ std::string HFTokenizer::normalize(StringRef text) const {
       result = rule.text + result;
       continue;
     }
-    std::string next;
-    StringRef rest = result;
-    for (size_t at; (at = rest.find(rule.from)) != StringRef::npos;) {
-      next += rest.substr(0, at).str();
-      next += rule.text;
-      rest = rest.substr(at + rule.from.size());
-    }
-    next += rest.str();
-    result = std::move(next);
+    result = replaceAll(result, rule.from, rule.text);
   }
   return result;
 }
@@ -497,17 +500,8 @@ std::string HFTokenizer::tokenText(int token, bool &isByte,
     }
   }
   std::string text = piece;
-  for (const auto &[from, to] : decodeReplace) {
-    std::string out;
-    StringRef rest = text;
-    for (size_t at; (at = rest.find(from)) != StringRef::npos;) {
-      out += rest.substr(0, at).str();
-      out += to;
-      rest = rest.substr(at + from.size());
-    }
-    out += rest.str();
-    text = std::move(out);
-  }
+  for (const auto &[from, to] : decodeReplace)
+    text = replaceAll(text, from, to);
   return text;
 }
 
