@@ -154,10 +154,10 @@ void referenceAttention(const LlamaConfig &config, int length,
 /// One layer's attention through `inner`, the others exact (fp32 cache).
 class SingleLayerBackend : public AttentionBackend {
 public:
-  SingleLayerBackend(std::unique_ptr<AttentionBackend> inner, int layer,
+  SingleLayerBackend(AttentionBackend &inner, int layer,
                      const LlamaConfig &config)
-      : inner(std::move(inner)), layer(layer), config(config),
-        keys(config.numLayers), values(config.numLayers) {}
+      : inner(&inner), layer(layer), config(config), keys(config.numLayers),
+        values(config.numLayers) {}
 
   std::string reset() override {
     for (int l = 0; l < config.numLayers; ++l) {
@@ -191,7 +191,7 @@ public:
   }
 
 private:
-  std::unique_ptr<AttentionBackend> inner;
+  AttentionBackend *inner;
   int layer;
   LlamaConfig config;
   std::vector<std::vector<float>> keys, values;
@@ -292,9 +292,9 @@ private:
 } // namespace
 
 std::unique_ptr<AttentionBackend>
-kvprec::calib::createSingleLayerBackend(std::unique_ptr<AttentionBackend> inner,
-                                        int layer, const LlamaConfig &config) {
-  return std::make_unique<SingleLayerBackend>(std::move(inner), layer, config);
+kvprec::calib::createSingleLayerBackend(AttentionBackend &inner, int layer,
+                                        const LlamaConfig &config) {
+  return std::make_unique<SingleLayerBackend>(inner, layer, config);
 }
 
 Expected<std::unique_ptr<AttentionBackend>>

@@ -67,11 +67,12 @@ llvm::Expected<std::unique_ptr<AttentionBackend>>
 createAttentionBackend(BackendKind kind, const PlannedCacheType &cache,
                        const LlamaConfig &config, int64_t positions = -1);
 
-/// Attention through `inner` at `layer` only, and the runner's fp32
-/// attention over exact K and V at every other layer (eval-quality's
-/// per-layer sensitivity).
+/// Attention through `inner` (not owned) at `layer` only, and the runner's
+/// fp32 attention over exact K and V at every other layer (eval-quality's
+/// per-layer sensitivity). Every run starts with a reset of `inner`, so one
+/// inner backend can serve runs one after another.
 std::unique_ptr<AttentionBackend>
-createSingleLayerBackend(std::unique_ptr<AttentionBackend> inner, int layer,
+createSingleLayerBackend(AttentionBackend &inner, int layer,
                          const LlamaConfig &config);
 
 } // namespace kvprec::calib

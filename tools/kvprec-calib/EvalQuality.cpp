@@ -93,16 +93,11 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
       createAttentionBackend(inputs.backend, *cache, config, capacity);
   if (!planned)
     return planned.takeError();
-  // One backend per layer for the per-layer sensitivity.
+  // The per-layer runs use the same planned cache, one run after another
+  // (each starts by resetting it): one compilation, not one per layer.
   std::vector<std::unique_ptr<AttentionBackend>> single;
-  for (int layer = 0; layer < config.numLayers; ++layer) {
-    Expected<std::unique_ptr<AttentionBackend>> inner =
-        createAttentionBackend(inputs.backend, *cache, config, capacity);
-    if (!inner)
-      return inner.takeError();
-    single.push_back(
-        createSingleLayerBackend(std::move(*inner), layer, config));
-  }
+  for (int layer = 0; layer < config.numLayers; ++layer)
+    single.push_back(createSingleLayerBackend(**planned, layer, config));
 
   LlamaRunner exactRunner(model), planRunner(model);
   planRunner.setBackend(planned->get());
