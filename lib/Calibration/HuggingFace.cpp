@@ -12,6 +12,7 @@
 #include "kvprec/Calibration/Model.h"
 #include "kvprec/Calibration/SafeTensors.h"
 
+#include "llvm/ADT/APFloat.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -216,7 +217,7 @@ public:
     case DType::F16:
       for (int64_t i = 0; i < n; ++i) {
         uint16_t h = uint16_t(bytes[2 * i]) | uint16_t(bytes[2 * i + 1]) << 8;
-        out[i] = halfToFloat(h);
+        out[i] = APFloat(APFloat::IEEEhalf(), APInt(16, h)).convertToFloat();
       }
       break;
     default:
@@ -253,24 +254,6 @@ public:
   }
 
 private:
-  static float halfToFloat(uint16_t h) {
-    uint32_t sign = uint32_t(h >> 15) << 31, exponent = (h >> 10) & 0x1f,
-             mantissa = h & 0x3ff;
-    float magnitude;
-    if (exponent == 0)
-      magnitude = std::ldexp(float(mantissa), -24);
-    else if (exponent == 31)
-      magnitude = mantissa ? std::numeric_limits<float>::quiet_NaN()
-                           : std::numeric_limits<float>::infinity();
-    else
-      magnitude = std::ldexp(float(mantissa | 0x400), int(exponent) - 25);
-    uint32_t bits;
-    std::memcpy(&bits, &magnitude, 4);
-    bits |= sign;
-    float result;
-    std::memcpy(&result, &bits, 4);
-    return result;
-  }
   std::string describe() const {
     return files.empty()       ? std::string("the checkpoint")
            : files.size() == 1 ? files[0].getName().str()
