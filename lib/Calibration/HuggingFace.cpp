@@ -17,6 +17,7 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/MathExtras.h"
 #include "llvm/Support/Path.h"
 
 #include <cmath>
@@ -366,17 +367,21 @@ Expected<LlamaModel> LlamaModel::loadHuggingFace(StringRef directory) {
       config.eosToken >= config.vocabSize)
     return makeError(path, "\"bos_token_id\"/\"eos_token_id\" is outside "
                            "the vocabulary");
-  // Sizes whose weights could not be held: the product of any two of them
-  // must stay far below 2^62 floats.
+  // Sizes whose weights could not be held. Each field is below 2^30, but
+  // their products are not: saturating arithmetic, so that a huge config
+  // is refused instead of wrapping around to a small size.
+  auto mul = [](uint64_t a, uint64_t b) { return SaturatingMultiply(a, b); };
+  auto add = [](uint64_t a, uint64_t b) { return SaturatingAdd(a, b); };
   const uint64_t d = config.dim, hidden = config.hiddenDim,
                  layers = config.numLayers, vocab = config.vocabSize,
-                 qDim = uint64_t(config.numHeads) * config.getHeadSize(),
-                 kvDim = uint64_t(config.numKVHeads) * config.getHeadSize();
+                 qDim = mul(config.numHeads, config.getHeadSize()),
+                 kvDim = mul(config.numKVHeads, config.getHeadSize());
   const uint64_t perLayer =
-      2 * d + 2 * qDim * d + 2 * kvDim * d + 3 * d * hidden;
+      add(add(mul(2, d), mul(2, mul(qDim, d))),
+          add(mul(2, mul(kvDim, d)), mul(3, mul(d, hidden))));
   if (perLayer > (uint64_t(1) << 36) ||
-      layers * perLayer > (uint64_t(1) << 37) ||
-      vocab * d > (uint64_t(1) << 36))
+      mul(layers, perLayer) > (uint64_t(1) << 37) ||
+      mul(vocab, d) > (uint64_t(1) << 36))
     return makeError(path, "the model is too large to load (more than 2^37 "
                            "weights)");
 

@@ -14,6 +14,7 @@ Modes (pure Python, no numpy):
   rope-scaling   config.json with rope_scaling linear 2.0
   attention-bias config.json with attention_bias true
   not-llama      config.json for GPT2LMHeadModel
+  huge-heads     config.json with 2^29 heads of 2^29 channels
   bad-tokenizer  tokenizer.json with a ByteLevel pre-tokenizer
 """
 import json
@@ -95,6 +96,8 @@ elif mode == "rope-scaling":
     config["rope_scaling"] = {"type": "linear", "factor": 2.0}
 elif mode == "attention-bias":
     config["attention_bias"] = True
+elif mode == "huge-heads":
+    config.update(num_attention_heads=2**29, num_key_value_heads=2**29, head_dim=2**29)
 elif mode == "not-llama":
     config["architectures"] = ["GPT2LMHeadModel"]
     config["model_type"] = "gpt2"
