@@ -101,9 +101,13 @@ def KVPrec_AttendOp : KVPrec_Op<"attend"> {
     run-time error that writes nothing.
 
     With a `-> f32` result the op also returns the run-time certificate of
-    docs/error-bounds.md section 5: a bound on the infinity-norm error of
-    the output (over all query heads) caused by the cache's storage formats,
-    computed for this actual query.
+    docs/error-bounds.md sections 5 and 8, computed for this actual query in
+    the same pass over the cache: a bound on the infinity-norm error (over
+    all query heads) of the output against exact attention over the keys
+    and values as appended, from the storage formats and the kernel's own
+    f32 arithmetic. It assumes only the formats' per-element error model
+    and that arithmetic, no calibration (docs/abi.md,
+    `P_attend_certified`).
 
     ```mlir
     %bound = kvprec.attend %q, %cache[0] len %len into %out
