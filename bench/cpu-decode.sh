@@ -47,8 +47,12 @@ done
 
 RESULTS="$ROOT/bench/cpu-decode/results.jsonl"
 "$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 | tee "$RESULTS"
+# Prefetching on and off, in one process.
+PREFETCH="$ROOT/bench/cpu-decode/prefetch.jsonl"
+"$BENCH" --positions 65536 --gqa 1 --threads 1 --formats f16,i8,i4 \
+  --prefetch-distance 0,8192 --reps 9 | tee "$PREFETCH"
 python3 "$ROOT/bench/cpu-decode/report.py" "$RESULTS" "$INSTRUCTIONS" \
   "$(lscpu | sed -n 's/^Model name: *//p') (LLVM host CPU $(/usr/lib/llvm-22/bin/llc --version | sed -n 's/^ *Host CPU: *//p'))" \
-  "$(lscpu | sed -n 's/^BogoMIPS: *//p')" \
+  "$(lscpu | sed -n 's/^BogoMIPS: *//p')" "$PREFETCH" \
   > "$ROOT/docs/benchmarks.md"
 echo "cpu-decode: wrote docs/benchmarks.md" >&2

@@ -173,6 +173,8 @@ int main(int argc, char **argv) {
                                       "i4",  "i2",   "mixed"};
   int reps = 15;
   std::vector<int64_t> threadCounts = {1, 2};
+  // kvprec-to-llvm's prefetch-distance: several for an A/B in one process.
+  std::vector<int64_t> prefetchDistances = {8192};
   // --print-type NAME POSITIONS: the cache type a run uses, for the
   // instruction count of bench/cpu-decode.sh.
   if (argc == 4 && std::string(argv[1]) == "--print-type") {
@@ -191,6 +193,8 @@ int main(int argc, char **argv) {
       formats = parseNames(argv[i + 1]);
     else if (flag == "--threads")
       threadCounts = parseList(argv[i + 1]);
+    else if (flag == "--prefetch-distance")
+      prefetchDistances = parseList(argv[i + 1]);
     else if (flag == "--reps")
       reps = std::stoi(argv[i + 1]);
     else {
@@ -247,10 +251,11 @@ int main(int argc, char **argv) {
           return 1;
         p += n;
       }
-      for (int64_t threadCount : threadCounts) {
+      for (int64_t threadCount : threadCounts)
+      for (int64_t distance : prefetchDistances) {
         auto parallel =
             CompiledCache::compile(cacheType(name, capacity), threadCount,
-                                   /*runtimeCertificate=*/true);
+                                   /*runtimeCertificate=*/true, distance);
         if (!parallel) {
           std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
                        llvm::toString(parallel.takeError()).c_str());
@@ -294,12 +299,14 @@ int main(int argc, char **argv) {
           double gb = double(arena.size) / 1e9;
           std::printf(
               "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
-              "\"threads\": %lld, \"arena_bytes\": %lld, \"step_us\": %.1f, "
+              "\"threads\": %lld, \"prefetch_distance\": %lld, "
+              "\"arena_bytes\": %lld, \"step_us\": %.1f, "
               "\"gbps\": %.2f, \"stream_gbps\": %.2f, "
               "\"ratio_to_stream\": %.3f, \"append_us_per_token\": %.2f, "
               "\"certified_step_us\": %.1f, \"certified_over_attend\": %.3f}\n",
               name.c_str(), (long long)capacity, (long long)gqa,
-              (long long)threadCount, (long long)arena.size, attend * 1e6,
+              (long long)threadCount, (long long)distance,
+              (long long)arena.size, attend * 1e6,
               gb / attend, gb / stream, stream / attend, appendPerToken * 1e6,
               certified * 1e6, certified / attend);
           std::fflush(stdout);

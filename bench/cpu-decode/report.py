@@ -7,6 +7,9 @@ loops = {json.loads(line)["format"]: json.loads(line)["loops"]
          for line in open(sys.argv[2]) if line.strip()}
 cpu = sys.argv[3]
 bogomips = float(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else 0.0
+# Optional: the prefetch A/B run (the same cases at several distances).
+prefetch = ([json.loads(line) for line in open(sys.argv[5]) if line.strip()]
+            if len(sys.argv) > 5 else [])
 formats = ["f16", "bf16", "f8E4M3FN", "i8", "i4", "i2", "mixed"]
 key = {(r["format"], r["positions"], r["gqa"], r["threads"]): r for r in rows}
 positions = sorted({r["positions"] for r in rows})
@@ -19,7 +22,8 @@ out.append(
     "run, the ratio to the streaming read measured in the same process is "
     "the meaningful one. One layer, 8 KV heads, head_dim 128, block 64, "
     "sink 4, window 256; the cache is filled through the generated append, "
-    "then the generated attend runs at full length (median of 9). Effective "
+    "then the generated attend runs at full length (median of 9), compiled "
+    "with kvprec-to-llvm's default prefetch-distance (8192 bytes). Effective "
     "GB/s is the arena's bytes over the step time; the stream kernel reads "
     "the same arena with 512-bit loads and as many threads as the attention "
     "uses. Formats: f16, bf16; f8E4M3FN and i8 with one f16 scale per token "
@@ -170,4 +174,26 @@ out.append(
     "the logits and accumulate loops instead of writing and re-reading an "
     "f32 tile; and unpacking int4/int2 with byte shuffles (VBMI/GFNI) on "
     "whole cache lines.\n")
+if prefetch:
+    distances = sorted({p["prefetch_distance"] for p in prefetch})
+    by = {(p["format"], p["prefetch_distance"]): p for p in prefetch}
+    case = prefetch[0]
+    out.append("\n## Prefetching\n")
+    out.append(
+        "The row kernels prefetch the codes `prefetch-distance` bytes ahead "
+        "into L2 (docs/lowering.md). The same cases compiled with each "
+        "distance and timed in one process "
+        f"({case['positions'] // 1024}K positions, GQA {case['gqa']}, "
+        f"{case['threads']} thread{'s' if case['threads'] > 1 else ''}; "
+        "bench/cpu-decode/prefetch.jsonl): step time in us and the ratio to "
+        "the streaming read.\n")
+    out.append("| format | " + " | ".join(f"distance {d}" for d in distances)
+               + " |")
+    out.append("| --- |" + " ---: |" * len(distances))
+    for f in formats:
+        cells = [by.get((f, d)) for d in distances]
+        if all(cells):
+            out.append(f"| {f} | " + " | ".join(
+                f"{c['step_us']:.0f}, {c['ratio_to_stream']:.2f}"
+                for c in cells) + " |")
 print("\n".join(out))

@@ -69,7 +69,7 @@ CompiledCache::~CompiledCache() = default;
 
 llvm::Expected<std::unique_ptr<CompiledCache>>
 CompiledCache::compile(const std::string &cacheType, int64_t threads,
-                       bool runtimeCertificate) {
+                       bool runtimeCertificate, int64_t prefetchDistance) {
   static std::once_flag initialized;
   std::call_once(initialized, [] {
     llvm::InitializeNativeTarget();
@@ -104,6 +104,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads,
   mlir::kvprec::KVPrecToLLVMOptions pipelineOptions;
   pipelineOptions.threads = threads;
   pipelineOptions.runtimeCertificate = runtimeCertificate;
+  pipelineOptions.prefetchDistance = prefetchDistance;
   mlir::kvprec::buildKVPrecToLLVMPipeline(pm, pipelineOptions);
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);

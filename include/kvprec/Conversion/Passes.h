@@ -36,6 +36,11 @@ struct KVPrecToLLVMOptions : public PassPipelineOptions<KVPrecToLLVMOptions> {
                      "certificate) for caches whose attends do not ask for "
                      "it"),
       llvm::cl::init(false)};
+  PassOptions::Option<int64_t> prefetchDistance{
+      *this, "prefetch-distance",
+      llvm::cl::desc("Bytes ahead of each row of codes that attention "
+                     "prefetches into L2 (0: no prefetches)"),
+      llvm::cl::init(8192)};
 };
 
 /// kvprec-to-llvm: materialize storage, then lower everything to the LLVM

@@ -49,7 +49,12 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
            /*default=*/"false",
            "Also emit P_attend_certified (the run-time certificate, "
            "docs/abi.md) for caches whose kvprec.attend ops do not ask for "
-           "it; attends with an f32 result get it in any case">
+           "it; attends with an f32 result get it in any case">,
+    Option<"prefetchDistance", "prefetch-distance", "int64_t",
+           /*default=*/"8192",
+           "Bytes ahead of each row of codes that attention's loads ask the "
+           "memory system for (into L2), so that memory stays busy while "
+           "the kernels compute; 0 emits no prefetches (at most 1 MiB)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",

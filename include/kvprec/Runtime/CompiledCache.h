@@ -33,9 +33,10 @@ public:
   /// the JIT's diagnostics.
   /// With `runtimeCertificate` it also compiles P_attend_certified
   /// (attendCertified); without, that code is not generated.
+  /// `prefetchDistance` is kvprec-to-llvm's prefetch-distance (bytes).
   static llvm::Expected<std::unique_ptr<CompiledCache>>
   compile(const std::string &cacheType, int64_t threads = 1,
-          bool runtimeCertificate = false);
+          bool runtimeCertificate = false, int64_t prefetchDistance = 8192);
   ~CompiledCache();
 
   int64_t getArenaBytes() const;

@@ -28,6 +28,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   MaterializeStorageOptions materialize;
   materialize.threads = options.threads;
   materialize.runtimeCertificate = options.runtimeCertificate;
+  materialize.prefetchDistance = options.prefetchDistance;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

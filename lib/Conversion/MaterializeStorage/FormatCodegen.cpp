@@ -396,6 +396,7 @@ public:
   }
 
   bool isScaled() const { return an::isScaled(format); }
+  int64_t getRowBytes() const { return rowBytes; }
   bool isChannelGroup() const {
     return isScaled() && format.granularity == an::Granularity::ChannelGroup;
   }
@@ -492,6 +493,24 @@ public:
                          ? arith::DivUIOp::create(b, r, index(format.groupSize))
                          : r;
     return mul(scaleRow, scaleLanes);
+  }
+
+  /// Asks the memory system for the codes of row `r + ahead` (clamped to
+  /// the view), every cache line of it, into L2: attention's phases of
+  /// arithmetic between loads would otherwise leave memory idle.
+  void prefetchCodes(Value r, int64_t ahead) {
+    int64_t stride = rowBytes / codeElementBytes();
+    Value last = arith::SubIOp::create(b, memref::DimOp::create(b, codes, 0),
+                                       index(1));
+    Value start = mul(add(r, index(ahead)), stride);
+    for (int64_t line = 0; line * 64 < rowBytes; ++line) {
+      Value at = line == 0 ? start
+                           : Value(arith::AddIOp::create(
+                                 b, start, index(line * 64 / codeElementBytes())));
+      memref::PrefetchOp::create(
+          b, codes, ValueRange{arith::MinUIOp::create(b, at, last)},
+          /*isWrite=*/false, /*localityHint=*/2, /*isDataCache=*/true);
+    }
   }
 
   /// The integer or float code lanes (i32) of row `r`.
@@ -1073,6 +1092,8 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
           Value r = e.add(row0, i);
           Value at = e.add(dstOff, e.mul(i, d));
           Value delta;
+          if (int64_t distance = target.getPrefetchDistance())
+            e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
           Value lanes = kind == RowsKernel::LoadBounds
                             ? e.loadRowAndBound(r, delta)
                         : kind == RowsKernel::LoadKeys ? e.rowForDot(r)

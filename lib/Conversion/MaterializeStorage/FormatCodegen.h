@@ -13,6 +13,7 @@
 #ifndef KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_FORMATCODEGEN_H
 #define KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_FORMATCODEGEN_H
 
+#include "kvprec/Conversion/MaterializeStorage/TargetInfo.h"
 #include "kvprec/Format/StorageFormat.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -94,7 +95,8 @@ class FormatCodegen {
 public:
   /// One instance serves a whole module, so that caches sharing a format
   /// share its kernels.
-  explicit FormatCodegen(ModuleOp module) : module(module) {}
+  FormatCodegen(ModuleOp module, const StorageTargetInfo &target)
+      : module(module), target(target) {}
 
   /// The kernels of `format` for rows of `headDim` elements and the
   /// dequantize multiply in `dequantizer`, emitted at the end of the module
@@ -110,6 +112,7 @@ public:
 
 private:
   ModuleOp module;
+  const StorageTargetInfo &target;
   std::map<std::string, FormatKernels> kernels;
 };
 

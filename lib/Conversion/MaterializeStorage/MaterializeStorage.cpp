@@ -264,6 +264,13 @@ void MaterializeStoragePass::runOnOperation() {
         << int64_t(threads);
     return signalPassFailure();
   }
+  if (prefetchDistance < 0 || prefetchDistance > (int64_t(1) << 20)) {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: prefetch-distance must be between 0 "
+           "and 1048576 bytes, got "
+        << int64_t(prefetchDistance);
+    return signalPassFailure();
+  }
   // What the patterns cannot lower, reported before anything changes; the
   // caches whose attention returns the run-time certificate.
   llvm::DenseSet<Type> certifiedCaches;
@@ -287,8 +294,8 @@ void MaterializeStoragePass::runOnOperation() {
   });
 
   // The CPU answers; the NVPTX lowering will pass its own.
-  CPUStorageTargetInfo targetInfo(threads);
-  FormatCodegen formats(module);
+  CPUStorageTargetInfo targetInfo(threads, prefetchDistance);
+  FormatCodegen formats(module, targetInfo);
   LoweredCaches caches;
   int64_t index = 0;
   for (auto [type, user] : cacheTypes) {

@@ -24,18 +24,25 @@ public:
   /// Parts each KV head's positions are split into for parallel execution
   /// (scf.parallel over (KV head, part)); 1 runs attention sequentially.
   virtual int64_t getPositionSplits() const = 0;
+  /// Bytes ahead of the row being read that the row kernels prefetch (0:
+  /// none): a CPU's hardware prefetcher stops while attention computes
+  /// between loads; a GPU hides latency with other warps instead.
+  virtual int64_t getPrefetchDistance() const = 0;
 };
 
 /// x86-64 CPUs with 512-bit vectors (AVX-512), `threads` OpenMP threads.
 class CPUStorageTargetInfo final : public StorageTargetInfo {
 public:
-  explicit CPUStorageTargetInfo(int64_t threads, int64_t vectorBits = 512)
-      : threads(threads), vectorBits(vectorBits) {}
+  CPUStorageTargetInfo(int64_t threads, int64_t prefetchDistance,
+                       int64_t vectorBits = 512)
+      : threads(threads), prefetchDistance(prefetchDistance),
+        vectorBits(vectorBits) {}
   int64_t getF32Lanes() const override { return vectorBits / 32; }
   int64_t getPositionSplits() const override { return threads; }
+  int64_t getPrefetchDistance() const override { return prefetchDistance; }
 
 private:
-  int64_t threads, vectorBits;
+  int64_t threads, prefetchDistance, vectorBits;
 };
 
 } // namespace mlir::kvprec
