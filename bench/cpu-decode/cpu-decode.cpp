@@ -252,66 +252,68 @@ int main(int argc, char **argv) {
         p += n;
       }
       for (int64_t threadCount : threadCounts)
-      for (int64_t distance : prefetchDistances) {
-        auto parallel =
-            CompiledCache::compile(cacheType(name, capacity), threadCount,
-                                   /*runtimeCertificate=*/true, distance);
-        if (!parallel) {
-          std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
-                       llvm::toString(parallel.takeError()).c_str());
-          return 1;
-        }
-        for (int64_t gqa : gqas) {
-          int64_t queryHeads = kHeads * gqa;
-          std::vector<float> query(queryHeads * kHeadDim), output(query.size());
-          for (float &x : query)
-            x = normal(rng);
-          std::vector<float> bounds(queryHeads);
-          std::vector<double> attendTimes, streamTimes, certifiedTimes;
-          for (int r = 0; r < reps + 1; ++r) {
-            double t0 = seconds();
-            if ((*parallel)->attend(arena.data, arena.size, 0, query.data(),
-                                    queryHeads, capacity, output.data(),
-                                    1.0f / std::sqrt(float(kHeadDim))) != 0)
-              return 1;
-            double t1 = seconds();
-            sink = sink + streamRead(arena.data, arena.size, threadCount);
-            double t2 = seconds();
-            // The same attention with its run-time certificate.
-            if ((*parallel)->attendCertified(
-                    arena.data, arena.size, 0, query.data(), queryHeads,
-                    capacity, output.data(), 1.0f / std::sqrt(float(kHeadDim)),
-                    bounds.data()) != 0)
-              return 1;
-            double t3 = seconds();
-            if (r == 0)
-              continue; // Warm-up.
-            attendTimes.push_back(t1 - t0);
-            streamTimes.push_back(t2 - t1);
-            certifiedTimes.push_back(t3 - t2);
+        for (int64_t distance : prefetchDistances) {
+          auto parallel =
+              CompiledCache::compile(cacheType(name, capacity), threadCount,
+                                     /*runtimeCertificate=*/true, distance);
+          if (!parallel) {
+            std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
+                         llvm::toString(parallel.takeError()).c_str());
+            return 1;
           }
-          std::sort(certifiedTimes.begin(), certifiedTimes.end());
-          double certified = certifiedTimes[certifiedTimes.size() / 2];
-          std::sort(attendTimes.begin(), attendTimes.end());
-          std::sort(streamTimes.begin(), streamTimes.end());
-          double attend = attendTimes[attendTimes.size() / 2];
-          double stream = streamTimes[streamTimes.size() / 2];
-          double gb = double(arena.size) / 1e9;
-          std::printf(
-              "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
-              "\"threads\": %lld, \"prefetch_distance\": %lld, "
-              "\"arena_bytes\": %lld, \"step_us\": %.1f, "
-              "\"gbps\": %.2f, \"stream_gbps\": %.2f, "
-              "\"ratio_to_stream\": %.3f, \"append_us_per_token\": %.2f, "
-              "\"certified_step_us\": %.1f, \"certified_over_attend\": %.3f}\n",
-              name.c_str(), (long long)capacity, (long long)gqa,
-              (long long)threadCount, (long long)distance,
-              (long long)arena.size, attend * 1e6,
-              gb / attend, gb / stream, stream / attend, appendPerToken * 1e6,
-              certified * 1e6, certified / attend);
-          std::fflush(stdout);
+          for (int64_t gqa : gqas) {
+            int64_t queryHeads = kHeads * gqa;
+            std::vector<float> query(queryHeads * kHeadDim),
+                output(query.size());
+            for (float &x : query)
+              x = normal(rng);
+            std::vector<float> bounds(queryHeads);
+            std::vector<double> attendTimes, streamTimes, certifiedTimes;
+            for (int r = 0; r < reps + 1; ++r) {
+              double t0 = seconds();
+              if ((*parallel)->attend(arena.data, arena.size, 0, query.data(),
+                                      queryHeads, capacity, output.data(),
+                                      1.0f / std::sqrt(float(kHeadDim))) != 0)
+                return 1;
+              double t1 = seconds();
+              sink = sink + streamRead(arena.data, arena.size, threadCount);
+              double t2 = seconds();
+              // The same attention with its run-time certificate.
+              if ((*parallel)->attendCertified(
+                      arena.data, arena.size, 0, query.data(), queryHeads,
+                      capacity, output.data(),
+                      1.0f / std::sqrt(float(kHeadDim)), bounds.data()) != 0)
+                return 1;
+              double t3 = seconds();
+              if (r == 0)
+                continue; // Warm-up.
+              attendTimes.push_back(t1 - t0);
+              streamTimes.push_back(t2 - t1);
+              certifiedTimes.push_back(t3 - t2);
+            }
+            std::sort(certifiedTimes.begin(), certifiedTimes.end());
+            double certified = certifiedTimes[certifiedTimes.size() / 2];
+            std::sort(attendTimes.begin(), attendTimes.end());
+            std::sort(streamTimes.begin(), streamTimes.end());
+            double attend = attendTimes[attendTimes.size() / 2];
+            double stream = streamTimes[streamTimes.size() / 2];
+            double gb = double(arena.size) / 1e9;
+            std::printf(
+                "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
+                "\"threads\": %lld, \"prefetch_distance\": %lld, "
+                "\"arena_bytes\": %lld, \"step_us\": %.1f, "
+                "\"gbps\": %.2f, \"stream_gbps\": %.2f, "
+                "\"ratio_to_stream\": %.3f, \"append_us_per_token\": %.2f, "
+                "\"certified_step_us\": %.1f, \"certified_over_attend\": "
+                "%.3f}\n",
+                name.c_str(), (long long)capacity, (long long)gqa,
+                (long long)threadCount, (long long)distance,
+                (long long)arena.size, attend * 1e6, gb / attend, gb / stream,
+                stream / attend, appendPerToken * 1e6, certified * 1e6,
+                certified / attend);
+            std::fflush(stdout);
+          }
         }
-      }
     }
   return 0;
 }

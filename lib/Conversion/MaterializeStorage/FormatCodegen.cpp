@@ -500,13 +500,14 @@ public:
   /// arithmetic between loads would otherwise leave memory idle.
   void prefetchCodes(Value r, int64_t ahead) {
     int64_t stride = rowBytes / codeElementBytes();
-    Value last = arith::SubIOp::create(b, memref::DimOp::create(b, codes, 0),
-                                       index(1));
+    Value last =
+        arith::SubIOp::create(b, memref::DimOp::create(b, codes, 0), index(1));
     Value start = mul(add(r, index(ahead)), stride);
     for (int64_t line = 0; line * 64 < rowBytes; ++line) {
-      Value at = line == 0 ? start
-                           : Value(arith::AddIOp::create(
-                                 b, start, index(line * 64 / codeElementBytes())));
+      Value at = line == 0
+                     ? start
+                     : Value(arith::AddIOp::create(
+                           b, start, index(line * 64 / codeElementBytes())));
       memref::PrefetchOp::create(
           b, codes, ValueRange{arith::MinUIOp::create(b, at, last)},
           /*isWrite=*/false, /*localityHint=*/2, /*isDataCache=*/true);
