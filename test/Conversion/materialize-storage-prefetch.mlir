@@ -1,6 +1,7 @@
 // The row kernels ask for the codes `prefetch-distance` bytes ahead of the
-// row they read, one prefetch per 64-byte line of a row, clamped to the
-// codes' view; 0 emits none, and a distance out of range is an error.
+// row they read, one prefetch per 64-byte line of a row, the row clamped to
+// the last whole row of the codes' view; 0 emits none, and a distance out
+// of range is an error.
 // RUN: kvprec-opt %s --kvprec-materialize-storage | FileCheck %s
 // RUN: kvprec-opt %s --kvprec-materialize-storage="prefetch-distance=0" | FileCheck %s --check-prefix=NONE
 // RUN: kvprec-opt %s --kvprec-to-llvm | mlir-translate --mlir-to-llvmir | FileCheck %s --check-prefix=LLVM
@@ -18,11 +19,15 @@
 // CHECK: %[[VIEW:.+]] = memref.view %{{.+}} : memref<?xi8> to memref<?xi16>
 // CHECK: scf.for %[[I:.+]] = %{{.+}} to %{{.+}} step
 // CHECK: %[[ROW:.+]] = arith.addi %{{.+}}, %[[I]] : index
+// CHECK: %[[SIZE:.+]] = memref.dim %[[VIEW]], %{{.+}} : memref<?xi16>
+// CHECK: %[[LASTROW:.+]] = arith.subi %[[SIZE]], %c128{{.*}} : index
 // CHECK: %[[AHEAD:.+]] = arith.addi %[[ROW]], %c32{{.*}} : index
 // CHECK: %[[START:.+]] = arith.muli %[[AHEAD]], %c128{{.*}} : index
-// CHECK: %[[FIRST:.+]] = arith.minui %[[START]], %{{.+}} : index
+// CHECK: %[[FIRST:.+]] = arith.minui %[[START]], %[[LASTROW]] : index
 // CHECK: memref.prefetch %[[VIEW]][%[[FIRST]]], read, locality<2>, data : memref<?xi16>
-// CHECK-COUNT-3: memref.prefetch %[[VIEW]]
+// CHECK: %[[SECOND:.+]] = arith.addi %[[FIRST]], %c32{{.*}} : index
+// CHECK: memref.prefetch %[[VIEW]][%[[SECOND]]]
+// CHECK-COUNT-2: memref.prefetch %[[VIEW]]
 // CHECK-NOT: memref.prefetch
 // CHECK: vector.load %[[VIEW]][%{{.+}}] : memref<?xi16>, vector<128xi16>
 // CHECK-LABEL: func.func private @kvprec_f16_d128_f32_load_keys(

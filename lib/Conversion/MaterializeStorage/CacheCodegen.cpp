@@ -461,11 +461,14 @@ void Emitter::emitTileKernels() {
                 hb, idx(hb, 0), grouped, idx(hb, w), ValueRange{},
                 [&](OpBuilder &n2, Location l2, Value r0, ValueRange) {
                   ImplicitLocOpBuilder rb(l2, n2);
-                  SmallVector<Value> products;
-                  for (int64_t i = 0; i < w; ++i)
-                    products.push_back(arith::MulFOp::create(
-                        rb, qh, key(rb, add(rb, r0, idx(rb, i)))));
-                  Value dots = emitRowSums(rb, products);
+                  // Per row a w-lane partial (fused multiply-adds over
+                  // its w-lane pieces), then one transposed reduction.
+                  SmallVector<Value> partials;
+                  for (int64_t i = 0; i < w; ++i) {
+                    Value k = key(rb, add(rb, r0, idx(rb, i)));
+                    partials.push_back(emitChunkDot(rb, qh, k, w));
+                  }
+                  Value dots = emitRowSums(rb, partials);
                   if (!absolute)
                     dots = arith::MulFOp::create(
                         rb, dots,
@@ -482,8 +485,8 @@ void Emitter::emitTileKernels() {
               hb, grouped, rows, idx(hb, 1), ValueRange{},
               [&](OpBuilder &n2, Location l2, Value r, ValueRange) {
                 ImplicitLocOpBuilder rb(l2, n2);
-                Value dot =
-                    emitLaneSum(rb, arith::MulFOp::create(rb, qh, key(rb, r)));
+                Value dot = emitLaneSum(
+                    rb, emitChunkDot(rb, qh, key(rb, r), getLaneChunk(d)));
                 if (!absolute)
                   dot = arith::MulFOp::create(
                       rb, dot,

@@ -263,12 +263,33 @@ static Value sumChunks(ImplicitLocOpBuilder &b, Value v, int64_t chunk) {
   return parts[0];
 }
 
-Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
-  auto type = cast<VectorType>(v.getType());
-  int64_t width = type.getDimSize(0);
+int64_t mlir::kvprec::getLaneChunk(int64_t width) {
   int64_t chunk = 1;
   while (chunk < 16 && width % (chunk * 2) == 0)
     chunk *= 2;
+  return chunk;
+}
+
+Value mlir::kvprec::emitChunkDot(ImplicitLocOpBuilder &b, Value x, Value y,
+                                 int64_t chunk) {
+  int64_t width = cast<VectorType>(x.getType()).getDimSize(0);
+  auto piece = [&](Value v, int64_t k) -> Value {
+    if (chunk == width)
+      return v;
+    return vector::ExtractStridedSliceOp::create(b, v, ArrayRef<int64_t>{k},
+                                                 ArrayRef<int64_t>{chunk},
+                                                 ArrayRef<int64_t>{1});
+  };
+  Value acc = arith::MulFOp::create(b, piece(x, 0), piece(y, 0));
+  for (int64_t k = chunk; k < width; k += chunk)
+    acc = vector::FMAOp::create(b, piece(x, k), piece(y, k), acc);
+  return acc;
+}
+
+Value mlir::kvprec::emitLaneSum(ImplicitLocOpBuilder &b, Value v) {
+  auto type = cast<VectorType>(v.getType());
+  int64_t width = type.getDimSize(0);
+  int64_t chunk = getLaneChunk(width);
   Value sum = sumChunks(b, v, chunk);
   for (int64_t half = chunk / 2; half >= 1; half /= 2) {
     SmallVector<int64_t> low, high;
@@ -495,22 +516,25 @@ public:
     return mul(scaleRow, scaleLanes);
   }
 
-  /// Asks the memory system for the codes of row `r + ahead` (clamped to
-  /// the view), every cache line of it, into L2: attention's phases of
-  /// arithmetic between loads would otherwise leave memory idle.
+  /// Asks the memory system for the codes of row `r + ahead`, every cache
+  /// line of it, into L2: attention's phases of arithmetic between loads
+  /// would otherwise leave memory idle. The row is clamped to the last
+  /// whole row of the view (which holds row `r`), so every line's address
+  /// stays inside it and the lines' offsets fold into the addresses.
   void prefetchCodes(Value r, int64_t ahead) {
     int64_t stride = rowBytes / codeElementBytes();
-    Value last =
-        arith::SubIOp::create(b, memref::DimOp::create(b, codes, 0), index(1));
-    Value start = mul(add(r, index(ahead)), stride);
+    Value lastRow = arith::SubIOp::create(b, memref::DimOp::create(b, codes, 0),
+                                          index(stride));
+    Value start =
+        arith::MinUIOp::create(b, mul(add(r, index(ahead)), stride), lastRow);
     for (int64_t line = 0; line * 64 < rowBytes; ++line) {
       Value at = line == 0
                      ? start
                      : Value(arith::AddIOp::create(
                            b, start, index(line * 64 / codeElementBytes())));
-      memref::PrefetchOp::create(
-          b, codes, ValueRange{arith::MinUIOp::create(b, at, last)},
-          /*isWrite=*/false, /*localityHint=*/2, /*isDataCache=*/true);
+      memref::PrefetchOp::create(b, codes, ValueRange{at},
+                                 /*isWrite=*/false, /*localityHint=*/2,
+                                 /*isDataCache=*/true);
     }
   }
 

@@ -79,6 +79,16 @@ Value emitLaneSum(ImplicitLocOpBuilder &b, Value v);
 /// (about 2 instructions per row instead of a reduction per row).
 Value emitRowSums(ImplicitLocOpBuilder &b, ArrayRef<Value> rows);
 
+/// The lane-wise dot product of two f32 vectors of the same width over
+/// their `chunk`-lane pieces (chunk divides the width): x_0 y_0, then one
+/// fused multiply-add per further piece, in order; a vector of `chunk`
+/// lanes whose lane sum is x . y. One rounding per product and sum instead
+/// of two (the dot-product bound gamma_d holds either way).
+Value emitChunkDot(ImplicitLocOpBuilder &b, Value x, Value y, int64_t chunk);
+
+/// The largest power of two, at most 16, that divides `width`.
+int64_t getLaneChunk(int64_t width);
+
 /// e^x for the lanes of an f32 vector, without library calls: Cody-Waite
 /// reduction by ln 2 with FMAs, a degree-6 polynomial (Cephes expf), and
 /// the scaling by 2^n in two exact steps (so that subnormal results are
