@@ -133,6 +133,15 @@ FailureOr<ComputedCertificate> mlir::kvprec::computeCertificate(
         return alloc.emitOpError()
                << "plan of layer " << layer << ", KV head " << head
                << " cannot be certified: " << status.getMessage();
+      // A bound that overflows certifies nothing: keys so coarse that
+      // e^E of their logit error overflows (uniform int2 keys, or what a
+      // large ecap lets into a budget).
+      if (!std::isfinite(bound.infNorm))
+        return alloc.emitOpError()
+               << "plan of layer " << layer << ", KV head " << head
+               << " certifies no finite bound (the exponential of its keys' "
+                  "logit error bound overflows); no certificate can be "
+                  "attached: store its keys in a more precise format";
       result.headBounds.push_back(bound.infNorm);
       record.layerBounds[layer] =
           std::max(record.layerBounds[layer], bound.infNorm);
