@@ -186,3 +186,60 @@ TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
                 outcome.totalBytes, f32Bytes);
   }
 }
+
+TEST(PlanEmulation, BudgetLayerWeightsSpendBytesOnTheWeightedLayer) {
+  calib::SyntheticOptions synth;
+  synth.layers = 2;
+  synth.kvHeads = 2;
+  synth.qHeads = 4;
+  synth.headDim = 8;
+  synth.capacity = 96;
+  synth.block = 8;
+  synth.sink = 4;
+  synth.window = 16;
+  llvm::Expected<calib::CalibrationStats> stats =
+      calib::generateSyntheticStats(synth);
+  ASSERT_TRUE(bool(stats));
+  using K = an::StorageKind;
+  AllocationRequest request;
+  request.geometry = {2, 2, 96, 8, 8, 4, 16};
+  request.keyCandidates = request.valueCandidates = {
+      an::StorageFormat::unscaled(K::F32), an::StorageFormat::unscaled(K::F16),
+      scaled(K::Int8, an::Granularity::TokenGroup, 8),
+      scaled(K::Int4, an::Granularity::TokenGroup, 8)};
+  request.tolerances = {1e-3}; // checked, unused by the budget
+  // Half of the f32 bytes: the budget binds.
+  request.budgetBytes = 2 * 2 * 2 * 96 * 8 * 4.0 / 2;
+  // The largest bound of each layer's heads under `weights`.
+  auto layerBounds = [&](std::vector<double> weights) {
+    request.layerWeights = std::move(weights);
+    AllocationOutcome outcome;
+    an::Status status = allocatePlan(*stats, request, outcome);
+    EXPECT_TRUE(status.ok()) << status.getMessage();
+    EXPECT_LE(outcome.totalBytes, request.budgetBytes);
+    return std::make_pair(std::max(outcome.bounds[0], outcome.bounds[1]),
+                          std::max(outcome.bounds[2], outcome.bounds[3]));
+  };
+  auto first = layerBounds({100.0, 1.0});
+  auto second = layerBounds({1.0, 100.0});
+  // Weighting a layer's errors buys it precision from the other layer.
+  EXPECT_LE(first.first, second.first);
+  EXPECT_LE(second.second, first.second);
+  EXPECT_TRUE(first.first < second.first || second.second < first.second);
+  std::printf("layer weights 100:1 bounds %.3g %.3g; 1:100 bounds %.3g %.3g\n",
+              first.first, first.second, second.first, second.second);
+
+  // Weights that do not fit the geometry are refused.
+  AllocationOutcome outcome;
+  request.layerWeights = {1.0};
+  an::Status wrongCount = allocatePlan(*stats, request, outcome);
+  ASSERT_TRUE(wrongCount.failed());
+  EXPECT_NE(wrongCount.getMessage().find(
+                "the budget's layer weights number 1 for 2 layers"),
+            std::string::npos);
+  request.layerWeights = {1.0, 0.0};
+  an::Status zero = allocatePlan(*stats, request, outcome);
+  ASSERT_TRUE(zero.failed());
+  EXPECT_NE(zero.getMessage().find("not a positive finite number"),
+            std::string::npos);
+}

@@ -329,6 +329,11 @@ struct AllocationRequest {
   std::vector<double> tolerances;
   /// Byte budget for the whole cache; > 0 selects budget -> minimum error.
   double budgetBytes = 0.0;
+  /// Budget mode: per layer, the weight of its heads' errors in the total
+  /// the allocator minimises (empty: 1 for every layer). sqrt(s_l) of the
+  /// measured layer sensitivities makes the total the first-order
+  /// sqrt(KL) <= sum_l sqrt(s_l) e_l that kl= plans by.
+  std::vector<double> layerWeights;
   /// Candidate formats for keys and for values.
   std::vector<StorageFormat> keyCandidates, valueCandidates;
   CertifyOptions options;
