@@ -13,7 +13,14 @@ out = ["# What plans do to the model's output\n",
        "mean and largest KL(fp32 || plan) of the next-token distributions, "
        "top-1 agreement and the perplexity on the prompts' tokens. "
        "`certified-budget-X` is the certified allocator's plan at the bytes "
-       "of the uniform X plan (`budget=`). Bytes are the plan's, relative to "
+       "of the uniform X plan (`budget=`); `measured-budget-X` is "
+       "`kvprec-calib plan-budget` at the bytes of baseline X: the certified "
+       "allocator's budget mode at 8 logit error caps (0.25 to 32) with "
+       "integer scales per token and per channel, and the uniform plans "
+       "that fit the budget, the plan with the lowest "
+       "KL measured on the calibration prompts kept, then measured here on "
+       "the held-out ones (the choice is measured; the plan carries its own "
+       "certificate). Bytes are the plan's, relative to "
        "an fp16 cache of the same shape (scales, zero points and the f16 "
        "window count).\n"]
 for model in dict.fromkeys(r["model"] for r in rows):
@@ -42,31 +49,33 @@ for model in dict.fromkeys(r["model"] for r in rows):
             best = r["mean_kl"]
     out.append("\nPareto front (no other plan has both fewer bytes and a lower mean KL): " +
                ", ".join(f"{r['plan']} ({r['bytes_vs_fp16']:.3f}, {r['mean_kl']:.3g})" for r in front) + ".\n")
-    # Equal bytes: certified plan at a uniform baseline's bytes.
+    # Equal bytes: the kvprec plans made at a baseline's bytes.
+    kvprec = lambda r: r["plan"].startswith(("certified-", "measured-"))
+    baselines = [r for r in ok if not kvprec(r)]
     lines = []
-    for f in ("f8E4M3FN", "i8", "i4"):
-        base = next((r for r in ok if r["plan"] == "uniform-" + f), None)
-        cert = next((r for r in ok if r["plan"] == "certified-budget-" + f), None)
-        failed = next((r for r in mine if r["plan"] == "certified-budget-" + f and "error" in r), None)
-        if base and cert:
-            winner = "certified" if cert["mean_kl"] <= base["mean_kl"] else "uniform " + f
-            lines.append(f"- at {base['bytes_vs_fp16']:.3f} of fp16: uniform {f} mean KL "
-                         f"{base['mean_kl']:.3g}, certified {cert['mean_kl']:.3g} "
-                         f"({cert['bytes_vs_fp16']:.3f} of fp16): lower KL: **{winner}**")
-        elif base and failed:
-            lines.append(f"- at {base['bytes_vs_fp16']:.3f} of fp16 (uniform {f}, mean KL "
-                         f"{base['mean_kl']:.3g}): no certified plan fits that budget")
+    for base in baselines:
+        f = base["plan"][len("uniform-"):] if base["plan"].startswith("uniform-") else None
+        made = [r for r in ok if r["plan"] in ("measured-budget-" + base["plan"],
+                                               "certified-budget-" + (f or ""))]
+        if not made:
+            continue
+        best = min(made, key=lambda r: r["mean_kl"])
+        winner = best["plan"] if best["mean_kl"] <= base["mean_kl"] else base["plan"]
+        lines.append(f"- at {base['bytes_vs_fp16']:.3f} of fp16: {base['plan']} mean KL "
+                     f"{base['mean_kl']:.3g}; " +
+                     "; ".join(f"{r['plan']} {r['mean_kl']:.3g} ({r['bytes_vs_fp16']:.3f})"
+                               for r in made) +
+                     f": lower KL: **{winner}**")
     if lines:
-        out.append("At equal bytes:\n")
+        out.append("At equal bytes (the kvprec plans made for a baseline's bytes):\n")
         out.extend(lines)
         out.append("")
-    # The target: at every baseline's bytes, a kvprec (certified) plan with
-    # no more bytes and no higher mean KL.
-    baselines = [r for r in ok if not r["plan"].startswith("certified-")]
-    certified = [r for r in ok if r["plan"].startswith("certified-")]
+    # The target: at every baseline's bytes, a kvprec plan with no more
+    # bytes and no higher mean KL.
+    mine_plans = [r for r in ok if kvprec(r)]
     verdicts = []
     for b in baselines:
-        better = [c for c in certified
+        better = [c for c in mine_plans
                   if c["bytes_vs_fp16"] <= b["bytes_vs_fp16"] + 1e-9 and c["mean_kl"] <= b["mean_kl"]]
         verdicts.append((b, better))
     met = all(better for _, better in verdicts)
@@ -78,8 +87,13 @@ for model in dict.fromkeys(r["model"] for r in rows):
             out.append(f"- {b['plan']} ({b['bytes_vs_fp16']:.3f}, {b['mean_kl']:.3g}): "
                        f"{c['plan']} ({c['bytes_vs_fp16']:.3f}, {c['mean_kl']:.3g}) is on or below it")
         else:
+            near = [c for c in mine_plans if c["bytes_vs_fp16"] <= b["bytes_vs_fp16"] + 1e-9]
+            closest = min(near, key=lambda c: c["mean_kl"]) if near else None
             out.append(f"- {b['plan']} ({b['bytes_vs_fp16']:.3f}, {b['mean_kl']:.3g}): "
-                       f"no certified plan is")
+                       f"no kvprec plan is" +
+                       (f" (the lowest KL within its bytes: {closest['plan']}, "
+                        f"{closest['bytes_vs_fp16']:.3f}, {closest['mean_kl']:.3g}, "
+                        f"{closest['mean_kl'] / b['mean_kl']:.2f}x its KL)" if closest else ""))
     out.append("")
     kl = [r for r in ok if r["plan"].startswith("certified-kl-")]
     if kl:
@@ -95,11 +109,16 @@ out.append(
     "The certified plans minimise bytes subject to a worst-case bound on each "
     "head's attention-output error, not the measured KL: the bound holds for "
     "the worst storage error pattern, which real rounding errors do not "
-    "reach, so at equal bytes a uniform format can move the logits less "
-    "than the certified allocator's choice (which spends bits where the "
-    "bound is largest). On these small models the cheapest certifiable plan "
-    "also costs more than the low-bit baselines (the per-group scales and "
-    "the f16 window weigh heavily at head_dim 8 and 16). The kl= mode's "
+    "reach, and the default logit error cap prunes every key format whose "
+    "worst-case logit error exceeds 0.25, so at a baseline's bytes the "
+    "budget mode (`certified-budget-X`) can move the logits more than the "
+    "uniform format does. `measured-budget-X` spends the same bytes by "
+    "measured KL instead: the allocator at several caps and both scale "
+    "granularities, and the uniform plans, measured on the calibration "
+    "prompts; the lowest is kept and then measured on the held-out prompts "
+    "here, so a plan that won on the calibration prompts can lose on these "
+    "by a little (see the target lines above). Every plan carries its own "
+    "certificate; the choice between them is measured. The kl= mode's "
     "measured KL stayed below its target in every case above; it is "
-    "conservative by orders of magnitude for the same reason.\n")
+    "conservative by orders of magnitude for the worst-case reason.\n")
 print("\n".join(out))

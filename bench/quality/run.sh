@@ -3,8 +3,10 @@
 # evaluation prompts: bytes vs fp16 against mean KL, top-1 and perplexity
 # (kvprec-calib eval-quality) for certified plans over a tolerance sweep,
 # the kl= mode over a sweep, certified plans at the bytes of each uniform
-# baseline (budget=), uniform f16/bf16/fp8/int8/int4, KIVI-2/4 and the seed
-# rule, for stories260K and tinystories-656K. Writes
+# baseline (budget=), plans at the bytes of every baseline chosen by the KL
+# measured on the calibration prompts (kvprec-calib plan-budget), uniform
+# f16/bf16/fp8/int8/int4, KIVI-2/4 and the seed rule, for stories260K and
+# tinystories-656K. Writes
 # bench/quality/results.jsonl and docs/results-quality.md.
 #
 #   bash bench/quality/run.sh
@@ -43,6 +45,10 @@ run_model() {
         >> "$RESULTS"
       return
     fi
+    evaluate "$label" "$options"
+  }
+  evaluate() { # label, options: $dir/$label.mlir on the held-out prompts
+    local label="$1" options="$2"
     "$CALIB" eval-quality "${model[@]}" --prompts "$EVAL_PROMPTS" --steps "$STEPS" \
       --ir "$dir/$label.mlir" > "$dir/$label.json"
     python3 - "$dir/$label.json" "$name" "$label" "$options" >> "$RESULTS" <<'PY'
@@ -52,6 +58,13 @@ print(json.dumps({"model": sys.argv[2], "plan": sys.argv[3], "options": sys.argv
                   **{k: r[k] for k in ("bytes_vs_fp16", "plan_bytes", "mean_kl", "max_kl",
                                        "top1_agreement", "ppl_fp32", "ppl_plan", "tokens")}}))
 PY
+  }
+  bytes_of() { # the plan bytes of a recorded plan of this model
+    python3 -c "import json,sys
+for l in open(sys.argv[1]):
+    r = json.loads(l)
+    if r['model'] == sys.argv[2] and r['plan'] == sys.argv[3] and 'plan_bytes' in r:
+        print(int(r['plan_bytes']))" "$RESULTS" "$name" "$1"
   }
   for f in f16 bf16 f8E4M3FN i8 i4; do plan "uniform-$f" "mode=uniform format=$f"; done
   # KIVI's window of 128 is longer than these caches: window 32 with its
@@ -64,12 +77,23 @@ PY
   # At the bytes of each uniform baseline: the certified allocator's plan
   # for that budget.
   for f in f8E4M3FN i8 i4; do
-    bytes=$(python3 -c "import json,sys
-for l in open(sys.argv[1]):
-    r = json.loads(l)
-    if r['model'] == sys.argv[2] and r['plan'] == 'uniform-' + sys.argv[3] and 'plan_bytes' in r:
-        print(int(r['plan_bytes']))" "$RESULTS" "$name" "$f")
+    bytes=$(bytes_of "uniform-$f")
     [ -n "$bytes" ] && plan "certified-budget-$f" "budget=$bytes"
+  done
+  # At the bytes of every baseline: the budget planned at several logit
+  # error caps and both scale granularities, the plan with the lowest KL on
+  # the calibration prompts kept (then measured on the held-out ones).
+  for base in uniform-f16 uniform-bf16 uniform-f8E4M3FN uniform-i8 uniform-i4 \
+              kivi-2 kivi-4 seed; do
+    bytes=$(bytes_of "$base")
+    [ -n "$bytes" ] || continue
+    label="measured-budget-$base"
+    "$CALIB" plan-budget "${model[@]}" --prompts "$CAL_PROMPTS" --steps "$STEPS" \
+      --ir "$dir/cal.mlir" --budget "$bytes" --out "$dir/$label.mlir" > "$dir/$label.search.json"
+    chose=$(python3 -c "import json,sys
+print(json.load(open(sys.argv[1]))['chosen'].replace(' quiet=true', '').strip())" \
+      "$dir/$label.search.json")
+    evaluate "$label" "plan-budget --budget $bytes: $chose"
   done
 }
 

@@ -35,33 +35,11 @@ size_t argmax(ArrayRef<float> logits) {
   return std::max_element(logits.begin(), logits.end()) - logits.begin();
 }
 
-/// The running totals of one comparison (the whole plan, or one layer).
-struct Comparison {
-  double sumKL = 0.0, maxKL = 0.0;
-  int64_t positions = 0, agreements = 0;
-  double nllExact = 0.0, nllPlan = 0.0;
-  int64_t promptPositions = 0;
-
-  void add(ArrayRef<float> exact, ArrayRef<float> plan, int target,
-           bool inPrompt) {
-    double kl = computeKLDivergence(exact, plan);
-    sumKL += kl;
-    maxKL = std::max(maxKL, kl);
-    ++positions;
-    agreements += argmax(exact) == argmax(plan);
-    if (inPrompt) {
-      nllExact -= computeLogSoftmax(exact)[target];
-      nllPlan -= computeLogSoftmax(plan)[target];
-      ++promptPositions;
-    }
-  }
-  void write(json::OStream &json) const {
-    json.attribute("mean_kl", number(positions ? sumKL / positions : 0.0));
-    json.attribute("max_kl", number(maxKL));
-    json.attribute("top1_agreement",
-                   number(positions ? double(agreements) / positions : 1.0));
-  }
-};
+void writeTotals(json::OStream &json, const QualityTotals &totals) {
+  json.attribute("mean_kl", number(totals.getMeanKL()));
+  json.attribute("max_kl", number(totals.maxKL));
+  json.attribute("top1_agreement", number(totals.getTop1Agreement()));
+}
 
 /// The logits of every position of `tokens` but the last (position t
 /// predicts tokens[t + 1]), teacher-forced.
@@ -79,8 +57,22 @@ runLogits(LlamaRunner &runner, ArrayRef<int> tokens, StringRef what) {
 }
 } // namespace
 
-Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
-                                    raw_ostream &os) {
+void QualityTotals::add(ArrayRef<float> exact, ArrayRef<float> plan, int target,
+                        bool inPrompt) {
+  double kl = computeKLDivergence(exact, plan);
+  sumKL += kl;
+  maxKL = std::max(maxKL, kl);
+  ++positions;
+  agreements += argmax(exact) == argmax(plan);
+  if (inPrompt) {
+    nllExact -= computeLogSoftmax(exact)[target];
+    nllPlan -= computeLogSoftmax(plan)[target];
+    ++promptPositions;
+  }
+}
+
+Expected<QualityMeasurement>
+kvprec::calib::measureQuality(const EvalQualityInputs &inputs, bool perLayer) {
   const LlamaModel &model = *inputs.model;
   const LlamaConfig &config = model.getConfig();
   Expected<PlannedCacheType> cache = loadPlannedCacheType(inputs.irPath);
@@ -96,13 +88,18 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
   // The per-layer runs use the same planned cache, one run after another
   // (each starts by resetting it): one compilation, not one per layer.
   std::vector<std::unique_ptr<AttentionBackend>> single;
-  for (int layer = 0; layer < config.numLayers; ++layer)
-    single.push_back(createSingleLayerBackend(**planned, layer, config));
+  if (perLayer)
+    for (int layer = 0; layer < config.numLayers; ++layer)
+      single.push_back(createSingleLayerBackend(**planned, layer, config));
 
   LlamaRunner exactRunner(model), planRunner(model);
   planRunner.setBackend(planned->get());
-  Comparison whole;
-  std::vector<Comparison> perLayer(config.numLayers);
+  QualityMeasurement result;
+  result.cache = *cache;
+  result.capacity = capacity;
+  QualityTotals &whole = result.whole;
+  if (perLayer)
+    result.perLayer.resize(config.numLayers);
   SafeTensorsWriter dump;
   std::vector<float> dumpExact, dumpPlan;
   std::vector<int64_t> dumpTargets, dumpPrompt;
@@ -148,7 +145,7 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
         dumpPrompt.push_back(inPrompt);
       }
     }
-    for (int layer = 0; layer < config.numLayers; ++layer) {
+    for (size_t layer = 0; layer < single.size(); ++layer) {
       LlamaRunner runner(model);
       runner.setBackend(single[layer].get());
       Expected<std::vector<std::vector<float>>> logits =
@@ -157,8 +154,8 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
       if (!logits)
         return logits.takeError();
       for (size_t t = 0; t < exact->size(); ++t)
-        perLayer[layer].add((*exact)[t], (*logits)[t], tokens[t + 1],
-                            t + 1 < promptLength);
+        result.perLayer[layer].add((*exact)[t], (*logits)[t], tokens[t + 1],
+                                   t + 1 < promptLength);
     }
   }
 
@@ -169,9 +166,21 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
     dump.addI64("targets", {positions}, dumpTargets);
     dump.addI64("prompt", {positions}, dumpPrompt);
     if (Error e = dump.write(inputs.dumpPath))
-      return e;
+      return std::move(e);
   }
+  return result;
+}
 
+Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
+                                    raw_ostream &os) {
+  Expected<QualityMeasurement> measured = measureQuality(inputs);
+  if (!measured)
+    return measured.takeError();
+  const QualityTotals &whole = measured->whole;
+  const PlannedCacheType *cache = &measured->cache;
+  const int64_t capacity = measured->capacity;
+  const LlamaModel &model = *inputs.model;
+  const LlamaConfig &config = model.getConfig();
   const certify::Geometry &g = cache->plan.geometry;
   double fp16Bytes =
       double(g.layers) * g.heads * 2 * g.capacity * g.headDim * 2;
@@ -186,7 +195,7 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
     json.attribute("steps", inputs.steps);
     json.attribute("max_positions", capacity);
     json.attribute("tokens", whole.positions);
-    whole.write(json);
+    writeTotals(json, whole);
     json.attribute("prompt_tokens", whole.promptPositions);
     double n = double(std::max<int64_t>(whole.promptPositions, 1));
     json.attribute("ppl_fp32", number(std::exp(whole.nllExact / n)));
@@ -199,48 +208,49 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
       for (int layer = 0; layer < config.numLayers; ++layer)
         json.object([&] {
           json.attribute("layer", layer);
-          perLayer[layer].write(json);
+          writeTotals(json, measured->perLayer[layer]);
         });
     });
   });
   os << "\n";
   if (inputs.annotatePath.empty())
     return Error::success();
+  return annotateQuality(inputs.irPath, *measured, inputs.backend,
+                         inputs.promptsPath, inputs.annotatePath);
+}
+
+Error kvprec::calib::annotateQuality(StringRef irPath,
+                                     const QualityMeasurement &measurement,
+                                     BackendKind backend, StringRef promptsPath,
+                                     StringRef outPath) {
+  const QualityTotals &whole = measurement.whole;
   // The planned module again, with the measurement on its planned alloc.
   return withPlannedCache(
-      inputs.irPath,
+      irPath,
       [&](mlir::kvprec::AllocOp alloc, const PlannedCacheType &,
           const std::string &) -> Error {
         mlir::Builder b(alloc->getContext());
         double n = double(std::max<int64_t>(whole.promptPositions, 1));
         SmallVector<mlir::NamedAttribute> entries{
-            b.getNamedAttr(
-                "backend",
-                b.getStringAttr(inputs.backend == BackendKind::Compiled
-                                    ? "compiled"
-                                    : "emulated")),
-            b.getNamedAttr("prompts", b.getStringAttr(inputs.promptsPath)),
+            b.getNamedAttr("backend",
+                           b.getStringAttr(backend == BackendKind::Compiled
+                                               ? "compiled"
+                                               : "emulated")),
+            b.getNamedAttr("prompts", b.getStringAttr(promptsPath)),
             b.getNamedAttr("tokens", b.getI64IntegerAttr(whole.positions)),
-            b.getNamedAttr("mean_kl",
-                           b.getF64FloatAttr(whole.positions
-                                                 ? whole.sumKL / whole.positions
-                                                 : 0.0)),
+            b.getNamedAttr("mean_kl", b.getF64FloatAttr(whole.getMeanKL())),
             b.getNamedAttr("max_kl", b.getF64FloatAttr(whole.maxKL)),
             b.getNamedAttr("top1_agreement",
-                           b.getF64FloatAttr(whole.positions
-                                                 ? double(whole.agreements) /
-                                                       whole.positions
-                                                 : 1.0)),
+                           b.getF64FloatAttr(whole.getTop1Agreement())),
             b.getNamedAttr("ppl_fp32",
                            b.getF64FloatAttr(std::exp(whole.nllExact / n))),
             b.getNamedAttr("ppl_plan",
                            b.getF64FloatAttr(std::exp(whole.nllPlan / n)))};
         alloc->setAttr("kvprec.quality", b.getDictionaryAttr(entries));
         std::error_code ec;
-        raw_fd_ostream out(inputs.annotatePath, ec);
+        raw_fd_ostream out(outPath, ec);
         if (ec)
-          return makeError(inputs.annotatePath +
-                           ": cannot write: " + ec.message());
+          return makeError(outPath + ": cannot write: " + ec.message());
         alloc->getParentOfType<mlir::ModuleOp>().print(out);
         return Error::success();
       });

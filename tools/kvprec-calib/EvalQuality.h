@@ -42,6 +42,43 @@ struct EvalQualityInputs {
   std::string annotatePath;
 };
 
+/// The running totals of one comparison (the whole plan, or one layer).
+struct QualityTotals {
+  double sumKL = 0.0, maxKL = 0.0;
+  int64_t positions = 0, agreements = 0;
+  double nllExact = 0.0, nllPlan = 0.0;
+  int64_t promptPositions = 0;
+
+  void add(llvm::ArrayRef<float> exact, llvm::ArrayRef<float> plan, int target,
+           bool inPrompt);
+  double getMeanKL() const { return positions ? sumKL / positions : 0.0; }
+  double getTop1Agreement() const {
+    return positions ? double(agreements) / positions : 1.0;
+  }
+};
+
+/// What one plan does to the model, measured.
+struct QualityMeasurement {
+  PlannedCacheType cache;
+  /// Positions the sequences stop at (the cache's capacity or the context).
+  int64_t capacity = 0;
+  QualityTotals whole;
+  /// One per layer (only that layer's cache planned); empty when not asked.
+  std::vector<QualityTotals> perLayer;
+};
+
+/// Runs the comparison of EvalQuality.h's header (and writes the logits
+/// when inputs.dumpPath is set); the per-layer runs only with `perLayer`.
+llvm::Expected<QualityMeasurement>
+measureQuality(const EvalQualityInputs &inputs, bool perLayer = true);
+
+/// Writes the planned module at `irPath` to `outPath` with `measurement` as
+/// a `kvprec.quality` dictionary on its planned kvprec.alloc.
+llvm::Error annotateQuality(llvm::StringRef irPath,
+                            const QualityMeasurement &measurement,
+                            BackendKind backend, llvm::StringRef promptsPath,
+                            llvm::StringRef outPath);
+
 /// Prints one JSON object (docs/calibration.md lists its fields).
 llvm::Error runEvalQuality(const EvalQualityInputs &inputs,
                            llvm::raw_ostream &os);

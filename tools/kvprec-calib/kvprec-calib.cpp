@@ -15,6 +15,7 @@
 #include "Backends.h"
 #include "EvalBounds.h"
 #include "EvalQuality.h"
+#include "PlanBudget.h"
 #include "kvprec/Calibration/InputFile.h"
 #include "kvprec/CommandLine.h"
 
@@ -77,6 +78,11 @@ static cl::SubCommand evalQualityCommand(
     "Measure what a planned cache does to the model's next-token "
     "distributions: KL divergence, top-1 agreement and perplexity against "
     "the fp32 cache, overall and per layer");
+static cl::SubCommand planBudgetCommand(
+    "plan-budget",
+    "Plan a byte budget with the certified allocator at several logit "
+    "error caps and keep the plan with the lowest KL measured on the "
+    "prompts");
 static cl::SubCommand evalBoundsCommand(
     "eval-bounds",
     "Check the certified bounds of a planned module against the measured "
@@ -90,13 +96,13 @@ static cl::opt<std::string>
                    cl::value_desc("file"), cl::sub(generateCommand),
                    cl::sub(collectCommand), cl::sub(evalBoundsCommand),
                    cl::sub(tokenizeCommand), cl::sub(evalQualityCommand),
-                   cl::cat(modelCategory));
+                   cl::sub(planBudgetCommand), cl::cat(modelCategory));
 static cl::opt<std::string>
     tokenizerPath("tokenizer", cl::desc("llama2.c tokenizer (.bin)"),
                   cl::value_desc("file"), cl::sub(generateCommand),
                   cl::sub(collectCommand), cl::sub(evalBoundsCommand),
                   cl::sub(tokenizeCommand), cl::sub(evalQualityCommand),
-                  cl::cat(modelCategory));
+                  cl::sub(planBudgetCommand), cl::cat(modelCategory));
 static cl::opt<std::string> modelDirectory(
     "model",
     cl::desc("Hugging Face model directory (config.json, model.safetensors "
@@ -104,7 +110,8 @@ static cl::opt<std::string> modelDirectory(
              "--tokenizer"),
     cl::value_desc("dir"), cl::sub(generateCommand), cl::sub(collectCommand),
     cl::sub(evalBoundsCommand), cl::sub(tokenizeCommand),
-    cl::sub(evalQualityCommand), cl::cat(modelCategory));
+    cl::sub(evalQualityCommand), cl::sub(planBudgetCommand),
+    cl::cat(modelCategory));
 
 // tokenize
 static cl::opt<std::string> tokenizeText("text", cl::desc("The text"),
@@ -150,13 +157,15 @@ static cl::opt<BackendKind> generateBackend(
                           "the code kvprec-to-llvm generates, JIT-compiled")),
     cl::init(BackendKind::Emulated), cl::sub(generateCommand),
     cl::sub(evalBoundsCommand), cl::sub(evalQualityCommand),
-    cl::cat(toolCategory));
+    cl::sub(planBudgetCommand), cl::cat(toolCategory));
 
 // collect
-static cl::opt<std::string> promptsPath(
-    "prompts", cl::desc("Prompts, one per line (empty lines are skipped)"),
-    cl::value_desc("file"), cl::sub(collectCommand), cl::sub(evalBoundsCommand),
-    cl::sub(evalQualityCommand), cl::cat(toolCategory));
+static cl::opt<std::string>
+    promptsPath("prompts",
+                cl::desc("Prompts, one per line (empty lines are skipped)"),
+                cl::value_desc("file"), cl::sub(collectCommand),
+                cl::sub(evalBoundsCommand), cl::sub(evalQualityCommand),
+                cl::sub(planBudgetCommand), cl::cat(toolCategory));
 static cl::opt<int>
     collectSteps("steps",
                  cl::desc("Greedy tokens generated (and run) after each prompt "
@@ -248,13 +257,14 @@ static cl::opt<int> evalSteps(
     cl::desc("Greedy fp32 tokens generated (and run) after each prompt "
              "(default 32)"),
     cl::init(32), cl::sub(evalBoundsCommand), cl::sub(evalQualityCommand),
-    cl::cat(toolCategory));
+    cl::sub(planBudgetCommand), cl::cat(toolCategory));
 static cl::opt<std::string> evalIrPath(
     "ir",
     cl::desc("Planned module (kvprec-assign-precision output) whose first "
              "planned kvprec.alloc is evaluated"),
     cl::value_desc("file"), cl::sub(evalBoundsCommand),
-    cl::sub(evalQualityCommand), cl::cat(toolCategory));
+    cl::sub(evalQualityCommand), cl::sub(planBudgetCommand),
+    cl::cat(toolCategory));
 static cl::opt<std::string> dumpLogitsPath(
     "dump-logits",
     cl::desc("Also write both runs' logits at every position (safetensors: "
@@ -266,6 +276,25 @@ static cl::opt<std::string> annotatePath(
              "kvprec.quality dictionary on its planned kvprec.alloc (shown by "
              "kvprec-report)"),
     cl::value_desc("file"), cl::sub(evalQualityCommand), cl::cat(toolCategory));
+// plan-budget
+static cl::opt<double> planBudgetBytes(
+    "budget", cl::desc("Bytes of the whole cache the plan may use"),
+    cl::init(0.0), cl::sub(planBudgetCommand), cl::cat(toolCategory));
+static cl::list<double> planBudgetCaps(
+    "ecaps",
+    cl::desc("Logit error caps to plan the budget at (comma-separated; "
+             "default 0.25,0.5,1,2,4,8,16,32)"),
+    cl::CommaSeparated, cl::sub(planBudgetCommand), cl::cat(toolCategory));
+static cl::opt<std::string> planBudgetAssign(
+    "assign",
+    cl::desc("More kvprec-assign-precision options for every candidate, "
+             "space-separated (formats=..., per-block=true, ...)"),
+    cl::init(""), cl::sub(planBudgetCommand), cl::cat(toolCategory));
+static cl::opt<std::string> planBudgetOut(
+    "out",
+    cl::desc("Where the chosen plan goes (with its measurement as "
+             "kvprec.quality)"),
+    cl::value_desc("file"), cl::sub(planBudgetCommand), cl::cat(toolCategory));
 static cl::opt<std::string> casesPath(
     "json-cases",
     cl::desc("Also write every case (prompt, position, layer, query head) as "
@@ -662,6 +691,32 @@ static Error runEvalQualityCommand() {
   return runEvalQuality(inputs, outs());
 }
 
+static Error runPlanBudgetCommand() {
+  if (Error e = requireOption("plan-budget", planBudgetOut))
+    return e;
+  if (planBudgetBytes.getNumOccurrences() == 0)
+    return usageError("plan-budget", "--budget is required");
+  Expected<Evaluation> evaluation = loadEvaluation("plan-budget");
+  if (!evaluation)
+    return evaluation.takeError();
+  PlanBudgetInputs inputs;
+  inputs.evaluation.model = &evaluation->loaded.model;
+  inputs.evaluation.tokenizer = evaluation->loaded.tokenizer.get();
+  inputs.evaluation.promptsPath = promptsPath;
+  inputs.evaluation.prompts = std::move(evaluation->prompts);
+  inputs.evaluation.steps = evalSteps;
+  inputs.evaluation.irPath = evalIrPath;
+  inputs.evaluation.backend = generateBackend;
+  inputs.budget = planBudgetBytes;
+  inputs.caps =
+      planBudgetCaps.empty()
+          ? getDefaultPlanBudgetCaps()
+          : std::vector<double>(planBudgetCaps.begin(), planBudgetCaps.end());
+  inputs.assignOptions = planBudgetAssign;
+  inputs.outPath = planBudgetOut;
+  return runPlanBudget(inputs, outs());
+}
+
 //===----------------------------------------------------------------------===//
 // inspect
 //===----------------------------------------------------------------------===//
@@ -757,7 +812,11 @@ int main(int argc, char **argv) {
           "  eval-quality\n"
           "            KL, top-1 agreement and perplexity of a planned cache "
           "against\n"
-          "            the fp32 one, overall and per layer\n",
+          "            the fp32 one, overall and per layer\n"
+          "  plan-budget\n"
+          "            plan a byte budget at several logit error caps and "
+          "keep the\n"
+          "            plan with the lowest KL measured on the prompts\n",
           "kvprec-calib"))
     return 1;
 
@@ -776,11 +835,14 @@ int main(int argc, char **argv) {
     error = runEvalBoundsCommand();
   else if (evalQualityCommand)
     error = runEvalQualityCommand();
+  else if (planBudgetCommand)
+    error = runPlanBudgetCommand();
   else
     error = createStringError(inconvertibleErrorCode(),
                               "no subcommand given; use one of generate, "
                               "collect, tokenize, synth, inspect, "
-                              "eval-bounds, eval-quality (see --help)");
+                              "eval-bounds, eval-quality, plan-budget (see "
+                              "--help)");
   if (error)
     return reportError(std::move(error));
   return 0;

@@ -1,0 +1,284 @@
+//===- PlanBudget.cpp - a byte budget spent by measured KL ----------------===//
+
+#include "PlanBudget.h"
+
+#include "kvprec/Calibration/InputFile.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecAttrs.h"
+#include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/InitKVPrec.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Parser/Parser.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SourceMgr.h"
+
+#include <cmath>
+#include <mutex>
+#include <optional>
+
+using namespace llvm;
+using namespace kvprec::calib;
+
+static Error makeError(const Twine &message) {
+  return createStringError(inconvertibleErrorCode(), message.str());
+}
+
+std::vector<double> kvprec::calib::getDefaultPlanBudgetCaps() {
+  return {0.25, 0.5, 1, 2, 4, 8, 16, 32};
+}
+
+namespace {
+/// One candidate: its cap, and either why it could not be planned or what
+/// it does to the model.
+struct Candidate {
+  /// A uniform plan of this format (mode=uniform), or else the certified
+  /// allocator's budget mode at logit error cap `cap` and `granularity`
+  /// (empty: as --assign says).
+  std::string uniformFormat;
+  double cap = 0.0;
+  std::string granularity;
+  std::string options;
+  std::string path;
+  std::string error;
+  std::optional<QualityMeasurement> measurement;
+  double bound = 0.0;
+};
+} // namespace
+
+/// kvprec-assign-precision{`options`} on the module at `inputPath`, written
+/// to `outputPath`; the error says what the pass (or the parser) said.
+static Error planModule(StringRef inputPath, StringRef options,
+                        StringRef outputPath, double &bound) {
+  static std::once_flag registered;
+  std::call_once(registered, [] { ::kvprec::registerKVPrecPasses(); });
+  mlir::DialectRegistry registry;
+  ::kvprec::registerKVPrecToolDialects(registry);
+  mlir::MLIRContext context(registry);
+  std::string diagnostics;
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &diag) {
+    if (diag.getSeverity() != mlir::DiagnosticSeverity::Error)
+      return mlir::success();
+    if (!diagnostics.empty())
+      diagnostics += "\n";
+    diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
+    return mlir::success();
+  });
+  Expected<std::unique_ptr<MemoryBuffer>> buffer = openRegularFile(
+      inputPath, "the calibrated module", uint64_t(4) << 30, /*isText=*/true);
+  if (!buffer)
+    return buffer.takeError();
+  SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
+                                            mlir::ParserConfig(&context));
+  if (!module)
+    return makeError(diagnostics.empty()
+                         ? inputPath + ": cannot parse the module"
+                         : StringRef(diagnostics));
+  mlir::PassManager pm(&context);
+  std::string pipelineErrors;
+  raw_string_ostream pipelineStream(pipelineErrors);
+  if (mlir::failed(mlir::parsePassPipeline(
+          ("kvprec-assign-precision{" + options + "}").str(), pm,
+          pipelineStream)))
+    return makeError("kvprec-assign-precision{" + options +
+                     "}: " + StringRef(pipelineErrors).trim());
+  if (mlir::failed(pm.run(*module)))
+    return makeError(diagnostics.empty() ? "kvprec-assign-precision failed"
+                                         : StringRef(diagnostics));
+  bound = 0.0;
+  module->walk([&](mlir::kvprec::AllocOp alloc) {
+    if (auto plan = alloc.getCache().getType().getPlan())
+      if (auto certificate = plan.getCertificate())
+        bound = std::max(bound, certificate.getBound().convertToDouble());
+  });
+  std::error_code ec;
+  raw_fd_ostream out(outputPath, ec);
+  if (ec)
+    return makeError(outputPath + ": cannot write: " + ec.message());
+  module->print(out);
+  return Error::success();
+}
+
+/// JSON has no infinities: write them as null.
+static json::Value number(double value) {
+  if (std::isfinite(value))
+    return value;
+  return nullptr;
+}
+
+Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
+                                   raw_ostream &os) {
+  if (!(inputs.budget > 0) || !std::isfinite(inputs.budget))
+    return makeError(formatv("plan-budget: --budget must be a positive "
+                             "number of bytes, got {0}",
+                             format("%g", inputs.budget)));
+  if (inputs.caps.empty())
+    return makeError("plan-budget: --ecaps lists no cap");
+  for (double cap : inputs.caps)
+    if (!(cap > 0) || !std::isfinite(cap))
+      return makeError(formatv(
+          "plan-budget: every --ecaps value must be a positive number, got {0}",
+          format("%g", cap)));
+  // The search owns these options; the rest pass through. Integer scales
+  // shared per token or per channel (KIVI's keys) are both tried unless
+  // --assign says which.
+  SmallVector<StringRef> words;
+  StringRef(inputs.assignOptions).split(words, ' ', -1, /*KeepEmpty=*/false);
+  std::vector<std::string> granularities = {"token", "channel"};
+  for (StringRef word : words) {
+    StringRef name = word.split('=').first.trim();
+    for (StringRef owned : {"budget", "ecap", "mode", "tolerance", "kl"})
+      if (name == owned)
+        return makeError("plan-budget: --assign cannot set " + owned +
+                         "= (plan-budget sets budget= and ecap=, with "
+                         "mode=certified)");
+    if (name == "granularity")
+      granularities = {""};
+  }
+
+  SmallString<128> directory;
+  if (std::error_code ec =
+          sys::fs::createUniqueDirectory("kvprec-plan-budget", directory))
+    return makeError("plan-budget: cannot create a temporary directory: " +
+                     ec.message());
+  std::vector<Candidate> candidates;
+  auto cleanup = make_scope_exit([&] {
+    for (const Candidate &c : candidates)
+      sys::fs::remove(c.path);
+    sys::fs::remove(directory);
+  });
+
+  // The allocator's candidates, then the uniform plans (a budget that one
+  // format fills is sometimes best spent on that format alone).
+  for (const std::string &granularity : granularities)
+    for (double cap : inputs.caps) {
+      Candidate candidate;
+      candidate.cap = cap;
+      candidate.granularity = granularity;
+      candidate.options =
+          formatv("budget={0} ecap={1} quiet=true {2}{3}",
+                  format("%.17g", inputs.budget), format("%.17g", cap),
+                  granularity.empty() ? "" : "granularity=" + granularity + " ",
+                  inputs.assignOptions)
+              .str();
+      candidates.push_back(std::move(candidate));
+    }
+  for (const char *format :
+       {"f32", "f16", "bf16", "f8E4M3FN", "f8E5M2", "i8", "i4", "i2"}) {
+    Candidate candidate;
+    candidate.uniformFormat = format;
+    candidate.options = formatv("mode=uniform format={0} quiet=true {1}",
+                                format, inputs.assignOptions)
+                            .str();
+    candidates.push_back(std::move(candidate));
+  }
+
+  for (Candidate &candidate : candidates) {
+    SmallString<128> path(directory);
+    sys::path::append(
+        path, formatv("candidate-{0}.mlir", &candidate - &candidates[0]).str());
+    candidate.path = path.str().str();
+    if (Error e = planModule(inputs.evaluation.irPath, candidate.options,
+                             candidate.path, candidate.bound)) {
+      candidate.error = toString(std::move(e));
+      // The first line says why (the rest are notes).
+      candidate.error = StringRef(candidate.error).split('\n').first.str();
+      continue;
+    }
+    Expected<PlannedCacheType> planned = loadPlannedCacheType(candidate.path);
+    if (!planned)
+      return planned.takeError();
+    if (planned->plan.getTotalBytes() > inputs.budget) {
+      candidate.error = formatv("its {0} bytes exceed the budget",
+                                format("%.0f", planned->plan.getTotalBytes()))
+                            .str();
+      continue;
+    }
+    EvalQualityInputs evaluation = inputs.evaluation;
+    evaluation.irPath = candidate.path;
+    evaluation.dumpPath.clear();
+    evaluation.annotatePath.clear();
+    Expected<QualityMeasurement> measured =
+        measureQuality(evaluation, /*perLayer=*/false);
+    if (!measured)
+      return measured.takeError();
+    candidate.measurement = std::move(*measured);
+  }
+
+  // The lowest mean KL; at equal KL the fewer bytes, then the first.
+  const Candidate *chosen = nullptr;
+  for (const Candidate &c : candidates) {
+    if (!c.measurement)
+      continue;
+    auto key = [](const Candidate &x) {
+      return std::make_pair(x.measurement->whole.getMeanKL(),
+                            x.measurement->cache.plan.getTotalBytes());
+    };
+    if (!chosen || key(c) < key(*chosen))
+      chosen = &c;
+  }
+  if (!chosen) {
+    std::string reasons;
+    for (const Candidate &c : candidates)
+      reasons +=
+          formatv("\n  {0}: {1}", StringRef(c.options).trim(), c.error).str();
+    return makeError(formatv("plan-budget: no candidate gives a plan within "
+                             "{0} bytes:{1}",
+                             format("%g", inputs.budget), reasons));
+  }
+
+  json::OStream json(os, 2);
+  json.object([&] {
+    json.attribute("model", inputs.evaluation.model->getName());
+    json.attribute("ir", inputs.evaluation.irPath);
+    json.attribute("prompts", inputs.evaluation.promptsPath);
+    json.attribute("steps", inputs.evaluation.steps);
+    json.attribute("budget", number(inputs.budget));
+    json.attribute("tokens", chosen->measurement->whole.positions);
+    json.attributeArray("candidates", [&] {
+      for (const Candidate &c : candidates)
+        json.object([&] {
+          json.attribute("options", c.options);
+          if (!c.uniformFormat.empty()) {
+            json.attribute("uniform", c.uniformFormat);
+          } else {
+            json.attribute("ecap", number(c.cap));
+            if (!c.granularity.empty())
+              json.attribute("granularity", c.granularity);
+          }
+          if (!c.measurement) {
+            json.attribute("error", c.error);
+            return;
+          }
+          const QualityTotals &whole = c.measurement->whole;
+          json.attribute("plan_bytes",
+                         number(c.measurement->cache.plan.getTotalBytes()));
+          json.attribute("mean_kl", number(whole.getMeanKL()));
+          json.attribute("max_kl", number(whole.maxKL));
+          json.attribute("top1_agreement", number(whole.getTop1Agreement()));
+          json.attribute("bound", number(c.bound));
+        });
+    });
+    json.attribute("chosen", chosen->options);
+    json.attribute("plan_bytes",
+                   number(chosen->measurement->cache.plan.getTotalBytes()));
+    json.attribute("mean_kl", number(chosen->measurement->whole.getMeanKL()));
+    json.attribute("bound", number(chosen->bound));
+    json.attribute("out", inputs.outPath);
+  });
+  os << "\n";
+  return annotateQuality(chosen->path, *chosen->measurement,
+                         inputs.evaluation.backend,
+                         inputs.evaluation.promptsPath, inputs.outPath);
+}
