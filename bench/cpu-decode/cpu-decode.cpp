@@ -251,7 +251,10 @@ int main(int argc, char **argv) {
           return 1;
         p += n;
       }
-      for (int64_t threadCount : threadCounts)
+      for (int64_t threadCount : threadCounts) {
+        // One compiled variant per prefetch distance; their repetitions
+        // interleave, so that the machine's drift falls on all alike.
+        std::vector<std::unique_ptr<CompiledCache>> variants;
         for (int64_t distance : prefetchDistances) {
           auto parallel =
               CompiledCache::compile(cacheType(name, capacity), threadCount,
@@ -261,25 +264,30 @@ int main(int argc, char **argv) {
                          llvm::toString(parallel.takeError()).c_str());
             return 1;
           }
-          for (int64_t gqa : gqas) {
-            int64_t queryHeads = kHeads * gqa;
-            std::vector<float> query(queryHeads * kHeadDim),
-                output(query.size());
-            for (float &x : query)
-              x = normal(rng);
-            std::vector<float> bounds(queryHeads);
-            std::vector<double> attendTimes, streamTimes, certifiedTimes;
-            for (int r = 0; r < reps + 1; ++r) {
+          variants.push_back(std::move(*parallel));
+        }
+        for (int64_t gqa : gqas) {
+          int64_t queryHeads = kHeads * gqa;
+          std::vector<float> query(queryHeads * kHeadDim), output(query.size());
+          for (float &x : query)
+            x = normal(rng);
+          std::vector<float> bounds(queryHeads);
+          size_t n = variants.size();
+          std::vector<std::vector<double>> attendTimes(n), streamTimes(n),
+              certifiedTimes(n);
+          for (int r = 0; r < reps + 1; ++r)
+            for (size_t v = 0; v < n; ++v) {
+              const CompiledCache &variant = *variants[v];
               double t0 = seconds();
-              if ((*parallel)->attend(arena.data, arena.size, 0, query.data(),
-                                      queryHeads, capacity, output.data(),
-                                      1.0f / std::sqrt(float(kHeadDim))) != 0)
+              if (variant.attend(arena.data, arena.size, 0, query.data(),
+                                 queryHeads, capacity, output.data(),
+                                 1.0f / std::sqrt(float(kHeadDim))) != 0)
                 return 1;
               double t1 = seconds();
               sink = sink + streamRead(arena.data, arena.size, threadCount);
               double t2 = seconds();
               // The same attention with its run-time certificate.
-              if ((*parallel)->attendCertified(
+              if (variant.attendCertified(
                       arena.data, arena.size, 0, query.data(), queryHeads,
                       capacity, output.data(),
                       1.0f / std::sqrt(float(kHeadDim)), bounds.data()) != 0)
@@ -287,16 +295,18 @@ int main(int argc, char **argv) {
               double t3 = seconds();
               if (r == 0)
                 continue; // Warm-up.
-              attendTimes.push_back(t1 - t0);
-              streamTimes.push_back(t2 - t1);
-              certifiedTimes.push_back(t3 - t2);
+              attendTimes[v].push_back(t1 - t0);
+              streamTimes[v].push_back(t2 - t1);
+              certifiedTimes[v].push_back(t3 - t2);
             }
-            std::sort(certifiedTimes.begin(), certifiedTimes.end());
-            double certified = certifiedTimes[certifiedTimes.size() / 2];
-            std::sort(attendTimes.begin(), attendTimes.end());
-            std::sort(streamTimes.begin(), streamTimes.end());
-            double attend = attendTimes[attendTimes.size() / 2];
-            double stream = streamTimes[streamTimes.size() / 2];
+          auto median = [](std::vector<double> &times) {
+            std::sort(times.begin(), times.end());
+            return times[times.size() / 2];
+          };
+          for (size_t v = 0; v < n; ++v) {
+            double certified = median(certifiedTimes[v]);
+            double attend = median(attendTimes[v]);
+            double stream = median(streamTimes[v]);
             double gb = double(arena.size) / 1e9;
             std::printf(
                 "{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
@@ -307,13 +317,14 @@ int main(int argc, char **argv) {
                 "\"certified_step_us\": %.1f, \"certified_over_attend\": "
                 "%.3f}\n",
                 name.c_str(), (long long)capacity, (long long)gqa,
-                (long long)threadCount, (long long)distance,
+                (long long)threadCount, (long long)prefetchDistances[v],
                 (long long)arena.size, attend * 1e6, gb / attend, gb / stream,
                 stream / attend, appendPerToken * 1e6, certified * 1e6,
                 certified / attend);
-            std::fflush(stdout);
           }
+          std::fflush(stdout);
         }
+      }
     }
   return 0;
 }

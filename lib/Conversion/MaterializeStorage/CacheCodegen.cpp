@@ -249,8 +249,9 @@ private:
   };
   /// The run-time certificate of query row (h, i) from its tiles' partials,
   /// M = `total` its largest logit and `normalized` its f32 output.
+  /// The bound of query head `i` of the KV head whose tiles `parts` hold.
   Value combineCertificate(ImplicitLocOpBuilder &b,
-                           const CertificatePartials &parts, Value h, Value i,
+                           const CertificatePartials &parts, Value i,
                            Value group, Value tiles, Value total,
                            Value normalized, Value length);
   void emitLoad(CacheFunctions &result);
@@ -419,24 +420,26 @@ void Emitter::callLoadAndBounds(ImplicitLocOpBuilder &b, Value arena,
 void Emitter::emitTileKernels() {
   const int64_t d = g.headDim;
   VectorType vt = VectorType::get({d}, f32());
-  // logits(tile, rows, q, heads, scale, rowScales, out): out[h * rows + r]
-  // = scale * rowScales[r] * (q_h . tile_r), the tile holding what the
-  // formats' load_keys give (code values where the scale folds);
-  // abs_logits(tile, rows, q, heads, scale, out) = scale * (q_h . |tile_r|)
-  // (the caller passes |q|), for the certificate.
+  // logits(tile, rows, q, heads, scale, rowScales, out, outBase, stride):
+  // out[outBase + h * stride + r] = scale * rowScales[r] * (q_h . tile_r),
+  // the tile holding what the formats' load_keys give (code values where
+  // the scale folds); abs_logits(tile, rows, q, heads, scale, out, outBase,
+  // stride) the same with scale * (q_h . |tile_r|) (the caller passes |q|),
+  // for the certificate. A tile's logits can so come in parts of its rows.
   auto emitLogits = [&](StringRef name, bool absolute) {
     SmallVector<Type> inputs{floats(), indexType(), floats(), indexType(),
                              f32()};
     if (!absolute)
       inputs.push_back(floats());
-    inputs.push_back(floats());
+    inputs.append({floats(), indexType(), indexType()});
     func::FuncOp fn = createFunction(name, inputs, {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
     Value tile = args[0], rows = args[1], q = args[2], heads = args[3],
           scale = args[4], rowScales = absolute ? Value() : args[5],
-          out = args.back();
+          out = args[args.size() - 3], outBase = args[args.size() - 2],
+          stride = args.back();
     auto key = [&](ImplicitLocOpBuilder &rb, Value r) -> Value {
       Value row = vector::LoadOp::create(rb, vt, tile,
                                          ValueRange{mul(rb, r, idx(rb, d))});
@@ -448,7 +451,7 @@ void Emitter::emitTileKernels() {
           ImplicitLocOpBuilder hb(l, n);
           Value qh = vector::LoadOp::create(hb, vt, q,
                                             ValueRange{mul(hb, h, idx(hb, d))});
-          Value base = mul(hb, h, rows);
+          Value base = add(hb, outBase, mul(hb, h, stride));
           // Groups of `w` rows (w = the f32 lanes) reduced together
           // (emitRowSums), the rest one row at a time.
           const int64_t w = target.getF32Lanes();
@@ -582,21 +585,25 @@ void Emitter::emitTileKernels() {
     tileSoftmax = fn;
   }
   {
-    func::FuncOp fn = createFunction(
-        prefix + "_tile_accumulate",
-        {floats(), indexType(), floats(), indexType(), floats()}, {}, false);
+    // accumulate(tile, rows, p, heads, acc, pBase, stride): acc_h +=
+    // sum_r p[pBase + h * stride + r] tile_r, in row order.
+    func::FuncOp fn =
+        createFunction(prefix + "_tile_accumulate",
+                       {floats(), indexType(), floats(), indexType(), floats(),
+                        indexType(), indexType()},
+                       {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
     Value tile = args[0], rows = args[1], p = args[2], heads = args[3],
-          acc = args[4];
+          acc = args[4], pBase = args[5], stride = args[6];
     // Each head's accumulator stays in registers over the tile's rows.
     scf::ForOp::create(
         b, idx(b, 0), heads, idx(b, 1), ValueRange{},
         [&](OpBuilder &n, Location l, Value h, ValueRange) {
           ImplicitLocOpBuilder hb(l, n);
           Value at = mul(hb, h, idx(hb, d));
-          Value base = mul(hb, h, rows);
+          Value base = add(hb, pBase, mul(hb, h, stride));
           Value initial = vector::LoadOp::create(hb, vt, acc, ValueRange{at});
           auto loop = scf::ForOp::create(
               hb, idx(hb, 0), rows, idx(hb, 1), ValueRange{initial},
@@ -1218,6 +1225,9 @@ void Emitter::emitAppend(CacheFunctions &result) {
 func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
   const int64_t d = g.headDim, splits = threads;
   int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  // Rows decoded at a time (f32): within the target's decode buffer.
+  const int64_t chunkRows = std::max<int64_t>(
+      1, std::min<int64_t>(tileRows, target.getDecodeBufferBytes() / (4 * d)));
   SmallVector<Type> inputs{arenaType(), indexType(), heads(),     f32(),
                            indexType(), indexType(), indexType(), indexType(),
                            indexType(), indexType(), indexType(), indexType(),
@@ -1320,26 +1330,48 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
     auto tile = [&](ImplicitLocOpBuilder &tb, const Place &kPlace,
                     const Place &vPlace, Value rows, Value slot,
                     Value rangeSlot) {
+      // Without the certificate the tile is decoded in parts of
+      // `chunkRows` rows, each used while it is in L1: the same arithmetic
+      // per row, the accumulators kept in memory between parts.
+      auto inChunks =
+          [&](function_ref<void(ImplicitLocOpBuilder &, Value, Value)> body) {
+            if (withCertificate) {
+              body(tb, zero, rows);
+              return;
+            }
+            scf::ForOp::create(
+                tb, zero, rows, idx(tb, chunkRows), ValueRange{},
+                [&](OpBuilder &n2, Location l2, Value c, ValueRange) {
+                  ImplicitLocOpBuilder cb(l2, n2);
+                  body(cb, c,
+                       arith::MinUIOp::create(cb, idx(cb, chunkRows),
+                                              sub(cb, rows, c)));
+                  scf::YieldOp::create(cb);
+                });
+          };
       // The keys as the logits take them (scales folded where they can
       // be); the certificate also needs the dequantized tile and bounds.
-      func::CallOp::create(tb, loadKeysAny,
-                           ValueRange{kPlace.format, arena, kPlace.code,
-                                      kPlace.scale, kPlace.zero, kPlace.row,
-                                      rows, tileBuffer, zero, rowScales});
-      func::CallOp::create(tb, tileLogits,
-                           ValueRange{tileBuffer, rows, q, group, softmaxScale,
-                                      rowScales, logits});
+      inChunks([&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+        func::CallOp::create(cb, loadKeysAny,
+                             ValueRange{kPlace.format, arena, kPlace.code,
+                                        kPlace.scale, kPlace.zero,
+                                        add(cb, kPlace.row, c), n, tileBuffer,
+                                        zero, rowScales});
+        func::CallOp::create(cb, tileLogits,
+                             ValueRange{tileBuffer, n, q, group, softmaxScale,
+                                        rowScales, logits, c, rows});
+      });
       if (withCertificate) {
         callLoadAndBounds(tb, arena, kPlace, rows, tileBuffer, deltaBuffer);
         // The computed logits stay (the weights go to `raw`); S_t from
         // |K^|, then E_t from the keys' error bounds, both against |q|.
         func::CallOp::create(tb, tileAbsLogits,
                              ValueRange{tileBuffer, rows, qAbs, group,
-                                        softmaxScale, magnitudes});
+                                        softmaxScale, magnitudes, zero, rows});
         addInherited(tb, kPlace, deltaBuffer, rows);
         func::CallOp::create(tb, tileAbsLogits,
                              ValueRange{deltaBuffer, rows, qAbs, group,
-                                        softmaxScale, logitBounds});
+                                        softmaxScale, logitBounds, zero, rows});
       }
       scf::ForOp::create(
           tb, zero, group, one, ValueRange{},
@@ -1377,12 +1409,18 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             }
             scf::YieldOp::create(ib);
           });
-      if (withCertificate)
-        callLoadAndBounds(tb, arena, vPlace, rows, tileBuffer, deltaBuffer);
-      else
-        callLoad(tb, arena, vPlace, rows, tileBuffer, zero);
-      func::CallOp::create(tb, tileAccumulate,
-                           ValueRange{tileBuffer, rows, weights, group, acc});
+      inChunks([&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+        if (withCertificate) {
+          callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer, deltaBuffer);
+        } else {
+          Place part = vPlace;
+          part.row = add(cb, vPlace.row, c);
+          callLoad(cb, arena, part, n, tileBuffer, zero);
+        }
+        func::CallOp::create(
+            cb, tileAccumulate,
+            ValueRange{tileBuffer, n, weights, group, acc, c, rows});
+      });
       if (withCertificate) {
         addInherited(tb, vPlace, deltaBuffer, rows);
         func::CallOp::create(
@@ -1401,7 +1439,9 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
         hb, first, last, one, ValueRange{},
         [&](OpBuilder &n2, Location l2, Value t, ValueRange) {
           ImplicitLocOpBuilder tb(l2, n2);
-          Value rangeSlot = add(tb, mul(tb, h, tiles), t);
+          // The partials hold one KV head's tiles (the combine follows
+          // each head).
+          Value rangeSlot = t;
           Value slot = mul(tb, rangeSlot, group);
           // Every tile starts afresh: the contract keeps one maximum, sum
           // and accumulator per block, rescaled once when blocks combine.
@@ -1487,9 +1527,9 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
 }
 
 Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
-                                  const CertificatePartials &parts, Value h,
-                                  Value i, Value group, Value tiles,
-                                  Value total, Value normalized, Value length) {
+                                  const CertificatePartials &parts, Value i,
+                                  Value group, Value tiles, Value total,
+                                  Value normalized, Value length) {
   const int64_t d = g.headDim;
   const int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
   const double u = 0x1p-24, theta = 4 * u;
@@ -1510,7 +1550,7 @@ Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
     return vector::ExtractOp::create(cb, r, ArrayRef<int64_t>{0});
   };
   auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
-    return add(sb, mul(sb, add(sb, mul(sb, h, tiles), t), group), i);
+    return add(sb, mul(sb, t, group), i);
   };
   auto certAt = [&](ImplicitLocOpBuilder &sb, Value slot, int k) -> Value {
     return memref::LoadOp::create(
@@ -1588,7 +1628,7 @@ Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
               ValueRange{mul(sb, add(sb, mul(sb, at, idx(sb, 3)), idx(sb, k)),
                              idx(sb, d))});
         };
-        Value rangeSlot = add(sb, mul(sb, h, tiles), t);
+        Value rangeSlot = t;
         auto rangeAt = [&](int k) -> Value {
           return vector::LoadOp::create(
               sb, vt, parts.range,
@@ -1777,9 +1817,13 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                     mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
                         idx(b, g.block));
               }
-              // Each (KV head, tile) leaves its maximum, sum and accumulators
-              // here; the combine step joins the tiles.
-              Value slots = mul(b, mul(b, idx(b, g.heads), tiles), group);
+              // Each tile of one KV head leaves its maximum, sum and
+              // accumulators here; the combine step joins the tiles right
+              // after that head, while they are still in cache, and the next
+              // head reuses the buffers (per-head partials for all heads
+              // at once were 16 MiB at 64K positions and GQA 4, written to
+              // and read back from memory).
+              Value slots = mul(b, tiles, group);
               Value partialMax = alloc(b, slots), partialSum = alloc(b, slots);
               Value partialAcc = alloc(b, mul(b, slots, idx(b, d)));
               Value partialCert, partialCertVec, partialRange;
@@ -1787,8 +1831,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
               if (withCertificate) {
                 partialCert = alloc(b, mul(b, slots, idx(b, 8)));
                 partialCertVec = alloc(b, mul(b, slots, idx(b, 3 * d)));
-                partialRange = alloc(
-                    b, mul(b, mul(b, idx(b, g.heads), tiles), idx(b, 3 * d)));
+                partialRange = alloc(b, mul(b, tiles, idx(b, 3 * d)));
                 certificateBuffers = {partialCert, partialCertVec,
                                       partialRange};
               }
@@ -1798,17 +1841,19 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
               Value fzero = arith::ConstantFloatOp::create(
                   b, Float32Type::get(context), APFloat(0.0f));
               VectorType vt = VectorType::get({d}, f32());
+              auto perHead = scf::ForOp::create(b, zero, idx(b, g.heads), one);
+              b.setInsertionPointToStart(perHead.getBody());
+              Value h = perHead.getInductionVar();
               // The body is a function of its own: scf-to-openmp wraps it in a
               // memref.alloca_scope, which must stay a single block.
               scf::ParallelOp::create(
-                  b, ValueRange{zero, zero},
-                  ValueRange{idx(b, g.heads), idx(b, splits)},
-                  ValueRange{one, one},
+                  b, ValueRange{zero}, ValueRange{idx(b, splits)},
+                  ValueRange{one},
                   [&](OpBuilder &n, Location l, ValueRange ivs) {
                     ImplicitLocOpBuilder hb(l, n);
                     SmallVector<Value> operands{
-                        arena,  layer,    query,      softmaxScale, ivs[0],
-                        ivs[1], group,    tiles,      hasSink,      sinkRows,
+                        arena,  layer,    query,      softmaxScale, h,
+                        ivs[0], group,    tiles,      hasSink,      sinkRows,
                         aged,   bodyRows, partialMax, partialSum,   partialAcc};
                     llvm::append_range(operands, certificateBuffers);
                     func::CallOp::create(
@@ -1825,14 +1870,11 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                 return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
               };
               scf::ForOp::create(
-                  b, zero, mul(b, idx(b, g.heads), group), one, ValueRange{},
-                  [&](OpBuilder &n, Location l, Value row, ValueRange) {
+                  b, zero, group, one, ValueRange{},
+                  [&](OpBuilder &n, Location l, Value i, ValueRange) {
                     ImplicitLocOpBuilder rb(l, n);
-                    Value h = arith::DivUIOp::create(rb, row, group);
-                    Value i = arith::RemUIOp::create(rb, row, group);
                     auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
-                      return add(
-                          sb, mul(sb, add(sb, mul(sb, h, tiles), t), group), i);
+                      return add(sb, mul(sb, t, group), i);
                     };
                     auto maxLoop = scf::ForOp::create(
                         rb, zero, tiles, one, ValueRange{negInf},
@@ -1884,7 +1926,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                           rb,
                           {partialMax, partialSum, partialCert, partialCertVec,
                            partialRange},
-                          h, i, group, tiles, total, normalized, length);
+                          i, group, tiles, total, normalized, length);
                       memref::StoreOp::create(rb, bound, bounds,
                                               ValueRange{outRow});
                     }
@@ -1896,6 +1938,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                                             ValueRange{outRow, zero});
                     scf::YieldOp::create(rb);
                   });
+              b.setInsertionPointAfter(perHead);
               for (Value buffer : {partialMax, partialSum, partialAcc})
                 memref::DeallocOp::create(b, buffer);
               for (Value buffer : certificateBuffers)

@@ -28,6 +28,9 @@ public:
   /// none): a CPU's hardware prefetcher stops while attention computes
   /// between loads; a GPU hides latency with other warps instead.
   virtual int64_t getPrefetchDistance() const = 0;
+  /// Bytes of f32 rows attention decodes before it uses them (a CPU keeps
+  /// them within L1: a 64-row tile of head_dim 128 is 32 KiB).
+  virtual int64_t getDecodeBufferBytes() const = 0;
 };
 
 /// x86-64 CPUs with 512-bit vectors (AVX-512), `threads` OpenMP threads.
@@ -40,6 +43,7 @@ public:
   int64_t getF32Lanes() const override { return vectorBits / 32; }
   int64_t getPositionSplits() const override { return threads; }
   int64_t getPrefetchDistance() const override { return prefetchDistance; }
+  int64_t getDecodeBufferBytes() const override { return 16384; }
 
 private:
   int64_t threads, prefetchDistance, vectorBits;
