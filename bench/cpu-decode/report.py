@@ -32,12 +32,22 @@ out.append(
     "K body, int4 V body), not a certified one.\n")
 out.append("Raw results: bench/cpu-decode/results.jsonl.\n")
 
-out.append(
-    "\nFor reference (../shared/docs/anchors.md): ggml's CPU flash attention "
-    "reaches 43% (f16), 15% (q8_0) and 4% (q4_0) of the streaming bandwidth "
-    "on this machine kind, so its quantized caches decode slower than f16. "
-    "Here int8 and int4 steps take less time than f16 (table below), but "
-    "not yet in proportion to their bytes.\n")
+top_positions = max(positions)
+def step(f):
+    row = key.get((f, top_positions, 1, 2))
+    return row["step_us"] if row else None
+if step("f16") and step("i8") and step("i4"):
+    faster = [f for f in ("i8", "i4") if step(f) < step("f16")]
+    out.append(
+        "\nFor reference (../shared/docs/anchors.md): ggml's CPU flash attention "
+        "reaches 43% (f16), 15% (q8_0) and 4% (q4_0) of the streaming bandwidth "
+        "on this machine kind, so its quantized caches decode slower than f16. "
+        f"Here, at {top_positions // 1024}K positions (GQA 1, 2 threads), an "
+        f"int8 step takes {step('i8') / step('f16'):.2f}x and an int4 step "
+        f"{step('i4') / step('f16'):.2f}x the time of an f16 step, for "
+        f"{key[('i8', top_positions, 1, 2)]['arena_bytes'] / key[('f16', top_positions, 1, 2)]['arena_bytes']:.2f}x and "
+        f"{key[('i4', top_positions, 1, 2)]['arena_bytes'] / key[('f16', top_positions, 1, 2)]['arena_bytes']:.2f}x "
+        "the bytes.\n")
 
 # The targets, checked against this run.
 top = max(positions)
@@ -182,7 +192,7 @@ if prefetch:
     out.append(
         "The row kernels prefetch the codes `prefetch-distance` bytes ahead "
         "into L2 (docs/lowering.md). The same cases compiled with each "
-        "distance and timed in one process "
+        "distance and timed in one process, their repetitions interleaved "
         f"({case['positions'] // 1024}K positions, GQA {case['gqa']}, "
         f"{case['threads']} thread{'s' if case['threads'] > 1 else ''}; "
         "bench/cpu-decode/prefetch.jsonl): step time in us and the ratio to "
