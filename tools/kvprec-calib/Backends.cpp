@@ -38,6 +38,25 @@ std::string kvprec::calib::formatLocation(mlir::Location loc) {
   return "<unknown location>";
 }
 
+Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+kvprec::calib::parseModuleFile(StringRef path, StringRef what,
+                               mlir::MLIRContext &context,
+                               const std::string &diagnostics) {
+  Expected<std::unique_ptr<MemoryBuffer>> buffer =
+      openRegularFile(path, what, uint64_t(4) << 30, /*isText=*/true);
+  if (!buffer)
+    return buffer.takeError();
+  SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
+                                            mlir::ParserConfig(&context));
+  if (!module)
+    return makeError(diagnostics.empty() ? path + ": cannot parse the module"
+                                         : StringRef(diagnostics));
+  return module;
+}
+
 Error kvprec::calib::withPlannedCache(
     StringRef path,
     function_ref<Error(mlir::kvprec::AllocOp, const PlannedCacheType &,
@@ -59,19 +78,11 @@ Error kvprec::calib::withPlannedCache(
     return mlir::success();
   });
 
-  Expected<std::unique_ptr<MemoryBuffer>> buffer =
-      openRegularFile(path, "the planned module", uint64_t(4) << 30,
-                      /*isText=*/true);
-  if (!buffer)
-    return buffer.takeError();
-  SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
-                                            mlir::ParserConfig(&context));
-  if (!module)
-    return makeError(diagnostics.empty() ? path + ": cannot parse the module"
-                                         : StringRef(diagnostics));
+  Expected<mlir::OwningOpRef<mlir::ModuleOp>> parsed =
+      parseModuleFile(path, "the planned module", context, diagnostics);
+  if (!parsed)
+    return parsed.takeError();
+  mlir::OwningOpRef<mlir::ModuleOp> module = std::move(*parsed);
 
   mlir::kvprec::AllocOp firstAlloc, planned;
   module->walk([&](mlir::kvprec::AllocOp alloc) {

@@ -16,7 +16,9 @@
 #include "kvprec/Calibration/Model.h"
 #include "kvprec/Certify/Plan.h"
 
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Location.h"
+#include "mlir/IR/OwningOpRef.h"
 
 #include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/ADT/StringRef.h"
@@ -43,6 +45,13 @@ struct PlannedCacheType {
   std::string location;
   bool f32Elements = false;
 };
+
+/// Parses the MLIR module at `path` (`what` names it in errors) into
+/// `context`, whose diagnostic handler collects into `diagnostics`; fails
+/// with those diagnostics, located.
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+parseModuleFile(llvm::StringRef path, llvm::StringRef what,
+                mlir::MLIRContext &context, const std::string &diagnostics);
 
 /// Opens and parses the planned module at `path` (a regular text file;
 /// parser and verifier diagnostics become one located error), finds its

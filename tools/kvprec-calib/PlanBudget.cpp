@@ -72,19 +72,11 @@ static Error planModule(StringRef inputPath, StringRef options,
     diagnostics += formatLocation(diag.getLocation()) + ": " + diag.str();
     return mlir::success();
   });
-  Expected<std::unique_ptr<MemoryBuffer>> buffer = openRegularFile(
-      inputPath, "the calibrated module", uint64_t(4) << 30, /*isText=*/true);
-  if (!buffer)
-    return buffer.takeError();
-  SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(std::move(*buffer), SMLoc());
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceFile<mlir::ModuleOp>(sourceMgr,
-                                            mlir::ParserConfig(&context));
-  if (!module)
-    return makeError(diagnostics.empty()
-                         ? inputPath + ": cannot parse the module"
-                         : StringRef(diagnostics));
+  Expected<mlir::OwningOpRef<mlir::ModuleOp>> parsed =
+      parseModuleFile(inputPath, "the calibrated module", context, diagnostics);
+  if (!parsed)
+    return parsed.takeError();
+  mlir::OwningOpRef<mlir::ModuleOp> module = std::move(*parsed);
   mlir::PassManager pm(&context);
   std::string pipelineErrors;
   raw_string_ostream pipelineStream(pipelineErrors);

@@ -8,8 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "kvprec/Certify/Plan.h"
 #include "kvprec/Certify/PlanEmulation.h"
+#include "kvprec/Certify/Plan.h"
 
 #include "kvprec/Calibration/Synthetic.h"
 #include "gtest/gtest.h"
@@ -113,8 +113,7 @@ TEST(PlanEmulation, StoresDemotesAndBoundsEveryElement) {
     for (float &v : values)
       v = normal(rng);
     an::Status status = stream.append(values);
-    ASSERT_TRUE(status.ok()) << "position " << p << ": "
-                             << status.getMessage();
+    ASSERT_TRUE(status.ok()) << "position " << p << ": " << status.getMessage();
     EXPECT_EQ(stream.getLength(), p + 1);
   }
   // Body blocks [4,8) .. [28,32) left the window (the newest 8 positions
@@ -141,7 +140,10 @@ TEST(PlanEmulation, StoresDemotesAndBoundsEveryElement) {
   EXPECT_EQ(stream.getLength(), 40);
 }
 
-TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
+/// Synthetic statistics of 2 layers x 2 KV heads (GQA 2), head_dim 8, 96
+/// positions, block 8, sink 4, window 16: the geometry {2, 2, 96, 8, 8, 4,
+/// 16} of the allocation tests.
+static llvm::Expected<calib::CalibrationStats> makeTwoLayerStats() {
   calib::SyntheticOptions synth;
   synth.layers = 2;
   synth.kvHeads = 2;
@@ -151,8 +153,11 @@ TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
   synth.block = 8;
   synth.sink = 4;
   synth.window = 16;
-  llvm::Expected<calib::CalibrationStats> stats =
-      calib::generateSyntheticStats(synth);
+  return calib::generateSyntheticStats(synth);
+}
+
+TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
+  llvm::Expected<calib::CalibrationStats> stats = makeTwoLayerStats();
   ASSERT_TRUE(bool(stats));
   using K = an::StorageKind;
   std::vector<an::StorageFormat> candidates = {
@@ -177,8 +182,8 @@ TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
       HeadEnvelope envelope = buildHeadEnvelope(
           *stats, request.geometry, flat / 2, flat % 2, request.options);
       an::StaticCertifiedBound again;
-      ASSERT_TRUE(certifyHead(envelope, outcome.formats[flat],
-                              request.geometry, request.options, again)
+      ASSERT_TRUE(certifyHead(envelope, outcome.formats[flat], request.geometry,
+                              request.options, again)
                       .ok());
       EXPECT_DOUBLE_EQ(again.infNorm, outcome.bounds[flat]);
     }
@@ -188,17 +193,7 @@ TEST(PlanEmulation, AllocatedPlansCertifyWithinTheirTolerance) {
 }
 
 TEST(PlanEmulation, BudgetLayerWeightsSpendBytesOnTheWeightedLayer) {
-  calib::SyntheticOptions synth;
-  synth.layers = 2;
-  synth.kvHeads = 2;
-  synth.qHeads = 4;
-  synth.headDim = 8;
-  synth.capacity = 96;
-  synth.block = 8;
-  synth.sink = 4;
-  synth.window = 16;
-  llvm::Expected<calib::CalibrationStats> stats =
-      calib::generateSyntheticStats(synth);
+  llvm::Expected<calib::CalibrationStats> stats = makeTwoLayerStats();
   ASSERT_TRUE(bool(stats));
   using K = an::StorageKind;
   AllocationRequest request;
