@@ -163,14 +163,17 @@ static Status addHeadItems(const HeadEnvelope &envelope,
 /// query's class masses sum to one, sum_c a_c x_c <= lambda + sum_c A_c
 /// (x_c - lambda)^+ (LP duality), and splitting lambda evenly between K and
 /// V keeps the items separable. lambda = 0 is the plain §4 sum.
-/// Each item's option errors go into `problem`; with `headWeights` (per
-/// flat head) multiplied by its head's weight.
+/// Each item's option errors go into `problem`; with `layerWeights` (of
+/// layers of `headsPerLayer` heads) multiplied by its layer's weight.
 static Status buildProblem(const std::vector<ItemOptions> &items,
                            double lambda, an::AllocationProblem &problem,
-                           const std::vector<double> &headWeights = {}) {
+                           const std::vector<double> &layerWeights = {},
+                           int64_t headsPerLayer = 1) {
   for (const ItemOptions &item : items) {
     std::vector<double> errors;
-    double weight = headWeights.empty() ? 1.0 : headWeights[item.head];
+    double weight = layerWeights.empty()
+                        ? 1.0
+                        : layerWeights[item.head / headsPerLayer];
     for (const std::vector<double> &perMass : item.perMass) {
       double error = 0.0;
       for (size_t s = 0; s < perMass.size(); ++s)
@@ -323,22 +326,19 @@ Status certify::allocatePlan(const CalibrationStats &stats,
           status.failed())
         return Status::failure(describeHead(flat) + ": " +
                                status.getMessage());
-    std::vector<double> headWeights;
-    if (!request.layerWeights.empty()) {
-      if (request.layerWeights.size() != size_t(geometry.layers))
-        return Status::failure(
-            "the budget's layer weights number " +
-            std::to_string(request.layerWeights.size()) + " for " +
-            std::to_string(geometry.layers) + " layers");
-      for (double w : request.layerWeights)
-        if (!(w > 0) || !std::isfinite(w))
-          return Status::failure("a budget layer weight is not a positive "
-                                 "finite number: " +
-                                 formatNumber(w));
-      for (int64_t flat = 0; flat < heads; ++flat)
-        headWeights.push_back(request.layerWeights[flat / geometry.heads]);
-    }
-    if (Status status = buildProblem(items, 0.0, problem, headWeights);
+    if (!request.layerWeights.empty() &&
+        request.layerWeights.size() != size_t(geometry.layers))
+      return Status::failure("the budget's layer weights number " +
+                             std::to_string(request.layerWeights.size()) +
+                             " for " + std::to_string(geometry.layers) +
+                             " layers");
+    for (double w : request.layerWeights)
+      if (!(w > 0) || !std::isfinite(w))
+        return Status::failure("a budget layer weight is not a positive "
+                               "finite number: " +
+                               formatNumber(w));
+    if (Status status = buildProblem(items, 0.0, problem, request.layerWeights,
+                                     geometry.heads);
         status.failed())
       return status;
     an::AllocationResult result =

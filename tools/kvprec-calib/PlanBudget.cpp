@@ -5,6 +5,7 @@
 #include "kvprec/Calibration/InputFile.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecAttrs.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecOps.h"
+#include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
 #include "kvprec/InitKVPrec.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -55,9 +56,10 @@ struct Candidate {
 } // namespace
 
 /// kvprec-assign-precision{`options`} on the module at `inputPath`, written
-/// to `outputPath`; the error says what the pass (or the parser) said.
+/// to `outputPath` with its first planned cache's certified `bound` and
+/// `bytes`; the error says what the pass (or the parser) said.
 static Error planModule(StringRef inputPath, StringRef options,
-                        StringRef outputPath, double &bound) {
+                        StringRef outputPath, double &bound, double &bytes) {
   static std::once_flag registered;
   std::call_once(registered, [] { ::kvprec::registerKVPrecPasses(); });
   mlir::DialectRegistry registry;
@@ -88,11 +90,17 @@ static Error planModule(StringRef inputPath, StringRef options,
   if (mlir::failed(pm.run(*module)))
     return makeError(diagnostics.empty() ? "kvprec-assign-precision failed"
                                          : StringRef(diagnostics));
-  bound = 0.0;
+  // The first planned cache is the one eval-quality measures.
+  bound = bytes = 0.0;
   module->walk([&](mlir::kvprec::AllocOp alloc) {
-    if (auto plan = alloc.getCache().getType().getPlan())
-      if (auto certificate = plan.getCertificate())
-        bound = std::max(bound, certificate.getBound().convertToDouble());
+    mlir::kvprec::CacheType cache = alloc.getCache().getType();
+    if (!cache.getPlan())
+      return mlir::WalkResult::advance();
+    if (auto certificate = cache.getPlan().getCertificate())
+      bound = certificate.getBound().convertToDouble();
+    if (auto plan = mlir::kvprec::toPlainPlan(cache))
+      bytes = plan->getTotalBytes();
+    return mlir::WalkResult::interrupt();
   });
   std::error_code ec;
   raw_fd_ostream out(outputPath, ec);
@@ -181,20 +189,18 @@ Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
     sys::path::append(
         path, formatv("candidate-{0}.mlir", &candidate - &candidates[0]).str());
     candidate.path = path.str().str();
+    double bytes = 0.0;
     if (Error e = planModule(inputs.evaluation.irPath, candidate.options,
-                             candidate.path, candidate.bound)) {
+                             candidate.path, candidate.bound, bytes)) {
       candidate.error = toString(std::move(e));
       // The first line says why (the rest are notes).
       candidate.error = StringRef(candidate.error).split('\n').first.str();
       continue;
     }
-    Expected<PlannedCacheType> planned = loadPlannedCacheType(candidate.path);
-    if (!planned)
-      return planned.takeError();
-    if (planned->plan.getTotalBytes() > inputs.budget) {
-      candidate.error = formatv("its {0} bytes exceed the budget",
-                                format("%.0f", planned->plan.getTotalBytes()))
-                            .str();
+    if (bytes > inputs.budget) {
+      candidate.error =
+          formatv("its {0} bytes exceed the budget", format("%.0f", bytes))
+              .str();
       continue;
     }
     EvalQualityInputs evaluation = inputs.evaluation;

@@ -247,9 +247,9 @@ private:
   struct CertificatePartials {
     Value partialMax, partialSum, cert, vec, range;
   };
-  /// The run-time certificate of query row (h, i) from its tiles' partials,
-  /// M = `total` its largest logit and `normalized` its f32 output.
-  /// The bound of query head `i` of the KV head whose tiles `parts` hold.
+  /// The run-time certificate of query head `i` of the KV head whose tiles'
+  /// partials `parts` hold, M = `total` its largest logit and `normalized`
+  /// its f32 output.
   Value combineCertificate(ImplicitLocOpBuilder &b,
                            const CertificatePartials &parts, Value i,
                            Value group, Value tiles, Value total,

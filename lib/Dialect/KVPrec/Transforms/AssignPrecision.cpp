@@ -387,24 +387,27 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
           headFormats[flat][kv][segment] = seedFormat(
               envelope, segment, kv, geometry.headDim, toleranceOf(flat));
     }
-  } else {
+  }
+  // A budget with measured layer sensitivities spends its bytes where they
+  // lower sum_l sqrt(s_l) e_l, the first-order sqrt(KL) that kl= plans by,
+  // rather than the plain sum of the heads' bounds (the calibration op's
+  // verifier keeps one sensitivity per layer).
+  std::vector<double> layerWeights;
+  if (mode == AssignMode::Certified && budget > 0) {
+    double largest = 0.0;
+    for (double s : stats->layerKLSensitivity)
+      largest = std::max(largest, std::sqrt(std::max(s, 0.0)));
+    if (largest > 0)
+      for (double s : stats->layerKLSensitivity)
+        layerWeights.push_back(
+            std::max(std::sqrt(std::max(s, 0.0)) / largest, 1e-6));
+  }
+  if (mode == AssignMode::Certified) {
     cf::AllocationRequest request;
     request.geometry = geometry;
     request.tolerances = settings.tolerances;
     request.budgetBytes = budget;
-    // A budget with measured layer sensitivities spends its bytes where
-    // they lower sum_l sqrt(s_l) e_l, the first-order sqrt(KL) that kl=
-    // plans by, rather than the plain sum of the heads' bounds.
-    if (budget > 0 && !stats->layerKLSensitivity.empty() &&
-        stats->layerKLSensitivity.size() == size_t(geometry.layers)) {
-      double largest = 0.0;
-      for (double s : stats->layerKLSensitivity)
-        largest = std::max(largest, std::sqrt(std::max(s, 0.0)));
-      if (largest > 0)
-        for (double s : stats->layerKLSensitivity)
-          request.layerWeights.push_back(
-              std::max(std::sqrt(std::max(s, 0.0)) / largest, 1e-6));
-    }
+    request.layerWeights = layerWeights;
     request.keyCandidates = makeCandidates(settings, geometry);
     request.valueCandidates = request.keyCandidates;
     request.options = certifyOptions;
@@ -482,8 +485,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                 "to the logits is measured, not certified; each layer's "
                 "bound is certified at its tolerance)";
     }
-    if (budget > 0 && mode == AssignMode::Certified && stats &&
-        !stats->layerKLSensitivity.empty())
+    if (!layerWeights.empty())
       remark << "; budget spent by the measured layer sensitivities "
                 "(errors weighted by sqrt(s_l))";
   }
