@@ -541,7 +541,15 @@ TEST(CompiledCache, HeadDimsAndGroupRatios) {
   const char *i4 =
       "#kvprec.format<i4, asymmetric, token_group = 8, scale = f16>";
   for (auto [headDim, ratio] :
-       {std::pair<int64_t, int64_t>{16, 1}, {24, 4}, {64, 8}, {128, 2}}) {
+       // The tile kernels take query heads in blocks of 4, 2 and 1:
+       // groups of 3, 5 and 7 use the smaller blocks after the large ones.
+       {std::pair<int64_t, int64_t>{16, 1},
+        {24, 4},
+        {64, 8},
+        {128, 2},
+        {128, 7},
+        {64, 3},
+        {8, 5}}) {
     Case c;
     c.name =
         "head_dim " + std::to_string(headDim) + " GQA " + std::to_string(ratio);

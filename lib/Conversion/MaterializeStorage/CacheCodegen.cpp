@@ -162,6 +162,13 @@ private:
     return table(b, runsName, run, column, kRunColumns);
   }
 
+  /// Calls block(b, h0, H) on consecutive blocks of the heads [0, heads):
+  /// blocks of `largest` heads (a power of two) while that many remain,
+  /// then one block of each smaller power of two the rest needs.
+  void forHeadBlocks(
+      ImplicitLocOpBuilder &b, Value heads, int64_t largest,
+      function_ref<void(ImplicitLocOpBuilder &, Value, int64_t)> block);
+
   /// Dispatchers: one scf.index_switch over the plan's formats each.
   void emitDispatchers();
   Value callStore(ImplicitLocOpBuilder &b, Value arena, const Place &place,
@@ -318,6 +325,32 @@ void Emitter::emitTables() {
   global(groupsName, groups);
 }
 
+void Emitter::forHeadBlocks(
+    ImplicitLocOpBuilder &b, Value heads, int64_t largest,
+    function_ref<void(ImplicitLocOpBuilder &, Value, int64_t)> block) {
+  Value full = mul(b, arith::DivUIOp::create(b, heads, idx(b, largest)),
+                   idx(b, largest));
+  scf::ForOp::create(b, idx(b, 0), full, idx(b, largest), ValueRange{},
+                     [&](OpBuilder &n, Location l, Value h0, ValueRange) {
+                       ImplicitLocOpBuilder hb(l, n);
+                       block(hb, h0, largest);
+                       scf::YieldOp::create(hb);
+                     });
+  Value done = full;
+  Value rest = sub(b, heads, full);
+  for (int64_t size = largest / 2; size >= 1; size /= 2) {
+    Value taken = arith::AndIOp::create(b, rest, idx(b, size));
+    Value h0 = done;
+    scf::IfOp::create(b, cmp(b, arith::CmpIPredicate::ne, taken, idx(b, 0)),
+                      [&](OpBuilder &n, Location l) {
+                        ImplicitLocOpBuilder hb(l, n);
+                        block(hb, h0, size);
+                        scf::YieldOp::create(hb);
+                      });
+    done = add(b, done, taken);
+  }
+}
+
 Value Emitter::table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
                      int64_t column, int64_t columns) {
   int64_t size = name == itemsName ? plan.getNumItems() * kItemColumns
@@ -445,62 +478,110 @@ void Emitter::emitTileKernels() {
                                          ValueRange{mul(rb, r, idx(rb, d))});
       return absolute ? Value(math::AbsFOp::create(rb, row)) : row;
     };
-    scf::ForOp::create(
-        b, idx(b, 0), heads, idx(b, 1), ValueRange{},
-        [&](OpBuilder &n, Location l, Value h, ValueRange) {
-          ImplicitLocOpBuilder hb(l, n);
-          Value qh = vector::LoadOp::create(hb, vt, q,
-                                            ValueRange{mul(hb, h, idx(hb, d))});
-          Value base = add(hb, outBase, mul(hb, h, stride));
-          // Groups of `w` rows (w = the f32 lanes) reduced together
-          // (emitRowSums), the rest one row at a time.
-          const int64_t w = target.getF32Lanes();
-          Value grouped = idx(hb, 0);
-          if (d % w == 0 && (w & (w - 1)) == 0 && w >= 2) {
-            grouped = mul(hb, arith::DivUIOp::create(hb, rows, idx(hb, w)),
-                          idx(hb, w));
-            VectorType lanes = VectorType::get({w}, f32());
-            scf::ForOp::create(
-                hb, idx(hb, 0), grouped, idx(hb, w), ValueRange{},
-                [&](OpBuilder &n2, Location l2, Value r0, ValueRange) {
-                  ImplicitLocOpBuilder rb(l2, n2);
-                  // Per row a w-lane partial (fused multiply-adds over
-                  // its w-lane pieces), then one transposed reduction.
-                  SmallVector<Value> partials;
-                  for (int64_t i = 0; i < w; ++i) {
-                    Value k = key(rb, add(rb, r0, idx(rb, i)));
-                    partials.push_back(emitChunkDot(rb, qh, k, w));
-                  }
-                  Value dots = emitRowSums(rb, partials);
-                  if (!absolute)
-                    dots = arith::MulFOp::create(
-                        rb, dots,
-                        vector::LoadOp::create(rb, lanes, rowScales,
-                                               ValueRange{r0}));
-                  dots = arith::MulFOp::create(
-                      rb, dots, vector::BroadcastOp::create(rb, lanes, scale));
-                  vector::StoreOp::create(rb, dots, out,
-                                          ValueRange{add(rb, base, r0)});
-                  scf::YieldOp::create(rb);
-                });
-          }
-          scf::ForOp::create(
-              hb, grouped, rows, idx(hb, 1), ValueRange{},
-              [&](OpBuilder &n2, Location l2, Value r, ValueRange) {
-                ImplicitLocOpBuilder rb(l2, n2);
-                Value dot = emitLaneSum(
-                    rb, emitChunkDot(rb, qh, key(rb, r), getLaneChunk(d)));
-                if (!absolute)
-                  dot = arith::MulFOp::create(
-                      rb, dot,
-                      memref::LoadOp::create(rb, rowScales, ValueRange{r}));
-                memref::StoreOp::create(rb,
-                                        arith::MulFOp::create(rb, dot, scale),
-                                        out, ValueRange{add(rb, base, r)});
-                scf::YieldOp::create(rb);
-              });
-          scf::YieldOp::create(hb);
-        });
+    // Rows [from, rows) of head h one at a time (a per-row tree).
+    auto singleRows = [&](ImplicitLocOpBuilder &hb, Value h, Value from) {
+      Value qh =
+          vector::LoadOp::create(hb, vt, q, ValueRange{mul(hb, h, idx(hb, d))});
+      Value base = add(hb, outBase, mul(hb, h, stride));
+      scf::ForOp::create(
+          hb, from, rows, idx(hb, 1), ValueRange{},
+          [&](OpBuilder &n2, Location l2, Value r, ValueRange) {
+            ImplicitLocOpBuilder rb(l2, n2);
+            Value dot = emitLaneSum(
+                rb, emitChunkDot(rb, qh, key(rb, r), getLaneChunk(d)));
+            if (!absolute)
+              dot = arith::MulFOp::create(
+                  rb, dot,
+                  memref::LoadOp::create(rb, rowScales, ValueRange{r}));
+            memref::StoreOp::create(rb, arith::MulFOp::create(rb, dot, scale),
+                                    out, ValueRange{add(rb, base, r)});
+            scf::YieldOp::create(rb);
+          });
+    };
+    const int64_t w = target.getF32Lanes();
+    if (d % w != 0 || (w & (w - 1)) != 0 || w < 2) {
+      scf::ForOp::create(b, idx(b, 0), heads, idx(b, 1), ValueRange{},
+                         [&](OpBuilder &n, Location l, Value h, ValueRange) {
+                           ImplicitLocOpBuilder hb(l, n);
+                           singleRows(hb, h, idx(hb, 0));
+                           scf::YieldOp::create(hb);
+                         });
+      func::ReturnOp::create(b);
+      return fn;
+    }
+    // Heads [h0, h0 + H) together: groups of R = w / H rows, each w-lane
+    // piece of a row loaded once for the H heads and each piece of a query
+    // once for the R rows (an L1 load per fused multiply-add otherwise
+    // bounds the loop), the H x R lane-wise partials (per (head, row) the
+    // same chain as emitChunkDot's) reduced by one transposed tree
+    // (emitRowSums) to lane h * R + i. The leftover rows one at a time.
+    VectorType lanes = VectorType::get({w}, f32());
+    auto headBlock = [&](ImplicitLocOpBuilder &hb, Value h0, int64_t heads) {
+      const int64_t rowsPer = w / heads;
+      Value grouped =
+          mul(hb, arith::DivUIOp::create(hb, rows, idx(hb, rowsPer)),
+              idx(hb, rowsPer));
+      scf::ForOp::create(
+          hb, idx(hb, 0), grouped, idx(hb, rowsPer), ValueRange{},
+          [&](OpBuilder &n2, Location l2, Value r0, ValueRange) {
+            ImplicitLocOpBuilder rb(l2, n2);
+            SmallVector<Value> partials(heads * rowsPer);
+            for (int64_t j = 0; j < d; j += w) {
+              SmallVector<Value> qs;
+              for (int64_t k = 0; k < heads; ++k)
+                qs.push_back(vector::LoadOp::create(
+                    rb, lanes, q,
+                    ValueRange{add(rb,
+                                   mul(rb, add(rb, h0, idx(rb, k)), idx(rb, d)),
+                                   idx(rb, j))}));
+              for (int64_t i = 0; i < rowsPer; ++i) {
+                Value piece = vector::LoadOp::create(
+                    rb, lanes, tile,
+                    ValueRange{add(rb,
+                                   mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d)),
+                                   idx(rb, j))});
+                if (absolute)
+                  piece = math::AbsFOp::create(rb, piece);
+                for (int64_t k = 0; k < heads; ++k) {
+                  Value &partial = partials[k * rowsPer + i];
+                  partial = j == 0
+                                ? Value(arith::MulFOp::create(rb, qs[k], piece))
+                                : Value(vector::FMAOp::create(rb, qs[k], piece,
+                                                              partial));
+                }
+              }
+            }
+            Value dots = emitRowSums(rb, partials);
+            if (!absolute) {
+              Value scales =
+                  vector::LoadOp::create(rb, VectorType::get({rowsPer}, f32()),
+                                         rowScales, ValueRange{r0});
+              SmallVector<int64_t> mask;
+              for (int64_t l = 0; l < w; ++l)
+                mask.push_back(l % rowsPer);
+              dots = arith::MulFOp::create(
+                  rb, dots,
+                  vector::ShuffleOp::create(rb, scales, scales, mask));
+            }
+            dots = arith::MulFOp::create(
+                rb, dots, vector::BroadcastOp::create(rb, lanes, scale));
+            for (int64_t k = 0; k < heads; ++k) {
+              Value part = dots;
+              if (heads > 1)
+                part = vector::ExtractStridedSliceOp::create(
+                    rb, dots, ArrayRef<int64_t>{k * rowsPer},
+                    ArrayRef<int64_t>{rowsPer}, ArrayRef<int64_t>{1});
+              Value base =
+                  add(rb, outBase, mul(rb, add(rb, h0, idx(rb, k)), stride));
+              vector::StoreOp::create(rb, part, out,
+                                      ValueRange{add(rb, base, r0)});
+            }
+            scf::YieldOp::create(rb);
+          });
+      for (int64_t k = 0; k < heads; ++k)
+        singleRows(hb, add(hb, h0, idx(hb, k)), grouped);
+    };
+    forHeadBlocks(b, heads, std::min<int64_t>(4, w), headBlock);
     func::ReturnOp::create(b);
     return fn;
   };
@@ -597,29 +678,54 @@ void Emitter::emitTileKernels() {
     auto args = entry.getArguments();
     Value tile = args[0], rows = args[1], p = args[2], heads = args[3],
           acc = args[4], pBase = args[5], stride = args[6];
-    // Each head's accumulator stays in registers over the tile's rows.
-    scf::ForOp::create(
-        b, idx(b, 0), heads, idx(b, 1), ValueRange{},
-        [&](OpBuilder &n, Location l, Value h, ValueRange) {
-          ImplicitLocOpBuilder hb(l, n);
-          Value at = mul(hb, h, idx(hb, d));
-          Value base = add(hb, pBase, mul(hb, h, stride));
-          Value initial = vector::LoadOp::create(hb, vt, acc, ValueRange{at});
-          auto loop = scf::ForOp::create(
-              hb, idx(hb, 0), rows, idx(hb, 1), ValueRange{initial},
-              [&](OpBuilder &n2, Location l2, Value r, ValueRange current) {
-                ImplicitLocOpBuilder rb(l2, n2);
-                Value value = vector::LoadOp::create(
-                    rb, vt, tile, ValueRange{mul(rb, r, idx(rb, d))});
-                Value weight =
-                    memref::LoadOp::create(rb, p, ValueRange{add(rb, base, r)});
-                Value splat = vector::BroadcastOp::create(rb, vt, weight);
-                scf::YieldOp::create(rb, ValueRange{vector::FMAOp::create(
-                                             rb, splat, value, current[0])});
-              });
-          vector::StoreOp::create(hb, loop.getResult(0), acc, ValueRange{at});
-          scf::YieldOp::create(hb);
-        });
+    // Heads [h0, h0 + H) together, piece by piece of P lanes (P the widest
+    // that divides head_dim and keeps at most 8 chains of 16 lanes, H * P /
+    // 16, in flight): each piece of a row loaded once for the H heads, the
+    // accumulators in registers over the rows. Per lane the same fused
+    // multiply-adds in row order as one head at a time.
+    const int64_t chunk = getLaneChunk(d);
+    auto headBlock = [&](ImplicitLocOpBuilder &hb, Value h0, int64_t heads) {
+      int64_t width = chunk;
+      while (d % (2 * width) == 0 && heads * 2 * width <= 8 * chunk)
+        width *= 2;
+      VectorType piece = VectorType::get({width}, f32());
+      scf::ForOp::create(
+          hb, idx(hb, 0), idx(hb, d), idx(hb, width), ValueRange{},
+          [&](OpBuilder &n, Location l, Value j, ValueRange) {
+            ImplicitLocOpBuilder jb(l, n);
+            SmallVector<Value> at, bases, initial;
+            for (int64_t k = 0; k < heads; ++k) {
+              Value h = add(jb, h0, idx(jb, k));
+              at.push_back(add(jb, mul(jb, h, idx(jb, d)), j));
+              bases.push_back(add(jb, pBase, mul(jb, h, stride)));
+              initial.push_back(
+                  vector::LoadOp::create(jb, piece, acc, ValueRange{at[k]}));
+            }
+            auto loop = scf::ForOp::create(
+                jb, idx(jb, 0), rows, idx(jb, 1), initial,
+                [&](OpBuilder &n2, Location l2, Value r, ValueRange current) {
+                  ImplicitLocOpBuilder rb(l2, n2);
+                  Value value = vector::LoadOp::create(
+                      rb, piece, tile,
+                      ValueRange{add(rb, mul(rb, r, idx(rb, d)), j)});
+                  SmallVector<Value> next;
+                  for (int64_t k = 0; k < heads; ++k) {
+                    Value weight = memref::LoadOp::create(
+                        rb, p, ValueRange{add(rb, bases[k], r)});
+                    Value splat =
+                        vector::BroadcastOp::create(rb, piece, weight);
+                    next.push_back(
+                        vector::FMAOp::create(rb, splat, value, current[k]));
+                  }
+                  scf::YieldOp::create(rb, next);
+                });
+            for (int64_t k = 0; k < heads; ++k)
+              vector::StoreOp::create(jb, loop.getResult(k), acc,
+                                      ValueRange{at[k]});
+            scf::YieldOp::create(jb);
+          });
+    };
+    forHeadBlocks(b, heads, 4, headBlock);
     func::ReturnOp::create(b);
     tileAccumulate = fn;
   }

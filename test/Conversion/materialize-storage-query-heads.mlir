@@ -1,0 +1,51 @@
+// The f32 tile kernels of attention take the query heads of a GQA group in
+// blocks of 4, then 2, then 1, so that each piece of a tile row is loaded
+// once for the heads of a block (an L1 load per fused multiply-add bounded
+// the loops when each head was done on its own).
+// RUN: kvprec-opt %s --kvprec-materialize-storage --cse | FileCheck %s
+
+#f16 = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 16, sink = 0, window = 0,
+    formats = [#kvprec.format<f16>],
+    sink_formats = [0], body_formats = [0], window_formats = [0]>
+func.func private @uses(!kvprec.cache<1x1x64x128xf32, #f16>)
+
+// Logits: blocks of 4 heads over groups of 4 rows (16 dot products per
+// transposed reduction), each head's 4 results stored together; leftover
+// rows one at a time.
+// CHECK-LABEL: func.func private @kvprec_cache0_tile_logits(
+// CHECK-SAME: %[[TILE:[^:]+]]: memref<?xf32>, %[[ROWS:[^:]+]]: index, %[[Q:[^:]+]]: memref<?xf32>, %[[HEADS:[^:]+]]: index
+// CHECK: arith.divui %[[HEADS]], %c4{{.*}} : index
+// CHECK: scf.for %{{.+}} = %{{.+}} to %{{.+}} step %c4{{.*}} {
+// CHECK: scf.for %[[R0:.+]] = %{{.+}} to %{{.+}} step %{{c4.*}} {
+// CHECK-COUNT-4: vector.load %[[Q]][%{{.+}}] : memref<?xf32>, vector<16xf32>
+// CHECK: %[[PIECE:.+]] = vector.load %[[TILE]][%{{.+}}] : memref<?xf32>, vector<16xf32>
+// CHECK-COUNT-4: arith.mulf %{{.+}}, %[[PIECE]] : vector<16xf32>
+// CHECK: vector.fma
+// CHECK: vector.shuffle %{{.+}} [0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3] : vector<4xf32>, vector<4xf32>
+// CHECK: vector.extract_strided_slice %{{.+}} {offsets = [12], sizes = [4], strides = [1]} : vector<16xf32> to vector<4xf32>
+// CHECK: vector.store %{{.+}}, %{{.+}}[%{{.+}}] : memref<?xf32>, vector<4xf32>
+// CHECK: scf.for %{{.+}} = %{{.+}} to %[[ROWS]] step
+// Then a block of 2 heads (groups of 8 rows) and one of 1 (16 rows), where
+// the heads that remain need them.
+// CHECK: arith.andi %{{.+}}, %c2{{.*}} : index
+// CHECK: scf.if
+// CHECK: step %c8
+// CHECK: vector.extract_strided_slice %{{.+}} {offsets = [8], sizes = [8], strides = [1]} : vector<16xf32> to vector<8xf32>
+// CHECK: arith.andi %{{.+}}, %c1{{.*}} : index
+// CHECK: scf.if
+// CHECK: step %c16
+// CHECK: vector.store %{{.+}}, %{{.+}}[%{{.+}}] : memref<?xf32>, vector<16xf32>
+
+// Accumulation: 4 heads over pieces of 32 lanes (8 chains of 16 lanes),
+// 2 heads over 64, 1 head over the whole row; one load of the tile per
+// piece and row, one fused multiply-add per head.
+// CHECK-LABEL: func.func private @kvprec_cache0_tile_accumulate(
+// CHECK-SAME: %[[VTILE:[^:]+]]: memref<?xf32>
+// CHECK: scf.for %{{.+}} = %{{.+}} to %c128{{.*}} step %c32
+// CHECK: scf.for {{.+}} iter_args({{.+}}) -> (vector<32xf32>, vector<32xf32>, vector<32xf32>, vector<32xf32>) {
+// CHECK: %[[V:.+]] = vector.load %[[VTILE]][%{{.+}}] : memref<?xf32>, vector<32xf32>
+// CHECK-COUNT-4: vector.fma %{{.+}}, %[[V]], %{{.+}} : vector<32xf32>
+// CHECK: step %c64
+// CHECK: -> (vector<64xf32>, vector<64xf32>) {
+// CHECK: step %c128
+// CHECK: -> (vector<128xf32>) {
