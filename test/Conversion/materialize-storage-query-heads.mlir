@@ -1,13 +1,34 @@
-// The f32 tile kernels of attention take the query heads of a GQA group in
-// blocks of 4, then 2, then 1, so that each piece of a tile row is loaded
-// once for the heads of a block (an L1 load per fused multiply-add bounded
-// the loops when each head was done on its own).
+// How attention's kernels serve the query heads of a GQA group: one query
+// head through the formats' fused kernels; larger groups through an f32
+// tile whose kernels take the heads in blocks of 4, then 2, then 1, so
+// that each piece of a tile row is loaded once for the heads of a block (an
+// L1 load per fused multiply-add bounded the loops when each head was done
+// on its own).
 // RUN: kvprec-opt %s --kvprec-materialize-storage --cse | FileCheck %s
 
 #f16 = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 16, sink = 0, window = 0,
     formats = [#kvprec.format<f16>],
     sink_formats = [0], body_formats = [0], window_formats = [0]>
 func.func private @uses(!kvprec.cache<1x1x64x128xf32, #f16>)
+
+// One query head has no group to share a decoded tile with: the format's
+// logits and accumulate kernels dequantize each row in registers where
+// they use it (f16: the native widening straight into the dot product and
+// the fused multiply-add), with no f32 tile in between.
+// CHECK-LABEL: func.func private @kvprec_f16_d128_f32_logits(
+// CHECK-SAME: %[[ARENA:[^:]+]]: memref<?xi8>, %{{[^:]+}}: index, %{{[^:]+}}: index, %{{[^:]+}}: index, %{{[^:]+}}: index, %{{[^:]+}}: index, %[[LQ:[^:]+]]: memref<?xf32>, %[[LQOFF:[^:]+]]: index, %[[LSCALE:[^:]+]]: f32, %[[LOUT:[^:]+]]: memref<?xf32>
+// CHECK: %[[CODES:.+]] = memref.view %[[ARENA]]
+// CHECK: %[[QV:.+]] = vector.load %[[LQ]][%[[LQOFF]]] : memref<?xf32>, vector<128xf32>
+// CHECK: scf.for
+// CHECK: %[[RAW:.+]] = vector.load %[[CODES]][%{{.+}}] : memref<?xi16>, vector<128xi16>
+// CHECK: %[[HALF:.+]] = arith.bitcast %[[RAW]] : vector<128xi16> to vector<128xf16>
+// CHECK: %[[KEY:.+]] = arith.extf %[[HALF]] : vector<128xf16> to vector<128xf32>
+// CHECK: vector.extract_strided_slice %[[KEY]] {offsets = [0], sizes = [16]
+// CHECK: vector.store %{{.+}}, %[[LOUT]][%{{.+}}] : memref<?xf32>, vector<16xf32>
+// CHECK: func.func private @kvprec_f16_d128_f32_accumulate(
+// CHECK: scf.for {{.+}} iter_args(%[[ACC:.+]] = %{{.+}}) -> (vector<128xf32>) {
+// CHECK: %[[VALUE:.+]] = arith.extf %{{.+}} : vector<128xf16> to vector<128xf32>
+// CHECK: vector.fma %{{.+}}, %[[VALUE]], %[[ACC]] : vector<128xf32>
 
 // Logits: blocks of 4 heads over groups of 4 rows (16 dot products per
 // transposed reduction), each head's 4 results stored together; leftover
@@ -49,3 +70,19 @@ func.func private @uses(!kvprec.cache<1x1x64x128xf32, #f16>)
 // CHECK: -> (vector<64xf32>, vector<64xf32>) {
 // CHECK: step %c128
 // CHECK: -> (vector<128xf32>) {
+
+// The attention of a KV head takes the fused kernels when the group is one
+// query head, the tile otherwise.
+// CHECK-LABEL: func.func private @kvprec_cache0_attend_part(
+// CHECK-SAME: %{{[^:]+}}: memref<?xi8>, %{{[^:]+}}: index, %{{[^:]+}}: memref<?x?xf32>, %{{[^:]+}}: f32, %{{[^:]+}}: index, %{{[^:]+}}: index, %[[GROUP:[^:]+]]: index
+// CHECK: %[[SINGLE:.+]] = arith.cmpi eq, %[[GROUP]], %c1{{.*}} : index
+// CHECK: scf.if %[[SINGLE]] {
+// CHECK-NEXT: func.call @kvprec_cache0_logits(
+// CHECK: } else {
+// CHECK: func.call @kvprec_cache0_load_keys(
+// CHECK: func.call @kvprec_cache0_tile_logits(
+// CHECK: scf.if %[[SINGLE]] {
+// CHECK-NEXT: func.call @kvprec_cache0_accumulate(
+// CHECK: } else {
+// CHECK: func.call @kvprec_cache0_load_rows(
+// CHECK: func.call @kvprec_cache0_tile_accumulate(

@@ -279,9 +279,9 @@ private:
   bool certified;
   std::string itemsName, runsName, groupsName;
   int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, loadKeysAny, boundsAny, tileLogits,
-      tileAbsLogits, tileAccumulate, tileSoftmax, tileCertifyKeys,
-      tileCertifyValues, attendPart, attendPartCertified;
+  func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,
+      boundsAny, tileLogits, tileAbsLogits, tileAccumulate, tileSoftmax,
+      tileCertifyKeys, tileCertifyValues, attendPart, attendPartCertified;
 };
 } // namespace
 
@@ -419,6 +419,8 @@ void Emitter::emitDispatchers() {
   storeAny = makeDispatcher("store", &FormatKernels::store);
   loadAny = makeDispatcher("load_rows", &FormatKernels::load);
   loadKeysAny = makeDispatcher("load_keys", &FormatKernels::loadKeys);
+  logitsAny = makeDispatcher("logits", &FormatKernels::logits);
+  accumulateAny = makeDispatcher("accumulate", &FormatKernels::accumulate);
   if (needsBounds())
     boundsAny = makeDispatcher("load_bounds", &FormatKernels::bounds);
 }
@@ -1440,13 +1442,14 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
       // `chunkRows` rows, each used while it is in L1: the same arithmetic
       // per row, the accumulators kept in memory between parts.
       auto inChunks =
-          [&](function_ref<void(ImplicitLocOpBuilder &, Value, Value)> body) {
+          [&](ImplicitLocOpBuilder &ob,
+              function_ref<void(ImplicitLocOpBuilder &, Value, Value)> body) {
             if (withCertificate) {
-              body(tb, zero, rows);
+              body(ob, zero, rows);
               return;
             }
             scf::ForOp::create(
-                tb, zero, rows, idx(tb, chunkRows), ValueRange{},
+                ob, zero, rows, idx(ob, chunkRows), ValueRange{},
                 [&](OpBuilder &n2, Location l2, Value c, ValueRange) {
                   ImplicitLocOpBuilder cb(l2, n2);
                   body(cb, c,
@@ -1455,18 +1458,56 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                   scf::YieldOp::create(cb);
                 });
           };
+      // One query head (no group to share a decoded tile with): the
+      // formats' logits and accumulate kernels dequantize each row in
+      // registers where they use it, the same arithmetic without the f32
+      // tile's stores and loads. The certificate keeps the tile.
+      Value single = withCertificate
+                         ? Value()
+                         : cmp(tb, arith::CmpIPredicate::eq, group, one);
+      auto fusedOrTiled =
+          [&](function_ref<void(ImplicitLocOpBuilder &)> fused,
+              function_ref<void(ImplicitLocOpBuilder &)> tiled) {
+            if (withCertificate) {
+              tiled(tb);
+              return;
+            }
+            scf::IfOp::create(
+                tb, single,
+                [&](OpBuilder &n2, Location l2) {
+                  ImplicitLocOpBuilder fb(l2, n2);
+                  fused(fb);
+                  scf::YieldOp::create(fb);
+                },
+                [&](OpBuilder &n2, Location l2) {
+                  ImplicitLocOpBuilder eb(l2, n2);
+                  tiled(eb);
+                  scf::YieldOp::create(eb);
+                });
+          };
       // The keys as the logits take them (scales folded where they can
       // be); the certificate also needs the dequantized tile and bounds.
-      inChunks([&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-        func::CallOp::create(cb, loadKeysAny,
-                             ValueRange{kPlace.format, arena, kPlace.code,
-                                        kPlace.scale, kPlace.zero,
-                                        add(cb, kPlace.row, c), n, tileBuffer,
-                                        zero, rowScales});
-        func::CallOp::create(cb, tileLogits,
-                             ValueRange{tileBuffer, n, q, group, softmaxScale,
-                                        rowScales, logits, c, rows});
-      });
+      fusedOrTiled(
+          [&](ImplicitLocOpBuilder &fb) {
+            func::CallOp::create(fb, logitsAny,
+                                 ValueRange{kPlace.format, arena, kPlace.code,
+                                            kPlace.scale, kPlace.zero,
+                                            kPlace.row, rows, q, zero,
+                                            softmaxScale, logits, zero});
+          },
+          [&](ImplicitLocOpBuilder &ob) {
+            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+              func::CallOp::create(cb, loadKeysAny,
+                                   ValueRange{kPlace.format, arena, kPlace.code,
+                                              kPlace.scale, kPlace.zero,
+                                              add(cb, kPlace.row, c), n,
+                                              tileBuffer, zero, rowScales});
+              func::CallOp::create(cb, tileLogits,
+                                   ValueRange{tileBuffer, n, q, group,
+                                              softmaxScale, rowScales, logits,
+                                              c, rows});
+            });
+          });
       if (withCertificate) {
         callLoadAndBounds(tb, arena, kPlace, rows, tileBuffer, deltaBuffer);
         // The computed logits stay (the weights go to `raw`); S_t from
@@ -1515,18 +1556,29 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             }
             scf::YieldOp::create(ib);
           });
-      inChunks([&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-        if (withCertificate) {
-          callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer, deltaBuffer);
-        } else {
-          Place part = vPlace;
-          part.row = add(cb, vPlace.row, c);
-          callLoad(cb, arena, part, n, tileBuffer, zero);
-        }
-        func::CallOp::create(
-            cb, tileAccumulate,
-            ValueRange{tileBuffer, n, weights, group, acc, c, rows});
-      });
+      fusedOrTiled(
+          [&](ImplicitLocOpBuilder &fb) {
+            func::CallOp::create(fb, accumulateAny,
+                                 ValueRange{vPlace.format, arena, vPlace.code,
+                                            vPlace.scale, vPlace.zero,
+                                            vPlace.row, rows, weights, zero,
+                                            acc, zero});
+          },
+          [&](ImplicitLocOpBuilder &ob) {
+            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+              if (withCertificate) {
+                callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer,
+                                  deltaBuffer);
+              } else {
+                Place part = vPlace;
+                part.row = add(cb, vPlace.row, c);
+                callLoad(cb, arena, part, n, tileBuffer, zero);
+              }
+              func::CallOp::create(
+                  cb, tileAccumulate,
+                  ValueRange{tileBuffer, n, weights, group, acc, c, rows});
+            });
+          });
       if (withCertificate) {
         addInherited(tb, vPlace, deltaBuffer, rows);
         func::CallOp::create(

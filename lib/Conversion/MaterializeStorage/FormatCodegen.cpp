@@ -1139,9 +1139,123 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
     func::ReturnOp::create(b);
     return fn;
   };
+  // Attention over rows [row0, row0 + rows) of a run for one query head,
+  // each row dequantized in registers where it is used (no f32 tile):
+  //  * logits(arena, code, scale, zero, row0, rows, q, qOff, scale: f32,
+  //           out, outOff): out[outOff + i] = scale * f_i * (q . k_i), k_i
+  //    and f_i what load_keys gives (f_i = 1 is not multiplied), the dot
+  //    products as attention's tile_logits computes them (groups of w rows
+  //    reduced by one transposed tree, the rest one row at a time);
+  //  * accumulate(arena, code, scale, zero, row0, rows, p, pOff, acc,
+  //               accOff): acc[accOff...] += sum_i p[pOff + i] v_i in row
+  //    order, v_i what load gives, the accumulator in registers.
+  // The same operations in the same order as load_keys + tile_logits and
+  // load + tile_accumulate for one head.
+  auto emitLogitsKernel = [&]() {
+    func::FuncOp fn = createFunction(
+        module, base + "_logits",
+        FunctionType::get(context,
+                          {arena, index, index, index, index, index, floats,
+                           index, f32, floats, index},
+                          {}));
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    KernelEmitter k(b, format, d, dequantizer);
+    auto args = entry.getArguments();
+    k.openViews(args[0], args[1], args[2], args[3]);
+    Value row0 = args[4], rows = args[5], q = args[6], qOff = args[7],
+          scale = args[8], out = args[9], outOff = args[10];
+    Value qv = vector::LoadOp::create(b, k.row.type(f32), q, ValueRange{qOff});
+    const int64_t w = target.getF32Lanes();
+    const int64_t distance = target.getPrefetchDistance();
+    // The dot product of row r with q, as a `chunk`-lane partial, and the
+    // row's factor where the scale folds.
+    auto rowDot = [&](KernelEmitter &e, Value r, int64_t chunk) {
+      if (distance)
+        e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
+      return emitChunkDot(e.b, qv, e.rowForDot(r), chunk);
+    };
+    Value grouped = k.index(0);
+    if (d % w == 0 && (w & (w - 1)) == 0 && w >= 2) {
+      grouped = k.mul(arith::DivUIOp::create(b, rows, k.index(w)), w);
+      scf::ForOp::create(
+          b, k.index(0), grouped, k.index(w), ValueRange{},
+          [&](OpBuilder &nested, Location loc, Value i0, ValueRange) {
+            ImplicitLocOpBuilder ib(loc, nested);
+            KernelEmitter e = k.at(ib);
+            Value r0 = e.add(row0, i0);
+            SmallVector<Value> partials;
+            for (int64_t i = 0; i < w; ++i)
+              partials.push_back(rowDot(e, e.add(r0, e.index(i)), w));
+            Value dots = emitRowSums(ib, partials);
+            Lanes lanes(ib, w);
+            if (e.foldsScale())
+              dots = arith::MulFOp::create(ib, dots,
+                                           e.loadScales(e.scales, r0, lanes));
+            dots = arith::MulFOp::create(
+                ib, dots,
+                vector::BroadcastOp::create(ib, lanes.type(f32), scale));
+            vector::StoreOp::create(ib, dots, out,
+                                    ValueRange{e.add(outOff, i0)});
+            scf::YieldOp::create(ib);
+          });
+    }
+    scf::ForOp::create(
+        b, grouped, rows, k.index(1), ValueRange{},
+        [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          KernelEmitter e = k.at(ib);
+          Value r = e.add(row0, i);
+          Value dot = emitLaneSum(ib, rowDot(e, r, getLaneChunk(d)));
+          if (e.foldsScale())
+            dot = arith::MulFOp::create(ib, dot, e.rowScale(r));
+          memref::StoreOp::create(ib, arith::MulFOp::create(ib, dot, scale),
+                                  out, ValueRange{e.add(outOff, i)});
+          scf::YieldOp::create(ib);
+        });
+    func::ReturnOp::create(b);
+    return fn;
+  };
+  auto emitAccumulateKernel = [&]() {
+    func::FuncOp fn =
+        createFunction(module, base + "_accumulate",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, index,
+                                          index, floats, index, floats, index},
+                                         {}));
+    Block &entry = fn.front();
+    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+    KernelEmitter k(b, format, d, dequantizer);
+    auto args = entry.getArguments();
+    k.openViews(args[0], args[1], args[2], args[3]);
+    Value row0 = args[4], rows = args[5], p = args[6], pOff = args[7],
+          acc = args[8], accOff = args[9];
+    VectorType vt = k.row.type(f32);
+    Value initial = vector::LoadOp::create(b, vt, acc, ValueRange{accOff});
+    auto loop = scf::ForOp::create(
+        b, k.index(0), rows, k.index(1), ValueRange{initial},
+        [&](OpBuilder &nested, Location loc, Value i, ValueRange current) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          KernelEmitter e = k.at(ib);
+          Value r = e.add(row0, i);
+          if (int64_t distance = target.getPrefetchDistance())
+            e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
+          Value value = e.loadRow(r);
+          Value weight =
+              memref::LoadOp::create(ib, p, ValueRange{e.add(pOff, i)});
+          Value splat = vector::BroadcastOp::create(ib, vt, weight);
+          scf::YieldOp::create(ib, ValueRange{vector::FMAOp::create(
+                                       ib, splat, value, current[0])});
+        });
+    vector::StoreOp::create(b, loop.getResult(0), acc, ValueRange{accOff});
+    func::ReturnOp::create(b);
+    return fn;
+  };
   if (!haveStoreAndLoad) {
     result.load = emitRowsKernel("_load", RowsKernel::Load);
     result.loadKeys = emitRowsKernel("_load_keys", RowsKernel::LoadKeys);
+    result.logits = emitLogitsKernel();
+    result.accumulate = emitAccumulateKernel();
   }
   if (withBounds)
     result.bounds = emitRowsKernel("_load_bounds", RowsKernel::LoadBounds);

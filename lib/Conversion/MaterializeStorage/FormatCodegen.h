@@ -3,8 +3,10 @@
 // Emits, once per (storage format, head_dim, dequantizer precision), the
 // functions that read and write runs of that format in an arena
 // (docs/abi.md): quantize-on-store with exactly the rounding of
-// kvprec/Analysis/Quantizer.h, and dequantize-on-load (decode attention
-// dequantizes each tile of rows once through load).
+// kvprec/Analysis/Quantizer.h, dequantize-on-load (decode attention with a
+// GQA group dequantizes each tile of rows once through load), and the
+// logits and accumulation of one query head with each row dequantized in
+// registers.
 // Every kernel works on whole rows as vector<head_dim x ...> values, so each
 // format has its own straight-line loop body and no per-element branch.
 //
@@ -62,8 +64,16 @@ enum class CacheStatus : int32_t {
 ///    in rowScales[r] for symmetric whole-row token groups with the f32
 ///    dequantizer (the scale folds into the logit), the dequantized row and
 ///    1 elsewhere.
+///  * logits(arena, code, scale, zero, row0, rows, q: memref<?xf32>, qOff,
+///           scale: f32, out: memref<?xf32>, outOff): the scaled logits of
+///    one query head against the rows, each row dequantized in registers
+///    (what load_keys and attention's tile_logits compute together);
+///  * accumulate(arena, code, scale, zero, row0, rows, p: memref<?xf32>,
+///               pOff, acc: memref<?xf32>, accOff): acc += sum of the
+///    weighted dequantized rows in row order (load and tile_accumulate
+///    together, for one head).
 struct FormatKernels {
-  func::FuncOp store, load, bounds, loadKeys;
+  func::FuncOp store, load, bounds, loadKeys, logits, accumulate;
 };
 
 /// The sum of the lanes of an f32 vector as a fixed tree of vector adds:
