@@ -105,6 +105,11 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads,
   pipelineOptions.threads = threads;
   pipelineOptions.runtimeCertificate = runtimeCertificate;
   pipelineOptions.prefetchDistance = prefetchDistance;
+  // The code is compiled for this CPU: AVX-512F instructions where it has
+  // them.
+  auto hostFeatures = llvm::sys::getHostCPUFeatures();
+  auto avx512 = hostFeatures.find("avx512f");
+  pipelineOptions.x86Avx512 = avx512 != hostFeatures.end() && avx512->second;
   mlir::kvprec::buildKVPrecToLLVMPipeline(pm, pipelineOptions);
   if (mlir::failed(pm.run(*module)))
     return llvm::createStringError("kvprec-to-llvm failed: " + diagnostics);
@@ -116,7 +121,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads,
     return machineBuilder.takeError();
   machineBuilder->setCPU(llvm::sys::getHostCPUName().str());
   llvm::SubtargetFeatures features;
-  for (const auto &[feature, enabled] : llvm::sys::getHostCPUFeatures())
+  for (const auto &[feature, enabled] : hostFeatures)
     features.AddFeature(feature, enabled);
   machineBuilder->addFeatures(features.getFeatures());
   machineBuilder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);

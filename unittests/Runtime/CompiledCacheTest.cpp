@@ -489,6 +489,43 @@ TEST(CompiledCache, IntegerFormats) {
   }
 }
 
+// Token groups of 16 or more int4/int2 elements decode through the 16-entry
+// table permute where the host has AVX-512 (CompiledCache compiles with
+// x86-avx512 there): each 16-element piece of the planar row lies in one
+// group. One query head takes the fused kernels, a group the tile; the
+// scale folds into the logits where the group is the whole row.
+TEST(CompiledCache, TableDecodedIntegerFormats) {
+  struct TableCase {
+    const char *format;
+    int64_t headDim, groupRatio;
+  };
+  for (const TableCase &t :
+       {TableCase{"#kvprec.format<i4, symmetric, token_group = 32, scale = "
+                  "f16>",
+                  128, 1},
+        TableCase{"#kvprec.format<i4, asymmetric, token_group = 16, scale = "
+                  "bf16>",
+                  64, 2},
+        TableCase{"#kvprec.format<i4, symmetric, token_group = 64, scale = "
+                  "f32>",
+                  64, 1},
+        TableCase{"#kvprec.format<i2, asymmetric, token_group = 32, scale = "
+                  "f16>",
+                  64, 1},
+        TableCase{"#kvprec.format<i2, symmetric, token_group = 64, scale = "
+                  "f32>",
+                  128, 4}}) {
+    Case c;
+    c.name = std::string(t.format) + " head_dim " + std::to_string(t.headDim) +
+             " GQA " + std::to_string(t.groupRatio);
+    c.headDim = t.headDim;
+    c.groupRatio = t.groupRatio;
+    c.layers = 1;
+    c.formats = {t.format};
+    runCase(c);
+  }
+}
+
 TEST(CompiledCache, MixedClassesAndPerBlockBodies) {
   Case c;
   c.name = "sink f32, window f16, body KIVI-2";

@@ -41,6 +41,12 @@ struct KVPrecToLLVMOptions : public PassPipelineOptions<KVPrecToLLVMOptions> {
       llvm::cl::desc("Bytes ahead of each row of codes that attention "
                      "prefetches into L2 (0: no prefetches)"),
       llvm::cl::init(8192)};
+  PassOptions::Option<bool> x86Avx512{
+      *this, "x86-avx512",
+      llvm::cl::desc("Use AVX-512F instructions with no portable vector "
+                     "form (int4/int2 decode by a 16-entry table permute); "
+                     "the object then needs an AVX-512 CPU"),
+      llvm::cl::init(false)};
 };
 
 /// kvprec-to-llvm: materialize storage, then lower everything to the LLVM

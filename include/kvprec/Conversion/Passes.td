@@ -54,13 +54,18 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
            /*default=*/"8192",
            "Bytes ahead of each row of codes that attention's loads ask the "
            "memory system for (into L2), so that memory stays busy while "
-           "the kernels compute; 0 emits no prefetches (at most 1 MiB)">
+           "the kernels compute; 0 emits no prefetches (at most 1 MiB)">,
+    Option<"x86Avx512", "x86-avx512", "bool", /*default=*/"false",
+           "Use AVX-512F instructions that no portable vector op expresses: "
+           "int4 and int2 codes decode through a 16-entry table permute "
+           "(vpermps) of their group's dequantized values; the object then "
+           "needs an AVX-512 CPU">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
-    "::mlir::func::FuncDialect", "::mlir::math::MathDialect",
-    "::mlir::memref::MemRefDialect", "::mlir::scf::SCFDialect",
-    "::mlir::vector::VectorDialect"
+    "::mlir::func::FuncDialect", "::mlir::LLVM::LLVMDialect",
+    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
   ];
 }
 

@@ -29,6 +29,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   materialize.threads = options.threads;
   materialize.runtimeCertificate = options.runtimeCertificate;
   materialize.prefetchDistance = options.prefetchDistance;
+  materialize.x86Avx512 = options.x86Avx512;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

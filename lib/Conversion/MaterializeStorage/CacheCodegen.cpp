@@ -364,8 +364,6 @@ Value Emitter::table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
   return arith::IndexCastOp::create(b, indexType(), value);
 }
 
-StorageTargetInfo::~StorageTargetInfo() = default;
-
 Value Emitter::groupSizeOf(ImplicitLocOpBuilder &b, Value format) {
   return table(b, groupsName, format, 0, 1);
 }

@@ -413,6 +413,7 @@ public:
     e.codes = codes;
     e.scales = scales;
     e.zeros = zeros;
+    e.lookup = lookup;
     return e;
   }
 
@@ -657,6 +658,82 @@ public:
     return row.roundTo(dequantizer, arith::AddFOp::create(b, product, zero));
   }
 
+  /// Whether rows decode through the target's 16-entry table permute:
+  /// int4 and int2 codes in token groups where each 16-byte piece of the
+  /// planar row (16 consecutive elements of one field) lies in one group.
+  bool decodesByTable() const {
+    unsigned bits = an::getBitWidth(format.kind);
+    return lookup && an::isIntegerKind(format.kind) && bits < 8 && isScaled() &&
+           format.granularity == an::Granularity::TokenGroup &&
+           format.groupSize % 16 == 0 && headDim % ((8 / bits) * 16) == 0;
+  }
+
+  /// Row `r` through table lookups (decodesByTable): per group a table of
+  /// the 16 values the low 4 bits of a byte can stand for, dequantized with
+  /// the group's scale and zero point as dequantize does each element (so
+  /// the same bits), or the code values where `scaled` is false; then one
+  /// permute per 16 elements, the byte lanes shifted by 4 for the fields
+  /// in the high half of each byte.
+  Value loadRowByTable(Value r, bool scaled) {
+    const int64_t bits = an::getBitWidth(format.kind), perByte = 8 / bits;
+    const int64_t perIndex = 4 / bits; // Fields in the low 4 bits.
+    Lanes bytes(b, rowBytes), sixteen(b, 16);
+    Value raw = vector::LoadOp::create(b, bytes.type(b.getI8Type()), codes,
+                                       ValueRange{mul(r, rowBytes)});
+    Value wide = arith::ExtUIOp::create(b, bytes.type(b.getI32Type()), raw);
+    Value scaleLanesOf, zeroLanesOf;
+    if (scaled) {
+      Lanes scaleRow(b, scaleLanes);
+      Value at = scaleRowAt(r);
+      scaleLanesOf = loadScales(scales, at, scaleRow);
+      if (isAsymmetric())
+        zeroLanesOf = loadScales(zeros, at, scaleRow);
+    }
+    KernelEmitter t(b, format, 16, dequantizer);
+    std::map<std::pair<int64_t, int64_t>, Value> tables;
+    auto tableOf = [&](int64_t group, int64_t u) -> Value {
+      auto found = tables.find({group, u});
+      if (found != tables.end())
+        return found->second;
+      SmallVector<int32_t> values;
+      for (int64_t i = 0; i < 16; ++i) {
+        int32_t field = (i >> (u * bits)) & ((1 << bits) - 1);
+        if (!isAsymmetric() && field >= (1 << (bits - 1)))
+          field -= 1 << bits;
+        values.push_back(field);
+      }
+      Value codeLanes = arith::ConstantOp::create(
+          b, DenseElementsAttr::get(sixteen.type(b.getI32Type()),
+                                    ArrayRef<int32_t>(values)));
+      auto splatOf = [&](Value lanes) -> Value {
+        return vector::BroadcastOp::create(
+            b, sixteen.type(b.getF32Type()),
+            vector::ExtractOp::create(b, lanes, ArrayRef<int64_t>{group}));
+      };
+      Value table =
+          scaled ? t.dequantize(codeLanes, splatOf(scaleLanesOf),
+                                isAsymmetric() ? splatOf(zeroLanesOf) : Value())
+                 : t.codeValue(codeLanes);
+      tables[{group, u}] = table;
+      return table;
+    };
+    Value result = row.f32(0.0);
+    for (int64_t f = 0; f < perByte; ++f)
+      for (int64_t k0 = 0; k0 < rowBytes; k0 += 16) {
+        Value index = vector::ExtractStridedSliceOp::create(
+            b, wide, ArrayRef<int64_t>{k0}, ArrayRef<int64_t>{16},
+            ArrayRef<int64_t>{1});
+        if (f >= perIndex)
+          index = arith::ShRUIOp::create(b, index, sixteen.i32(4));
+        int64_t element = f * rowBytes + k0;
+        Value piece = lookup->emitTableLookup16(
+            b, tableOf(element / format.groupSize, f % perIndex), index);
+        result = vector::InsertStridedSliceOp::create(
+            b, piece, result, ArrayRef<int64_t>{element}, ArrayRef<int64_t>{1});
+      }
+    return result;
+  }
+
   /// Row `r` of the run, dequantized (f32 lanes).
   Value loadRow(Value r) {
     // f16 and bf16 widen exactly with the native conversion.
@@ -669,6 +746,8 @@ public:
           b, row.type(b.getF32Type()),
           Value(arith::BitcastOp::create(b, row.type(half), raw)));
     }
+    if (decodesByTable())
+      return loadRowByTable(r, /*scaled=*/true);
     Value codeLanes = loadCodes(r);
     if (!isScaled())
       return dequantize(codeLanes, Value(), Value());
@@ -700,7 +779,10 @@ public:
   /// What attention multiplies with the query: the code values where the
   /// scale folds, the dequantized row elsewhere.
   Value rowForDot(Value r) {
-    return foldsScale() ? codeValue(loadCodes(r)) : loadRow(r);
+    if (foldsScale())
+      return decodesByTable() ? loadRowByTable(r, /*scaled=*/false)
+                              : codeValue(loadCodes(r));
+    return loadRow(r);
   }
   /// The scale of row `r` of a run whose scale folds (its one scale).
   Value rowScale(Value r) {
@@ -877,6 +959,9 @@ public:
   Lanes row;
   int64_t rowBytes = 0, scaleLanes = 0, scaleBytes = 4;
   Value codes, scales, zeros;
+  /// The target's table permute, where rows decode through it (null:
+  /// shifts and conversions).
+  const StorageTargetInfo *lookup = nullptr;
 };
 
 /// Creates `name` at the end of the module with an entry block.
@@ -1108,6 +1193,8 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     KernelEmitter k(b, format, d, dequantizer);
+    if (target.hasTableLookup16())
+      k.lookup = &target;
     auto args = entry.getArguments();
     k.openViews(args[0], args[1], args[2], args[3]);
     Value row0 = args[4], rows = args[5], dst = args[6], dstOff = args[7];
@@ -1165,6 +1252,8 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     KernelEmitter k(b, format, d, dequantizer);
+    if (target.hasTableLookup16())
+      k.lookup = &target;
     auto args = entry.getArguments();
     k.openViews(args[0], args[1], args[2], args[3]);
     Value row0 = args[4], rows = args[5], q = args[6], qOff = args[7],
@@ -1230,6 +1319,8 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     KernelEmitter k(b, format, d, dequantizer);
+    if (target.hasTableLookup16())
+      k.lookup = &target;
     auto args = entry.getArguments();
     k.openViews(args[0], args[1], args[2], args[3]);
     Value row0 = args[4], rows = args[5], p = args[6], pOff = args[7],

@@ -11,6 +11,7 @@
 
 #include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
 #include "mlir/Dialect/Func/Transforms/FuncConversions.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Transforms/DialectConversion.h"
 
 #include "llvm/ADT/DenseSet.h"
@@ -294,7 +295,7 @@ void MaterializeStoragePass::runOnOperation() {
   });
 
   // The CPU answers; the NVPTX lowering will pass its own.
-  CPUStorageTargetInfo targetInfo(threads, prefetchDistance);
+  CPUStorageTargetInfo targetInfo(threads, prefetchDistance, x86Avx512);
   FormatCodegen formats(module, targetInfo);
   LoweredCaches caches;
   int64_t index = 0;

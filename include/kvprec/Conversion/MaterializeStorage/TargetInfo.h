@@ -10,6 +10,8 @@
 #ifndef KVPREC_CONVERSION_MATERIALIZESTORAGE_TARGETINFO_H
 #define KVPREC_CONVERSION_MATERIALIZESTORAGE_TARGETINFO_H
 
+#include "mlir/IR/ImplicitLocOpBuilder.h"
+
 #include <cstdint>
 
 namespace mlir::kvprec {
@@ -31,22 +33,40 @@ public:
   /// Bytes of f32 rows attention decodes before it uses them (a CPU keeps
   /// them within L1: a 64-row tile of head_dim 128 is 32 KiB).
   virtual int64_t getDecodeBufferBytes() const = 0;
+  /// Whether emitTableLookup16 exists: without it int4 and int2 codes
+  /// decode through shifts and conversions.
+  virtual bool hasTableLookup16() const { return false; }
+  /// result[l] = table[indices[l] mod 16] for a vector<16xf32> table and
+  /// vector<16xi32> indices (only their low 4 bits count); only where
+  /// hasTableLookup16().
+  virtual Value emitTableLookup16(ImplicitLocOpBuilder &b, Value table,
+                                  Value indices) const {
+    return {};
+  }
 };
 
 /// x86-64 CPUs with 512-bit vectors (AVX-512), `threads` OpenMP threads.
 class CPUStorageTargetInfo final : public StorageTargetInfo {
 public:
   CPUStorageTargetInfo(int64_t threads, int64_t prefetchDistance,
-                       int64_t vectorBits = 512)
+                       bool avx512Permute = false, int64_t vectorBits = 512)
       : threads(threads), prefetchDistance(prefetchDistance),
-        vectorBits(vectorBits) {}
+        avx512Permute(avx512Permute), vectorBits(vectorBits) {}
   int64_t getF32Lanes() const override { return vectorBits / 32; }
   int64_t getPositionSplits() const override { return threads; }
   int64_t getPrefetchDistance() const override { return prefetchDistance; }
   int64_t getDecodeBufferBytes() const override { return 16384; }
+  /// vpermps (AVX-512F) when asked for (kvprec-to-llvm{x86-avx512=true}).
+  bool hasTableLookup16() const override {
+    return avx512Permute && vectorBits == 512;
+  }
+  Value emitTableLookup16(ImplicitLocOpBuilder &b, Value table,
+                          Value indices) const override;
 
 private:
-  int64_t threads, prefetchDistance, vectorBits;
+  int64_t threads, prefetchDistance;
+  bool avx512Permute;
+  int64_t vectorBits;
 };
 
 } // namespace mlir::kvprec
