@@ -6,10 +6,12 @@ rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 loops = {json.loads(line)["format"]: json.loads(line)["loops"]
          for line in open(sys.argv[2]) if line.strip()}
 cpu = sys.argv[3]
-bogomips = float(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else 0.0
 # Optional: the prefetch A/B run (the same cases at several distances).
-prefetch = ([json.loads(line) for line in open(sys.argv[5]) if line.strip()]
-            if len(sys.argv) > 5 else [])
+prefetch = ([json.loads(line) for line in open(sys.argv[4]) if line.strip()]
+            if len(sys.argv) > 4 else [])
+# Optional: the arithmetic alone (a cache that stays in L2/L3).
+compute = ([json.loads(line) for line in open(sys.argv[5]) if line.strip()]
+           if len(sys.argv) > 5 else [])
 formats = ["f16", "bf16", "f8E4M3FN", "i8", "i4", "i2", "mixed"]
 key = {(r["format"], r["positions"], r["gqa"], r["threads"]): r for r in rows}
 positions = sorted({r["positions"] for r in rows})
@@ -23,7 +25,9 @@ out.append(
     "the meaningful one. One layer, 8 KV heads, head_dim 128, block 64, "
     "sink 4, window 256; the cache is filled through the generated append, "
     "then the generated attend runs at full length (median of 9), compiled "
-    "with kvprec-to-llvm's default prefetch-distance (8192 bytes). Effective "
+    "with kvprec-to-llvm's default prefetch-distance (8192 bytes) for the "
+    "host CPU, as CompiledCache compiles (x86-avx512 where the host has "
+    "AVX-512F). Effective "
     "GB/s is the arena's bytes over the step time; the stream kernel reads "
     "the same arena with 512-bit loads and as many threads as the attention "
     "uses. Formats: f16, bf16; f8E4M3FN and i8 with one f16 scale per token "
@@ -133,57 +137,84 @@ out.append(
     "Static instruction counts of the innermost loops of the generated code "
     "(`bench/cpu-decode/loop-instructions.py` on `llc -O3 -mcpu=native` "
     "output of the benchmark's plans; this machine has no hardware counters "
-    "to measure them). Per position and KV head, attention runs the "
-    "format's `load_keys` loop once for K (K instructions per row of 128: "
-    "the code values where the scale folds into the logit, the "
-    "dequantized row elsewhere) and its `load` loop once for V (L), and "
-    "per query head of the group the f32 `tile_logits` "
-    "loop (T, per row: its loop over groups of 16 rows divided by 16), the 16-lane max and exp loops of `tile_softmax` (M and E, "
-    "per 16 positions) and `tile_accumulate` (A). Instructions per stored "
-    "element = (K + L + G (T + (M + E) / 16 + A)) / 256.\n")
-f_ghz = bogomips / 2000.0
-out.append(
-    f"The budget is what one core can retire while the stream kernel reads "
-    f"the element's bytes: 4 instructions per cycle at {f_ghz:.1f} GHz "
-    f"(BogoMIPS / 2) times bytes per element over the single-thread stream "
-    f"bandwidth measured at 64K positions. A kernel above its budget cannot "
-    f"reach the streaming bandwidth on one core.\n")
-out.append("| format | K | L | T | M + E | A | bytes/element | instructions/element GQA 1 | GQA 4 | budget (1 thread) |")
+    "to measure them). With one query head per KV head (GQA 1), attention "
+    "runs the format's fused `logits` kernel on K (FL instructions per row "
+    "of 128: its loop over groups of 16 rows divided by 16) and its fused "
+    "`accumulate` kernel on V (FA per row), each row dequantized in "
+    "registers. With a group, it decodes K through `load_keys` (K per row) "
+    "and V through `load` (L) into an f32 tile once, and the tile kernels "
+    "take the query heads in blocks of 4: `tile_logits` (T, per row and "
+    "head: its loop over 4 rows x 4 heads divided by 16) and "
+    "`tile_accumulate` (A, per row and head: its loop over 32 lanes of 4 "
+    "heads times 128 / 32 / 4). Per query head the 16-lane max and exp "
+    "loops of `tile_softmax` add M + E per 16 positions. Instructions per "
+    "stored element: GQA 1 (FL + FA + (M + E) / 16) / 256; GQA 4 "
+    "(K + L + 4 (T + (M + E) / 16 + A)) / 256.\n")
+out.append("| format | FL | FA | K | L | T | M + E | A | instructions/element GQA 1 | GQA 4 |")
 out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for f in formats:
     if f not in loops:
         continue
     lp = loops[f]
-    load = [v for k, v in lp.items() if k.endswith("_load")]
-    keys = [v for k, v in lp.items() if k.endswith("_load_keys")]
-    logits = [v for k, v in lp.items() if k.endswith("tile_logits")]
-    softmax = [v for k, v in lp.items() if k.endswith("tile_softmax")]
-    acc = [v for k, v in lp.items() if k.endswith("tile_accumulate")]
-    if not (load and keys and logits and softmax and acc):
+    def first(suffix):
+        found = [v for k, v in lp.items() if k.endswith(suffix)]
+        return found[0] if found else None
+    load, keys = first("_f32_load"), first("_load_keys")
+    fl, fa = first("_f32_logits"), first("_f32_accumulate")
+    logits, softmax = first("tile_logits"), first("tile_softmax")
+    acc = first("tile_accumulate")
+    if not all([load, keys, fl, fa, logits, softmax, acc]):
         continue
-    L, K, A = load[0][0], keys[0][0], acc[0][0]
-    # tile_logits has a loop over groups of 16 rows (the long one) and a
-    # loop over the remaining rows: per row, the group loop's count / 16.
-    long_loops = [c for c in logits[0] if c >= 100]
-    T = round(min(long_loops) / 16, 1) if long_loops else logits[0][0]
+    long_fl = [c for c in fl if c >= 100]
+    FL = round(long_fl[0] / 16, 1) if long_fl else fl[0]
+    FA, L, K, A = fa[0], load[0], keys[0], acc[0]
+    long_t = [c for c in logits if c >= 100]
+    T = round(long_t[0] / 16, 1) if long_t else logits[0]
     # tile_softmax loops in order: vector max, scalar max, vector exp,
     # scalar exp.
-    ME = softmax[0][0] + softmax[0][2]
-    r = key.get((f, max(positions), 1, 1))
-    bpe = r["arena_bytes"] / (r["positions"] * 8 * 2 * 128) if r else 0
-    per = lambda G: (K + L + G * (T + ME / 16 + A)) / 256
-    budget = 4 * f_ghz * bpe / r["stream_gbps"] if r and f_ghz else 0
-    out.append(f"| {f} | {K} | {L} | {T} | {ME} | {A} | {bpe:.3f} | {per(1):.2f} | {per(4):.2f} | {budget:.2f} |")
+    ME = softmax[0] + softmax[2]
+    gqa1 = (FL + FA + ME / 16) / 256
+    gqa4 = (K + L + 4 * (T + ME / 16 + A)) / 256
+    out.append(f"| {f} | {FL} | {FA} | {K} | {L} | {T} | {ME} | {A} | {gqa1:.2f} | {gqa4:.2f} |")
+if compute:
+    ckey = {(c["format"], c["gqa"]): c for c in compute}
+    cpos = compute[0]["positions"]
+    out.append(
+        f"\nThe arithmetic alone, measured: the same attention over "
+        f"{cpos} positions, whose arena (at most "
+        f"{max(c['arena_bytes'] for c in compute) / 2**20:.1f} MiB) stays in "
+        f"this machine's L2 and L3 between the repetitions (1 thread, "
+        f"bench/cpu-decode/compute.jsonl), in ns per (position, KV head), "
+        f"against the time the single-thread streaming read at "
+        f"{max(positions) // 1024}K positions takes for the same position's "
+        f"bytes. Where the arithmetic takes longer than the memory, the "
+        f"format is compute-bound on one core and cannot reach the "
+        f"streaming bandwidth however the loads overlap.\n")
+    out.append("| format | arithmetic GQA 1 | arithmetic GQA 4 | memory | bound at GQA 1 |")
+    out.append("| --- | ---: | ---: | ---: | --- |")
+    for f in formats:
+        c1, c4 = ckey.get((f, 1)), ckey.get((f, 4))
+        r = key.get((f, max(positions), 1, 1))
+        if not (c1 and c4 and r):
+            continue
+        per = lambda c: c["step_us"] * 1e3 / (c["positions"] * 8)
+        memory = r["arena_bytes"] / (r["positions"] * 8) / r["stream_gbps"]
+        bound = "compute" if per(c1) > memory else "memory"
+        out.append(f"| {f} | {per(c1):.1f} | {per(c4):.1f} | {memory:.1f} | {bound} |")
 out.append(
-    "\nWhat would lift the compute-bound formats: computing K's logits "
-    "with integer dot products on the codes (AVX-512 VNNI `vpdpbusd` on "
-    "int8/int4 codes against a quantized query, scaling once per group) "
-    "instead of converting each code to f32 (whole-row token groups "
-    "already take their scale out of the dot product); fusing "
-    "dequantization into "
-    "the logits and accumulate loops instead of writing and re-reading an "
-    "f32 tile; and unpacking int4/int2 with byte shuffles (VBMI/GFNI) on "
-    "whole cache lines.\n")
+    "\nWhat would lift the compute-bound formats further: int4 and int2 "
+    "already decode through a 16-entry table permute where the host has "
+    "AVX-512 (docs/lowering.md), so what remains per element is the "
+    "permute and the f32 multiply-adds; integer dot products on the codes "
+    "(AVX-512 VNNI `vpdpbusd`) would take 4 codes per lane and instruction, "
+    "but need a quantized query and so a certificate that accounts for its "
+    "rounding. f8E4M3FN is decoded in integer arithmetic (this CPU has no "
+    "f8 conversion; its 256 codes do not fit a 16-entry table). GQA 4's "
+    "arithmetic exceeds the memory time of every format: each query head "
+    "adds head_dim f32 multiply-adds per position for its logits and as "
+    "many for its accumulation, with the reductions, the softmax and the "
+    "loads of the f32 tile (T + A + (M + E) / 16, about 36 instructions "
+    "per position and head at head_dim 128).\n")
 if prefetch:
     distances = sorted({p["prefetch_distance"] for p in prefetch})
     by = {(p["format"], p["prefetch_distance"]): p for p in prefetch}
