@@ -697,6 +697,28 @@ TEST(CompiledCache, RoundingTiesOfEveryKind) {
               16, 15.0f, 0.0f, positive));
 }
 
+TEST(CompiledCache, EveryFp8Code) {
+  // With s = 1 every finite value of the kind is stored as its own code:
+  // all 254 finite f8E4M3FN codes and the 248 finite f8E5M2 codes, signs
+  // and subnormals included, go through the f16-based decode.
+  for (an::StorageKind kind :
+       {an::StorageKind::F8E4M3FN, an::StorageKind::F8E5M2}) {
+    const an::FloatFormatInfo &info = an::getFloatFormatInfo(kind);
+    std::vector<float> values;
+    for (uint32_t bits = 0; bits < 256; ++bits) {
+      double v = an::decodeFloat(kind, bits);
+      if (std::isfinite(v))
+        values.push_back(float(v));
+    }
+    std::string name = an::getStorageKindName(kind);
+    float top = float(info.maxFinite);
+    runCase(tieCase("every " + name + " code",
+                    "#kvprec.format<" + name +
+                        ", symmetric, token_group = 64, scale = f32>",
+                    64, top, -top, values));
+  }
+}
+
 TEST(CompiledCache, TinyAndHugeMagnitudes) {
   // Scales in the subnormal range of f16/bf16 and near the top of f32:
   // the rounded-up scale search at its edges.

@@ -643,7 +643,44 @@ public:
   Value codeValue(Value codeLanes) {
     if (an::isIntegerKind(format.kind))
       return arith::SIToFPOp::create(b, row.type(b.getF32Type()), codeLanes);
+    if (an::isFp8Kind(format.kind))
+      return fp8Value(codeLanes);
     return row.decode(format.kind, codeLanes);
+  }
+
+  /// An f8 code (i32 lanes of one byte) through f16, which holds every f8
+  /// value, and the native f16 widening: f8E5M2 is the top byte of an f16;
+  /// f8E4M3FN's exponent and fraction shifted into an f16's give 2^-8 of
+  /// its value, also for subnormals, so one exact multiply by 256 follows;
+  /// its NaN code becomes NaN. The same values as Lanes::decode's integer
+  /// decode in about half the instructions, the bit work on 16-bit lanes.
+  Value fp8Value(Value codeLanes) {
+    Type i16 = b.getI16Type();
+    VectorType halfBits = row.type(i16);
+    auto constant = [&](int64_t v) -> Value {
+      return arith::ConstantOp::create(
+          b, DenseElementsAttr::get(halfBits, b.getIntegerAttr(i16, v)));
+    };
+    Value x = arith::TruncIOp::create(b, halfBits, codeLanes);
+    Value bits;
+    if (format.kind == StorageKind::F8E5M2) {
+      bits = arith::ShLIOp::create(b, x, constant(8));
+    } else {
+      Value magnitude = arith::AndIOp::create(b, x, constant(0x7F));
+      Value sign = arith::AndIOp::create(b, x, constant(0x80));
+      bits = arith::OrIOp::create(
+          b, arith::ShLIOp::create(b, magnitude, constant(7)),
+          arith::ShLIOp::create(b, sign, constant(8)));
+      Value isNaN = arith::CmpIOp::create(b, arith::CmpIPredicate::eq,
+                                          magnitude, constant(0x7F));
+      bits = arith::SelectOp::create(b, isNaN, constant(0x7E00), bits);
+    }
+    Value value = arith::ExtFOp::create(
+        b, row.type(b.getF32Type()),
+        Value(arith::BitcastOp::create(b, row.type(b.getF16Type()), bits)));
+    if (format.kind == StorageKind::F8E4M3FN)
+      value = arith::MulFOp::create(b, value, row.f32(256.0));
+    return value;
   }
 
   /// Dequantizes code lanes with per-element scale and zero point lanes.
