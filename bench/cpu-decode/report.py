@@ -208,8 +208,9 @@ out.append(
     "permute and the f32 multiply-adds; integer dot products on the codes "
     "(AVX-512 VNNI `vpdpbusd`) would take 4 codes per lane and instruction, "
     "but need a quantized query and so a certificate that accounts for its "
-    "rounding. f8E4M3FN is decoded in integer arithmetic (this CPU has no "
-    "f8 conversion; its 256 codes do not fit a 16-entry table). GQA 4's "
+    "rounding. f8E4M3FN widens through f16 with shifts, a conversion and "
+    "two multiplies per element (this CPU has no f8 conversion, and its "
+    "256 codes do not fit a 16-entry table). GQA 4's "
     "arithmetic exceeds the memory time of every format: each query head "
     "adds head_dim f32 multiply-adds per position for its logits and as "
     "many for its accumulation, with the reductions, the softmax and the "
@@ -221,7 +222,8 @@ if prefetch:
     case = prefetch[0]
     out.append("\n## Prefetching\n")
     out.append(
-        "The row kernels prefetch the codes `prefetch-distance` bytes ahead "
+        "The row kernels and the fused single-head kernels prefetch the "
+        "codes `prefetch-distance` bytes ahead "
         "into L2 (docs/lowering.md). The same cases compiled with each "
         "distance and timed in one process, their repetitions interleaved "
         f"({case['positions'] // 1024}K positions, GQA {case['gqa']}, "
