@@ -418,7 +418,6 @@ public:
   }
 
   bool isScaled() const { return an::isScaled(format); }
-  int64_t getRowBytes() const { return rowBytes; }
   bool isChannelGroup() const {
     return isScaled() && format.granularity == an::Granularity::ChannelGroup;
   }
@@ -541,6 +540,13 @@ public:
                                  /*isWrite=*/false, /*localityHint=*/2,
                                  /*isDataCache=*/true);
     }
+  }
+
+  /// prefetchCodes for the rows `distance` bytes ahead of row `r` (none
+  /// for 0).
+  void prefetchAhead(Value r, int64_t distance) {
+    if (distance)
+      prefetchCodes(r, llvm::divideCeil(distance, rowBytes));
   }
 
   /// The integer or float code lanes (i32) of row `r`.
@@ -1012,6 +1018,43 @@ func::FuncOp createFunction(ModuleOp module, StringRef name,
 }
 } // namespace
 
+namespace {
+/// A kernel over the rows of a run: its function (the arena and the run's
+/// code, scale and zero offsets, then `rest`), a builder at its entry and
+/// an emitter over the run's views.
+struct RowKernel {
+  RowKernel(ModuleOp module, const std::string &name, ArrayRef<Type> rest,
+            const an::StorageFormat &format, int64_t headDim,
+            StorageKind dequantizer, const StorageTargetInfo &target)
+      : fn(create(module, name, rest)),
+        b(fn.getLoc(), OpBuilder::atBlockEnd(&fn.front())),
+        k(b, format, headDim, dequantizer) {
+    if (target.hasTableLookup16())
+      k.lookup = &target;
+    ValueRange all = fn.front().getArguments();
+    k.openViews(all[0], all[1], all[2], all[3]);
+  }
+  /// The arguments after the four of the run.
+  ValueRange args() { return fn.front().getArguments().drop_front(4); }
+
+  func::FuncOp fn;
+  ImplicitLocOpBuilder b;
+  KernelEmitter k;
+
+private:
+  static func::FuncOp create(ModuleOp module, const std::string &name,
+                             ArrayRef<Type> rest) {
+    MLIRContext *context = module.getContext();
+    Type index = IndexType::get(context);
+    SmallVector<Type> inputs{
+        MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8)),
+        index, index, index};
+    inputs.append(rest.begin(), rest.end());
+    return createFunction(module, name, FunctionType::get(context, inputs, {}));
+  }
+};
+} // namespace
+
 std::string FormatCodegen::getMangledName(const an::StorageFormat &format) {
   std::string name = an::getStorageKindName(format.kind);
   if (!an::isScaled(format))
@@ -1221,20 +1264,15 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   //    the dequantized row and 1 elsewhere.
   enum class RowsKernel { Load, LoadBounds, LoadKeys };
   auto emitRowsKernel = [&](StringRef suffix, RowsKernel kind) {
-    SmallVector<Type> inputs{arena, index, index,  index,
-                             index, index, floats, index};
+    SmallVector<Type> rest{index, index, floats, index};
     if (kind != RowsKernel::Load)
-      inputs.push_back(floats);
-    func::FuncOp fn = createFunction(module, base + suffix.str(),
-                                     FunctionType::get(context, inputs, {}));
-    Block &entry = fn.front();
-    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
-    KernelEmitter k(b, format, d, dequantizer);
-    if (target.hasTableLookup16())
-      k.lookup = &target;
-    auto args = entry.getArguments();
-    k.openViews(args[0], args[1], args[2], args[3]);
-    Value row0 = args[4], rows = args[5], dst = args[6], dstOff = args[7];
+      rest.push_back(floats);
+    RowKernel kernel(module, base + suffix.str(), rest, format, d, dequantizer,
+                     target);
+    ImplicitLocOpBuilder &b = kernel.b;
+    KernelEmitter &k = kernel.k;
+    ValueRange args = kernel.args();
+    Value row0 = args[0], rows = args[1], dst = args[2], dstOff = args[3];
     scf::ForOp::create(
         b, k.index(0), rows, k.index(1), ValueRange{},
         [&](OpBuilder &nested, Location loc, Value i, ValueRange) {
@@ -1245,27 +1283,26 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
           Value r = e.add(row0, i);
           Value at = e.add(dstOff, e.mul(i, d));
           Value delta;
-          if (int64_t distance = target.getPrefetchDistance())
-            e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
+          e.prefetchAhead(r, target.getPrefetchDistance());
           Value lanes = kind == RowsKernel::LoadBounds
                             ? e.loadRowAndBound(r, delta)
                         : kind == RowsKernel::LoadKeys ? e.rowForDot(r)
                                                        : e.loadRow(r);
           vector::StoreOp::create(ib, lanes, dst, ValueRange{at});
           if (kind == RowsKernel::LoadBounds)
-            vector::StoreOp::create(ib, delta, args[8], ValueRange{at});
+            vector::StoreOp::create(ib, delta, args[4], ValueRange{at});
           if (kind == RowsKernel::LoadKeys) {
             Value factor =
                 e.foldsScale()
                     ? e.rowScale(r)
                     : Value(arith::ConstantFloatOp::create(
                           ib, Float32Type::get(context), APFloat(1.0f)));
-            memref::StoreOp::create(ib, factor, args[8], ValueRange{i});
+            memref::StoreOp::create(ib, factor, args[4], ValueRange{i});
           }
           scf::YieldOp::create(ib);
         });
     func::ReturnOp::create(b);
-    return fn;
+    return kernel.fn;
   };
   // Attention over rows [row0, row0 + rows) of a run for one query head,
   // each row dequantized in registers where it is used (no f32 tile):
@@ -1280,29 +1317,21 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   // The same operations in the same order as load_keys + tile_logits and
   // load + tile_accumulate for one head.
   auto emitLogitsKernel = [&]() {
-    func::FuncOp fn = createFunction(
-        module, base + "_logits",
-        FunctionType::get(context,
-                          {arena, index, index, index, index, index, floats,
-                           index, f32, floats, index},
-                          {}));
-    Block &entry = fn.front();
-    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
-    KernelEmitter k(b, format, d, dequantizer);
-    if (target.hasTableLookup16())
-      k.lookup = &target;
-    auto args = entry.getArguments();
-    k.openViews(args[0], args[1], args[2], args[3]);
-    Value row0 = args[4], rows = args[5], q = args[6], qOff = args[7],
-          scale = args[8], out = args[9], outOff = args[10];
+    RowKernel kernel(module, base + "_logits",
+                     {index, index, floats, index, f32, floats, index}, format,
+                     d, dequantizer, target);
+    ImplicitLocOpBuilder &b = kernel.b;
+    KernelEmitter &k = kernel.k;
+    ValueRange args = kernel.args();
+    Value row0 = args[0], rows = args[1], q = args[2], qOff = args[3],
+          scale = args[4], out = args[5], outOff = args[6];
     Value qv = vector::LoadOp::create(b, k.row.type(f32), q, ValueRange{qOff});
     const int64_t w = target.getF32Lanes();
     const int64_t distance = target.getPrefetchDistance();
     // The dot product of row r with q, as a `chunk`-lane partial, and the
     // row's factor where the scale folds.
     auto rowDot = [&](KernelEmitter &e, Value r, int64_t chunk) {
-      if (distance)
-        e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
+      e.prefetchAhead(r, distance);
       return emitChunkDot(e.b, qv, e.rowForDot(r), chunk);
     };
     Value grouped = k.index(0);
@@ -1344,24 +1373,17 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
           scf::YieldOp::create(ib);
         });
     func::ReturnOp::create(b);
-    return fn;
+    return kernel.fn;
   };
   auto emitAccumulateKernel = [&]() {
-    func::FuncOp fn =
-        createFunction(module, base + "_accumulate",
-                       FunctionType::get(context,
-                                         {arena, index, index, index, index,
-                                          index, floats, index, floats, index},
-                                         {}));
-    Block &entry = fn.front();
-    ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
-    KernelEmitter k(b, format, d, dequantizer);
-    if (target.hasTableLookup16())
-      k.lookup = &target;
-    auto args = entry.getArguments();
-    k.openViews(args[0], args[1], args[2], args[3]);
-    Value row0 = args[4], rows = args[5], p = args[6], pOff = args[7],
-          acc = args[8], accOff = args[9];
+    RowKernel kernel(module, base + "_accumulate",
+                     {index, index, floats, index, floats, index}, format, d,
+                     dequantizer, target);
+    ImplicitLocOpBuilder &b = kernel.b;
+    KernelEmitter &k = kernel.k;
+    ValueRange args = kernel.args();
+    Value row0 = args[0], rows = args[1], p = args[2], pOff = args[3],
+          acc = args[4], accOff = args[5];
     VectorType vt = k.row.type(f32);
     Value initial = vector::LoadOp::create(b, vt, acc, ValueRange{accOff});
     auto loop = scf::ForOp::create(
@@ -1370,8 +1392,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
           ImplicitLocOpBuilder ib(loc, nested);
           KernelEmitter e = k.at(ib);
           Value r = e.add(row0, i);
-          if (int64_t distance = target.getPrefetchDistance())
-            e.prefetchCodes(r, llvm::divideCeil(distance, e.getRowBytes()));
+          e.prefetchAhead(r, target.getPrefetchDistance());
           Value value = e.loadRow(r);
           Value weight =
               memref::LoadOp::create(ib, p, ValueRange{e.add(pOff, i)});
@@ -1381,7 +1402,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
         });
     vector::StoreOp::create(b, loop.getResult(0), acc, ValueRange{accOff});
     func::ReturnOp::create(b);
-    return fn;
+    return kernel.fn;
   };
   if (!haveStoreAndLoad) {
     result.load = emitRowsKernel("_load", RowsKernel::Load);
