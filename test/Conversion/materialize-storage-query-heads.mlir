@@ -1,6 +1,7 @@
 // How attention's kernels serve the query heads of a GQA group: one query
 // head through the formats' fused kernels; larger groups through an f32
-// tile whose kernels take the heads in blocks of 4, then 2, then 1, so
+// tile (or, for unscaled runs, the codes read in place) whose kernels take
+// the heads in blocks of 4, then 2, then 1, so
 // that each piece of a tile row is loaded once for the heads of a block (an
 // L1 load per fused multiply-add bounded the loops when each head was done
 // on its own).
@@ -71,18 +72,41 @@ func.func private @uses(!kvprec.cache<1x1x64x128xf32, #f16>)
 // CHECK: step %c128
 // CHECK: -> (vector<128xf32>) {
 
+// A group over an unscaled f32, f16 or bf16 run reads the run's codes in
+// place: variants of the tile kernels whose pieces widen from the codes
+// (one exact conversion, no decode pass into the tile).
+// CHECK-LABEL: func.func private @kvprec_cache0_direct_logits_f16(
+// CHECK-SAME: %[[DARENA:[^:]+]]: memref<?xi8>, %[[DCODE:[^:]+]]: index, %[[DROW0:[^:]+]]: index
+// CHECK: %[[DVIEW:.+]] = memref.view %[[DARENA]][%[[DCODE]]][%{{.+}}] : memref<?xi8> to memref<?xi16>
+// CHECK: %[[DRAW:.+]] = vector.load %[[DVIEW]][%{{.+}}] : memref<?xi16>, vector<16xi16>
+// CHECK: %[[DHALF:.+]] = arith.bitcast %[[DRAW]] : vector<16xi16> to vector<16xf16>
+// CHECK: arith.extf %[[DHALF]] : vector<16xf16> to vector<16xf32>
+// CHECK-LABEL: func.func private @kvprec_cache0_direct_accumulate_f16(
+// CHECK: arith.extf %{{.+}} : vector<32xf16> to vector<32xf32>
+// CHECK-COUNT-4: vector.fma
+
 // The attention of a KV head takes the fused kernels when the group is one
-// query head, the tile otherwise.
+// query head, the direct tile kernels for a group over an unscaled run,
+// the tile otherwise.
 // CHECK-LABEL: func.func private @kvprec_cache0_attend_part(
 // CHECK-SAME: %{{[^:]+}}: memref<?xi8>, %{{[^:]+}}: index, %{{[^:]+}}: memref<?x?xf32>, %{{[^:]+}}: f32, %{{[^:]+}}: index, %{{[^:]+}}: index, %[[GROUP:[^:]+]]: index
 // CHECK: %[[SINGLE:.+]] = arith.cmpi eq, %[[GROUP]], %c1{{.*}} : index
 // CHECK: scf.if %[[SINGLE]] {
 // CHECK-NEXT: func.call @kvprec_cache0_logits(
 // CHECK: } else {
+// CHECK: memref.get_global @kvprec_cache0_direct
+// CHECK: scf.index_switch
+// CHECK-NEXT: case 1 {
+// CHECK-NEXT: func.call @kvprec_cache0_direct_logits_f16(
+// CHECK: default {
 // CHECK: func.call @kvprec_cache0_load_keys(
 // CHECK: func.call @kvprec_cache0_tile_logits(
 // CHECK: scf.if %[[SINGLE]] {
 // CHECK-NEXT: func.call @kvprec_cache0_accumulate(
 // CHECK: } else {
+// CHECK: scf.index_switch
+// CHECK-NEXT: case 1 {
+// CHECK-NEXT: func.call @kvprec_cache0_direct_accumulate_f16(
+// CHECK: default {
 // CHECK: func.call @kvprec_cache0_load_rows(
 // CHECK: func.call @kvprec_cache0_tile_accumulate(

@@ -20,11 +20,13 @@
 !mixed = !kvprec.cache<2x2x40x8xf32, #mixed>
 
 // The layout tables: 8 streams x 11 columns, one body run per stream (7
-// columns), and
-// the channel-group size of each format.
+// columns), and the channel-group size of each format.
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_streams : memref<88xi64>
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_runs : memref<56xi64>
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_channel_groups : memref<3xi64> = dense<[0, 0, 4]>
+// Which formats attention's tile kernels read in place (unscaled f32 and
+// f16: kinds 1 and 2; the int4 body goes through the tile).
+// CHECK-DAG: memref.global "private" constant @kvprec_cache0_direct : memref<3xi64> = dense<[1, 2, 0]>
 
 // CHECK-LABEL: func.func @decode
 // CHECK-SAME: (%[[CACHE:.+]]: memref<?xi8>, %[[POS:.+]]: index

@@ -162,6 +162,36 @@ private:
     return table(b, runsName, run, column, kRunColumns);
   }
 
+  /// Where the tile kernels read rows: an f32 tile (values, no firstRow),
+  /// or the codes of an unscaled f32, f16 or bf16 run read in place (the
+  /// run's view and its first row), which need no decode pass.
+  struct RowSource {
+    an::StorageKind kind = an::StorageKind::F32;
+    Value values, firstRow;
+  };
+  /// The source of a kernel whose row arguments are `args`: (tile) for the
+  /// tile, (arena, code, row0) for a run of `kind`.
+  RowSource openRowSource(ImplicitLocOpBuilder &b, an::StorageKind kind,
+                          ValueRange args);
+  /// `width` f32 lanes of row `r` of the source from lane `lane`.
+  Value loadPiece(ImplicitLocOpBuilder &b, const RowSource &source, Value r,
+                  Value lane, int64_t width);
+  /// For a run read in place: prefetches (into L2) the 64-byte lines of
+  /// lanes [lane, lane + width) of the row prefetch-distance bytes ahead of
+  /// row `r`, clamped to the run's view, as the row kernels prefetch ahead
+  /// of what they decode. Nothing for a tile.
+  void prefetchPiece(ImplicitLocOpBuilder &b, const RowSource &source, Value r,
+                     Value lane, int64_t width);
+  /// The unscaled formats among the plan's whose runs the tile kernels read
+  /// in place, with their logits and accumulate kernels.
+  struct DirectKernels {
+    an::StorageKind kind;
+    func::FuncOp logits, accumulate;
+  };
+  SmallVector<DirectKernels> directKernels;
+  /// The kinds of directKernels, in the order of the `direct` table.
+  SmallVector<an::StorageKind> directKinds;
+
   /// Calls block(b, h0, H) on consecutive blocks of the heads [0, heads):
   /// blocks of `largest` heads (a power of two) while that many remain,
   /// then one block of each smaller power of two the rest needs.
@@ -277,7 +307,7 @@ private:
   an::StorageKind dequantizer;
   /// Whether to emit P_attend_certified (the run-time certificate).
   bool certified;
-  std::string itemsName, runsName, groupsName;
+  std::string itemsName, runsName, groupsName, directName;
   int64_t numRuns = 0;
   func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,
       boundsAny, tileLogits, tileAbsLogits, tileAccumulate, tileSoftmax,
@@ -307,6 +337,25 @@ void Emitter::emitTables() {
                              format.granularity == an::Granularity::ChannelGroup
                          ? format.groupSize
                          : 0);
+  // Unscaled f32, f16 and bf16 runs, which attention's tile kernels read
+  // in place: per format its kind's place in directKinds plus one, else 0.
+  std::vector<int64_t> direct;
+  for (const an::StorageFormat &format : plan.formats) {
+    bool inPlace =
+        !an::isScaled(format) && (format.kind == an::StorageKind::F32 ||
+                                  format.kind == an::StorageKind::F16 ||
+                                  format.kind == an::StorageKind::BF16);
+    if (!inPlace) {
+      direct.push_back(0);
+      continue;
+    }
+    auto *found = llvm::find(directKinds, format.kind);
+    if (found == directKinds.end()) {
+      directKinds.push_back(format.kind);
+      found = directKinds.end() - 1;
+    }
+    direct.push_back(found - directKinds.begin() + 1);
+  }
   OpBuilder builder = OpBuilder::atBlockBegin(module.getBody());
   auto global = [&](const std::string &name, ArrayRef<int64_t> values) {
     auto type = MemRefType::get({int64_t(values.size())}, i64());
@@ -323,6 +372,8 @@ void Emitter::emitTables() {
   global(itemsName, items);
   global(runsName, runs);
   global(groupsName, groups);
+  directName = prefix + "_direct";
+  global(directName, direct);
 }
 
 void Emitter::forHeadBlocks(
@@ -450,6 +501,70 @@ void Emitter::callLoadAndBounds(ImplicitLocOpBuilder &b, Value arena,
                                   bounds});
 }
 
+Emitter::RowSource Emitter::openRowSource(ImplicitLocOpBuilder &b,
+                                          an::StorageKind kind,
+                                          ValueRange args) {
+  RowSource source;
+  source.kind = kind;
+  if (args.size() == 1) {
+    source.values = args[0];
+    return source;
+  }
+  // (arena, code, row0): the run's codes from byte `code`, row0 its first.
+  Type element = kind == an::StorageKind::F32
+                     ? f32()
+                     : Type(IntegerType::get(context, 16));
+  int64_t bytes = kind == an::StorageKind::F32 ? 4 : 2;
+  Value size = memref::DimOp::create(b, args[0], 0);
+  Value elements =
+      arith::DivUIOp::create(b, sub(b, size, args[1]), idx(b, bytes));
+  source.values = memref::ViewOp::create(
+      b, MemRefType::get({ShapedType::kDynamic}, element), args[0], args[1],
+      ValueRange{elements});
+  source.firstRow = args[2];
+  return source;
+}
+
+Value Emitter::loadPiece(ImplicitLocOpBuilder &b, const RowSource &source,
+                         Value r, Value lane, int64_t width) {
+  const int64_t d = g.headDim;
+  Value row = source.firstRow ? add(b, source.firstRow, r) : r;
+  Value at = add(b, mul(b, row, idx(b, d)), lane);
+  if (source.kind == an::StorageKind::F32)
+    return vector::LoadOp::create(b, VectorType::get({width}, f32()),
+                                  source.values, ValueRange{at});
+  // f16 and bf16 widen exactly with the native conversion.
+  Type half = source.kind == an::StorageKind::F16
+                  ? Type(Float16Type::get(context))
+                  : Type(BFloat16Type::get(context));
+  Value raw = vector::LoadOp::create(
+      b, VectorType::get({width}, IntegerType::get(context, 16)), source.values,
+      ValueRange{at});
+  return arith::ExtFOp::create(
+      b, VectorType::get({width}, f32()),
+      Value(arith::BitcastOp::create(b, VectorType::get({width}, half), raw)));
+}
+
+void Emitter::prefetchPiece(ImplicitLocOpBuilder &b, const RowSource &source,
+                            Value r, Value lane, int64_t width) {
+  const int64_t distance = target.getPrefetchDistance();
+  if (!source.firstRow || !distance)
+    return;
+  const int64_t d = g.headDim;
+  const int64_t bytes = source.kind == an::StorageKind::F32 ? 4 : 2;
+  const int64_t ahead = llvm::divideCeil(distance, d * bytes);
+  Value last = sub(b, memref::DimOp::create(b, source.values, 0), idx(b, 1));
+  Value row = add(b, add(b, source.firstRow, r), idx(b, ahead));
+  Value first = add(b, mul(b, row, idx(b, d)), lane);
+  for (int64_t offset = 0; offset < width * bytes; offset += 64) {
+    Value at =
+        arith::MinUIOp::create(b, add(b, first, idx(b, offset / bytes)), last);
+    memref::PrefetchOp::create(b, source.values, ValueRange{at},
+                               /*isWrite=*/false, /*localityHint=*/2,
+                               /*isDataCache=*/true);
+  }
+}
+
 void Emitter::emitTileKernels() {
   const int64_t d = g.headDim;
   VectorType vt = VectorType::get({d}, f32());
@@ -459,23 +574,30 @@ void Emitter::emitTileKernels() {
   // the scale folds); abs_logits(tile, rows, q, heads, scale, out, outBase,
   // stride) the same with scale * (q_h . |tile_r|) (the caller passes |q|),
   // for the certificate. A tile's logits can so come in parts of its rows.
-  auto emitLogits = [&](StringRef name, bool absolute) {
-    SmallVector<Type> inputs{floats(), indexType(), floats(), indexType(),
-                             f32()};
-    if (!absolute)
+  // The direct variants (directKernels) take (arena, code, row0) of an
+  // unscaled run in place of the tile, and no rowScales (all 1).
+  SmallVector<Type> tileArgs{floats()},
+      runArgs{arenaType(), indexType(), indexType()};
+  auto emitLogits = [&](StringRef name, bool absolute, an::StorageKind source,
+                        bool direct) {
+    SmallVector<Type> inputs(direct ? runArgs : tileArgs);
+    inputs.append({indexType(), floats(), indexType(), f32()});
+    if (!absolute && !direct)
       inputs.push_back(floats());
     inputs.append({floats(), indexType(), indexType()});
     func::FuncOp fn = createFunction(name, inputs, {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
-    Value tile = args[0], rows = args[1], q = args[2], heads = args[3],
-          scale = args[4], rowScales = absolute ? Value() : args[5],
+    const size_t n = direct ? 3 : 1;
+    RowSource rowsOf = openRowSource(b, source, args.take_front(n));
+    Value rows = args[n], q = args[n + 1], heads = args[n + 2],
+          scale = args[n + 3],
+          rowScales = absolute || direct ? Value() : args[n + 4],
           out = args[args.size() - 3], outBase = args[args.size() - 2],
           stride = args.back();
     auto key = [&](ImplicitLocOpBuilder &rb, Value r) -> Value {
-      Value row = vector::LoadOp::create(rb, vt, tile,
-                                         ValueRange{mul(rb, r, idx(rb, d))});
+      Value row = loadPiece(rb, rowsOf, r, idx(rb, 0), d);
       return absolute ? Value(math::AbsFOp::create(rb, row)) : row;
     };
     // Rows [from, rows) of head h one at a time (a per-row tree).
@@ -489,7 +611,7 @@ void Emitter::emitTileKernels() {
             ImplicitLocOpBuilder rb(l2, n2);
             Value dot = emitLaneSum(
                 rb, emitChunkDot(rb, qh, key(rb, r), getLaneChunk(d)));
-            if (!absolute)
+            if (rowScales)
               dot = arith::MulFOp::create(
                   rb, dot,
                   memref::LoadOp::create(rb, rowScales, ValueRange{r}));
@@ -535,11 +657,14 @@ void Emitter::emitTileKernels() {
                                    mul(rb, add(rb, h0, idx(rb, k)), idx(rb, d)),
                                    idx(rb, j))}));
               for (int64_t i = 0; i < rowsPer; ++i) {
-                Value piece = vector::LoadOp::create(
-                    rb, lanes, tile,
-                    ValueRange{add(rb,
-                                   mul(rb, add(rb, r0, idx(rb, i)), idx(rb, d)),
-                                   idx(rb, j))});
+                Value row = add(rb, r0, idx(rb, i));
+                // One prefetch per line of a run read in place.
+                const int64_t bytes =
+                    rowsOf.kind == an::StorageKind::F32 ? 4 : 2;
+                if (j * bytes % 64 == 0)
+                  prefetchPiece(rb, rowsOf, row, idx(rb, j),
+                                std::max<int64_t>(1, 64 / bytes));
+                Value piece = loadPiece(rb, rowsOf, row, idx(rb, j), w);
                 if (absolute)
                   piece = math::AbsFOp::create(rb, piece);
                 for (int64_t k = 0; k < heads; ++k) {
@@ -552,7 +677,7 @@ void Emitter::emitTileKernels() {
               }
             }
             Value dots = emitRowSums(rb, partials);
-            if (!absolute) {
+            if (rowScales) {
               Value scales =
                   vector::LoadOp::create(rb, VectorType::get({rowsPer}, f32()),
                                          rowScales, ValueRange{r0});
@@ -585,9 +710,11 @@ void Emitter::emitTileKernels() {
     func::ReturnOp::create(b);
     return fn;
   };
-  tileLogits = emitLogits(prefix + "_tile_logits", false);
+  tileLogits =
+      emitLogits(prefix + "_tile_logits", false, an::StorageKind::F32, false);
   if (certified)
-    tileAbsLogits = emitLogits(prefix + "_tile_abs_logits", true);
+    tileAbsLogits = emitLogits(prefix + "_tile_abs_logits", true,
+                               an::StorageKind::F32, false);
   {
     // softmax(logits, base, rows, oldMax, weights) -> (newMax, sum,
     // alpha): the tile's maximum joined with the running one, its weights
@@ -665,19 +792,21 @@ void Emitter::emitTileKernels() {
     func::ReturnOp::create(b, ValueRange{newMax, ssum.getResult(0), alpha});
     tileSoftmax = fn;
   }
-  {
-    // accumulate(tile, rows, p, heads, acc, pBase, stride): acc_h +=
-    // sum_r p[pBase + h * stride + r] tile_r, in row order.
-    func::FuncOp fn =
-        createFunction(prefix + "_tile_accumulate",
-                       {floats(), indexType(), floats(), indexType(), floats(),
-                        indexType(), indexType()},
-                       {}, false);
+  // accumulate(tile, rows, p, heads, acc, pBase, stride): acc_h +=
+  // sum_r p[pBase + h * stride + r] tile_r, in row order.
+  auto emitAccumulate = [&](StringRef name, an::StorageKind source,
+                            bool direct) {
+    SmallVector<Type> inputs(direct ? runArgs : tileArgs);
+    inputs.append({indexType(), floats(), indexType(), floats(), indexType(),
+                   indexType()});
+    func::FuncOp fn = createFunction(name, inputs, {}, false);
     Block &entry = fn.front();
     ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
     auto args = entry.getArguments();
-    Value tile = args[0], rows = args[1], p = args[2], heads = args[3],
-          acc = args[4], pBase = args[5], stride = args[6];
+    const size_t n = direct ? 3 : 1;
+    RowSource rowsOf = openRowSource(b, source, args.take_front(n));
+    Value rows = args[n], p = args[n + 1], heads = args[n + 2],
+          acc = args[n + 3], pBase = args[n + 4], stride = args[n + 5];
     // Heads [h0, h0 + H) together, piece by piece of P lanes (P the widest
     // that divides head_dim and keeps at most 8 chains of 16 lanes, H * P /
     // 16, in flight): each piece of a row loaded once for the H heads, the
@@ -705,9 +834,8 @@ void Emitter::emitTileKernels() {
                 jb, idx(jb, 0), rows, idx(jb, 1), initial,
                 [&](OpBuilder &n2, Location l2, Value r, ValueRange current) {
                   ImplicitLocOpBuilder rb(l2, n2);
-                  Value value = vector::LoadOp::create(
-                      rb, piece, tile,
-                      ValueRange{add(rb, mul(rb, r, idx(rb, d)), j)});
+                  prefetchPiece(rb, rowsOf, r, j, width);
+                  Value value = loadPiece(rb, rowsOf, r, j, width);
                   SmallVector<Value> next;
                   for (int64_t k = 0; k < heads; ++k) {
                     Value weight = memref::LoadOp::create(
@@ -727,7 +855,18 @@ void Emitter::emitTileKernels() {
     };
     forHeadBlocks(b, heads, 4, headBlock);
     func::ReturnOp::create(b);
-    tileAccumulate = fn;
+    return fn;
+  };
+  tileAccumulate =
+      emitAccumulate(prefix + "_tile_accumulate", an::StorageKind::F32, false);
+  // Unscaled runs are read in place: their element decode is one exact
+  // conversion, no more work than loading the f32 tile.
+  for (an::StorageKind source : directKinds) {
+    std::string kind = an::getStorageKindName(source);
+    directKernels.push_back(
+        {source,
+         emitLogits(prefix + "_direct_logits_" + kind, false, source, true),
+         emitAccumulate(prefix + "_direct_accumulate_" + kind, source, true)});
   }
 }
 
@@ -1483,6 +1622,37 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                   scf::YieldOp::create(eb);
                 });
           };
+      // A group over an unscaled f32, f16 or bf16 run: the tile kernels
+      // read the run in place (no decode pass); other runs, and the
+      // certificate, go through the tile.
+      auto directOrTiled =
+          [&](ImplicitLocOpBuilder &ob, const Place &place,
+              function_ref<void(ImplicitLocOpBuilder &, const DirectKernels &)>
+                  direct,
+              function_ref<void(ImplicitLocOpBuilder &)> tiled) {
+            if (withCertificate || directKernels.empty()) {
+              tiled(ob);
+              return;
+            }
+            SmallVector<int64_t> cases;
+            for (size_t k = 0; k < directKernels.size(); ++k)
+              cases.push_back(k + 1);
+            auto which = scf::IndexSwitchOp::create(
+                ob, TypeRange{}, table(ob, directName, place.format, 0, 1),
+                cases, cases.size());
+            for (size_t k = 0; k < directKernels.size(); ++k) {
+              Block &block = which.getCaseRegions()[k].emplaceBlock();
+              ImplicitLocOpBuilder cb(ob.getLoc(),
+                                      OpBuilder::atBlockEnd(&block));
+              direct(cb, directKernels[k]);
+              scf::YieldOp::create(cb);
+            }
+            Block &fallback = which.getDefaultRegion().emplaceBlock();
+            ImplicitLocOpBuilder fb(ob.getLoc(),
+                                    OpBuilder::atBlockEnd(&fallback));
+            tiled(fb);
+            scf::YieldOp::create(fb);
+          };
       // The keys as the logits take them (scales folded where they can
       // be); the certificate also needs the dequantized tile and bounds.
       fusedOrTiled(
@@ -1494,17 +1664,28 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                                             softmaxScale, logits, zero});
           },
           [&](ImplicitLocOpBuilder &ob) {
-            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-              func::CallOp::create(cb, loadKeysAny,
-                                   ValueRange{kPlace.format, arena, kPlace.code,
-                                              kPlace.scale, kPlace.zero,
-                                              add(cb, kPlace.row, c), n,
-                                              tileBuffer, zero, rowScales});
-              func::CallOp::create(cb, tileLogits,
-                                   ValueRange{tileBuffer, n, q, group,
-                                              softmaxScale, rowScales, logits,
-                                              c, rows});
-            });
+            directOrTiled(
+                ob, kPlace,
+                [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
+                  func::CallOp::create(
+                      db, k.logits,
+                      ValueRange{arena, kPlace.code, kPlace.row, rows, q, group,
+                                 softmaxScale, logits, zero, rows});
+                },
+                [&](ImplicitLocOpBuilder &ob) {
+                  inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+                    func::CallOp::create(
+                        cb, loadKeysAny,
+                        ValueRange{kPlace.format, arena, kPlace.code,
+                                   kPlace.scale, kPlace.zero,
+                                   add(cb, kPlace.row, c), n, tileBuffer, zero,
+                                   rowScales});
+                    func::CallOp::create(cb, tileLogits,
+                                         ValueRange{tileBuffer, n, q, group,
+                                                    softmaxScale, rowScales,
+                                                    logits, c, rows});
+                  });
+                });
           });
       if (withCertificate) {
         callLoadAndBounds(tb, arena, kPlace, rows, tileBuffer, deltaBuffer);
@@ -1563,19 +1744,29 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                                             acc, zero});
           },
           [&](ImplicitLocOpBuilder &ob) {
-            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-              if (withCertificate) {
-                callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer,
-                                  deltaBuffer);
-              } else {
-                Place part = vPlace;
-                part.row = add(cb, vPlace.row, c);
-                callLoad(cb, arena, part, n, tileBuffer, zero);
-              }
-              func::CallOp::create(
-                  cb, tileAccumulate,
-                  ValueRange{tileBuffer, n, weights, group, acc, c, rows});
-            });
+            directOrTiled(
+                ob, vPlace,
+                [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
+                  func::CallOp::create(db, k.accumulate,
+                                       ValueRange{arena, vPlace.code,
+                                                  vPlace.row, rows, weights,
+                                                  group, acc, zero, rows});
+                },
+                [&](ImplicitLocOpBuilder &ob) {
+                  inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+                    if (withCertificate) {
+                      callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer,
+                                        deltaBuffer);
+                    } else {
+                      Place part = vPlace;
+                      part.row = add(cb, vPlace.row, c);
+                      callLoad(cb, arena, part, n, tileBuffer, zero);
+                    }
+                    func::CallOp::create(cb, tileAccumulate,
+                                         ValueRange{tileBuffer, n, weights,
+                                                    group, acc, c, rows});
+                  });
+                });
           });
       if (withCertificate) {
         addInherited(tb, vPlace, deltaBuffer, rows);
