@@ -168,6 +168,10 @@ private:
   struct RowSource {
     an::StorageKind kind = an::StorageKind::F32;
     Value values, firstRow;
+    /// Bytes of one element of `values`: 4 for f32, 2 for f16 and bf16.
+    int64_t elementBytes() const {
+      return kind == an::StorageKind::F32 ? 4 : 2;
+    }
   };
   /// The source of a kernel whose row arguments are `args`: (tile) for the
   /// tile, (arena, code, row0) for a run of `kind`.
@@ -514,10 +518,9 @@ Emitter::RowSource Emitter::openRowSource(ImplicitLocOpBuilder &b,
   Type element = kind == an::StorageKind::F32
                      ? f32()
                      : Type(IntegerType::get(context, 16));
-  int64_t bytes = kind == an::StorageKind::F32 ? 4 : 2;
   Value size = memref::DimOp::create(b, args[0], 0);
-  Value elements =
-      arith::DivUIOp::create(b, sub(b, size, args[1]), idx(b, bytes));
+  Value elements = arith::DivUIOp::create(b, sub(b, size, args[1]),
+                                          idx(b, source.elementBytes()));
   source.values = memref::ViewOp::create(
       b, MemRefType::get({ShapedType::kDynamic}, element), args[0], args[1],
       ValueRange{elements});
@@ -551,7 +554,7 @@ void Emitter::prefetchPiece(ImplicitLocOpBuilder &b, const RowSource &source,
   if (!source.firstRow || !distance)
     return;
   const int64_t d = g.headDim;
-  const int64_t bytes = source.kind == an::StorageKind::F32 ? 4 : 2;
+  const int64_t bytes = source.elementBytes();
   const int64_t ahead = llvm::divideCeil(distance, d * bytes);
   Value last = sub(b, memref::DimOp::create(b, source.values, 0), idx(b, 1));
   Value row = add(b, add(b, source.firstRow, r), idx(b, ahead));
@@ -659,8 +662,7 @@ void Emitter::emitTileKernels() {
               for (int64_t i = 0; i < rowsPer; ++i) {
                 Value row = add(rb, r0, idx(rb, i));
                 // One prefetch per line of a run read in place.
-                const int64_t bytes =
-                    rowsOf.kind == an::StorageKind::F32 ? 4 : 2;
+                const int64_t bytes = rowsOf.elementBytes();
                 if (j * bytes % 64 == 0)
                   prefetchPiece(rb, rowsOf, row, idx(rb, j),
                                 std::max<int64_t>(1, 64 / bytes));
@@ -1595,20 +1597,51 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                   scf::YieldOp::create(cb);
                 });
           };
-      // One query head (no group to share a decoded tile with): the
-      // formats' logits and accumulate kernels dequantize each row in
-      // registers where they use it, the same arithmetic without the f32
-      // tile's stores and loads. The certificate keeps the tile.
+      // How a tile's K or V at `place` is used, the first that applies:
+      //  * fused: one query head (no group to share a decoded tile with):
+      //    the formats' logits and accumulate kernels dequantize each row
+      //    in registers where they use it;
+      //  * direct: a group over an unscaled f32, f16 or bf16 run: the tile
+      //    kernels read the run in place (no decode pass);
+      //  * tiled: decoded into the f32 tile. The certificate always takes
+      //    the tile.
       Value single = withCertificate
                          ? Value()
                          : cmp(tb, arith::CmpIPredicate::eq, group, one);
-      auto fusedOrTiled =
-          [&](function_ref<void(ImplicitLocOpBuilder &)> fused,
+      auto dispatchRows =
+          [&](const Place &place,
+              function_ref<void(ImplicitLocOpBuilder &)> fused,
+              function_ref<void(ImplicitLocOpBuilder &, const DirectKernels &)>
+                  direct,
               function_ref<void(ImplicitLocOpBuilder &)> tiled) {
             if (withCertificate) {
               tiled(tb);
               return;
             }
+            auto directOrTiled = [&](ImplicitLocOpBuilder &ob) {
+              if (directKernels.empty()) {
+                tiled(ob);
+                return;
+              }
+              SmallVector<int64_t> cases;
+              for (size_t k = 0; k < directKernels.size(); ++k)
+                cases.push_back(k + 1);
+              auto which = scf::IndexSwitchOp::create(
+                  ob, TypeRange{}, table(ob, directName, place.format, 0, 1),
+                  cases, cases.size());
+              for (size_t k = 0; k < directKernels.size(); ++k) {
+                Block &block = which.getCaseRegions()[k].emplaceBlock();
+                ImplicitLocOpBuilder cb(ob.getLoc(),
+                                        OpBuilder::atBlockEnd(&block));
+                direct(cb, directKernels[k]);
+                scf::YieldOp::create(cb);
+              }
+              Block &fallback = which.getDefaultRegion().emplaceBlock();
+              ImplicitLocOpBuilder fb(ob.getLoc(),
+                                      OpBuilder::atBlockEnd(&fallback));
+              tiled(fb);
+              scf::YieldOp::create(fb);
+            };
             scf::IfOp::create(
                 tb, single,
                 [&](OpBuilder &n2, Location l2) {
@@ -1618,44 +1651,14 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                 },
                 [&](OpBuilder &n2, Location l2) {
                   ImplicitLocOpBuilder eb(l2, n2);
-                  tiled(eb);
+                  directOrTiled(eb);
                   scf::YieldOp::create(eb);
                 });
           };
-      // A group over an unscaled f32, f16 or bf16 run: the tile kernels
-      // read the run in place (no decode pass); other runs, and the
-      // certificate, go through the tile.
-      auto directOrTiled =
-          [&](ImplicitLocOpBuilder &ob, const Place &place,
-              function_ref<void(ImplicitLocOpBuilder &, const DirectKernels &)>
-                  direct,
-              function_ref<void(ImplicitLocOpBuilder &)> tiled) {
-            if (withCertificate || directKernels.empty()) {
-              tiled(ob);
-              return;
-            }
-            SmallVector<int64_t> cases;
-            for (size_t k = 0; k < directKernels.size(); ++k)
-              cases.push_back(k + 1);
-            auto which = scf::IndexSwitchOp::create(
-                ob, TypeRange{}, table(ob, directName, place.format, 0, 1),
-                cases, cases.size());
-            for (size_t k = 0; k < directKernels.size(); ++k) {
-              Block &block = which.getCaseRegions()[k].emplaceBlock();
-              ImplicitLocOpBuilder cb(ob.getLoc(),
-                                      OpBuilder::atBlockEnd(&block));
-              direct(cb, directKernels[k]);
-              scf::YieldOp::create(cb);
-            }
-            Block &fallback = which.getDefaultRegion().emplaceBlock();
-            ImplicitLocOpBuilder fb(ob.getLoc(),
-                                    OpBuilder::atBlockEnd(&fallback));
-            tiled(fb);
-            scf::YieldOp::create(fb);
-          };
       // The keys as the logits take them (scales folded where they can
       // be); the certificate also needs the dequantized tile and bounds.
-      fusedOrTiled(
+      dispatchRows(
+          kPlace,
           [&](ImplicitLocOpBuilder &fb) {
             func::CallOp::create(fb, logitsAny,
                                  ValueRange{kPlace.format, arena, kPlace.code,
@@ -1663,29 +1666,24 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                                             kPlace.row, rows, q, zero,
                                             softmaxScale, logits, zero});
           },
+          [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
+            func::CallOp::create(db, k.logits,
+                                 ValueRange{arena, kPlace.code, kPlace.row,
+                                            rows, q, group, softmaxScale,
+                                            logits, zero, rows});
+          },
           [&](ImplicitLocOpBuilder &ob) {
-            directOrTiled(
-                ob, kPlace,
-                [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
-                  func::CallOp::create(
-                      db, k.logits,
-                      ValueRange{arena, kPlace.code, kPlace.row, rows, q, group,
-                                 softmaxScale, logits, zero, rows});
-                },
-                [&](ImplicitLocOpBuilder &ob) {
-                  inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-                    func::CallOp::create(
-                        cb, loadKeysAny,
-                        ValueRange{kPlace.format, arena, kPlace.code,
-                                   kPlace.scale, kPlace.zero,
-                                   add(cb, kPlace.row, c), n, tileBuffer, zero,
-                                   rowScales});
-                    func::CallOp::create(cb, tileLogits,
-                                         ValueRange{tileBuffer, n, q, group,
-                                                    softmaxScale, rowScales,
-                                                    logits, c, rows});
-                  });
-                });
+            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+              func::CallOp::create(cb, loadKeysAny,
+                                   ValueRange{kPlace.format, arena, kPlace.code,
+                                              kPlace.scale, kPlace.zero,
+                                              add(cb, kPlace.row, c), n,
+                                              tileBuffer, zero, rowScales});
+              func::CallOp::create(cb, tileLogits,
+                                   ValueRange{tileBuffer, n, q, group,
+                                              softmaxScale, rowScales, logits,
+                                              c, rows});
+            });
           });
       if (withCertificate) {
         callLoadAndBounds(tb, arena, kPlace, rows, tileBuffer, deltaBuffer);
@@ -1735,7 +1733,8 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
             }
             scf::YieldOp::create(ib);
           });
-      fusedOrTiled(
+      dispatchRows(
+          vPlace,
           [&](ImplicitLocOpBuilder &fb) {
             func::CallOp::create(fb, accumulateAny,
                                  ValueRange{vPlace.format, arena, vPlace.code,
@@ -1743,30 +1742,26 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                                             vPlace.row, rows, weights, zero,
                                             acc, zero});
           },
+          [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
+            func::CallOp::create(db, k.accumulate,
+                                 ValueRange{arena, vPlace.code, vPlace.row,
+                                            rows, weights, group, acc, zero,
+                                            rows});
+          },
           [&](ImplicitLocOpBuilder &ob) {
-            directOrTiled(
-                ob, vPlace,
-                [&](ImplicitLocOpBuilder &db, const DirectKernels &k) {
-                  func::CallOp::create(db, k.accumulate,
-                                       ValueRange{arena, vPlace.code,
-                                                  vPlace.row, rows, weights,
-                                                  group, acc, zero, rows});
-                },
-                [&](ImplicitLocOpBuilder &ob) {
-                  inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
-                    if (withCertificate) {
-                      callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer,
-                                        deltaBuffer);
-                    } else {
-                      Place part = vPlace;
-                      part.row = add(cb, vPlace.row, c);
-                      callLoad(cb, arena, part, n, tileBuffer, zero);
-                    }
-                    func::CallOp::create(cb, tileAccumulate,
-                                         ValueRange{tileBuffer, n, weights,
-                                                    group, acc, c, rows});
-                  });
-                });
+            inChunks(ob, [&](ImplicitLocOpBuilder &cb, Value c, Value n) {
+              if (withCertificate) {
+                callLoadAndBounds(cb, arena, vPlace, rows, tileBuffer,
+                                  deltaBuffer);
+              } else {
+                Place part = vPlace;
+                part.row = add(cb, vPlace.row, c);
+                callLoad(cb, arena, part, n, tileBuffer, zero);
+              }
+              func::CallOp::create(
+                  cb, tileAccumulate,
+                  ValueRange{tileBuffer, n, weights, group, acc, c, rows});
+            });
           });
       if (withCertificate) {
         addInherited(tb, vPlace, deltaBuffer, rows);
