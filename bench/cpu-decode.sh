@@ -11,12 +11,37 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${KVPREC_BUILD_DIR:-$ROOT/build}"
-bash "$ROOT/scripts/build.sh" kvprec-bench-cpu-decode >/dev/null
+bash "$ROOT/scripts/build.sh" kvprec-bench-cpu-decode kvprec-calib kvprec-opt >/dev/null
 BENCH="$BUILD/bin/kvprec-bench-cpu-decode"
+PLANS="$BUILD/bench-cpu-decode"
+mkdir -p "$PLANS"
+
+# `mixed` is a certified plan: what kvprec-assign-precision chooses for
+# this shape (1 layer, 8 KV heads, head_dim 128, block 64, sink 4, window
+# 256) at tolerance 0.1 from SYNTHETIC statistics (kvprec-calib synth,
+# seed 1), the formats f16, f8E4M3FN, i8, i4 and i2 allowed. One plan per
+# context length, since the certificate depends on it; the cache type goes
+# to the benchmark with --plan mixed@N=FILE.
+certified_plan() {
+  local n=$1 stem="$PLANS/mixed-$1"
+  "$BUILD/bin/kvprec-calib" synth --layers 1 --kv-heads 8 --q-heads 8 \
+    --head-dim 128 --capacity "$n" --block 64 --sink 4 --window 256 --seed 1 \
+    --out "$stem.safetensors" --ir "$stem.mlir" >/dev/null
+  # Only the allocation: the plan is what is measured.
+  { sed '/func.func @decode_step/,$d' "$stem.mlir"; echo "}"; } > "$stem-init.mlir"
+  "$BUILD/bin/kvprec-opt" "$stem-init.mlir" \
+    --kvprec-import-calibration="file=$stem.safetensors" \
+    --kvprec-assign-precision="tolerance=0.1 formats=f16,f8E4M3FN,i8,i4,i2 quiet=true" \
+    --mlir-print-local-scope |
+    sed -n 's/^ *return %[^ ]* : \(!kvprec\.cache<.*>\)$/\1/p' | head -n 1 > "$stem.type"
+  [ -s "$stem.type" ] || { echo "cpu-decode: error: no planned cache type for $n positions" >&2; exit 1; }
+  echo "--plan mixed@$n=$stem.type"
+}
 
 if [ "${1:-}" = "--quick" ]; then
   out="$(mktemp)"
-  "$BENCH" --positions 65536 --gqa 1 --threads 2 --reps 5 | tee "$out" >&2
+  "$BENCH" --positions 65536 --gqa 1 --threads 2 --reps 5 --certified no \
+    $(certified_plan 65536) | tee "$out" >&2
   python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
@@ -51,16 +76,23 @@ for format in f16 bf16 f8E4M3FN i8 i4 i2; do
 done
 
 RESULTS="$ROOT/bench/cpu-decode/results.jsonl"
-"$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 | tee "$RESULTS"
+PLAN_ARGS="$(certified_plan 512) $(certified_plan 4096) $(certified_plan 16384) $(certified_plan 65536)"
+# shellcheck disable=SC2086  # PLAN_ARGS holds whole options
+"$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 $PLAN_ARGS | tee "$RESULTS"
 # Prefetching on and off, in one process.
 PREFETCH="$ROOT/bench/cpu-decode/prefetch.jsonl"
 "$BENCH" --positions 65536 --gqa 1 --threads 1 --formats f16,i8,i4 \
   --prefetch-distance 0,8192 --reps 9 | tee "$PREFETCH"
 # The arithmetic alone: 512 positions (2 MiB of f16 K and V) stay in L2/L3.
 COMPUTE="$ROOT/bench/cpu-decode/compute.jsonl"
-"$BENCH" --positions 512 --gqa 1,4 --threads 1 --reps 9 | tee "$COMPUTE"
+# shellcheck disable=SC2086
+"$BENCH" --positions 512 --gqa 1,4 --threads 1 --reps 9 $PLAN_ARGS | tee "$COMPUTE"
+# This core's peak rate of 512-bit fused multiply-adds: the floor under the
+# f32 arithmetic of the kernels.
+FMA="$ROOT/bench/cpu-decode/fma-peak.json"
+"$BENCH" --fma-peak | tee "$FMA"
 python3 "$ROOT/bench/cpu-decode/report.py" "$RESULTS" "$INSTRUCTIONS" \
   "$(lscpu | sed -n 's/^Model name: *//p') (LLVM host CPU $(/usr/lib/llvm-22/bin/llc --version | sed -n 's/^ *Host CPU: *//p'))" \
-  "$PREFETCH" "$COMPUTE" \
+  "$PREFETCH" "$COMPUTE" --fma "$FMA" --mixed-plan "$PLANS/mixed-65536.type" \
   > "$ROOT/docs/benchmarks.md"
 echo "cpu-decode: wrote docs/benchmarks.md" >&2

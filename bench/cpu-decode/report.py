@@ -1,18 +1,68 @@
 """Formats bench/cpu-decode results (JSON lines) as docs/benchmarks.md."""
+import argparse
 import json
-import sys
+import re
 
-rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-loops = {json.loads(line)["format"]: json.loads(line)["loops"]
-         for line in open(sys.argv[2]) if line.strip()}
-cpu = sys.argv[3]
-# Optional: the prefetch A/B run (the same cases at several distances).
-prefetch = ([json.loads(line) for line in open(sys.argv[4]) if line.strip()]
-            if len(sys.argv) > 4 else [])
-# Optional: the arithmetic alone (a cache that stays in L2/L3).
-compute = ([json.loads(line) for line in open(sys.argv[5]) if line.strip()]
-           if len(sys.argv) > 5 else [])
+parser = argparse.ArgumentParser()
+parser.add_argument("results")
+parser.add_argument("instructions")
+parser.add_argument("cpu")
+# The prefetch A/B run (the same cases at several distances).
+parser.add_argument("prefetch", nargs="?")
+# The arithmetic alone (a cache that stays in L2/L3).
+parser.add_argument("compute", nargs="?")
+# kvprec-bench-cpu-decode --fma-peak.
+parser.add_argument("--fma")
+# The certified mixed plan's cache type at the longest context.
+parser.add_argument("--mixed-plan")
+args = parser.parse_args()
+
+
+def jsonl(path):
+    return [json.loads(line) for line in open(path) if line.strip()] if path else []
+
+
+rows = jsonl(args.results)
+loops = {r["format"]: r["loops"] for r in jsonl(args.instructions)}
+cpu = args.cpu
+prefetch = jsonl(args.prefetch)
+compute = jsonl(args.compute)
+fma_per_ns = json.load(open(args.fma))["zmm_fma_per_ns"] if args.fma else None
+
+
+def describe_plan(path):
+    """The formats of a planned cache type, per class and K/V."""
+    text = open(path).read()
+    formats = re.findall(r"#kvprec\.format<([^>]*)>", text)
+    short = []
+    for f in formats:
+        parts = [p.strip() for p in f.split(",")]
+        name = parts[0]
+        group = [p for p in parts if p.startswith("token_group")]
+        scheme = [p for p in parts if p in ("symmetric", "asymmetric")]
+        short.append(name + (f" ({scheme[0][:4]}, groups of {group[0].split('=')[1].strip()})"
+                             if group and scheme else ""))
+    described = []
+    for cls in ("sink", "body", "window"):
+        m = re.search(cls + r"_formats = \[([^\]]*)\]", text)
+        if not m:
+            continue
+        items = [int(x) for x in m.group(1).split(",")]
+        for side, name in ((0, "K"), (1, "V")):
+            counts = {}
+            for i in items[side::2]:
+                counts[short[i]] = counts.get(short[i], 0) + 1
+            described.append(f"{cls} {name}: " + ", ".join(
+                f"{c} heads {f}" if len(counts) > 1 else f for f, c in counts.items()))
+    return "; ".join(described)
 formats = ["f16", "bf16", "f8E4M3FN", "i8", "i4", "i2", "mixed"]
+mixed_text = (
+    "`mixed` is a certified plan: the one kvprec-assign-precision chooses "
+    "for this shape at tolerance 0.1 from SYNTHETIC statistics (kvprec-calib "
+    "synth, seed 1; f16, f8E4M3FN, i8, i4 and i2 allowed), planned again for "
+    "each context length (bench/cpu-decode.sh)"
+    + (f"; at the longest: {describe_plan(args.mixed_plan)}"
+       if args.mixed_plan else "") + ".")
 key = {(r["format"], r["positions"], r["gqa"], r["threads"]): r for r in rows}
 positions = sorted({r["positions"] for r in rows})
 
@@ -32,8 +82,7 @@ out.append(
     "the same arena with 512-bit loads and as many threads as the attention "
     "uses. Formats: f16, bf16; f8E4M3FN and i8 with one f16 scale per token "
     "(token_group 128); i4 symmetric and i2 asymmetric with f16 scales per "
-    "32 channels; `mixed` is a hand-written plan (f16 sink and window, int8 "
-    "K body, int4 V body), not a certified one.\n")
+    "32 channels; " + mixed_text + "\n")
 out.append("Raw results: bench/cpu-decode/results.jsonl.\n")
 
 top_positions = max(positions)
@@ -201,21 +250,71 @@ if compute:
         memory = r["arena_bytes"] / (r["positions"] * 8) / r["stream_gbps"]
         bound = "compute" if per(c1) > memory else "memory"
         out.append(f"| {f} | {per(c1):.1f} | {per(c4):.1f} | {memory:.1f} | {bound} |")
+if fma_per_ns:
+    d, heads = 128, 8
+    out.append("\n### Against this core's multiply-add rate\n")
+    out.append(
+        f"`kvprec-bench-cpu-decode --fma-peak` (bench/cpu-decode/fma-peak.json) "
+        f"measures {fma_per_ns:.2f} 512-bit fused multiply-adds per ns on one "
+        f"core of this machine (12 independent chains in assembly), that is "
+        f"{16 * fma_per_ns:.1f} f32 multiply-adds per ns. The certificate's "
+        "arithmetic contract (docs/analysis.md, \"Kernel arithmetic\") "
+        "computes each logit as an f32 dot product and each output as an f32 "
+        "weighted sum of dequantized values, so every query head costs "
+        "2 x head_dim f32 multiply-adds per position whatever the format: at "
+        "head_dim 128, 16 512-bit FMAs. A group of G query heads therefore "
+        "needs at least 16 G / rate ns per (position, KV head) and thread, "
+        "before any decoding, reduction, softmax or load. The table sets "
+        "that floor for GQA 4 against what the 1.3x target allows, 1.3 times "
+        f"the measured GQA 1 step at {top // 1024}K positions (ns per "
+        "position and KV head; with 2 threads each core does half of the "
+        "positions, so the floor halves).\n")
+    out.append("| format | threads | GQA 1 step | 1.3x budget | GQA 4 floor (FMAs alone) | floor / budget | GQA 4 step |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    per_pair = lambda row: row["step_us"] * 1e3 / (row["positions"] * heads)
+    for f in formats:
+        for t in (1, 2):
+            g1, g4 = key.get((f, top, 1, t)), key.get((f, top, 4, t))
+            if not (g1 and g4):
+                continue
+            floor = 2 * d * 4 / 16 / fma_per_ns / t
+            budget = 1.3 * per_pair(g1)
+            out.append(f"| {f} | {t} | {per_pair(g1):.1f} | {budget:.1f} | "
+                       f"{floor:.1f} | {floor / budget:.2f} | {per_pair(g4):.1f} |")
+    i4 = key.get(("i4", top, 1, 1))
+    if i4:
+        memory = i4["arena_bytes"] / (i4["positions"] * heads) / i4["stream_gbps"]
+        at_target = memory / 0.70
+        floor = 2 * d * 4 / 16 / fma_per_ns
+        out.append(
+            f"\nThe two int4 targets cannot both hold on one core under this "
+            f"contract: at 0.70 of the streaming read the GQA 1 step would "
+            f"take {at_target:.1f} ns per (position, KV head) ({memory:.1f} ns "
+            f"of memory time / 0.70), so GQA 4 would have "
+            f"{1.3 * at_target:.1f} ns, {'below' if 1.3 * at_target < floor else 'above'} "
+            f"the {floor:.1f} ns its multiply-adds alone take.\n")
 out.append(
     "\nWhat would lift the compute-bound formats further: int4 and int2 "
     "already decode through a 16-entry table permute where the host has "
     "AVX-512 (docs/lowering.md), so what remains per element is the "
-    "permute and the f32 multiply-adds; integer dot products on the codes "
-    "(AVX-512 VNNI `vpdpbusd`) would take 4 codes per lane and instruction, "
-    "but need a quantized query and so a certificate that accounts for its "
-    "rounding. f8E4M3FN widens through f16 with shifts, a conversion and "
-    "two multiplies per element (this CPU has no f8 conversion, and its "
-    "256 codes do not fit a 16-entry table). GQA 4's "
-    "arithmetic exceeds the memory time of every format: each query head "
-    "adds head_dim f32 multiply-adds per position for its logits and as "
-    "many for its accumulation, with the reductions, the softmax and the "
-    "loads of the f32 tile (T + A + (M + E) / 16, about 36 instructions "
-    "per position and head at head_dim 128).\n")
+    "permute and the f32 multiply-adds. Integer dot products on the codes "
+    "(AVX-512 VNNI `vpdpbusd`, 64 byte products per instruction) would "
+    "replace, for integer keys, both the widening of the codes and the f32 "
+    "multiply-adds of the logits, but they need the query in 8-bit integers: "
+    "split into three signed 8-bit limbs (24 bits relative to max|q|, three "
+    "`vpdpbusd` per 64 codes and query head) it adds an error of about "
+    "2^-24 max|q| sum|K^| per logit, rounded to one limb (llama.cpp's q8 "
+    "query) 2^-8 max|q| sum|K^|; either is a term the certificate's kernel "
+    "arithmetic does not contain today and would have to bound, statically "
+    "and at run time. The weighted sum of V has no such shortcut: rounding "
+    "the softmax weights to a fixed point loses small weights entirely. "
+    "f8E4M3FN widens through f16 with shifts, a conversion and two "
+    "multiplies per element (this CPU has no f8 conversion, and its 256 "
+    "codes do not fit a 16-entry table). For GQA 4 the table above shows "
+    "the floor: the f32 multiply-adds alone take most of what the target "
+    "allows at one thread, and the decoding, reductions, softmax and tile "
+    "loads (T + A + (M + E) / 16, about 36 instructions per position and "
+    "head at head_dim 128) come on top.\n")
 if prefetch:
     distances = sorted({p["prefetch_distance"] for p in prefetch})
     by = {(p["format"], p["prefetch_distance"]): p for p in prefetch}
