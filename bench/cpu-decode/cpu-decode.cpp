@@ -21,8 +21,9 @@
 // !kvprec.cache type, as kvprec-opt --mlir-print-local-scope prints it)
 // under NAME at N positions: bench/cpu-decode.sh passes the certified
 // mixed plan that way. --certified no leaves out the timing of
-// P_attend_certified (and its compilation). --fma-peak measures this core's peak rate of
-// 512-bit fused multiply-adds, the floor under the kernels' f32 arithmetic.
+// P_attend_certified (and its compilation). --fma-peak measures this core's
+// peak rate of 512-bit fused multiply-adds, the floor under the kernels' f32
+// arithmetic.
 //
 //===----------------------------------------------------------------------===//
 
@@ -31,11 +32,11 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cctype>
-#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -86,8 +87,8 @@ std::string uniformCacheType(const std::string &name, int64_t capacity) {
 /// chains (more than latency x throughput), in assembly so that the
 /// compiler neither spills nor folds them.
 double fmaPeakPerNs() {
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0,
-         a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
+         a6 = a0, a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0;
   __m512 x = _mm512_set1_ps(0.5f);
   const int64_t iterations = 20000000;
   double best = 0;
@@ -229,8 +230,7 @@ constexpr const char *kUsage =
     "per measurement on stdout.\n";
 
 int fail(const std::string &message) {
-  std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
-               message.c_str());
+  std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n", message.c_str());
   return 2;
 }
 
@@ -292,29 +292,29 @@ int main(int argc, char **argv) {
       const char *value = argv[i + 1];
       if (flag == "--positions") {
         if (!parseList(value, positions))
-          return fail("--positions expects N[,N...], not '" + std::string(value) + "'");
-      }
-      else if (flag == "--gqa") {
+          return fail("--positions expects N[,N...], not '" +
+                      std::string(value) + "'");
+      } else if (flag == "--gqa") {
         if (!parseList(value, gqas))
-          return fail("--gqa expects N[,N...], not '" + std::string(value) + "'");
-      }
-      else if (flag == "--formats")
+          return fail("--gqa expects N[,N...], not '" + std::string(value) +
+                      "'");
+      } else if (flag == "--formats")
         formats = parseNames(value);
       else if (flag == "--threads") {
         if (!parseList(value, threadCounts))
-          return fail("--threads expects N[,N...], not '" + std::string(value) + "'");
-      }
-      else if (flag == "--prefetch-distance") {
+          return fail("--threads expects N[,N...], not '" + std::string(value) +
+                      "'");
+      } else if (flag == "--prefetch-distance") {
         if (!parseList(value, prefetchDistances))
-          return fail("--prefetch-distance expects N[,N...], not '" + std::string(value) + "'");
-      }
-      else if (flag == "--reps") {
+          return fail("--prefetch-distance expects N[,N...], not '" +
+                      std::string(value) + "'");
+      } else if (flag == "--reps") {
         int64_t r;
         if (!parseInt(value, r) || r < 1 || r > 1000)
-          return fail("--reps expects 1 to 1000, not '" + std::string(value) + "'");
+          return fail("--reps expects 1 to 1000, not '" + std::string(value) +
+                      "'");
         reps = int(r);
-      }
-      else if (flag == "--certified") {
+      } else if (flag == "--certified") {
         std::string v = value;
         if (v != "yes" && v != "no")
           return fail("--certified expects yes or no, not '" + v + "'");
@@ -324,13 +324,11 @@ int main(int argc, char **argv) {
         size_t at = spec.find('@'), eq = spec.find('=');
         if (at == std::string::npos || eq == std::string::npos || eq < at ||
             at == 0)
-          return fail("--plan expects NAME@POSITIONS=FILE, not '" + spec +
-                      "'");
+          return fail("--plan expects NAME@POSITIONS=FILE, not '" + spec + "'");
         std::string name = spec.substr(0, at);
         int64_t n;
         if (!parseInt(spec.substr(at + 1, eq - at - 1), n))
-          return fail("--plan expects NAME@POSITIONS=FILE, not '" + spec +
-                      "'");
+          return fail("--plan expects NAME@POSITIONS=FILE, not '" + spec + "'");
         std::string text;
         if (!readFile(spec.substr(eq + 1), text))
           return fail("cannot read '" + spec.substr(eq + 1) + "'");
@@ -419,9 +417,8 @@ int main(int argc, char **argv) {
         // interleave, so that the machine's drift falls on all alike.
         std::vector<std::unique_ptr<CompiledCache>> variants;
         for (int64_t distance : prefetchDistances) {
-          auto parallel =
-              CompiledCache::compile(cacheType(name, capacity), threadCount,
-                                     timeCertified, distance);
+          auto parallel = CompiledCache::compile(
+              cacheType(name, capacity), threadCount, timeCertified, distance);
           if (!parallel) {
             std::fprintf(stderr, "kvprec-bench-cpu-decode: error: %s\n",
                          llvm::toString(parallel.takeError()).c_str());
