@@ -62,6 +62,7 @@ void QualityTotals::add(ArrayRef<float> exact, ArrayRef<float> plan, int target,
   double kl = computeKLDivergence(exact, plan);
   sumKL += kl;
   maxKL = std::max(maxKL, kl);
+  kls.push_back(kl);
   ++positions;
   agreements += argmax(exact) == argmax(plan);
   if (inPrompt) {

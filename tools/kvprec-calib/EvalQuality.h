@@ -48,6 +48,9 @@ struct QualityTotals {
   int64_t positions = 0, agreements = 0;
   double nllExact = 0.0, nllPlan = 0.0;
   int64_t promptPositions = 0;
+  /// KL(fp32 || plan) at each position, in order: plans measured on the
+  /// same prompts compare position by position (plan-budget's paired test).
+  std::vector<double> kls;
 
   void add(llvm::ArrayRef<float> exact, llvm::ArrayRef<float> plan, int target,
            bool inPrompt);

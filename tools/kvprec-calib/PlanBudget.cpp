@@ -25,6 +25,7 @@
 #include <cmath>
 #include <mutex>
 #include <optional>
+#include <tuple>
 
 using namespace llvm;
 using namespace kvprec::calib;
@@ -52,8 +53,38 @@ struct Candidate {
   std::string error;
   std::optional<QualityMeasurement> measurement;
   double bound = 0.0;
+  /// Against the lowest mean KL: the mean per-position excess of KL and its
+  /// standard error, and whether the excess is within two of them.
+  double klExcess = 0.0, klExcessError = 0.0;
+  bool indistinguishable = false;
 };
 } // namespace
+
+/// The paired comparison of `c` with `best`, measured on the same positions:
+/// the mean of KL_c - KL_best and its standard error.
+static void comparePaired(Candidate &c, const Candidate &best) {
+  const std::vector<double> &a = c.measurement->whole.kls;
+  const std::vector<double> &b = best.measurement->whole.kls;
+  size_t n = std::min(a.size(), b.size());
+  if (n == 0 || a.size() != b.size()) {
+    c.klExcess =
+        c.measurement->whole.getMeanKL() - best.measurement->whole.getMeanKL();
+    c.klExcessError = 0.0;
+    c.indistinguishable = c.klExcess <= 0.0;
+    return;
+  }
+  double mean = 0.0;
+  for (size_t i = 0; i < n; ++i)
+    mean += a[i] - b[i];
+  mean /= double(n);
+  double squares = 0.0;
+  for (size_t i = 0; i < n; ++i)
+    squares += (a[i] - b[i] - mean) * (a[i] - b[i] - mean);
+  double error = n > 1 ? std::sqrt(squares / double(n - 1) / double(n)) : 0.0;
+  c.klExcess = mean;
+  c.klExcessError = error;
+  c.indistinguishable = mean <= 2.0 * error;
+}
 
 /// kvprec-assign-precision{`options`} on the module at `inputPath`, written
 /// to `outputPath` with its first planned cache's certified `bound` and
@@ -214,17 +245,35 @@ Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
     candidate.measurement = std::move(*measured);
   }
 
-  // The lowest mean KL; at equal KL the fewer bytes, then the first.
+  // The lowest mean KL (at equal KL the fewer bytes, then the first) is
+  // the reference. Every candidate whose excess of KL over it, position by
+  // position, is within two standard errors cannot be told from it on these
+  // prompts; of those the one with the lowest certified bound is kept (then
+  // the lower KL, the fewer bytes, the first): where the measurement cannot
+  // decide, the certificate does.
+  const Candidate *lowest = nullptr;
+  auto measuredKey = [](const Candidate &x) {
+    return std::make_pair(x.measurement->whole.getMeanKL(),
+                          x.measurement->cache.plan.getTotalBytes());
+  };
+  for (const Candidate &c : candidates)
+    if (c.measurement && (!lowest || measuredKey(c) < measuredKey(*lowest)))
+      lowest = &c;
   const Candidate *chosen = nullptr;
-  for (const Candidate &c : candidates) {
-    if (!c.measurement)
-      continue;
+  if (lowest) {
+    for (Candidate &c : candidates)
+      if (c.measurement)
+        comparePaired(c, *lowest);
     auto key = [](const Candidate &x) {
-      return std::make_pair(x.measurement->whole.getMeanKL(),
-                            x.measurement->cache.plan.getTotalBytes());
+      // A bound that is not a number sorts last.
+      double bound = std::isnan(x.bound) ? INFINITY : x.bound;
+      return std::make_tuple(bound, x.measurement->whole.getMeanKL(),
+                             x.measurement->cache.plan.getTotalBytes());
     };
-    if (!chosen || key(c) < key(*chosen))
-      chosen = &c;
+    for (const Candidate &c : candidates)
+      if (c.measurement && c.indistinguishable &&
+          (!chosen || key(c) < key(*chosen)))
+        chosen = &c;
   }
   if (!chosen) {
     std::string reasons;
@@ -266,8 +315,12 @@ Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
           json.attribute("max_kl", number(whole.maxKL));
           json.attribute("top1_agreement", number(whole.getTop1Agreement()));
           json.attribute("bound", number(c.bound));
+          json.attribute("kl_excess", number(c.klExcess));
+          json.attribute("kl_excess_error", number(c.klExcessError));
+          json.attribute("indistinguishable", c.indistinguishable);
         });
     });
+    json.attribute("lowest_kl", lowest->options);
     json.attribute("chosen", chosen->options);
     json.attribute("plan_bytes",
                    number(chosen->measurement->cache.plan.getTotalBytes()));

@@ -8,9 +8,12 @@
 // with integer scales shared per token and per channel (KIVI's keys),
 // adds the uniform plans of every format that fit the budget,
 // measures each plan's KL on the given (calibration) prompts as
-// eval-quality does, and keeps the plan with the lowest mean KL. The plan
-// it writes carries its own certificate, as every kvprec plan does; the
-// choice between the candidates is measured, not certified.
+// eval-quality does, and keeps, of the plans whose KL cannot be told from
+// the lowest (a paired comparison position by position, within two
+// standard errors), the one with the lowest certified bound. The plan it
+// writes carries its own certificate, as every kvprec plan does; the
+// choice between the candidates is measured, and the certificate breaks
+// the ties the measurement cannot.
 //
 //===----------------------------------------------------------------------===//
 

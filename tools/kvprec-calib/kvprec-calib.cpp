@@ -81,8 +81,9 @@ static cl::SubCommand evalQualityCommand(
 static cl::SubCommand planBudgetCommand(
     "plan-budget",
     "Plan a byte budget with the certified allocator at several logit "
-    "error caps and keep the plan with the lowest KL measured on the "
-    "prompts");
+    "error caps and keep, of the plans whose KL measured on the prompts "
+    "cannot be told from the lowest, the one with the lowest certified "
+    "bound");
 static cl::SubCommand evalBoundsCommand(
     "eval-bounds",
     "Check the certified bounds of a planned module against the measured "
@@ -816,7 +817,8 @@ int main(int argc, char **argv) {
           "  plan-budget\n"
           "            plan a byte budget at several logit error caps and "
           "keep the\n"
-          "            plan with the lowest KL measured on the prompts\n",
+          "            plan with the lowest KL measured on the prompts (the\n"
+          "            lowest bound among those it cannot tell apart)\n",
           "kvprec-calib"))
     return 1;
 
