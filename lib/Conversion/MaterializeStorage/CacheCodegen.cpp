@@ -1,6 +1,7 @@
 //===- CacheCodegen.cpp - the C ABI functions of one planned cache --------===//
 
 #include "CacheCodegen.h"
+#include "CacheEmitter.h"
 #include "FormatCodegen.h"
 
 #include "kvprec/Analysis/SoftFloat.h"
@@ -23,301 +24,7 @@ namespace an = ::kvprec::analysis;
 namespace lay = ::kvprec::layout;
 namespace cf = ::kvprec::certify;
 
-namespace {
-/// Columns of the stream table, one row per item.
-enum ItemColumn : int64_t {
-  kSinkFormat,
-  kSinkCode,
-  kSinkScale,
-  kSinkZero,
-  kRingFormat,
-  kRingCode,
-  kRingScale,
-  kRingZero,
-  kStaging,
-  kFirstRun,
-  kRunCount,
-  kItemColumns
-};
-/// Columns of the body-run table.
-enum RunColumn : int64_t {
-  kRunFormat,
-  kRunFirstPosition,
-  kRunRows,
-  kRunCode,
-  kRunScale,
-  kRunZero,
-  kRunInherited,
-  kRunColumns
-};
-
-/// Where a range of rows of one stream is: format index, region offsets
-/// and first row.
-struct Place {
-  Value format, code, scale, zero, row;
-  /// Body blocks of a plan with a window: the byte offset of the block's
-  /// inherited bound (CacheLayout.h); null elsewhere.
-  Value inherited = {};
-};
-
-class Emitter {
-public:
-  Emitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
-          FormatCodegen &formats, an::StorageKind dequantizer,
-          const std::string &prefix, const StorageTargetInfo &target,
-          bool certified)
-      : module(module), cache(cache), layout(layout), target(target),
-        threads(target.getPositionSplits()), plan(layout.getPlan()),
-        g(plan.geometry), prefix(prefix), context(module.getContext()),
-        formats(formats), dequantizer(dequantizer), certified(certified) {}
-
-  LogicalResult run(CacheFunctions &result);
-
-private:
-  // Types.
-  Type indexType() { return IndexType::get(context); }
-  Type i1() { return IntegerType::get(context, 1); }
-  Type i32() { return IntegerType::get(context, 32); }
-  Type i64() { return IntegerType::get(context, 64); }
-  Type f32() { return Float32Type::get(context); }
-  MemRefType arenaType() {
-    return MemRefType::get({ShapedType::kDynamic},
-                           IntegerType::get(context, 8));
-  }
-  MemRefType floats() { return MemRefType::get({ShapedType::kDynamic}, f32()); }
-  MemRefType tokens() {
-    return MemRefType::get(
-        {ShapedType::kDynamic, ShapedType::kDynamic, ShapedType::kDynamic},
-        cache.getElementType());
-  }
-  MemRefType heads() {
-    return MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic},
-                           cache.getElementType());
-  }
-
-  func::FuncOp createFunction(StringRef name, TypeRange inputs,
-                              TypeRange results, bool isPublic) {
-    OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
-    auto fn = func::FuncOp::create(builder, module.getLoc(), name,
-                                   FunctionType::get(context, inputs, results));
-    if (isPublic)
-      fn->setAttr("llvm.emit_c_interface", UnitAttr::get(context));
-    else
-      fn.setPrivate();
-    fn.addEntryBlock();
-    return fn;
-  }
-
-  static Value idx(ImplicitLocOpBuilder &b, int64_t v) {
-    return arith::ConstantIndexOp::create(b, v);
-  }
-  static Value status(ImplicitLocOpBuilder &b, CacheStatus s) {
-    return arith::ConstantIntOp::create(b, int64_t(s), 32);
-  }
-  static Value cmp(ImplicitLocOpBuilder &b, arith::CmpIPredicate p, Value x,
-                   Value y) {
-    return arith::CmpIOp::create(b, p, x, y);
-  }
-  static Value add(ImplicitLocOpBuilder &b, Value x, Value y) {
-    return arith::AddIOp::create(b, x, y);
-  }
-  static Value sub(ImplicitLocOpBuilder &b, Value x, Value y) {
-    return arith::SubIOp::create(b, x, y);
-  }
-  static Value mul(ImplicitLocOpBuilder &b, Value x, Value y) {
-    return arith::MulIOp::create(b, x, y);
-  }
-
-  /// scf.if `cond` -> i32 { then() } else { yield otherwise }.
-  static Value guard(ImplicitLocOpBuilder &b, Value cond, Value otherwise,
-                     function_ref<Value(ImplicitLocOpBuilder &)> then) {
-    // The result types follow from the yields.
-    auto ifOp = scf::IfOp::create(
-        b, cond,
-        [&](OpBuilder &nested, Location loc) {
-          ImplicitLocOpBuilder tb(loc, nested);
-          scf::YieldOp::create(tb, ValueRange{then(tb)});
-        },
-        [&](OpBuilder &nested, Location loc) {
-          ImplicitLocOpBuilder eb(loc, nested);
-          scf::YieldOp::create(eb, ValueRange{otherwise});
-        });
-    return ifOp.getResult(0);
-  }
-
-  /// The first non-zero of two statuses.
-  static Value firstFailure(ImplicitLocOpBuilder &b, Value a, Value c) {
-    Value aFailed = cmp(b, arith::CmpIPredicate::ne, a,
-                        arith::ConstantIntOp::create(b, 0, 32));
-    return arith::SelectOp::create(b, aFailed, a, c);
-  }
-
-  void emitTables();
-  Value table(ImplicitLocOpBuilder &b, StringRef name, Value rowIndex,
-              int64_t column, int64_t columns);
-  Value itemField(ImplicitLocOpBuilder &b, Value item, ItemColumn column) {
-    return table(b, itemsName, item, column, kItemColumns);
-  }
-  Value runField(ImplicitLocOpBuilder &b, Value run, RunColumn column) {
-    return table(b, runsName, run, column, kRunColumns);
-  }
-
-  /// Where the tile kernels read rows: an f32 tile (values, no firstRow),
-  /// or the codes of an unscaled f32, f16 or bf16 run read in place (the
-  /// run's view and its first row), which need no decode pass.
-  struct RowSource {
-    an::StorageKind kind = an::StorageKind::F32;
-    Value values, firstRow;
-    /// Bytes of one element of `values`: 4 for f32, 2 for f16 and bf16.
-    int64_t elementBytes() const {
-      return kind == an::StorageKind::F32 ? 4 : 2;
-    }
-  };
-  /// The source of a kernel whose row arguments are `args`: (tile) for the
-  /// tile, (arena, code, row0) for a run of `kind`.
-  RowSource openRowSource(ImplicitLocOpBuilder &b, an::StorageKind kind,
-                          ValueRange args);
-  /// `width` f32 lanes of row `r` of the source from lane `lane`.
-  Value loadPiece(ImplicitLocOpBuilder &b, const RowSource &source, Value r,
-                  Value lane, int64_t width);
-  /// For a run read in place: prefetches (into L2) the 64-byte lines of
-  /// lanes [lane, lane + width) of the row prefetch-distance bytes ahead of
-  /// row `r`, clamped to the run's view, as the row kernels prefetch ahead
-  /// of what they decode. Nothing for a tile.
-  void prefetchPiece(ImplicitLocOpBuilder &b, const RowSource &source, Value r,
-                     Value lane, int64_t width);
-  /// The unscaled formats among the plan's whose runs the tile kernels read
-  /// in place, with their logits and accumulate kernels.
-  struct DirectKernels {
-    an::StorageKind kind;
-    func::FuncOp logits, accumulate;
-  };
-  SmallVector<DirectKernels> directKernels;
-  /// The kinds of directKernels, in the order of the `direct` table.
-  SmallVector<an::StorageKind> directKinds;
-
-  /// Calls block(b, h0, H) on consecutive blocks of the heads [0, heads):
-  /// blocks of `largest` heads (a power of two) while that many remain,
-  /// then one block of each smaller power of two the rest needs.
-  void forHeadBlocks(
-      ImplicitLocOpBuilder &b, Value heads, int64_t largest,
-      function_ref<void(ImplicitLocOpBuilder &, Value, int64_t)> block);
-
-  /// Dispatchers: one scf.index_switch over the plan's formats each.
-  void emitDispatchers();
-  Value callStore(ImplicitLocOpBuilder &b, Value arena, const Place &place,
-                  Value src, Value srcOff, Value rows, bool dry);
-  void callLoad(ImplicitLocOpBuilder &b, Value arena, const Place &place,
-                Value rows, Value dst, Value dstOff);
-  /// The f32 parts of attention after the formats' logits kernels:
-  /// softmax over a tile's logits, accumulate(tile, rows, p, heads, acc):
-  /// acc_h += sum_r p[h * rows + r] tile_r over a dequantized tile of V, and
-  /// (certified) abs_logits over |K^| and the keys' bounds.
-  void emitTileKernels();
-  /// The attention of one (KV head, split): its tiles, left as partial
-  /// maxima, sums and accumulators.
-  func::FuncOp emitAttendPart(bool withCertificate);
-  /// The per-tile halves of the run-time certificate (P_attend_certified).
-  void emitCertificateKernels();
-  /// load into `dst`, and the rows' error bounds into `bounds`.
-  void callLoadAndBounds(ImplicitLocOpBuilder &b, Value arena,
-                         const Place &place, Value rows, Value dst,
-                         Value bounds);
-  /// Bounds kernels: for the certificate, and for the inherited bounds
-  /// that demotion writes.
-  bool needsBounds() const { return certified || g.window > 0; }
-  /// The f32 at byte offset `offset` of the arena, as a memref<1xf32>.
-  Value f32At(ImplicitLocOpBuilder &b, Value arena, Value offset) {
-    return memref::ViewOp::create(b, MemRefType::get({1}, f32()), arena, offset,
-                                  ValueRange{});
-  }
-  /// rows_max(buffer, rows) -> f32: the largest of rows x head_dim
-  /// non-negative floats; tile_add(buffer, rows, x): adds x to each.
-  func::FuncOp rowsMax, tileAdd;
-  void emitRowHelpers();
-  Value groupSizeOf(ImplicitLocOpBuilder &b, Value format);
-
-  /// The body run of `item` holding `position` (a body position).
-  Place locateBody(ImplicitLocOpBuilder &b, Value item, Value position);
-  /// Where `position` of `item` is when the layer holds `length` positions.
-  Place locate(ImplicitLocOpBuilder &b, Value item, Value position,
-               Value length);
-  Place sinkPlace(ImplicitLocOpBuilder &b, Value item, Value row);
-  Place ringPlace(ImplicitLocOpBuilder &b, Value item, Value position);
-
-  /// Arena views and checks shared by the entry points.
-  Value fillCounts(ImplicitLocOpBuilder &b, Value arena) {
-    return memref::ViewOp::create(
-        b, MemRefType::get({ShapedType::kDynamic}, i64()), arena, idx(b, 0),
-        ValueRange{idx(b, g.layers)});
-  }
-  Value arenaTooSmall(ImplicitLocOpBuilder &b, Value arena) {
-    Value size = memref::DimOp::create(b, arena, 0);
-    return cmp(b, arith::CmpIPredicate::ult, size,
-               idx(b, layout.getTotalBytes()));
-  }
-  /// Copies row (t, h) of a [tokens, heads, D] memref to floats at `at`.
-  void copyIn(ImplicitLocOpBuilder &b, Value from, Value t, Value h, Value to,
-              Value at);
-  /// `code` where `failed` holds, Ok elsewhere.
-  static Value failIf(ImplicitLocOpBuilder &b, Value failed, CacheStatus code) {
-    return arith::SelectOp::create(b, failed, status(b, code),
-                                   status(b, CacheStatus::Ok));
-  }
-  /// Whether keys and values ([tokens, heads, D]) differ in shape or do
-  /// not match the cache's heads and head_dim.
-  Value tokenShapeMismatch(ImplicitLocOpBuilder &b, Value keys, Value values);
-  /// The checks every entry point makes first (the layer, the arena's size,
-  /// `badShape`); when they pass, `body` runs with the layer's fill count
-  /// and gives the status, otherwise the first failure is returned.
-  Value
-  guardEntry(ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
-             function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body);
-  /// The stream index ((layer * H) + head) * 2 + kv.
-  Value itemOf(ImplicitLocOpBuilder &b, Value layer, Value head, int kv) {
-    return add(b,
-               mul(b, add(b, mul(b, layer, idx(b, g.heads)), head), idx(b, 2)),
-               idx(b, kv));
-  }
-
-  void emitArenaBytes(CacheFunctions &result);
-  void emitInit(CacheFunctions &result);
-  void emitAppend(CacheFunctions &result);
-  func::FuncOp emitAttend(bool withCertificate);
-  /// The partial results of attention's tiles.
-  struct CertificatePartials {
-    Value partialMax, partialSum, cert, vec, range;
-  };
-  /// The run-time certificate of query head `i` of the KV head whose tiles'
-  /// partials `parts` hold, M = `total` its largest logit and `normalized`
-  /// its f32 output.
-  Value combineCertificate(ImplicitLocOpBuilder &b,
-                           const CertificatePartials &parts, Value i,
-                           Value group, Value tiles, Value total,
-                           Value normalized, Value length);
-  void emitLoad(CacheFunctions &result);
-
-  ModuleOp module;
-  CacheType cache;
-  const lay::ArenaLayout &layout;
-  const StorageTargetInfo &target;
-  /// Parts each KV head's positions are split into (scf.parallel).
-  int64_t threads;
-  const cf::Plan &plan;
-  const cf::Geometry &g;
-  std::string prefix;
-  MLIRContext *context;
-  FormatCodegen &formats;
-  an::StorageKind dequantizer;
-  /// Whether to emit P_attend_certified (the run-time certificate).
-  bool certified;
-  std::string itemsName, runsName, groupsName, directName;
-  int64_t numRuns = 0;
-  func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,
-      boundsAny, tileLogits, tileAbsLogits, tileAccumulate, tileSoftmax,
-      tileCertifyKeys, tileCertifyValues, attendPart, attendPartCertified;
-};
-} // namespace
+using namespace mlir::kvprec::detail;
 
 void Emitter::emitTables() {
   std::vector<int64_t> items, runs, groups;
@@ -360,12 +67,12 @@ void Emitter::emitTables() {
     }
     direct.push_back(found - directKinds.begin() + 1);
   }
-  OpBuilder builder = OpBuilder::atBlockBegin(module.getBody());
+  OpBuilder builder = OpBuilder::atBlockBegin(&module->getRegion(0).front());
   auto global = [&](const std::string &name, ArrayRef<int64_t> values) {
     auto type = MemRefType::get({int64_t(values.size())}, i64());
     auto tensor = RankedTensorType::get({int64_t(values.size())}, i64());
     memref::GlobalOp::create(
-        builder, module.getLoc(), builder.getStringAttr(name),
+        builder, module->getLoc(), builder.getStringAttr(name),
         builder.getStringAttr("private"), TypeAttr::get(type),
         DenseElementsAttr::get(tensor, values), builder.getUnitAttr(),
         IntegerAttr());
@@ -1282,16 +989,21 @@ void Emitter::emitInit(CacheFunctions &result) {
   result.init = fn;
 }
 
-void Emitter::emitAppend(CacheFunctions &result) {
-  func::FuncOp fn = createFunction(
-      prefix + "_append",
-      {arenaType(), indexType(), tokens(), tokens(), indexType()}, {i32()},
-      true);
+func::FuncOp Emitter::emitAppendImpl() {
+  // The scratch rows (a block of f32 rows, and as many for the bounds of a
+  // block leaving the window) come from the caller: the CPU entry point
+  // allocates them, a GPU kernel passes device memory.
+  func::FuncOp fn = createFunction(prefix + "_append_impl",
+                                   {arenaType(), indexType(), tokens(),
+                                    tokens(), indexType(), floats(), floats()},
+                                   {i32()}, false);
   Block &entry = fn.front();
   ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
   Value arena = entry.getArgument(0), layer = entry.getArgument(1);
   Value keys = entry.getArgument(2), values = entry.getArgument(3);
   Value position = entry.getArgument(4);
+  Value scratch = entry.getArgument(5);
+  Value boundScratch = g.window > 0 ? entry.getArgument(6) : Value();
   Value count = memref::DimOp::create(b, keys, 0);
   Value out = guardEntry(
       b, arena, layer, tokenShapeMismatch(b, keys, values),
@@ -1306,16 +1018,6 @@ void Emitter::emitAppend(CacheFunctions &result) {
         Value ok =
             cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
         return guard(b, ok, st, [&](ImplicitLocOpBuilder &b) -> Value {
-          int64_t scratchRows = std::max<int64_t>(g.block, 1);
-          Value scratch = memref::AllocOp::create(
-              b, MemRefType::get({ShapedType::kDynamic}, f32()),
-              ValueRange{idx(b, scratchRows * g.headDim)});
-          // The error bounds of a block leaving the window.
-          Value boundScratch;
-          if (g.window > 0)
-            boundScratch = memref::AllocOp::create(
-                b, MemRefType::get({ShapedType::kDynamic}, f32()),
-                ValueRange{idx(b, scratchRows * g.headDim)});
           Value staging = memref::ViewOp::create(
               b, floats(), arena, idx(b, 0),
               ValueRange{arith::DivUIOp::create(
@@ -1459,13 +1161,35 @@ void Emitter::emitAppend(CacheFunctions &result) {
                 });
             return loop.getResult(0);
           });
-          memref::DeallocOp::create(b, scratch);
-          if (boundScratch)
-            memref::DeallocOp::create(b, boundScratch);
           return res;
         });
       });
   func::ReturnOp::create(b, ValueRange{out});
+  return fn;
+}
+
+void Emitter::emitAppend(CacheFunctions &result, func::FuncOp impl) {
+  func::FuncOp fn = createFunction(
+      prefix + "_append",
+      {arenaType(), indexType(), tokens(), tokens(), indexType()}, {i32()},
+      true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value scratchFloats = idx(b, getAppendScratchFloats());
+  Value scratch =
+      memref::AllocOp::create(b, floats(), ValueRange{scratchFloats});
+  // The error bounds of a block leaving the window.
+  Value boundScratch =
+      g.window > 0 ? Value(memref::AllocOp::create(b, floats(),
+                                                   ValueRange{scratchFloats}))
+                   : scratch;
+  SmallVector<Value> operands(entry.getArguments());
+  operands.append({scratch, boundScratch});
+  Value st = func::CallOp::create(b, impl, operands).getResult(0);
+  memref::DeallocOp::create(b, scratch);
+  if (g.window > 0)
+    memref::DeallocOp::create(b, boundScratch);
+  func::ReturnOp::create(b, ValueRange{st});
   result.append = fn;
 }
 
@@ -2292,16 +2016,18 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
   return fn;
 }
 
-void Emitter::emitLoad(CacheFunctions &result) {
+func::FuncOp Emitter::emitLoadImpl() {
+  // `row` is a head_dim f32 scratch row from the caller.
   func::FuncOp fn = createFunction(
-      prefix + "_load",
-      {arenaType(), indexType(), indexType(), tokens(), tokens()}, {i32()},
-      true);
+      prefix + "_load_impl",
+      {arenaType(), indexType(), indexType(), tokens(), tokens(), floats()},
+      {i32()}, false);
   Block &entry = fn.front();
   ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
   Value arena = entry.getArgument(0), layer = entry.getArgument(1);
   Value start = entry.getArgument(2);
   Value keys = entry.getArgument(3), values = entry.getArgument(4);
+  Value row = entry.getArgument(5);
   Value count = memref::DimOp::create(b, keys, 0);
   Value out = guardEntry(
       b, arena, layer, tokenShapeMismatch(b, keys, values),
@@ -2314,8 +2040,6 @@ void Emitter::emitLoad(CacheFunctions &result) {
             arith::XOrIOp::create(b, outside,
                                   arith::ConstantIntOp::create(b, 1, 1)),
             status(b, CacheStatus::BadLength), [&](ImplicitLocOpBuilder &b) {
-              Value row = memref::AllocOp::create(
-                  b, floats(), ValueRange{idx(b, g.headDim)});
               scf::ForOp::create(
                   b, idx(b, 0), count, idx(b, 1), ValueRange{},
                   [&](OpBuilder &n, Location l, Value t, ValueRange) {
@@ -2345,11 +2069,27 @@ void Emitter::emitLoad(CacheFunctions &result) {
                       }
                     scf::YieldOp::create(tb);
                   });
-              memref::DeallocOp::create(b, row);
               return status(b, CacheStatus::Ok);
             });
       });
   func::ReturnOp::create(b, ValueRange{out});
+  return fn;
+}
+
+void Emitter::emitLoad(CacheFunctions &result, func::FuncOp impl) {
+  func::FuncOp fn = createFunction(
+      prefix + "_load",
+      {arenaType(), indexType(), indexType(), tokens(), tokens()}, {i32()},
+      true);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  Value row =
+      memref::AllocOp::create(b, floats(), ValueRange{idx(b, g.headDim)});
+  SmallVector<Value> operands(entry.getArguments());
+  operands.push_back(row);
+  Value st = func::CallOp::create(b, impl, operands).getResult(0);
+  memref::DeallocOp::create(b, row);
+  func::ReturnOp::create(b, ValueRange{st});
   result.load = fn;
 }
 
@@ -2365,11 +2105,11 @@ LogicalResult Emitter::run(CacheFunctions &result) {
   }
   emitArenaBytes(result);
   emitInit(result);
-  emitAppend(result);
+  emitAppend(result, emitAppendImpl());
   result.attend = emitAttend(false);
   if (certified)
     result.attendCertified = emitAttend(true);
-  emitLoad(result);
+  emitLoad(result, emitLoadImpl());
   return success();
 }
 

@@ -1007,11 +1007,13 @@ public:
   const StorageTargetInfo *lookup = nullptr;
 };
 
-/// Creates `name` at the end of the module with an entry block.
-func::FuncOp createFunction(ModuleOp module, StringRef name,
+/// Creates `name` at the end of `container` (a builtin or GPU module) with
+/// an entry block.
+func::FuncOp createFunction(Operation *container, StringRef name,
                             FunctionType type) {
-  OpBuilder builder = OpBuilder::atBlockEnd(module.getBody());
-  auto function = func::FuncOp::create(builder, module.getLoc(), name, type);
+  OpBuilder builder = OpBuilder::atBlockEnd(&container->getRegion(0).front());
+  auto function =
+      func::FuncOp::create(builder, container->getLoc(), name, type);
   function.setPrivate();
   function.addEntryBlock();
   return function;
@@ -1023,7 +1025,7 @@ namespace {
 /// code, scale and zero offsets, then `rest`), a builder at its entry and
 /// an emitter over the run's views.
 struct RowKernel {
-  RowKernel(ModuleOp module, const std::string &name, ArrayRef<Type> rest,
+  RowKernel(Operation *module, const std::string &name, ArrayRef<Type> rest,
             const an::StorageFormat &format, int64_t headDim,
             StorageKind dequantizer, const StorageTargetInfo &target)
       : fn(create(module, name, rest)),
@@ -1042,9 +1044,9 @@ struct RowKernel {
   KernelEmitter k;
 
 private:
-  static func::FuncOp create(ModuleOp module, const std::string &name,
+  static func::FuncOp create(Operation *module, const std::string &name,
                              ArrayRef<Type> rest) {
-    MLIRContext *context = module.getContext();
+    MLIRContext *context = module->getContext();
     Type index = IndexType::get(context);
     SmallVector<Type> inputs{
         MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8)),
@@ -1078,7 +1080,7 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   if (found != kernels.end() && (!withBounds || found->second.bounds))
     return found->second;
   const bool haveStoreAndLoad = found != kernels.end();
-  MLIRContext *context = module.getContext();
+  MLIRContext *context = module->getContext();
   Type index = IndexType::get(context);
   Type i1 = IntegerType::get(context, 1);
   Type i32 = IntegerType::get(context, 32);

@@ -114,8 +114,9 @@ Value emitExpm1(ImplicitLocOpBuilder &b, Value x);
 class FormatCodegen {
 public:
   /// One instance serves a whole module, so that caches sharing a format
-  /// share its kernels.
-  FormatCodegen(ModuleOp module, const StorageTargetInfo &target)
+  /// share its kernels. `module` is a builtin module, or a GPU module for
+  /// the kernels device code calls.
+  FormatCodegen(Operation *module, const StorageTargetInfo &target)
       : module(module), target(target) {}
 
   /// The kernels of `format` for rows of `headDim` elements and the
@@ -131,7 +132,7 @@ public:
   getMangledName(const ::kvprec::analysis::StorageFormat &format);
 
 private:
-  ModuleOp module;
+  Operation *module;
   const StorageTargetInfo &target;
   std::map<std::string, FormatKernels> kernels;
 };
