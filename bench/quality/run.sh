@@ -7,7 +7,9 @@
 # measured on the calibration prompts (kvprec-calib plan-budget), uniform
 # f16/bf16/fp8/int8/int4, KIVI-2/4 and the seed rule, for stories260K and
 # tinystories-656K. Writes
-# bench/quality/results.jsonl and docs/results-quality.md.
+# bench/quality/results.jsonl and docs/results-quality.md (whose Commands
+# section, report.py's COMMANDS, lists the command lines below: keep them
+# in step).
 #
 #   bash bench/quality/run.sh
 set -euo pipefail
@@ -35,26 +37,30 @@ run_model() {
     --out "$dir/stats.safetensors" --ir "$dir/cache.mlir" > /dev/null
   "$OPT" "$dir/cache.mlir" --kvprec-import-calibration="file=$dir/stats.safetensors" \
     -o "$dir/cal.mlir"
-  plan() { # label, options
-    local label="$1" options="$2"
+  # Each row says whether the plan is kvprec's ("kvprec": true: certified
+  # and measured-budget plans) or a baseline's (uniform, KIVI, seed); the
+  # report and the plot colour by it.
+  plan() { # label, options, kvprec (true|false)
+    local label="$1" options="$2" kvprec="$3"
     if ! "$OPT" "$dir/cal.mlir" --kvprec-assign-precision="$options quiet=true" \
          -o "$dir/$label.mlir" 2> "$dir/$label.err"; then
-      printf '{"model": "%s", "plan": "%s", "options": "%s", "error": %s}\n' \
-        "$name" "$label" "$options" \
+      printf '{"model": "%s", "plan": "%s", "options": "%s", "kvprec": %s, "error": %s}\n' \
+        "$name" "$label" "$options" "$kvprec" \
         "$(python3 -c 'import json,sys; print(json.dumps(open(sys.argv[1]).read().strip().splitlines()[0]))' "$dir/$label.err")" \
         >> "$RESULTS"
       return
     fi
-    evaluate "$label" "$options"
+    evaluate "$label" "$options" "$kvprec"
   }
-  evaluate() { # label, options: $dir/$label.mlir on the held-out prompts
-    local label="$1" options="$2"
+  evaluate() { # label, options, kvprec: $dir/$label.mlir on the held-out prompts
+    local label="$1" options="$2" kvprec="$3"
     "$CALIB" eval-quality "${model[@]}" --prompts "$EVAL_PROMPTS" --steps "$STEPS" \
       --ir "$dir/$label.mlir" > "$dir/$label.json"
-    python3 - "$dir/$label.json" "$name" "$label" "$options" >> "$RESULTS" <<'PY'
+    python3 - "$dir/$label.json" "$name" "$label" "$options" "$kvprec" >> "$RESULTS" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 print(json.dumps({"model": sys.argv[2], "plan": sys.argv[3], "options": sys.argv[4],
+                  "kvprec": {"true": True, "false": False}[sys.argv[5]],
                   **{k: r[k] for k in ("bytes_vs_fp16", "plan_bytes", "mean_kl", "max_kl",
                                        "top1_agreement", "ppl_fp32", "ppl_plan", "tokens")}}))
 PY
@@ -66,19 +72,19 @@ for l in open(sys.argv[1]):
     if r['model'] == sys.argv[2] and r['plan'] == sys.argv[3] and 'plan_bytes' in r:
         print(int(r['plan_bytes']))" "$RESULTS" "$name" "$1"
   }
-  for f in f16 bf16 f8E4M3FN i8 i4; do plan "uniform-$f" "mode=uniform format=$f"; done
+  for f in f16 bf16 f8E4M3FN i8 i4; do plan "uniform-$f" "mode=uniform format=$f" false; done
   # KIVI's window of 128 is longer than these caches: window 32 with its
   # 32-token key groups.
-  plan kivi-2 "mode=kivi bits=2 window=32 block=32"
-  plan kivi-4 "mode=kivi bits=4 window=32 block=32"
-  plan seed "mode=seed"
-  for t in 3e-1 1e-1 3e-2 1e-2 3e-3; do plan "certified-tol-$t" "tolerance=$t"; done
-  for k in 1e-1 1e-2 1e-3 1e-4; do plan "certified-kl-$k" "kl=$k"; done
+  plan kivi-2 "mode=kivi bits=2 window=32 block=32" false
+  plan kivi-4 "mode=kivi bits=4 window=32 block=32" false
+  plan seed "mode=seed" false
+  for t in 3e-1 1e-1 3e-2 1e-2 3e-3; do plan "certified-tol-$t" "tolerance=$t" true; done
+  for k in 1e-1 1e-2 1e-3 1e-4; do plan "certified-kl-$k" "kl=$k" true; done
   # At the bytes of each uniform baseline: the certified allocator's plan
   # for that budget.
   for f in f8E4M3FN i8 i4; do
     bytes=$(bytes_of "uniform-$f")
-    [ -n "$bytes" ] && plan "certified-budget-$f" "budget=$bytes"
+    [ -n "$bytes" ] && plan "certified-budget-$f" "budget=$bytes" true
   done
   # At the bytes of every baseline: the budget planned at several logit
   # error caps and both scale granularities, measured on the calibration
@@ -94,7 +100,7 @@ for l in open(sys.argv[1]):
     chose=$(python3 -c "import json,sys
 print(json.load(open(sys.argv[1]))['chosen'].replace(' quiet=true', '').strip())" \
       "$dir/$label.search.json")
-    evaluate "$label" "plan-budget --budget $bytes: $chose"
+    evaluate "$label" "plan-budget --budget $bytes: $chose" true
   done
 }
 

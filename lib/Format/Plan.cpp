@@ -66,35 +66,46 @@ const an::StorageFormat &Plan::getFormatAt(int64_t item, int64_t position,
   }
 }
 
-double Plan::getTotalBytes() const {
+double Plan::getItemBytes(int64_t item) const {
   const Geometry &g = geometry;
   int64_t aged = g.getBodyTokens();
-  double total = 0.0;
-  for (int64_t item = 0; item < getNumItems(); ++item) {
-    total += getSegmentBytes(getSink(item), g.sink, g.headDim);
-    total += getSegmentBytes(getWindow(item), g.getWindowTokens(), g.headDim);
-    if (!perBlock) {
-      // One body format: full blocks cost the same, so the cost of sizing
-      // does not grow with capacity.
-      const an::StorageFormat &body = getBody(item, 0);
-      int64_t fullBlocks = aged / g.block, rest = aged % g.block;
-      total += double(fullBlocks) * getSegmentBytes(body, g.block, g.headDim);
-      if (rest)
-        total += getSegmentBytes(body, rest, g.headDim);
-      continue;
-    }
-    for (int64_t b = 0; b * g.block < aged; ++b)
-      total += getSegmentBytes(getBody(item, b),
-                               std::min(g.block, aged - b * g.block),
-                               g.headDim);
+  double total =
+      getSegmentBytes(getSink(item), g.sink, g.headDim) +
+      getSegmentBytes(getWindow(item), g.getWindowTokens(), g.headDim);
+  if (!perBlock) {
+    // One body format: full blocks cost the same, so the cost of sizing
+    // does not grow with capacity.
+    const an::StorageFormat &body = getBody(item, 0);
+    int64_t fullBlocks = aged / g.block, rest = aged % g.block;
+    total += double(fullBlocks) * getSegmentBytes(body, g.block, g.headDim);
+    if (rest)
+      total += getSegmentBytes(body, rest, g.headDim);
+    return total;
   }
+  for (int64_t b = 0; b * g.block < aged; ++b)
+    total += getSegmentBytes(getBody(item, b),
+                             std::min(g.block, aged - b * g.block), g.headDim);
+  return total;
+}
+
+double Plan::getLayerBytes(int64_t layer) const {
+  double total = 0.0;
+  for (int64_t head = 0; head < geometry.heads; ++head)
+    for (int kv = 0; kv < 2; ++kv)
+      total += getItemBytes(getItem(layer, head, kv));
+  return total;
+}
+
+double Plan::getTotalBytes() const {
+  double total = 0.0;
+  for (int64_t item = 0; item < getNumItems(); ++item)
+    total += getItemBytes(item);
   return total;
 }
 
 double certify::getSegmentBytes(const StorageFormat &format, int64_t tokens,
                                 int64_t headDim) {
-  double bytes =
-      double(tokens) * headDim * an::getBitWidth(format.kind) / 8.0;
+  double bytes = double(tokens) * headDim * an::getBitWidth(format.kind) / 8.0;
   if (!an::isScaled(format) || tokens == 0)
     return bytes;
   int64_t groups = format.granularity == an::Granularity::TokenGroup

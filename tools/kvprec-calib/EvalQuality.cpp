@@ -41,6 +41,14 @@ void writeTotals(json::OStream &json, const QualityTotals &totals) {
   json.attribute("top1_agreement", number(totals.getTop1Agreement()));
 }
 
+/// The perplexity of both runs on the prompts' own tokens.
+void writePerplexities(json::OStream &json, const QualityTotals &totals) {
+  json.attribute("prompt_tokens", totals.promptPositions);
+  double n = double(std::max<int64_t>(totals.promptPositions, 1));
+  json.attribute("ppl_fp32", number(std::exp(totals.nllExact / n)));
+  json.attribute("ppl_plan", number(std::exp(totals.nllPlan / n)));
+}
+
 /// The logits of every position of `tokens` but the last (position t
 /// predicts tokens[t + 1]), teacher-forced.
 Expected<std::vector<std::vector<float>>>
@@ -197,19 +205,29 @@ Error kvprec::calib::runEvalQuality(const EvalQualityInputs &inputs,
     json.attribute("max_positions", capacity);
     json.attribute("tokens", whole.positions);
     writeTotals(json, whole);
-    json.attribute("prompt_tokens", whole.promptPositions);
-    double n = double(std::max<int64_t>(whole.promptPositions, 1));
-    json.attribute("ppl_fp32", number(std::exp(whole.nllExact / n)));
-    json.attribute("ppl_plan", number(std::exp(whole.nllPlan / n)));
+    writePerplexities(json, whole);
     json.attribute("plan_bytes", number(cache->plan.getTotalBytes()));
     json.attribute("fp16_bytes", number(fp16Bytes));
     json.attribute("bytes_vs_fp16",
                    number(cache->plan.getTotalBytes() / fp16Bytes));
+    // Each layer's cache stored as planned, every other layer's exact (in
+    // f32): the same measurement, and the bytes of the one planned layer
+    // against that layer's cache in fp16. (The whole cache of such a run
+    // is not a plan anyone would store: the other layers stay in f32.)
+    double layerFp16Bytes = double(g.heads) * 2 * g.capacity * g.headDim * 2;
     json.attributeArray("per_layer", [&] {
       for (int layer = 0; layer < config.numLayers; ++layer)
         json.object([&] {
+          const QualityTotals &totals = measured->perLayer[layer];
           json.attribute("layer", layer);
-          writeTotals(json, measured->perLayer[layer]);
+          json.attribute("tokens", totals.positions);
+          writeTotals(json, totals);
+          writePerplexities(json, totals);
+          double layerBytes = cache->plan.getLayerBytes(layer);
+          json.attribute("layer_plan_bytes", number(layerBytes));
+          json.attribute("layer_fp16_bytes", number(layerFp16Bytes));
+          json.attribute("layer_bytes_vs_fp16",
+                         number(layerBytes / layerFp16Bytes));
         });
     });
   });

@@ -2,7 +2,8 @@
 //
 // Every live position of every stream has its own row at every length,
 // regions are aligned, disjoint and inside the arena, sizes follow the
-// documented row shapes, and sizes from outside are checked.
+// documented row shapes, and sizes from outside are checked. Also the
+// plan's own byte counts (per item, per layer, in total).
 //
 //===----------------------------------------------------------------------===//
 
@@ -284,4 +285,43 @@ TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
   status = ArenaLayout::build(broken, layout);
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("inconsistent"), std::string::npos);
+}
+
+// The bytes of one item and one layer, which eval-quality reports for each
+// layer planned alone, add up to the plan's total.
+TEST(PlanBytes, ItemsAndLayersAddUpToTheTotal) {
+  Plan plan;
+  plan.geometry = {/*layers=*/2,   /*heads=*/1, /*capacity=*/64,
+                   /*headDim=*/16,
+                   /*block=*/16,   /*sink=*/4,  /*window=*/16};
+  plan.formats = {unscaled(an::StorageKind::F16),
+                  unscaled(an::StorageKind::F32),
+                  scaled(an::StorageKind::Int4, an::QuantScheme::Symmetric,
+                         an::Granularity::TokenGroup, 16)};
+  // Layer 0: K all f16, V all f32; layer 1: f16 sink and window, int4 body.
+  plan.sinkFormats = {0, 1, 0, 0};
+  plan.windowFormats = {0, 1, 0, 0};
+  plan.bodyFormats = {0, 1, 2, 2};
+  const certify::Geometry &g = plan.geometry;
+  int64_t body = g.getBodyTokens();
+  ASSERT_GT(body, 0);
+  EXPECT_EQ(plan.getItemBytes(0), 64 * 16 * 2);
+  EXPECT_EQ(plan.getItemBytes(1), 64 * 16 * 4);
+  // An int4 position: 16 channels of 4 bits and one f16 scale.
+  double layer1Item = (64 - body) * 16 * 2 + body * (16 * 4 / 8 + 2);
+  EXPECT_EQ(plan.getItemBytes(2), layer1Item);
+  EXPECT_EQ(plan.getLayerBytes(0), 64 * 16 * 6);
+  EXPECT_EQ(plan.getLayerBytes(1), 2 * layer1Item);
+  EXPECT_EQ(plan.getTotalBytes(),
+            plan.getLayerBytes(0) + plan.getLayerBytes(1));
+
+  // Per-block bodies: the blocks of each item add up the same way.
+  Plan blocks = makePlan(/*heads=*/2, /*capacity=*/64, /*headDim=*/16,
+                         /*block=*/16, /*sink=*/4, /*window=*/16, plan.formats,
+                         /*perBlock=*/true);
+  double items = 0.0;
+  for (int64_t item = 0; item < blocks.getNumItems(); ++item)
+    items += blocks.getItemBytes(item);
+  EXPECT_EQ(blocks.getLayerBytes(0), items);
+  EXPECT_EQ(blocks.getTotalBytes(), items);
 }

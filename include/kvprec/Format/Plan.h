@@ -46,8 +46,7 @@ double getSegmentBytes(const StorageFormat &format, int64_t tokens,
 
 /// Whether `format` can store a class of `tokens` positions of `headDim`
 /// channels (group sizes must tile them).
-bool fitsSegment(const StorageFormat &format, int64_t tokens,
-                 int64_t headDim);
+bool fitsSegment(const StorageFormat &format, int64_t tokens, int64_t headDim);
 
 /// Item index ((layer * heads) + head) * 2 + kv, kv 0 for K and 1 for V.
 /// The index lists are expanded: one entry per item, and for a per-block
@@ -69,9 +68,9 @@ struct Plan {
     return formats[windowFormats[item]];
   }
   const analysis::StorageFormat &getBody(int64_t item, int64_t block) const {
-    return formats[bodyFormats[perBlock ? item * geometry.getNumBodyBlocks() +
-                                              block
-                                        : item]];
+    return formats[bodyFormats[perBlock
+                                   ? item * geometry.getNumBodyBlocks() + block
+                                   : item]];
   }
   /// Which class stores `position` when the cache holds `length` positions:
   /// the sink, the window (body blocks that overlap the newest `window`
@@ -79,7 +78,11 @@ struct Plan {
   int getSegmentAt(int64_t position, int64_t length) const;
   const analysis::StorageFormat &getFormatAt(int64_t item, int64_t position,
                                              int64_t length) const;
-  /// Storage bytes of a full cache.
+  /// Storage bytes of one item's (layer, KV head, K/V) full cache.
+  double getItemBytes(int64_t item) const;
+  /// Storage bytes of one layer's full cache (K and V of every KV head).
+  double getLayerBytes(int64_t layer) const;
+  /// Storage bytes of a full cache: the sum over the items.
   double getTotalBytes() const;
 };
 

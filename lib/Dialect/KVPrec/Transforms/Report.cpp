@@ -360,12 +360,63 @@ static double formatBits(const an::StorageFormat &format, int64_t tokens,
          double(tokens * headDim);
 }
 
-/// Fill colours for formats ranked by bits, few bits warm, many cool; a
-/// qualitative palette, so that 12, 16 and 32 bits are told apart at a
-/// glance.
-static const char *kPalette[] = {"#b2182b", "#ef8a62", "#fddbc7", "#d1e5f0",
-                                 "#67a9cf", "#2166ac", "#542788", "#1b7837",
-                                 "#762a83", "#5aae61", "#8c510a", "#01665e"};
+/// The fill colour of each element kind, fixed so that a kind reads the same
+/// in every picture: a spectral scale from many bits (blue) through fp8
+/// (green) to few bits (red).
+static StringRef getKindColour(an::StorageKind kind) {
+  switch (kind) {
+  case an::StorageKind::F32:
+    return "#313695";
+  case an::StorageKind::F16:
+    return "#4575b4";
+  case an::StorageKind::BF16:
+    return "#74add1";
+  case an::StorageKind::F8E4M3FN:
+    return "#1a9850";
+  case an::StorageKind::F8E5M2:
+    return "#91cf60";
+  case an::StorageKind::Int8:
+    return "#fdae61";
+  case an::StorageKind::Int4:
+    return "#f46d43";
+  case an::StorageKind::Int3:
+    return "#d73027";
+  case an::StorageKind::Int2:
+    return "#a50026";
+  }
+  return "#999999";
+}
+
+/// `hex` (#rrggbb) mixed with white (`t` > 0) or black (`t` < 0) by |t|:
+/// the shades that tell apart two formats of one kind in a plan.
+static std::string shadeColour(StringRef hex, double t) {
+  unsigned rgb = 0;
+  hex.drop_front().getAsInteger(16, rgb);
+  std::string result = "#";
+  for (int shift = 16; shift >= 0; shift -= 8) {
+    double c = (rgb >> shift) & 0xff;
+    c = t >= 0 ? c + (255 - c) * t : c * (1 + t);
+    result += llvm::formatv("{0:x-2}", unsigned(std::lround(c))).str();
+  }
+  return result;
+}
+
+/// The colour of each of `formats`: its kind's, and for the second, third,
+/// ... format of one kind (in the order of `ranked`) a lighter or darker
+/// shade, alternating, so that every format of the plan stays distinct.
+static std::vector<std::string>
+getFormatColours(ArrayRef<an::StorageFormat> formats,
+                 ArrayRef<std::pair<double, int>> ranked) {
+  static const double kShades[] = {0.0, 0.45, -0.35, 0.7, -0.55, 0.85, -0.7};
+  std::vector<std::string> colours(formats.size());
+  std::map<an::StorageKind, int> seen;
+  for (auto [bits, f] : ranked) {
+    int variant = seen[formats[f].kind]++;
+    colours[f] = shadeColour(getKindColour(formats[f].kind),
+                             kShades[variant % std::size(kShades)]);
+  }
+  return colours;
+}
 
 /// A plot of bytes against mean KL of the quality benchmark's plans
 /// (bench/quality/results.jsonl) for `model`, at (x, y), w x h pixels.
@@ -377,6 +428,8 @@ static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
   struct Point {
     std::string plan;
     double bytes, kl;
+    /// A kvprec plan (blue) or a baseline (red).
+    bool kvprec;
   };
   std::vector<Point> points;
   SmallVector<StringRef> lines;
@@ -393,8 +446,14 @@ static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
     std::optional<double> bytes = row->getNumber("bytes_vs_fp16"),
                           kl = row->getNumber("mean_kl");
     std::optional<StringRef> plan = row->getString("plan");
+    // bench/quality/run.sh says which plans are kvprec's; older files by
+    // the name, as bench/quality/report.py reads them.
+    std::optional<bool> kvprec = row->getBoolean("kvprec");
+    if (!kvprec && plan)
+      kvprec =
+          plan->starts_with("certified-") || plan->starts_with("measured-");
     if (bytes && kl && plan && *kl > 0)
-      points.push_back({plan->str(), *bytes, *kl});
+      points.push_back({plan->str(), *bytes, *kl, *kvprec});
   }
   os << "<g><text x=\"" << x0 << "\" y=\"" << y0 - 8
      << "\" font-size=\"12\">bytes vs fp16 against mean KL on held-out "
@@ -430,19 +489,73 @@ static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
     os << llvm::format("<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\">"
                        "1e%d</text>\n",
                        x0 - 4, py(std::pow(10.0, e)) + 4, int(e));
+  // Baselines first and larger: a kvprec plan at a baseline's point (the
+  // plan made at its bytes can be the same plan) shows as a blue dot in a
+  // red ring, not one hiding the other.
+  for (bool kvprec : {false, true})
+    for (const Point &p : points)
+      if (p.kvprec == kvprec)
+        os << llvm::format("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"%s\" "
+                           "fill=\"%s\"><title>",
+                           px(p.bytes), py(p.kl), kvprec ? "3.5" : "5.5",
+                           kvprec ? "#2166ac" : "#b2182b")
+           << p.plan
+           << llvm::format(": %.3f of fp16, mean KL %.3g", p.bytes, p.kl)
+           << "</title></circle>\n";
+  // Labels at font-size 9: about 5 px a character, 10 px tall. Each goes
+  // right of its point, moved up or down a line at a time until its box
+  // meets no label already placed (points often share bytes: a baseline and
+  // the plan made at its bytes), with a leader line when moved.
+  struct Box {
+    double x0, y0, x1, y1;
+    bool overlaps(const Box &o) const {
+      return x0 < o.x1 && o.x0 < x1 && y0 < o.y1 && o.y0 < y1;
+    }
+  };
+  // The points are obstacles too: a label over another plan's point hides
+  // it.
+  std::vector<Box> placed;
   for (const Point &p : points) {
-    bool certified = StringRef(p.plan).starts_with("certified");
-    os << llvm::format("<circle cx=\"%.1f\" cy=\"%.1f\" r=\"4\" fill=\"%s\">"
-                       "<title>",
-                       px(p.bytes), py(p.kl), certified ? "#2166ac" : "#b2182b")
-       << p.plan << llvm::format(": %.3f of fp16, mean KL %.3g", p.bytes, p.kl)
-       << "</title></circle>\n";
-    os << llvm::format("<text x=\"%.1f\" y=\"%.1f\" font-size=\"9\">",
-                       px(p.bytes) + 6, py(p.kl) + 3)
+    double r = p.kvprec ? 3.5 : 5.5;
+    placed.push_back(
+        {px(p.bytes) - r, py(p.kl) - r, px(p.bytes) + r, py(p.kl) + r});
+  }
+  for (const Point &p : points) {
+    double cx = px(p.bytes), cy = py(p.kl);
+    double lx = cx + 8, width = 5.0 * p.plan.size();
+    auto boxAt = [&](double baseline) {
+      return Box{lx, baseline - 8, lx + width, baseline + 2};
+    };
+    // Offsets 0, +11, -11, +22, -22, ... within the frame; if every one
+    // overlaps, the one that overlaps the fewest labels.
+    double best = cy + 3;
+    size_t fewest = SIZE_MAX;
+    for (int k = 0; k <= 40 && fewest; ++k) {
+      double baseline = cy + 3 + (k % 2 ? 1 : -1) * 11.0 * ((k + 1) / 2);
+      // Moved labels stay inside the frame.
+      if (k && (baseline < y0 + 9 || baseline > y0 + h - 2))
+        continue;
+      Box box = boxAt(baseline);
+      size_t hits = llvm::count_if(
+          placed, [&](const Box &other) { return box.overlaps(other); });
+      if (hits < fewest) {
+        fewest = hits;
+        best = baseline;
+      }
+    }
+    placed.push_back(boxAt(best));
+    if (std::abs(best - (cy + 3)) > 0.5)
+      os << llvm::format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" "
+                         "y2=\"%.1f\" stroke=\"#888\" stroke-width=\"0.5\"/>\n",
+                         cx + 3, cy, lx - 1, best - 3);
+    os << llvm::format("<text class=\"plot-label\" x=\"%.1f\" y=\"%.1f\" "
+                       "font-size=\"9\">",
+                       lx, best)
        << p.plan << "</text>\n";
   }
   os << "<text x=\"" << x0 << "\" y=\"" << y0 + h + 30
-     << "\">blue: kvprec certified plans; red: baselines</text></g>\n";
+     << "\">blue: kvprec plans (certified and measured-budget); red: "
+        "baselines</text></g>\n";
 }
 
 static void printSvg(raw_ostream &os, const CacheReport &report,
@@ -450,21 +563,15 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
   const cf::Plan &plan = report.plan;
   const cf::Geometry &g = plan.geometry;
   const int64_t L = g.layers, H = g.heads;
-  // Formats ranked by bits: each gets a palette colour.
+  // Formats ranked by bits, the order of the legend.
   std::vector<std::pair<double, int>> ranked;
   for (size_t f = 0; f < plan.formats.size(); ++f)
     ranked.push_back(
         {formatBits(plan.formats[f], std::max<int64_t>(g.block, 1), g.headDim),
          int(f)});
   std::sort(ranked.begin(), ranked.end());
-  std::vector<std::string> colour(plan.formats.size());
-  // Spread over the six diverging colours (few bits red, many blue), then
-  // the qualitative rest for plans with more formats.
-  for (size_t r = 0; r < ranked.size(); ++r)
-    colour[ranked[r].second] =
-        ranked.size() <= 6
-            ? kPalette[ranked.size() == 1 ? 0 : r * 5 / (ranked.size() - 1)]
-            : kPalette[r % std::size(kPalette)];
+  // A fixed colour per element kind (shades within one kind).
+  std::vector<std::string> colour = getFormatColours(plan.formats, ranked);
   auto formatIndex = [&](const an::StorageFormat &f) {
     for (size_t i = 0; i < plan.formats.size(); ++i)
       if (plan.formats[i] == f)
@@ -503,12 +610,23 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
   const int itemH =
       blocks ? int(std::clamp<int64_t>(720 / std::max<int64_t>(L * H, 1), 1, 8))
              : 0;
-  int blockPanelsY = top + gridH + 70;
   const int blockPanelW = blocks ? std::max(int(blocks) * blockW + 40, 160) : 0;
+  // The legend (a swatch per format and three lines of scale) beside the
+  // grids; what is drawn below starts under it where it would reach it.
+  const int lx = left + panelsW + 10;
+  const int legendBottom = top + int(ranked.size()) * 20 + 40;
+  int blockPanelsY = top + gridH + 70;
+  if (blocks && left + 2 * blockPanelW > lx)
+    blockPanelsY = std::max(blockPanelsY, legendBottom + 20);
   int blockH = blocks ? int(L * H) * itemH : 0;
-  int plotY = blockPanelsY + (blocks ? blockH + 60 : 0);
-  int height = plotY + (qualityPath.empty() ? 20 : 300);
+  int plotY =
+      std::max(blockPanelsY + (blocks ? blockH + 60 : 0), legendBottom + 10);
+  // The plot: room for a few dozen plans and, right of it, their labels.
+  const int plotW = 760, plotH = 340, plotLabelsW = 180;
+  int height = plotY + (qualityPath.empty() ? 20 : plotH + 80);
   width = std::max(width, left + 2 * blockPanelW + legendW);
+  if (!qualityPath.empty())
+    width = std::max(width, left + 40 + plotW + plotLabelsW);
   os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
      << "\" height=\"" << height
      << "\" font-family=\"sans-serif\" font-size=\"11\">\n";
@@ -576,7 +694,6 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
     os << "<text x=\"" << left << "\" y=\"" << top + gridH + 30
        << "\">body cells: the format of most of the blocks</text>\n";
   // Legend: every format, its colour and its bits.
-  int lx = left + panelsW + 10;
   os << "<text x=\"" << lx << "\" y=\"" << top - 8
      << "\" font-weight=\"bold\">formats (bits per element)</text>\n";
   for (size_t r = 0; r < ranked.size(); ++r) {
@@ -589,6 +706,14 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
        << describeFormat(plan.formats[f])
        << llvm::format(" (%.2f)", ranked[r].first) << "</text>\n";
   }
+  // The scale, so that colours compare across pictures.
+  int noteY = top + int(ranked.size()) * 20 + 12;
+  os << "<text x=\"" << lx << "\" y=\"" << noteY
+     << "\" font-size=\"9\">colour: the element kind, blue f32, f16, bf16,"
+     << "</text>\n<text x=\"" << lx << "\" y=\"" << noteY + 11
+     << "\" font-size=\"9\">green fp8, orange i8, i4, red i2; a lighter or"
+     << "</text>\n<text x=\"" << lx << "\" y=\"" << noteY + 22
+     << "\" font-size=\"9\">darker shade: another format of one kind</text>\n";
   // Per-block bodies along the position axis.
   if (blocks) {
     for (int kv = 0; kv < 2; ++kv) {
@@ -613,7 +738,7 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
           "head)</text>\n";
   if (!qualityPath.empty())
     printQualityPlot(os, qualityPath, report.model, left + 40, plotY + 30,
-                     std::min(width - left - 300, 700), 220);
+                     plotW, plotH);
   os << "</svg>\n";
 }
 
