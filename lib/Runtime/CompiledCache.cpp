@@ -69,7 +69,8 @@ CompiledCache::~CompiledCache() = default;
 
 llvm::Expected<std::unique_ptr<CompiledCache>>
 CompiledCache::compile(const std::string &cacheType, int64_t threads,
-                       bool runtimeCertificate, int64_t prefetchDistance) {
+                       bool runtimeCertificate, int64_t prefetchDistance,
+                       int64_t storePieces) {
   static std::once_flag initialized;
   std::call_once(initialized, [] {
     llvm::InitializeNativeTarget();
@@ -105,6 +106,7 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads,
   pipelineOptions.threads = threads;
   pipelineOptions.runtimeCertificate = runtimeCertificate;
   pipelineOptions.prefetchDistance = prefetchDistance;
+  pipelineOptions.storePieces = storePieces;
   // The code is compiled for this CPU: AVX-512F instructions where it has
   // them.
   auto hostFeatures = llvm::sys::getHostCPUFeatures();

@@ -51,6 +51,9 @@ struct Case {
   /// When above 1, attend is also run as compiled with this many position
   /// splits (kvprec-to-llvm{threads}), against the same reference.
   int64_t threads = 1;
+  /// kvprec-to-llvm's store-pieces: 0 quantizes whole rows; the NVPTX
+  /// target's form quantizes pieces of this many elements (the same bits).
+  int64_t storePieces = 0;
   /// Element j of the n-th row appended (all heads, K and V), replacing the
   /// default random data when set.
   std::function<float(std::mt19937 &, int64_t row, int64_t j)> generate;
@@ -172,13 +175,15 @@ void runCase(const Case &c) {
   ASSERT_TRUE(lay::ArenaLayout::build(plan, layout).ok());
 
   auto compiled =
-      CompiledCache::compile(text, /*threads=*/1, /*runtimeCertificate=*/true);
+      CompiledCache::compile(text, /*threads=*/1, /*runtimeCertificate=*/true,
+                             /*prefetchDistance=*/8192, c.storePieces);
   ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
   const CompiledCache &code = **compiled;
   std::unique_ptr<CompiledCache> split;
   if (c.threads > 1) {
     auto parallel =
-        CompiledCache::compile(text, c.threads, /*runtimeCertificate=*/true);
+        CompiledCache::compile(text, c.threads, /*runtimeCertificate=*/true,
+                               /*prefetchDistance=*/8192, c.storePieces);
     ASSERT_TRUE(bool(parallel)) << llvm::toString(parallel.takeError());
     split = std::move(*parallel);
   }
@@ -521,6 +526,61 @@ TEST(CompiledCache, TableDecodedIntegerFormats) {
     c.headDim = t.headDim;
     c.groupRatio = t.groupRatio;
     c.layers = 1;
+    c.formats = {t.format};
+    runCase(c);
+  }
+}
+
+// The store kernels in pieces (what target=nvptx emits, so that a GPU
+// thread's registers hold what it quantizes) store the same bits as whole
+// rows: every format and granularity, pieces smaller than a group and
+// groups smaller than a piece, planar sub-byte fields, head_dim 8, 24, 64.
+TEST(CompiledCache, PiecewiseStoresAreBitExact) {
+  struct PieceCase {
+    const char *format;
+    int64_t headDim, pieces;
+  };
+  for (const PieceCase &t :
+       {PieceCase{"#kvprec.format<f32>", 8, 4},
+        PieceCase{"#kvprec.format<f16>", 24, 16},
+        PieceCase{"#kvprec.format<bf16>", 8, 2},
+        PieceCase{"#kvprec.format<f8E4M3FN, symmetric, token_group = 8, "
+                  "scale = f16>",
+                  8, 4},
+        PieceCase{"#kvprec.format<f8E5M2, symmetric, channel_group = 4, "
+                  "scale = bf16>",
+                  24, 16},
+        PieceCase{"#kvprec.format<i8, symmetric, token_group = 8, scale = "
+                  "f32>",
+                  64, 16},
+        PieceCase{"#kvprec.format<i8, asymmetric, token_group = 4, scale = "
+                  "f16>",
+                  8, 2},
+        PieceCase{"#kvprec.format<i8, symmetric, channel_group = 8, scale = "
+                  "bf16>",
+                  8, 4},
+        PieceCase{"#kvprec.format<i4, symmetric, token_group = 4, scale = "
+                  "f16>",
+                  8, 16},
+        PieceCase{"#kvprec.format<i4, asymmetric, token_group = 32, scale = "
+                  "f16>",
+                  64, 16},
+        PieceCase{"#kvprec.format<i4, asymmetric, channel_group = 4, scale "
+                  "= f16>",
+                  24, 4},
+        PieceCase{"#kvprec.format<i2, asymmetric, channel_group = 8, scale "
+                  "= f16>",
+                  8, 2},
+        PieceCase{"#kvprec.format<i2, symmetric, token_group = 8, scale = "
+                  "f32>",
+                  64, 16}}) {
+    Case c;
+    c.name = std::string(t.format) + " head_dim " + std::to_string(t.headDim) +
+             " pieces " + std::to_string(t.pieces);
+    c.headDim = t.headDim;
+    c.storePieces = t.pieces;
+    c.layers = 1;
+    c.sink = 8; // Channel groups of 8 must tile the sink.
     c.formats = {t.format};
     runCase(c);
   }

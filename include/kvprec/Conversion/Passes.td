@@ -59,14 +59,45 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
            "Use AVX-512F instructions that no portable vector op expresses: "
            "int4 and int2 codes decode through a 16-entry table permute "
            "(vpermps) of their group's dequantized values; the object then "
-           "needs an AVX-512 CPU">
+           "needs an AVX-512 CPU">,
+    Option<"storePieces", "store-pieces", "int64_t", /*default=*/"0",
+           "Quantize rows in pieces of at most this many elements (0: "
+           "whole rows as head_dim-lane vectors); target=nvptx uses 16 so "
+           "that one GPU thread's registers hold a piece. The same bits "
+           "either way">,
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "Where the cache lives and attention runs: cpu (the functions "
+           "run on the host), or nvptx (the arena is device memory; the "
+           "functions launch kernels of a gpu.module, docs/gpu.md)">,
+    Option<"chip", "chip", "std::string", /*default=*/"\"sm_80\"",
+           "target=nvptx: the NVIDIA architecture, sm_80 or later (f8 "
+           "decodes through cvt.rn.f16x2.e4m3x2 from sm_90)">
   ];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::cf::ControlFlowDialect",
-    "::mlir::func::FuncDialect", "::mlir::LLVM::LLVMDialect",
-    "::mlir::math::MathDialect", "::mlir::memref::MemRefDialect",
+    "::mlir::func::FuncDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::LLVM::LLVMDialect", "::mlir::math::MathDialect",
+    "::mlir::memref::MemRefDialect", "::mlir::NVVM::NVVMDialect",
     "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect"
   ];
+}
+
+def LowerDeviceVectors
+    : Pass<"kvprec-lower-device-vectors", "::mlir::gpu::GPUModuleOp"> {
+  let summary = "Rewrites the vector ops of device code that the NVVM "
+                "conversion does not handle";
+  let description = [{
+    kvprec's format kernels take and give slices of row vectors
+    (`vector.extract_strided_slice`, `vector.insert_strided_slice`), which
+    upstream's GPU-to-NVVM conversion leaves unconverted on MLIR 22 (its
+    vector patterns expect them gone; `convert-vector-to-llvm` removes them
+    but also converts memrefs in GPU address spaces, which it cannot).
+    This pass rewrites them into shuffles, element extracts and inserts,
+    and lowers multi-reductions and transfers, in a gpu.module, so that
+    `gpu-lower-to-nvvm-pipeline` converts everything. kvprec-to-nvvm runs it.
+  }];
+  let dependentDialects = ["::mlir::vector::VectorDialect",
+                           "::mlir::scf::SCFDialect"];
 }
 
 #endif // KVPREC_CONVERSION_PASSES_TD

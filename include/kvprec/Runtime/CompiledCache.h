@@ -33,10 +33,13 @@ public:
   /// the JIT's diagnostics.
   /// With `runtimeCertificate` it also compiles P_attend_certified
   /// (attendCertified); without, that code is not generated.
-  /// `prefetchDistance` is kvprec-to-llvm's prefetch-distance (bytes).
+  /// `prefetchDistance` is kvprec-to-llvm's prefetch-distance (bytes);
+  /// `storePieces` its store-pieces (0: whole rows; the NVPTX target's 16
+  /// lanes, for testing that form on the CPU).
   static llvm::Expected<std::unique_ptr<CompiledCache>>
   compile(const std::string &cacheType, int64_t threads = 1,
-          bool runtimeCertificate = false, int64_t prefetchDistance = 8192);
+          bool runtimeCertificate = false, int64_t prefetchDistance = 8192,
+          int64_t storePieces = 0);
   ~CompiledCache();
 
   int64_t getArenaBytes() const;

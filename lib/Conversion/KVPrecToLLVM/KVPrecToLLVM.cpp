@@ -30,6 +30,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   materialize.runtimeCertificate = options.runtimeCertificate;
   materialize.prefetchDistance = options.prefetchDistance;
   materialize.x86Avx512 = options.x86Avx512;
+  materialize.storePieces = options.storePieces;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -55,6 +56,15 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
 }
 
 void mlir::kvprec::registerKVPrecConversionPipelines() {
+  PassPipelineRegistration<KVPrecToNVVMOptions>(
+      "kvprec-to-nvvm",
+      "Lowers planned kvprec caches and ops for NVIDIA GPUs "
+      "(kvprec-materialize-storage{target=nvptx}, then "
+      "gpu-lower-to-nvvm-pipeline): a gpu.binary with PTX or a cubin, and "
+      "host code in the LLVM dialect",
+      [](OpPassManager &pm, const KVPrecToNVVMOptions &options) {
+        buildKVPrecToNVVMPipeline(pm, options);
+      });
   PassPipelineRegistration<KVPrecToLLVMOptions>(
       "kvprec-to-llvm",
       "Lowers planned kvprec caches and ops to the LLVM dialect "

@@ -937,9 +937,56 @@ Value Emitter::tokenShapeMismatch(ImplicitLocOpBuilder &b, Value keys,
   return bad;
 }
 
+Value Emitter::attendShapeMismatch(ImplicitLocOpBuilder &b, Value query,
+                                   Value output) {
+  Value numQueries = memref::DimOp::create(b, query, 0);
+  Value badShape = arith::OrIOp::create(
+      b,
+      cmp(b, arith::CmpIPredicate::ne, memref::DimOp::create(b, query, 1),
+          idx(b, g.headDim)),
+      arith::OrIOp::create(b,
+                           cmp(b, arith::CmpIPredicate::ne,
+                               memref::DimOp::create(b, output, 0), numQueries),
+                           cmp(b, arith::CmpIPredicate::ne,
+                               memref::DimOp::create(b, output, 1),
+                               idx(b, g.headDim))));
+  return arith::OrIOp::create(
+      b, badShape,
+      arith::OrIOp::create(
+          b, cmp(b, arith::CmpIPredicate::eq, numQueries, idx(b, 0)),
+          cmp(b, arith::CmpIPredicate::ne,
+              arith::RemUIOp::create(b, numQueries, idx(b, g.heads)),
+              idx(b, 0))));
+}
+
+Emitter::AttendTiles Emitter::attendTiles(ImplicitLocOpBuilder &b,
+                                          Value length) {
+  AttendTiles t;
+  Value zero = idx(b, 0);
+  t.sinkRows = arith::MinUIOp::create(b, length, idx(b, g.sink));
+  t.hasSink = arith::IndexCastOp::create(
+      b, indexType(),
+      arith::ExtUIOp::create(
+          b, i32(), cmp(b, arith::CmpIPredicate::ugt, t.sinkRows, zero)));
+  t.aged = arith::SubIOp::create(
+      b, arith::MaxUIOp::create(b, length, idx(b, g.sink)), idx(b, g.sink));
+  Value blocks = arith::CeilDivUIOp::create(b, t.aged, idx(b, g.block));
+  t.tiles = add(b, t.hasSink, blocks);
+  t.bodyRows = t.aged;
+  if (g.window > 0) {
+    Value beyond = arith::SubIOp::create(
+        b, arith::MaxUIOp::create(b, t.aged, idx(b, g.window)),
+        idx(b, g.window));
+    t.bodyRows = mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
+                     idx(b, g.block));
+  }
+  return t;
+}
+
 Value Emitter::guardEntry(
     ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
-    function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body) {
+    function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body,
+    function_ref<Value(ImplicitLocOpBuilder &, Value, Value)> readFill) {
   Value st =
       failIf(b, cmp(b, arith::CmpIPredicate::uge, layer, idx(b, g.layers)),
              CacheStatus::BadLayer);
@@ -948,10 +995,10 @@ Value Emitter::guardEntry(
   st = firstFailure(b, st, failIf(b, badShape, CacheStatus::BadShape));
   Value ok = cmp(b, arith::CmpIPredicate::eq, st, status(b, CacheStatus::Ok));
   return guard(b, ok, st, [&](ImplicitLocOpBuilder &gb) -> Value {
-    Value fill = arith::IndexCastOp::create(
-        gb, indexType(),
-        memref::LoadOp::create(gb, fillCounts(gb, arena), ValueRange{layer}));
-    return body(gb, fill);
+    Value fill = readFill ? readFill(gb, arena, layer)
+                          : Value(memref::LoadOp::create(
+                                gb, fillCounts(gb, arena), ValueRange{layer}));
+    return body(gb, arith::IndexCastOp::create(gb, indexType(), fill));
   });
 }
 
@@ -1033,21 +1080,21 @@ func::FuncOp Emitter::emitAppendImpl() {
                 ImplicitLocOpBuilder tb(l, n);
                 Value p = add(tb, fill, t);
                 Value length = add(tb, p, idx(tb, 1));
-                Value st = acc[0];
-                for (int64_t h = 0; h < g.heads; ++h)
-                  for (int kv = 0; kv < 2; ++kv) {
-                    Value item = itemOf(tb, layer, idx(tb, h), kv);
-                    copyIn(tb, kv ? values : keys, t, idx(tb, h), scratch,
-                           idx(tb, 0));
-                    Place place = locate(tb, item, p, length);
-                    Place single = place;
-                    single.row = idx(tb, 0);
-                    // Row 0 of the run: a dry run writes nothing, and a
-                    // channel group's row must start a group.
-                    st = firstFailure(tb, st,
-                                      callStore(tb, arena, single, scratch,
-                                                idx(tb, 0), idx(tb, 1), true));
-                  }
+                Value st =
+                    forItems(tb, layer, keys, values, acc[0],
+                             [&](ImplicitLocOpBuilder &ib, Value item, Value h,
+                                 Value from, Value st) {
+                               copyIn(ib, from, t, h, scratch, idx(ib, 0));
+                               Place place = locate(ib, item, p, length);
+                               Place single = place;
+                               single.row = idx(ib, 0);
+                               // Row 0 of the run: a dry run writes nothing,
+                               // and a channel group's row must start a group.
+                               return firstFailure(
+                                   ib, st,
+                                   callStore(ib, arena, single, scratch,
+                                             idx(ib, 0), idx(ib, 1), true));
+                             });
                 scf::YieldOp::create(tb, ValueRange{st});
               });
           Value dryStatus = dry.getResult(0);
@@ -1078,82 +1125,83 @@ func::FuncOp Emitter::emitAppendImpl() {
                         tb, arith::DivSIOp::create(tb, past, idx(tb, g.block)),
                         idx(tb, 1));
                   }
-                  for (int64_t h = 0; h < g.heads; ++h)
-                    for (int kv = 0; kv < 2; ++kv) {
-                      Value item = itemOf(tb, layer, idx(tb, h), kv);
-                      if (g.window > 0) {
-                        Value demoted =
-                            guard(tb, demote, status(tb, CacheStatus::Ok),
-                                  [&](ImplicitLocOpBuilder &db) {
-                                    Value begin =
-                                        add(db, idx(db, g.sink),
-                                            mul(db, leaving, idx(db, g.block)));
-                                    // The block's window values, and what it
-                                    // inherits: the largest bound of them.
-                                    Place ring = ringPlace(db, item, begin);
-                                    callLoadAndBounds(db, arena, ring,
-                                                      idx(db, g.block), scratch,
-                                                      boundScratch);
-                                    Place body = locateBody(db, item, begin);
-                                    Value st = callStore(
-                                        db, arena, body, scratch, idx(db, 0),
-                                        idx(db, g.block), false);
-                                    Value inherited =
-                                        func::CallOp::create(
-                                            db, rowsMax,
-                                            ValueRange{boundScratch,
-                                                       idx(db, g.block)})
-                                            .getResult(0);
-                                    memref::StoreOp::create(
-                                        db, inherited,
-                                        f32At(db, arena, body.inherited),
-                                        ValueRange{idx(db, 0)});
-                                    return st;
-                                  });
-                        st = firstFailure(tb, st, demoted);
-                      }
-                      Place place = locate(tb, item, p, length);
-                      Value group = groupSizeOf(tb, place.format);
-                      Value grouped =
-                          cmp(tb, arith::CmpIPredicate::ne, group, idx(tb, 0));
-                      Value stored = guard(
-                          tb, grouped, status(tb, CacheStatus::Ok),
-                          [&](ImplicitLocOpBuilder &gb) {
-                            // Channel groups: stage the row, then re-quantize
-                            // the group from the staged rows.
-                            Value inGroup =
-                                arith::RemUIOp::create(gb, place.row, group);
-                            Value stagingAt =
-                                add(gb,
-                                    arith::DivUIOp::create(
-                                        gb, itemField(gb, item, kStaging),
-                                        idx(gb, 4)),
-                                    mul(gb, inGroup, idx(gb, g.headDim)));
-                            copyIn(gb, kv ? values : keys, t, idx(gb, h),
-                                   staging, stagingAt);
-                            Place groupPlace = place;
-                            groupPlace.row = sub(gb, place.row, inGroup);
-                            Value stagingBegin = arith::DivUIOp::create(
-                                gb, itemField(gb, item, kStaging), idx(gb, 4));
-                            return callStore(
-                                gb, arena, groupPlace, staging, stagingBegin,
-                                add(gb, inGroup, idx(gb, 1)), false);
-                          });
-                      Value single = guard(
-                          tb,
-                          arith::XOrIOp::create(
-                              tb, grouped,
-                              arith::ConstantIntOp::create(tb, 1, 1)),
-                          status(tb, CacheStatus::Ok),
-                          [&](ImplicitLocOpBuilder &sb) {
-                            copyIn(sb, kv ? values : keys, t, idx(sb, h),
-                                   scratch, idx(sb, 0));
-                            return callStore(sb, arena, place, scratch,
-                                             idx(sb, 0), idx(sb, 1), false);
-                          });
-                      st = firstFailure(tb, st,
-                                        firstFailure(tb, stored, single));
-                    }
+                  st = forItems(
+                      tb, layer, keys, values, st,
+                      [&](ImplicitLocOpBuilder &tb, Value item, Value h,
+                          Value from, Value st) -> Value {
+                        if (g.window > 0) {
+                          Value demoted = guard(
+                              tb, demote, status(tb, CacheStatus::Ok),
+                              [&](ImplicitLocOpBuilder &db) {
+                                Value begin =
+                                    add(db, idx(db, g.sink),
+                                        mul(db, leaving, idx(db, g.block)));
+                                // The block's window values, and what it
+                                // inherits: the largest bound of them.
+                                Place ring = ringPlace(db, item, begin);
+                                callLoadAndBounds(db, arena, ring,
+                                                  idx(db, g.block), scratch,
+                                                  boundScratch);
+                                Place body = locateBody(db, item, begin);
+                                Value st = callStore(db, arena, body, scratch,
+                                                     idx(db, 0),
+                                                     idx(db, g.block), false);
+                                Value inherited =
+                                    func::CallOp::create(
+                                        db, rowsMax,
+                                        ValueRange{boundScratch,
+                                                   idx(db, g.block)})
+                                        .getResult(0);
+                                memref::StoreOp::create(
+                                    db, inherited,
+                                    f32At(db, arena, body.inherited),
+                                    ValueRange{idx(db, 0)});
+                                return st;
+                              });
+                          st = firstFailure(tb, st, demoted);
+                        }
+                        Place place = locate(tb, item, p, length);
+                        Value group = groupSizeOf(tb, place.format);
+                        Value grouped = cmp(tb, arith::CmpIPredicate::ne, group,
+                                            idx(tb, 0));
+                        Value stored = guard(
+                            tb, grouped, status(tb, CacheStatus::Ok),
+                            [&](ImplicitLocOpBuilder &gb) {
+                              // Channel groups: stage the row, then re-quantize
+                              // the group from the staged rows.
+                              Value inGroup =
+                                  arith::RemUIOp::create(gb, place.row, group);
+                              Value stagingAt =
+                                  add(gb,
+                                      arith::DivUIOp::create(
+                                          gb, itemField(gb, item, kStaging),
+                                          idx(gb, 4)),
+                                      mul(gb, inGroup, idx(gb, g.headDim)));
+                              copyIn(gb, from, t, h, staging, stagingAt);
+                              Place groupPlace = place;
+                              groupPlace.row = sub(gb, place.row, inGroup);
+                              Value stagingBegin = arith::DivUIOp::create(
+                                  gb, itemField(gb, item, kStaging),
+                                  idx(gb, 4));
+                              return callStore(
+                                  gb, arena, groupPlace, staging, stagingBegin,
+                                  add(gb, inGroup, idx(gb, 1)), false);
+                            });
+                        Value single = guard(
+                            tb,
+                            arith::XOrIOp::create(
+                                tb, grouped,
+                                arith::ConstantIntOp::create(tb, 1, 1)),
+                            status(tb, CacheStatus::Ok),
+                            [&](ImplicitLocOpBuilder &sb) {
+                              copyIn(sb, from, t, h, scratch, idx(sb, 0));
+                              return callStore(sb, arena, place, scratch,
+                                               idx(sb, 0), idx(sb, 1), false);
+                            });
+                        st = firstFailure(tb, st,
+                                          firstFailure(tb, stored, single));
+                        return st;
+                      });
                   memref::StoreOp::create(
                       tb, arith::IndexCastOp::create(tb, i64(), length), fills,
                       ValueRange{layer});
@@ -1166,6 +1214,26 @@ func::FuncOp Emitter::emitAppendImpl() {
       });
   func::ReturnOp::create(b, ValueRange{out});
   return fn;
+}
+
+Value Emitter::forItems(
+    ImplicitLocOpBuilder &b, Value layer, Value keys, Value values, Value st,
+    function_ref<Value(ImplicitLocOpBuilder &, Value, Value, Value, Value)>
+        body) {
+  auto loop = scf::ForOp::create(
+      b, idx(b, 0), idx(b, 2 * g.heads), idx(b, 1), ValueRange{st},
+      [&](OpBuilder &n, Location l, Value i, ValueRange acc) {
+        ImplicitLocOpBuilder ib(l, n);
+        Value h = arith::DivUIOp::create(ib, i, idx(ib, 2));
+        Value isValue =
+            cmp(ib, arith::CmpIPredicate::ne,
+                arith::RemUIOp::create(ib, i, idx(ib, 2)), idx(ib, 0));
+        // ((layer * H) + h) * 2 + kv = layer * 2H + i.
+        Value item = add(ib, mul(ib, layer, idx(ib, 2 * g.heads)), i);
+        Value from = arith::SelectOp::create(ib, isValue, values, keys);
+        scf::YieldOp::create(ib, ValueRange{body(ib, item, h, from, acc[0])});
+      });
+  return loop.getResult(0);
 }
 
 void Emitter::emitAppend(CacheFunctions &result, func::FuncOp impl) {
@@ -1820,23 +1888,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
   Value output = entry.getArgument(4), softmaxScale = entry.getArgument(5);
   Value bounds = withCertificate ? entry.getArgument(6) : Value();
   Value numQueries = memref::DimOp::create(b, query, 0);
-  Value badShape = arith::OrIOp::create(
-      b,
-      cmp(b, arith::CmpIPredicate::ne, memref::DimOp::create(b, query, 1),
-          idx(b, g.headDim)),
-      arith::OrIOp::create(b,
-                           cmp(b, arith::CmpIPredicate::ne,
-                               memref::DimOp::create(b, output, 0), numQueries),
-                           cmp(b, arith::CmpIPredicate::ne,
-                               memref::DimOp::create(b, output, 1),
-                               idx(b, g.headDim))));
-  badShape = arith::OrIOp::create(
-      b, badShape,
-      arith::OrIOp::create(
-          b, cmp(b, arith::CmpIPredicate::eq, numQueries, idx(b, 0)),
-          cmp(b, arith::CmpIPredicate::ne,
-              arith::RemUIOp::create(b, numQueries, idx(b, g.heads)),
-              idx(b, 0))));
+  Value badShape = attendShapeMismatch(b, query, output);
   if (withCertificate)
     badShape = arith::OrIOp::create(b, badShape,
                                     cmp(b, arith::CmpIPredicate::ne,
@@ -1861,28 +1913,11 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                 return memref::AllocOp::create(ab, floats(), ValueRange{n});
               };
               // Tiles: the sink (when it holds positions), then one per block.
-              Value sinkRows =
-                  arith::MinUIOp::create(b, length, idx(b, g.sink));
-              Value hasSink = arith::IndexCastOp::create(
-                  b, indexType(),
-                  arith::ExtUIOp::create(
-                      b, i32(),
-                      cmp(b, arith::CmpIPredicate::ugt, sinkRows, zero)));
-              Value aged = arith::SubIOp::create(
-                  b, arith::MaxUIOp::create(b, length, idx(b, g.sink)),
-                  idx(b, g.sink));
-              Value blocks =
-                  arith::CeilDivUIOp::create(b, aged, idx(b, g.block));
-              Value tiles = add(b, hasSink, blocks);
-              Value bodyRows = aged;
-              if (g.window > 0) {
-                Value beyond = arith::SubIOp::create(
-                    b, arith::MaxUIOp::create(b, aged, idx(b, g.window)),
-                    idx(b, g.window));
-                bodyRows =
-                    mul(b, arith::DivUIOp::create(b, beyond, idx(b, g.block)),
-                        idx(b, g.block));
-              }
+              AttendTiles layoutOfTiles = attendTiles(b, length);
+              Value sinkRows = layoutOfTiles.sinkRows,
+                    hasSink = layoutOfTiles.hasSink, aged = layoutOfTiles.aged,
+                    tiles = layoutOfTiles.tiles,
+                    bodyRows = layoutOfTiles.bodyRows;
               // Each tile of one KV head leaves its maximum, sum and
               // accumulators here; the combine step joins the tiles right
               // after that head, while they are still in cache, and the next
@@ -2110,6 +2145,19 @@ LogicalResult Emitter::run(CacheFunctions &result) {
   if (certified)
     result.attendCertified = emitAttend(true);
   emitLoad(result, emitLoadImpl());
+  return success();
+}
+
+LogicalResult Emitter::runDevice(DeviceFunctions &result) {
+  device = true;
+  emitTables();
+  emitDispatchers();
+  emitRowHelpers();
+  CacheFunctions functions;
+  emitInit(functions);
+  result.init = functions.init;
+  result.appendImpl = emitAppendImpl();
+  result.loadImpl = emitLoadImpl();
   return success();
 }
 

@@ -55,6 +55,20 @@ FailureOr<CacheFunctions> emitCacheFunctions(
     ::kvprec::analysis::StorageKind dequantizer, const std::string &prefix,
     const StorageTargetInfo &target, bool certified);
 
+/// The same functions for a cache in NVIDIA GPU memory (target=nvptx):
+/// host functions with the signatures above whose memrefs are device
+/// memory, each launching kernels of a gpu.module `P_device` emitted beside
+/// them (docs/gpu.md). Append, init and load run the CPU's code in one GPU
+/// thread (the same IR, so the same bits); attention is split-K over
+/// (query-head chunk, split, KV head) blocks with a combine kernel. Fails
+/// with a diagnostic at `user` for shapes the kernels do not handle, and
+/// for `certified` (no run-time certificate on the GPU yet).
+FailureOr<CacheFunctions> emitGPUCacheFunctions(
+    ModuleOp module, CacheType cache,
+    const ::kvprec::layout::ArenaLayout &layout,
+    ::kvprec::analysis::StorageKind dequantizer, const std::string &prefix,
+    const NVPTXStorageTargetInfo &target, bool certified, Operation *user);
+
 } // namespace mlir::kvprec
 
 #endif // KVPREC_LIB_CONVERSION_MATERIALIZESTORAGE_CACHECODEGEN_H

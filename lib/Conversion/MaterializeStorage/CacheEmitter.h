@@ -67,7 +67,11 @@ struct Place {
   Value inherited = {};
 };
 
+class GPUEmitter;
+
 class Emitter {
+  friend class GPUEmitter;
+
 public:
   /// `module` is the builtin module, or a GPU module for device code.
   Emitter(Operation *module, CacheType cache, const lay::ArenaLayout &layout,
@@ -80,6 +84,15 @@ public:
         formats(formats), dequantizer(dequantizer), certified(certified) {}
 
   LogicalResult run(CacheFunctions &result);
+
+  /// The functions device code shares with the CPU, emitted into a GPU
+  /// module: the tables, the per-format dispatchers, P_init, and
+  /// P_append_impl and P_load_impl (each for one GPU thread). Nothing is
+  /// public there.
+  struct DeviceFunctions {
+    func::FuncOp init, appendImpl, loadImpl;
+  };
+  LogicalResult runDevice(DeviceFunctions &result);
 
 private:
   // Types.
@@ -108,7 +121,7 @@ private:
     OpBuilder builder = OpBuilder::atBlockEnd(&module->getRegion(0).front());
     auto fn = func::FuncOp::create(builder, module->getLoc(), name,
                                    FunctionType::get(context, inputs, results));
-    if (isPublic)
+    if (isPublic && !device)
       fn->setAttr("llvm.emit_c_interface", UnitAttr::get(context));
     else
       fn.setPrivate();
@@ -278,9 +291,23 @@ private:
   /// The checks every entry point makes first (the layer, the arena's size,
   /// `badShape`); when they pass, `body` runs with the layer's fill count
   /// and gives the status, otherwise the first failure is returned.
-  Value
-  guardEntry(ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
-             function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body);
+  /// `readFill(b, arena, layer)` gives the layer's fill count (i64) where
+  /// the arena is not host memory; by default a load from the arena.
+  Value guardEntry(
+      ImplicitLocOpBuilder &b, Value arena, Value layer, Value badShape,
+      function_ref<Value(ImplicitLocOpBuilder &, Value fill)> body,
+      function_ref<Value(ImplicitLocOpBuilder &, Value, Value)> readFill = {});
+  /// Whether attend's query ([q_heads, head_dim]) and output disagree with
+  /// the cache or each other (q_heads a positive multiple of the KV heads).
+  Value attendShapeMismatch(ImplicitLocOpBuilder &b, Value query, Value output);
+  /// Attention's tiles at `length` positions: the sink (its rows, and
+  /// whether it holds any), then one tile per block of the positions past
+  /// it (`aged`), the first `bodyRows` of them in the body runs, the rest
+  /// in the window ring.
+  struct AttendTiles {
+    Value sinkRows, hasSink, aged, tiles, bodyRows;
+  };
+  AttendTiles attendTiles(ImplicitLocOpBuilder &b, Value length);
   /// The stream index ((layer * H) + head) * 2 + kv.
   Value itemOf(ImplicitLocOpBuilder &b, Value layer, Value head, int kv) {
     return add(b,
@@ -294,6 +321,13 @@ private:
   /// the append with its scratch rows (getAppendScratchFloats() floats
   /// each; boundScratch only read with a window) given by the caller.
   func::FuncOp emitAppendImpl();
+  /// Runs `body(b, item, head, tokens, status) -> status` for the K and V
+  /// streams of every KV head of `layer` in item order, a loop at run time
+  /// (`tokens` is `keys` or `values`), from status `st`.
+  Value forItems(
+      ImplicitLocOpBuilder &b, Value layer, Value keys, Value values, Value st,
+      function_ref<Value(ImplicitLocOpBuilder &, Value, Value, Value, Value)>
+          body);
   /// P_append: allocates the scratch and calls `impl`.
   void emitAppend(CacheFunctions &result, func::FuncOp impl);
   int64_t getAppendScratchFloats() const {
@@ -330,6 +364,8 @@ private:
   an::StorageKind dequantizer;
   /// Whether to emit P_attend_certified (the run-time certificate).
   bool certified;
+  /// Emitting into a GPU module (runDevice): no public C interfaces.
+  bool device = false;
   std::string itemsName, runsName, groupsName, directName;
   int64_t numRuns = 0;
   func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,

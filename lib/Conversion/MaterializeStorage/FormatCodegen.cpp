@@ -691,7 +691,11 @@ public:
 
   /// Dequantizes code lanes with per-element scale and zero point lanes.
   Value dequantize(Value codeLanes, Value scale, Value zero) {
-    Value value = codeValue(codeLanes);
+    return dequantizeValue(codeValue(codeLanes), scale, zero);
+  }
+  /// Dequantizes code values (f32 lanes, codeValue's) with per-element
+  /// scale and zero point lanes.
+  Value dequantizeValue(Value value, Value scale, Value zero) {
     if (!isScaled())
       return value;
     Value product =
@@ -815,9 +819,7 @@ public:
   /// dequantizer, where s (q . c) rounds within the contract's gamma_{d+2}
   /// of q . fl(s c) (an asymmetric zero point would not: q . z can cancel).
   bool foldsScale() const {
-    return isScaled() && !isAsymmetric() && dequantizer == StorageKind::F32 &&
-           format.granularity == an::Granularity::TokenGroup &&
-           format.groupSize == headDim;
+    return foldsKeyScale(format, headDim, dequantizer);
   }
   /// What attention multiplies with the query: the code values where the
   /// scale folds, the dequantized row elsewhere.
@@ -1020,6 +1022,394 @@ func::FuncOp createFunction(Operation *container, StringRef name,
 }
 } // namespace
 
+bool mlir::kvprec::foldsKeyScale(const an::StorageFormat &format,
+                                 int64_t headDim, StorageKind dequantizer) {
+  return an::isScaled(format) && format.scheme == an::QuantScheme::Symmetric &&
+         dequantizer == StorageKind::F32 &&
+         format.granularity == an::Granularity::TokenGroup &&
+         format.groupSize == headDim;
+}
+
+static int64_t getLaneCount(Value lanes) {
+  return cast<VectorType>(lanes.getType()).getNumElements();
+}
+
+Value mlir::kvprec::emitCodeValues(ImplicitLocOpBuilder &b,
+                                   const an::StorageFormat &format,
+                                   Value codes) {
+  KernelEmitter k(b, format, getLaneCount(codes), StorageKind::F32);
+  return k.codeValue(codes);
+}
+
+Value mlir::kvprec::emitDequantizeValues(ImplicitLocOpBuilder &b,
+                                         const an::StorageFormat &format,
+                                         StorageKind dequantizer, Value values,
+                                         Value scale, Value zero) {
+  KernelEmitter k(b, format, getLaneCount(values), dequantizer);
+  return k.dequantizeValue(values, scale, zero);
+}
+
+Value mlir::kvprec::emitWidenScales(ImplicitLocOpBuilder &b,
+                                    const an::StorageFormat &format,
+                                    Value raw) {
+  if (format.scaleKind == StorageKind::F32)
+    return raw;
+  int64_t lanes = getLaneCount(raw);
+  Type half = format.scaleKind == StorageKind::F16 ? Type(b.getF16Type())
+                                                   : Type(b.getBF16Type());
+  return arith::ExtFOp::create(
+      b, VectorType::get({lanes}, b.getF32Type()),
+      Value(arith::BitcastOp::create(b, VectorType::get({lanes}, half), raw)));
+}
+
+/// The body of store(...) (see FormatKernels) over pieces of at most
+/// `pieceLanes` elements of a row, for targets whose registers do not hold
+/// whole rows (a GPU thread): each piece takes W consecutive elements of
+/// each field (planar sub-byte codes pack the fields of the same bytes), W
+/// dividing the field and, for token groups, the group. Per element it
+/// does what the whole-row kernel does (group statistics are maxima and
+/// minima, exact in any order; scale search, quantization, dequantization
+/// and the checks lane by lane), so it stores the same bits. A row (or a
+/// channel group) is checked in full before any byte of it is written.
+static void emitPiecewiseStore(func::FuncOp fn, const an::StorageFormat &format,
+                               int64_t d, StorageKind dequantizer,
+                               int64_t pieceLanes) {
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockBegin(&entry));
+  KernelEmitter k(b, format, d, dequantizer);
+  auto args = entry.getArguments();
+  Value src = args[4], srcOff = args[5], row0 = args[6], rows = args[7];
+  Value dry = args[8];
+  k.openViews(args[0], args[1], args[2], args[3]);
+  Type f32 = b.getF32Type(), i32 = b.getI32Type();
+  const int64_t bits = an::getBitWidth(format.kind);
+  const int64_t fields = bits < 8 ? 8 / bits : 1;
+  const int64_t perField = bits < 8 ? k.rowBytes : d;
+  const bool scaled = an::isScaled(format);
+  const bool tokenGroups =
+      scaled && format.granularity == an::Granularity::TokenGroup;
+  const bool asymmetric =
+      scaled && format.scheme == an::QuantScheme::Asymmetric;
+  const int64_t g = scaled ? format.groupSize : 0;
+  int64_t W = pieceLanes;
+  while (W > 1 && (perField % W || (tokenGroups && g % W)))
+    W /= 2;
+  const int64_t pieces = perField / W;
+  auto cst = [](ImplicitLocOpBuilder &nb, int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(nb, v);
+  };
+  auto addI = [](ImplicitLocOpBuilder &nb, Value x, Value y) -> Value {
+    return arith::AddIOp::create(nb, x, y);
+  };
+  auto mulI = [&](ImplicitLocOpBuilder &nb, Value x, int64_t y) -> Value {
+    return arith::MulIOp::create(nb, x, cst(nb, y));
+  };
+  auto andB = [](ImplicitLocOpBuilder &nb, Value x, Value y) -> Value {
+    return arith::AndIOp::create(nb, x, y);
+  };
+  auto notB = [](ImplicitLocOpBuilder &nb, Value x) -> Value {
+    return arith::XOrIOp::create(nb, x, arith::ConstantIntOp::create(nb, 1, 1));
+  };
+  auto loadLanes = [&](ImplicitLocOpBuilder &nb, Value at) -> Value {
+    return vector::LoadOp::create(nb, VectorType::get({W}, f32), src,
+                                  ValueRange{at});
+  };
+  // Stores the codes of one piece of row `row`: `codes[f]` the W code lanes
+  // of field f.
+  auto storePiece = [&](ImplicitLocOpBuilder &nb, ArrayRef<Value> codes,
+                        Value row, Value q) {
+    KernelEmitter w = k.at(nb);
+    VectorType laneI32 = VectorType::get({W}, i32);
+    if (bits >= 8) {
+      Value at = addI(nb, mulI(nb, row, d), mulI(nb, q, W));
+      Value value = codes[0];
+      if (format.kind == StorageKind::F32)
+        value = arith::BitcastOp::create(nb, VectorType::get({W}, f32), value);
+      else
+        value = arith::TruncIOp::create(
+            nb, VectorType::get({W}, w.codeElement()), value);
+      vector::StoreOp::create(nb, value, w.codes, ValueRange{at});
+      return;
+    }
+    Value packed;
+    for (int64_t f = 0; f < fields; ++f) {
+      Value field = arith::AndIOp::create(
+          nb, codes[f],
+          arith::ConstantOp::create(
+              nb, DenseElementsAttr::get(
+                      laneI32, nb.getI32IntegerAttr((1 << bits) - 1))));
+      if (f)
+        field = arith::ShLIOp::create(
+            nb, field,
+            arith::ConstantOp::create(
+                nb, DenseElementsAttr::get(
+                        laneI32, nb.getI32IntegerAttr(int32_t(f * bits)))));
+      packed = f ? Value(arith::OrIOp::create(nb, packed, field)) : field;
+    }
+    Value at = addI(nb, mulI(nb, row, k.rowBytes), mulI(nb, q, W));
+    vector::StoreOp::create(
+        nb,
+        arith::TruncIOp::create(nb, VectorType::get({W}, nb.getI8Type()),
+                                packed),
+        w.codes, ValueRange{at});
+  };
+
+  Value okInit = arith::ConstantIntOp::create(b, 1, 1);
+  Value ok;
+  if (!scaled || tokenGroups) {
+    const int64_t groups = tokenGroups ? d / g : 0;
+    auto loop = scf::ForOp::create(
+        b, cst(b, 0), rows, cst(b, 1), ValueRange{okInit},
+        [&](OpBuilder &nested, Location loc, Value r, ValueRange iter) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          Value base = addI(ib, srcOff, mulI(ib, r, d));
+          Value rowOk = arith::ConstantIntOp::create(ib, 1, 1);
+          Value scaleGroups, zeroGroups;
+          Lanes groupLanes(ib, std::max<int64_t>(groups, 1));
+          if (tokenGroups) {
+            // Group statistics over the row's pieces.
+            Lanes gl(ib, groups);
+            Value inf = gl.f32(std::numeric_limits<float>::infinity());
+            Value negInf = gl.f32(-std::numeric_limits<float>::infinity());
+            auto stats = scf::ForOp::create(
+                ib, cst(ib, 0), cst(ib, d / W), cst(ib, 1),
+                ValueRange{inf, negInf, rowOk},
+                [&](OpBuilder &n2, Location l2, Value p, ValueRange acc) {
+                  ImplicitLocOpBuilder sb(l2, n2);
+                  Lanes pl(sb, W);
+                  Value x = loadLanes(sb, addI(sb, base, mulI(sb, p, W)));
+                  Value group =
+                      arith::DivUIOp::create(sb, mulI(sb, p, W), cst(sb, g));
+                  Value high = acc[1], low = acc[0];
+                  Value oldHigh = vector::ExtractOp::create(sb, high, group);
+                  Value pieceHigh =
+                      asymmetric ? Value(vector::ReductionOp::create(
+                                       sb, vector::CombiningKind::MAXIMUMF, x))
+                                 : Value(vector::ReductionOp::create(
+                                       sb, vector::CombiningKind::MAXIMUMF,
+                                       math::AbsFOp::create(sb, x)));
+                  high = vector::InsertOp::create(
+                      sb, arith::MaximumFOp::create(sb, oldHigh, pieceHigh),
+                      high, group);
+                  if (asymmetric) {
+                    Value oldLow = vector::ExtractOp::create(sb, low, group);
+                    Value pieceLow = vector::ReductionOp::create(
+                        sb, vector::CombiningKind::MINIMUMF, x);
+                    low = vector::InsertOp::create(
+                        sb, arith::MinimumFOp::create(sb, oldLow, pieceLow),
+                        low, group);
+                  }
+                  Value finite = andB(sb, acc[2], pl.all(pl.isFinite(x)));
+                  scf::YieldOp::create(sb, ValueRange{low, high, finite});
+                });
+            Value groupOk = gl.i1(true);
+            KernelEmitter ge(ib, format, d, dequantizer);
+            ge.scalesFor(gl, stats.getResult(0), stats.getResult(1),
+                         scaleGroups, zeroGroups, groupOk);
+            rowOk = andB(ib, stats.getResult(2), gl.all(groupOk));
+          }
+          // The codes of piece q's fields (and whether they dequantize to
+          // finite values).
+          auto pieceCodes = [&](ImplicitLocOpBuilder &pb, Value q,
+                                SmallVector<Value> &codes) -> Value {
+            KernelEmitter pe(pb, format, W, dequantizer);
+            Lanes pl(pb, W);
+            Value pieceOk = arith::ConstantIntOp::create(pb, 1, 1);
+            for (int64_t f = 0; f < fields; ++f) {
+              Value element = addI(pb, cst(pb, f * perField), mulI(pb, q, W));
+              Value x = loadLanes(pb, addI(pb, base, element));
+              Value scale, zero;
+              if (tokenGroups) {
+                Value group = arith::DivUIOp::create(pb, element, cst(pb, g));
+                scale = vector::BroadcastOp::create(
+                    pb, pl.type(f32),
+                    vector::ExtractOp::create(pb, scaleGroups, group));
+                if (asymmetric)
+                  zero = vector::BroadcastOp::create(
+                      pb, pl.type(f32),
+                      vector::ExtractOp::create(pb, zeroGroups, group));
+              }
+              Value dequantized;
+              codes.push_back(pe.quantize(x, scale, zero, dequantized));
+              pieceOk = andB(pb, pieceOk,
+                             andB(pb, pl.all(pl.isFinite(x)),
+                                  pl.all(pl.isFinite(dequantized))));
+            }
+            return pieceOk;
+          };
+          auto check = scf::ForOp::create(
+              ib, cst(ib, 0), cst(ib, pieces), cst(ib, 1), ValueRange{rowOk},
+              [&](OpBuilder &n2, Location l2, Value q, ValueRange acc) {
+                ImplicitLocOpBuilder cb(l2, n2);
+                SmallVector<Value> codes;
+                Value pieceOk = pieceCodes(cb, q, codes);
+                scf::YieldOp::create(cb, ValueRange{andB(cb, acc[0], pieceOk)});
+              });
+          rowOk = check.getResult(0);
+          Value write = andB(ib, rowOk, notB(ib, dry));
+          Value at = addI(ib, row0, r);
+          scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
+            ImplicitLocOpBuilder tb(l, then);
+            scf::ForOp::create(
+                tb, cst(tb, 0), cst(tb, pieces), cst(tb, 1), ValueRange{},
+                [&](OpBuilder &n2, Location l2, Value q, ValueRange) {
+                  ImplicitLocOpBuilder wb(l2, n2);
+                  SmallVector<Value> codes;
+                  (void)pieceCodes(wb, q, codes);
+                  storePiece(wb, codes, at, q);
+                  scf::YieldOp::create(wb);
+                });
+            if (tokenGroups) {
+              KernelEmitter w = k.at(tb);
+              Lanes gl(tb, groups);
+              w.storeScales(scaleGroups, w.scales, w.scaleRowAt(at), gl);
+              if (asymmetric)
+                w.storeScales(zeroGroups, w.zeros, w.scaleRowAt(at), gl);
+            }
+            scf::YieldOp::create(tb);
+          });
+          (void)groupLanes;
+          scf::YieldOp::create(ib, ValueRange{andB(ib, iter[0], rowOk)});
+        });
+    ok = loop.getResult(0);
+  } else {
+    // Channel groups: per piece, the channels' range over the group's rows,
+    // their scales, then the rows' codes.
+    auto loop = scf::ForOp::create(
+        b, cst(b, 0), rows, cst(b, g), ValueRange{okInit},
+        [&](OpBuilder &nested, Location loc, Value groupBegin,
+            ValueRange iter) {
+          ImplicitLocOpBuilder ib(loc, nested);
+          Value count = arith::MinSIOp::create(
+              ib, cst(ib, g), arith::SubIOp::create(ib, rows, groupBegin));
+          auto rowAt = [&](ImplicitLocOpBuilder &rb, Value i, Value element) {
+            return loadLanes(
+                rb,
+                addI(rb, srcOff,
+                     addI(rb, mulI(rb, addI(rb, groupBegin, i), d), element)));
+          };
+          // Scale and zero lanes of field f of piece q, and whether the
+          // channels can be stored.
+          auto scalesOf = [&](ImplicitLocOpBuilder &sb, Value element,
+                              Value &scale, Value &zero) -> Value {
+            Lanes pl(sb, W);
+            Value inf = pl.f32(std::numeric_limits<float>::infinity());
+            Value negInf = pl.f32(-std::numeric_limits<float>::infinity());
+            auto range = scf::ForOp::create(
+                sb, cst(sb, 0), count, cst(sb, 1),
+                ValueRange{inf, negInf, pl.i1(true)},
+                [&](OpBuilder &n2, Location l2, Value i, ValueRange acc) {
+                  ImplicitLocOpBuilder rb(l2, n2);
+                  Lanes rl(rb, W);
+                  Value x = rowAt(rb, i, element);
+                  Value finite = rl.isFinite(x);
+                  Value clean = rl.select(finite, x, rl.f32(0.0));
+                  Value low, high;
+                  if (asymmetric) {
+                    low = arith::MinimumFOp::create(rb, acc[0], clean);
+                    high = arith::MaximumFOp::create(rb, acc[1], clean);
+                  } else {
+                    low = acc[0];
+                    high = arith::MaximumFOp::create(
+                        rb, acc[1], math::AbsFOp::create(rb, clean));
+                  }
+                  scf::YieldOp::create(
+                      rb, ValueRange{low, high, andB(rb, acc[2], finite)});
+                });
+            Value laneOk = range.getResult(2);
+            KernelEmitter se(sb, format, W, dequantizer);
+            se.scalesFor(pl, range.getResult(0), range.getResult(1), scale,
+                         zero, laneOk);
+            return laneOk;
+          };
+          auto codesOf = [&](ImplicitLocOpBuilder &cb, Value i, Value element,
+                             Value scale, Value zero, Value &deqOk) {
+            KernelEmitter ce(cb, format, W, dequantizer);
+            Lanes cl(cb, W);
+            Value dequantized;
+            Value codes =
+                ce.quantize(rowAt(cb, i, element), scale, zero, dequantized);
+            deqOk = cl.isFinite(dequantized);
+            return codes;
+          };
+          auto check = scf::ForOp::create(
+              ib, cst(ib, 0), cst(ib, pieces), cst(ib, 1),
+              ValueRange{arith::ConstantIntOp::create(ib, 1, 1)},
+              [&](OpBuilder &n2, Location l2, Value q, ValueRange acc) {
+                ImplicitLocOpBuilder pb(l2, n2);
+                Value pieceOk = acc[0];
+                for (int64_t f = 0; f < fields; ++f) {
+                  Value element =
+                      addI(pb, cst(pb, f * perField), mulI(pb, q, W));
+                  Value scale, zero;
+                  Value laneOk = scalesOf(pb, element, scale, zero);
+                  auto rowsLoop = scf::ForOp::create(
+                      pb, cst(pb, 0), count, cst(pb, 1), ValueRange{laneOk},
+                      [&](OpBuilder &n3, Location l3, Value i, ValueRange a) {
+                        ImplicitLocOpBuilder rb(l3, n3);
+                        Value deqOk;
+                        (void)codesOf(rb, i, element, scale, zero, deqOk);
+                        scf::YieldOp::create(rb,
+                                             ValueRange{andB(rb, a[0], deqOk)});
+                      });
+                  Lanes pl(pb, W);
+                  pieceOk = andB(pb, pieceOk, pl.all(rowsLoop.getResult(0)));
+                }
+                scf::YieldOp::create(pb, ValueRange{pieceOk});
+              });
+          Value groupOk = check.getResult(0);
+          Value write = andB(ib, groupOk, notB(ib, dry));
+          scf::IfOp::create(ib, write, [&](OpBuilder &then, Location l) {
+            ImplicitLocOpBuilder tb(l, then);
+            Value first = addI(tb, row0, groupBegin);
+            scf::ForOp::create(
+                tb, cst(tb, 0), cst(tb, pieces), cst(tb, 1), ValueRange{},
+                [&](OpBuilder &n2, Location l2, Value q, ValueRange) {
+                  ImplicitLocOpBuilder pb(l2, n2);
+                  KernelEmitter w = k.at(pb);
+                  Lanes pl(pb, W);
+                  SmallVector<Value> scales, zeros, elements;
+                  for (int64_t f = 0; f < fields; ++f) {
+                    Value element =
+                        addI(pb, cst(pb, f * perField), mulI(pb, q, W));
+                    Value scale, zero;
+                    (void)scalesOf(pb, element, scale, zero);
+                    Value at = addI(pb, w.scaleRowAt(first), element);
+                    w.storeScales(scale, w.scales, at, pl);
+                    if (asymmetric)
+                      w.storeScales(zero, w.zeros, at, pl);
+                    scales.push_back(scale);
+                    zeros.push_back(zero);
+                    elements.push_back(element);
+                  }
+                  scf::ForOp::create(
+                      pb, cst(pb, 0), count, cst(pb, 1), ValueRange{},
+                      [&](OpBuilder &n3, Location l3, Value i, ValueRange) {
+                        ImplicitLocOpBuilder rb(l3, n3);
+                        SmallVector<Value> codes;
+                        for (int64_t f = 0; f < fields; ++f) {
+                          Value deqOk;
+                          codes.push_back(codesOf(rb, i, elements[f], scales[f],
+                                                  zeros[f], deqOk));
+                        }
+                        storePiece(rb, codes, addI(rb, first, i), q);
+                        scf::YieldOp::create(rb);
+                      });
+                  scf::YieldOp::create(pb);
+                });
+            scf::YieldOp::create(tb);
+          });
+          scf::YieldOp::create(ib, ValueRange{andB(ib, iter[0], groupOk)});
+        });
+    ok = loop.getResult(0);
+  }
+  Value status = arith::SelectOp::create(
+      b, ok, arith::ConstantIntOp::create(b, 0, 32),
+      arith::ConstantIntOp::create(b, int64_t(CacheStatus::Unrepresentable),
+                                   32));
+  func::ReturnOp::create(b, status);
+}
+
 namespace {
 /// A kernel over the rows of a run: its function (the arena and the run's
 /// code, scale and zero offsets, then `rest`), a builder at its entry and
@@ -1092,7 +1482,16 @@ const FormatKernels &FormatCodegen::get(const an::StorageFormat &format,
   const int64_t d = headDim;
 
   // store(arena, code, scale, zero, src, srcOff, row0, rows, dry) -> i32
-  if (!haveStoreAndLoad) {
+  if (!haveStoreAndLoad && target.getStorePieceLanes() > 0) {
+    func::FuncOp fn =
+        createFunction(module, base + "_store",
+                       FunctionType::get(context,
+                                         {arena, index, index, index, floats,
+                                          index, index, index, i1},
+                                         {i32}));
+    emitPiecewiseStore(fn, format, d, dequantizer, target.getStorePieceLanes());
+    result.store = fn;
+  } else if (!haveStoreAndLoad) {
     func::FuncOp fn =
         createFunction(module, base + "_store",
                        FunctionType::get(context,

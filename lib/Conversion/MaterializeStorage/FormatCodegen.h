@@ -111,6 +111,37 @@ Value emitExp(ImplicitLocOpBuilder &b, Value x);
 /// phi.
 Value emitExpm1(ImplicitLocOpBuilder &b, Value x);
 
+/// Element-wise building blocks of the format kernels, for kernels that
+/// decode other shapes than whole rows (the NVPTX attention's lane slices):
+/// each computes exactly what the row kernels compute for the same lanes.
+///
+/// The value of code lanes (i32, one stored code each: sign-extended for
+/// symmetric integers, the raw byte for f8 and asymmetric integers) before
+/// scaling, as f32 lanes.
+Value emitCodeValues(ImplicitLocOpBuilder &b,
+                     const ::kvprec::analysis::StorageFormat &format,
+                     Value codes);
+/// Code values (f32 lanes) dequantized with per-lane scale and zero-point
+/// lanes (f32; `zero` null for symmetric formats) in the dequantizer's
+/// precision: fl_P(k s), then fl_P(fl_P(k s) + z). Unscaled formats return
+/// the values.
+Value emitDequantizeValues(ImplicitLocOpBuilder &b,
+                           const ::kvprec::analysis::StorageFormat &format,
+                           ::kvprec::analysis::StorageKind dequantizer,
+                           Value values, Value scale, Value zero);
+/// Scale or zero-point lanes as stored (i16 lanes for f16 and bf16 scales,
+/// f32 lanes for f32) widened to f32.
+Value emitWidenScales(ImplicitLocOpBuilder &b,
+                      const ::kvprec::analysis::StorageFormat &format,
+                      Value raw);
+/// Whether attention multiplies a row's scale into its logit instead of
+/// dequantizing each key element: symmetric token groups of a whole row
+/// with the f32 dequantizer (s (q . c) rounds within the contract's
+/// gamma_{d+2} of q . fl(s c); an asymmetric zero point would not).
+bool foldsKeyScale(const ::kvprec::analysis::StorageFormat &format,
+                   int64_t headDim,
+                   ::kvprec::analysis::StorageKind dequantizer);
+
 class FormatCodegen {
 public:
   /// One instance serves a whole module, so that caches sharing a format

@@ -11,6 +11,7 @@
 
 #include "mlir/Dialect/ControlFlow/IR/ControlFlowOps.h"
 #include "mlir/Dialect/Func/Transforms/FuncConversions.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Transforms/DialectConversion.h"
 
@@ -92,14 +93,25 @@ LogicalResult checkIdentityLayout(Operation *op, Value value, StringRef name) {
 
 template <typename OpTy>
 struct CachePattern : public OpConversionPattern<OpTy> {
+  /// `onDevice`: arenas are GPU memory (target=nvptx).
   CachePattern(const TypeConverter &converter, MLIRContext *context,
-               LoweredCaches &caches)
-      : OpConversionPattern<OpTy>(converter, context), caches(caches) {}
+               LoweredCaches &caches, bool onDevice)
+      : OpConversionPattern<OpTy>(converter, context), caches(caches),
+        onDevice(onDevice) {}
   const CacheFunctions &functionsOf(Value cache) const {
     return caches.find(cache.getType())->second.functions;
   }
   LoweredCaches &caches;
+  bool onDevice;
 };
+
+/// gpu.wait async: the start of a chain of device operations.
+Value startChain(OpBuilder &builder, Location loc) {
+  return gpu::WaitOp::create(builder, loc,
+                             gpu::AsyncTokenType::get(builder.getContext()),
+                             ValueRange{})
+      .getAsyncToken();
+}
 
 struct AllocLowering : public CachePattern<AllocOp> {
   using CachePattern::CachePattern;
@@ -110,10 +122,24 @@ struct AllocLowering : public CachePattern<AllocOp> {
     const LoweredCache &lowered = caches.find(op.getType())->second;
     Value bytes = arith::ConstantIndexOp::create(
         rewriter, loc, lowered.layout->getTotalBytes());
-    auto arena = memref::AllocOp::create(
-        rewriter, loc,
-        MemRefType::get({ShapedType::kDynamic}, rewriter.getI8Type()),
-        ValueRange{bytes}, rewriter.getI64IntegerAttr(64));
+    auto arenaType =
+        MemRefType::get({ShapedType::kDynamic}, rewriter.getI8Type());
+    Value arena;
+    if (onDevice) {
+      // Device memory (cuMemAlloc aligns to 256 bytes, more than the
+      // layout's 64).
+      Value token = startChain(rewriter, loc);
+      auto alloc = gpu::AllocOp::create(rewriter, loc, arenaType,
+                                        token.getType(), ValueRange{token},
+                                        ValueRange{bytes}, ValueRange{}, false);
+      gpu::WaitOp::create(rewriter, loc, Type(),
+                          ValueRange{alloc.getAsyncToken()});
+      arena = alloc.getMemref();
+    } else {
+      arena =
+          memref::AllocOp::create(rewriter, loc, arenaType, ValueRange{bytes},
+                                  rewriter.getI64IntegerAttr(64));
+    }
     auto init = func::CallOp::create(rewriter, loc, lowered.functions.init,
                                      ValueRange{arena});
     assertOk(rewriter, loc, init.getResult(0), "kvprec.alloc",
@@ -128,6 +154,17 @@ struct DeallocLowering : public CachePattern<DeallocOp> {
   LogicalResult
   matchAndRewrite(DeallocOp op, OpAdaptor adaptor,
                   ConversionPatternRewriter &rewriter) const override {
+    if (onDevice) {
+      Location loc = op.getLoc();
+      Value token = startChain(rewriter, loc);
+      auto dealloc =
+          gpu::DeallocOp::create(rewriter, loc, token.getType(),
+                                 ValueRange{token}, adaptor.getCache());
+      gpu::WaitOp::create(rewriter, loc, Type(),
+                          ValueRange{dealloc.getAsyncToken()});
+      rewriter.eraseOp(op);
+      return success();
+    }
     rewriter.replaceOpWithNewOp<memref::DeallocOp>(op, adaptor.getCache());
     return success();
   }
@@ -294,8 +331,34 @@ void MaterializeStoragePass::runOnOperation() {
     }
   });
 
-  // The CPU answers; the NVPTX lowering will pass its own.
-  CPUStorageTargetInfo targetInfo(threads, prefetchDistance, x86Avx512);
+  // The target's answers: the CPU's, or the NVPTX lowering's.
+  bool onDevice = target == "nvptx";
+  if (!onDevice && target != "cpu") {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: target must be cpu or nvptx, got '"
+        << target << "'";
+    return signalPassFailure();
+  }
+  int64_t sm = getSMVersion(chip);
+  if (onDevice && (sm < 80 || getNVVMFeatures(chip).empty())) {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: chip must be one of sm_80, sm_86, "
+           "sm_87, sm_89, sm_90, sm_100, sm_101, sm_120, got '"
+        << chip << "'";
+    return signalPassFailure();
+  }
+  if (storePieces < 0 || storePieces > 1024) {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: store-pieces must be between 0 and "
+           "1024, got "
+        << int64_t(storePieces);
+    return signalPassFailure();
+  }
+  CPUStorageTargetInfo cpuInfo(threads, prefetchDistance, x86Avx512,
+                               /*vectorBits=*/512, storePieces);
+  NVPTXStorageTargetInfo gpuInfo(sm);
+  const StorageTargetInfo &targetInfo =
+      onDevice ? static_cast<const StorageTargetInfo &>(gpuInfo) : cpuInfo;
   FormatCodegen formats(module, targetInfo);
   LoweredCaches caches;
   int64_t index = 0;
@@ -320,9 +383,14 @@ void MaterializeStoragePass::runOnOperation() {
       continue;
     }
     std::string prefix = "kvprec_cache" + std::to_string(index++);
-    FailureOr<CacheFunctions> functions = emitCacheFunctions(
-        module, cache, *lowered.layout, formats, getDequantizer(cache), prefix,
-        targetInfo, runtimeCertificate || certifiedCaches.contains(type));
+    bool certified = runtimeCertificate || certifiedCaches.contains(type);
+    FailureOr<CacheFunctions> functions =
+        onDevice ? emitGPUCacheFunctions(module, cache, *lowered.layout,
+                                         getDequantizer(cache), prefix, gpuInfo,
+                                         certified, user)
+                 : emitCacheFunctions(module, cache, *lowered.layout, formats,
+                                      getDequantizer(cache), prefix, targetInfo,
+                                      certified);
     if (failed(functions)) {
       failedAny = true;
       continue;
@@ -351,7 +419,7 @@ void MaterializeStoragePass::runOnOperation() {
   });
   RewritePatternSet patterns(context);
   patterns.add<AllocLowering, DeallocLowering, AppendLowering, AttendLowering,
-               LoadLowering>(converter, context, caches);
+               LoadLowering>(converter, context, caches, onDevice);
   populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns,
                                                                  converter);
   populateCallOpTypeConversionPattern(patterns, converter);

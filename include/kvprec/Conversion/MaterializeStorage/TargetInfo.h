@@ -16,6 +16,8 @@
 
 namespace mlir::kvprec {
 
+class NVPTXStorageTargetInfo;
+
 class StorageTargetInfo {
 public:
   virtual ~StorageTargetInfo();
@@ -43,15 +45,24 @@ public:
                                   Value indices) const {
     return {};
   }
+  /// Elements of a row the store kernels quantize at a time (0: whole
+  /// rows, as vectors of head_dim lanes); the same bits either way.
+  virtual int64_t getStorePieceLanes() const { return 0; }
+  /// The NVPTX target's own answers; null for a CPU.
+  virtual const NVPTXStorageTargetInfo *getNVPTX() const { return nullptr; }
 };
 
 /// x86-64 CPUs with 512-bit vectors (AVX-512), `threads` OpenMP threads.
 class CPUStorageTargetInfo final : public StorageTargetInfo {
 public:
   CPUStorageTargetInfo(int64_t threads, int64_t prefetchDistance,
-                       bool avx512Permute = false, int64_t vectorBits = 512)
+                       bool avx512Permute = false, int64_t vectorBits = 512,
+                       int64_t storePieceLanes = 0)
       : threads(threads), prefetchDistance(prefetchDistance),
-        avx512Permute(avx512Permute), vectorBits(vectorBits) {}
+        avx512Permute(avx512Permute), vectorBits(vectorBits),
+        storePieceLanes(storePieceLanes) {}
+  /// Whole rows unless asked (store-pieces, which tests the GPU's form).
+  int64_t getStorePieceLanes() const override { return storePieceLanes; }
   int64_t getF32Lanes() const override { return vectorBits / 32; }
   int64_t getPositionSplits() const override { return threads; }
   int64_t getPrefetchDistance() const override { return prefetchDistance; }
@@ -66,7 +77,41 @@ public:
 private:
   int64_t threads, prefetchDistance;
   bool avx512Permute;
-  int64_t vectorBits;
+  int64_t vectorBits, storePieceLanes;
+};
+
+/// NVIDIA GPUs through NVPTX (kvprec-to-nvvm{chip=sm_XY}). The format
+/// kernels that device code shares with the CPU (append, load) run in one
+/// GPU thread, so they keep whole-row vectors and need no prefetch;
+/// attention has kernels of its own (GPUCacheCodegen.cpp), shaped by the
+/// answers below.
+class NVPTXStorageTargetInfo final : public StorageTargetInfo {
+public:
+  /// `sm` is the compute capability times ten (80 for sm_80).
+  explicit NVPTXStorageTargetInfo(int64_t sm) : sm(sm) {}
+  int64_t getF32Lanes() const override { return 4; }
+  int64_t getPositionSplits() const override { return 1; }
+  int64_t getPrefetchDistance() const override { return 0; }
+  int64_t getDecodeBufferBytes() const override { return 16384; }
+  /// A thread holding a whole row's vectors spills; 16 lanes do not.
+  int64_t getStorePieceLanes() const override { return 16; }
+  const NVPTXStorageTargetInfo *getNVPTX() const override { return this; }
+
+  int64_t getSM() const { return sm; }
+  /// Threads of one attention block: four warps.
+  int64_t getBlockThreads() const { return 128; }
+  /// f32 registers one thread's accumulators (or query values) may take:
+  /// elements per lane times the query heads a block handles.
+  int64_t getAccumulatorRegisters() const { return 64; }
+  /// Bytes of shared memory one attention block's logits may take.
+  int64_t getLogitBytes() const { return 16384; }
+  /// Whether f8 pairs widen through cvt.rn.f16x2.e4m3x2 / e5m2x2 (sm_89
+  /// and later with PTX 8.1; kvprec-to-nvvm emits PTX 8.0 for sm_90, which
+  /// has it from PTX 7.8); elsewhere the integer decode runs.
+  bool hasFp8Convert() const { return sm >= 90; }
+
+private:
+  int64_t sm;
 };
 
 } // namespace mlir::kvprec

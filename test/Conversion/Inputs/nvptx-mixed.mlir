@@ -1,0 +1,2 @@
+// A planned cache for test/Conversion/kvprec-to-nvvm*.test.
+func.func private @uses(!kvprec.cache<1x2x512x128xf32, #kvprec.plan<layers = 1, heads = 2, capacity = 512, block = 64, sink = 4, window = 128, formats = [#kvprec.format<f16>, #kvprec.format<i8, symmetric, token_group = 128, scale = f16>, #kvprec.format<i4, asymmetric, token_group = 32, scale = f16>], sink_formats = [0], body_formats = [1, 2, 1, 2], window_formats = [0]>>)
