@@ -61,6 +61,20 @@ if os.path.exists(os.path.join(config.kvprec_models_dir, "stories260K", "stories
 if os.path.exists(os.path.join(config.kvprec_models_dir, "tinystories-656K", "model.safetensors")):
     config.available_features.add("tinystories656K")
 
+# kvprec-to-nvvm links CUDA's libdevice (lib/Conversion/KVPrecToNVVM): it
+# looks where the pipeline does.
+def libdevice_path():
+    for variable in ("CUDA_PATH", "CUDA_HOME"):
+        root = os.environ.get(variable)
+        if root:
+            return os.path.join(root, "nvvm", "libdevice", "libdevice.10.bc")
+    return "/usr/local/cuda/nvvm/libdevice/libdevice.10.bc"
+if os.path.exists(libdevice_path()):
+    config.available_features.add("libdevice")
+for variable in ("CUDA_PATH", "CUDA_HOME"):
+    if variable in os.environ:
+        config.environment[variable] = os.environ[variable]
+
 # NVPTX tests need ptxas; device tests need a visible NVIDIA GPU.
 if config.ptxas_executable and os.path.exists(config.ptxas_executable):
     config.available_features.add("ptxas")
