@@ -75,6 +75,12 @@ for variable in ("CUDA_PATH", "CUDA_HOME"):
     if variable in os.environ:
         config.environment[variable] = os.environ[variable]
 
+# runtime/ (the mgpu* functions on the CUDA driver API), built where cuda.h
+# exists.
+if config.kvprec_cuda_runtime and os.path.exists(config.kvprec_cuda_runtime):
+    config.available_features.add("cuda-runtime")
+    config.substitutions.append(("%cuda_runtime", config.kvprec_cuda_runtime))
+
 # NVPTX tests need ptxas; device tests need a visible NVIDIA GPU.
 if config.ptxas_executable and os.path.exists(config.ptxas_executable):
     config.available_features.add("ptxas")

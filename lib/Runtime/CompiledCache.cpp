@@ -64,6 +64,8 @@ Arena::Arena(int64_t bytes) : size(bytes) {
 }
 Arena::~Arena() { std::free(data); }
 
+CacheCode::~CacheCode() = default;
+
 CompiledCache::CompiledCache() = default;
 CompiledCache::~CompiledCache() = default;
 

@@ -12,6 +12,8 @@
 #ifndef KVPREC_RUNTIME_COMPILEDCACHE_H
 #define KVPREC_RUNTIME_COMPILEDCACHE_H
 
+#include "kvprec/Runtime/CacheCode.h"
+
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -25,7 +27,7 @@ class MLIRContext;
 
 namespace kvprec::runtime {
 
-class CompiledCache {
+class CompiledCache final : public CacheCode {
 public:
   /// Compiles the functions of `cacheType`, the text of a planned
   /// !kvprec.cache type with element type f32, with kvprec-to-llvm{threads}
@@ -40,20 +42,23 @@ public:
   compile(const std::string &cacheType, int64_t threads = 1,
           bool runtimeCertificate = false, int64_t prefetchDistance = 8192,
           int64_t storePieces = 0);
-  ~CompiledCache();
+  ~CompiledCache() override;
 
-  int64_t getArenaBytes() const;
+  int64_t getArenaBytes() const override;
   /// The generated functions; each returns the ABI status (0 on success).
   /// `arena` must be 64-byte aligned and hold `arenaBytes` bytes. Token
   /// arrays are [tokens][kv_heads][head_dim], queries and outputs
   /// [q_heads][head_dim], all dense f32.
-  int32_t init(uint8_t *arena, int64_t arenaBytes) const;
+  int32_t init(uint8_t *arena, int64_t arenaBytes) const override;
   int32_t append(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                  const float *keys, const float *values, int64_t tokens,
-                 int64_t position) const;
+                 int64_t position) const override;
   int32_t attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                  const float *query, int64_t queryHeads, int64_t length,
-                 float *output, float softmaxScale) const;
+                 float *output, float softmaxScale) const override;
+  bool hasRuntimeCertificate() const override {
+    return attendCertifiedFn != nullptr;
+  }
   /// attend, and the run-time certificate of each query head in
   /// bounds[queryHeads]: a bound on |output - exact attention over the
   /// appended keys and values| (docs/abi.md, P_attend_certified). Needs a
@@ -61,9 +66,9 @@ public:
   int32_t attendCertified(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                           const float *query, int64_t queryHeads,
                           int64_t length, float *output, float softmaxScale,
-                          float *bounds) const;
+                          float *bounds) const override;
   int32_t load(uint8_t *arena, int64_t arenaBytes, int64_t layer, int64_t start,
-               int64_t tokens, float *keys, float *values) const;
+               int64_t tokens, float *keys, float *values) const override;
 
 private:
   CompiledCache();
