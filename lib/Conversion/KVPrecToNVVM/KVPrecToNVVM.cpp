@@ -43,6 +43,9 @@ void mlir::kvprec::buildKVPrecToNVVMPipeline(
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // The device module holds every format kernel and dispatcher the CPU
+  // emitter makes; only those the kernels reach are kept.
+  pm.addNestedPass<gpu::GPUModuleOp>(createSymbolDCEPass());
   pm.addNestedPass<gpu::GPUModuleOp>(createLowerDeviceVectors());
 
   // gpu-lower-to-nvvm-pipeline's common part, its target with libdevice.
