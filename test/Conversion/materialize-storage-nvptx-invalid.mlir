@@ -4,6 +4,8 @@
 // RUN: not kvprec-opt %s -split-input-file --kvprec-materialize-storage="target=nvptx chip=ampere" 2>&1 | FileCheck %s --check-prefix=NAME
 // RUN: not kvprec-opt %s -split-input-file --kvprec-to-nvvm="chip=sm_85" 2>&1 | FileCheck %s --check-prefix=UNKNOWN
 // UNKNOWN: got 'sm_85'
+// RUN: not kvprec-opt %s -split-input-file --kvprec-materialize-storage="symbol-prefix=7x" 2>&1 | FileCheck %s --check-prefix=PREFIX
+// PREFIX: kvprec-materialize-storage: symbol-prefix must be a C identifier, got '7x'
 // TARGET: kvprec-materialize-storage: target must be cpu or nvptx, got 'gpu'
 // CHIP: kvprec-materialize-storage: chip must be one of sm_80, sm_86, sm_87, sm_89, sm_90, sm_100, sm_101, sm_120, got 'sm_70'
 // NAME: got 'ampere'

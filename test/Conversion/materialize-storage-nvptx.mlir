@@ -3,6 +3,10 @@
 // (P_append_impl and P_load_impl, run by one GPU thread) and the split-K
 // attention kernels; the C ABI functions are host code that launches them.
 // RUN: kvprec-opt %s --kvprec-materialize-storage="target=nvptx chip=sm_90" | FileCheck %s
+// Another prefix, so that several compiled modules link into one program.
+// RUN: kvprec-opt %s --kvprec-materialize-storage="target=nvptx chip=sm_80 symbol-prefix=case3_" | FileCheck %s --check-prefix=PREFIX
+// PREFIX: gpu.module @case3_0_device
+// PREFIX: func.func @case3_0_attend(
 // The whole lowering, host code translated to LLVM IR: every launch,
 // allocation and copy is a call into the mgpu* runtime (runtime/), the
 // kernels' PTX a string the runtime loads.

@@ -43,6 +43,11 @@ struct KVPrecToLLVMOptions : public PassPipelineOptions<KVPrecToLLVMOptions> {
       llvm::cl::desc("Bytes ahead of each row of codes that attention "
                      "prefetches into L2 (0: no prefetches)"),
       llvm::cl::init(8192)};
+  PassOptions::Option<std::string> symbolPrefix{
+      *this, "symbol-prefix",
+      llvm::cl::desc("Names of the generated functions: <prefix><N>_append, "
+                     "... for the N-th cache type"),
+      llvm::cl::init("kvprec_cache")};
   PassOptions::Option<int64_t> storePieces{
       *this, "store-pieces",
       llvm::cl::desc("Quantize rows in pieces of at most this many elements "
@@ -76,6 +81,11 @@ struct KVPrecToNVVMOptions : public PassPipelineOptions<KVPrecToNVVMOptions> {
                      "$CUDA_PATH or $CUDA_HOME, else /usr/local/cuda, "
                      "/nvvm/libdevice/libdevice.10.bc)"),
       llvm::cl::init("")};
+  PassOptions::Option<std::string> symbolPrefix{
+      *this, "symbol-prefix",
+      llvm::cl::desc("Names of the generated functions: <prefix><N>_append, "
+                     "... for the N-th cache type"),
+      llvm::cl::init("kvprec_cache")};
 };
 
 /// libdevice's default place (KVPrecToNVVMOptions::libdevice).

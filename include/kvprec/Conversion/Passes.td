@@ -65,6 +65,11 @@ def MaterializeStorage : Pass<"kvprec-materialize-storage", "::mlir::ModuleOp"> 
            "whole rows as head_dim-lane vectors); target=nvptx uses 16 so "
            "that one GPU thread's registers hold a piece. The same bits "
            "either way">,
+    Option<"symbolPrefix", "symbol-prefix", "std::string",
+           /*default=*/"\"kvprec_cache\"",
+           "Names of the generated functions: <prefix><N>_append, ... for "
+           "the N-th cache type (distinct prefixes let several compiled "
+           "modules link into one program)">,
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
            "Where the cache lives and attention runs: cpu (the functions "
            "run on the host), or nvptx (the arena is device memory; the "

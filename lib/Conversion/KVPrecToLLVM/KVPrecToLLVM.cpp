@@ -31,6 +31,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   materialize.prefetchDistance = options.prefetchDistance;
   materialize.x86Avx512 = options.x86Avx512;
   materialize.storePieces = options.storePieces;
+  materialize.symbolPrefix = options.symbolPrefix;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

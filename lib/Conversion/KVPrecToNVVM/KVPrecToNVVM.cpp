@@ -40,6 +40,7 @@ void mlir::kvprec::buildKVPrecToNVVMPipeline(
   MaterializeStorageOptions materialize;
   materialize.target = "nvptx";
   materialize.chip = options.chip;
+  materialize.symbolPrefix = options.symbolPrefix;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -17,6 +17,8 @@
 
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
 
 #include <memory>
 
@@ -347,6 +349,16 @@ void MaterializeStoragePass::runOnOperation() {
         << chip << "'";
     return signalPassFailure();
   }
+  if (symbolPrefix.empty() ||
+      !llvm::all_of(symbolPrefix,
+                    [](char c) { return llvm::isAlnum(c) || c == '_'; }) ||
+      llvm::isDigit(symbolPrefix[0])) {
+    cacheTypes.front().second->emitError()
+        << "kvprec-materialize-storage: symbol-prefix must be a C "
+           "identifier, got '"
+        << symbolPrefix << "'";
+    return signalPassFailure();
+  }
   if (storePieces < 0 || storePieces > 1024) {
     cacheTypes.front().second->emitError()
         << "kvprec-materialize-storage: store-pieces must be between 0 and "
@@ -382,7 +394,7 @@ void MaterializeStoragePass::runOnOperation() {
       failedAny = true;
       continue;
     }
-    std::string prefix = "kvprec_cache" + std::to_string(index++);
+    std::string prefix = symbolPrefix + std::to_string(index++);
     bool certified = runtimeCertificate || certifiedCaches.contains(type);
     FailureOr<CacheFunctions> functions =
         onDevice ? emitGPUCacheFunctions(module, cache, *lowered.layout,
