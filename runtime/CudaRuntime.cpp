@@ -16,6 +16,7 @@
 
 #include <cuda.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -210,6 +211,15 @@ KVPREC_EXPORT CUfunction mgpuModuleGetFunction(CUmodule module,
   return function;
 }
 
+namespace {
+/// Kernel timing for benchmarks (kvprecKernelTiming): every launch between
+/// two events, waited for, its time added up.
+std::mutex timingMutex;
+bool timingOn = false;
+double timedMs = 0;
+int64_t timedLaunches = 0;
+} // namespace
+
 KVPREC_EXPORT void mgpuLaunchKernel(CUfunction function, intptr_t gridX,
                                     intptr_t gridY, intptr_t gridZ,
                                     intptr_t blockX, intptr_t blockY,
@@ -217,11 +227,83 @@ KVPREC_EXPORT void mgpuLaunchKernel(CUfunction function, intptr_t gridX,
                                     CUstream stream, void **params,
                                     void **extra, size_t /*paramsCount*/) {
   Driver &d = ready("mgpuLaunchKernel");
+  bool timed;
+  {
+    std::lock_guard<std::mutex> lock(timingMutex);
+    timed = timingOn;
+  }
+  CUevent start = nullptr, stop = nullptr;
+  if (timed) {
+    check(d.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+    check(d.cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate");
+    check(d.cuEventRecord(start, stream), "cuEventRecord");
+  }
   check(d.cuLaunchKernel(function, unsigned(gridX), unsigned(gridY),
                          unsigned(gridZ), unsigned(blockX), unsigned(blockY),
                          unsigned(blockZ), unsigned(smem), stream, params,
                          extra),
         "cuLaunchKernel");
+  if (timed) {
+    check(d.cuEventRecord(stop, stream), "cuEventRecord");
+    check(d.cuEventSynchronize(stop), "cuEventSynchronize");
+    float ms = 0;
+    check(d.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+    d.cuEventDestroy(start);
+    d.cuEventDestroy(stop);
+    std::lock_guard<std::mutex> lock(timingMutex);
+    timedMs += ms;
+    ++timedLaunches;
+  }
+}
+
+/// Turns kernel timing on or off (benchmarks): each launch then waits for
+/// its kernel, whose time kvprecKernelTimeMs adds up. Resets the total.
+KVPREC_EXPORT void kvprecKernelTiming(int enable) {
+  std::lock_guard<std::mutex> lock(timingMutex);
+  timingOn = enable != 0;
+  timedMs = 0;
+  timedLaunches = 0;
+}
+
+/// The kernels' time since the last call (or kvprecKernelTiming), in ms,
+/// and how many launches it covers; resets both.
+KVPREC_EXPORT double kvprecKernelTimeMs(int64_t *launches) {
+  std::lock_guard<std::mutex> lock(timingMutex);
+  double ms = timedMs;
+  if (launches)
+    *launches = timedLaunches;
+  timedMs = 0;
+  timedLaunches = 0;
+  return ms;
+}
+
+/// The time of one device-to-device copy of `bytes` (the fastest of
+/// `reps`), in ms: the reference a benchmark sets its reads against.
+KVPREC_EXPORT double kvprecCopyTimeMs(void *dst, void *src, size_t bytes,
+                                      int reps) {
+  Driver &d = ready("kvprecCopyTimeMs");
+  CUstream stream = nullptr;
+  check(d.cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+  CUevent start = nullptr, stop = nullptr;
+  check(d.cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+  check(d.cuEventCreate(&stop, CU_EVENT_DEFAULT), "cuEventCreate");
+  double best = 1e300;
+  for (int r = 0; r < reps + 1; ++r) {
+    check(d.cuEventRecord(start, stream), "cuEventRecord");
+    check(d.cuMemcpyAsync(reinterpret_cast<CUdeviceptr>(dst),
+                          reinterpret_cast<CUdeviceptr>(src), bytes, stream),
+          "cuMemcpyAsync");
+    check(d.cuEventRecord(stop, stream), "cuEventRecord");
+    check(d.cuEventSynchronize(stop), "cuEventSynchronize");
+    float ms = 0;
+    check(d.cuEventElapsedTime(&ms, start, stop), "cuEventElapsedTime");
+    if (r > 0) // The first warms up.
+      best = std::min(best, double(ms));
+  }
+  d.cuEventDestroy(start);
+  d.cuEventDestroy(stop);
+  d.cuStreamDestroy(stream);
+  return best;
 }
 
 KVPREC_EXPORT CUstream mgpuStreamCreate() {
