@@ -171,7 +171,13 @@ KVPREC_EXPORT int kvprecCudaStatus(char *message, int size) {
   return d.failure.empty() ? 1 : 0;
 }
 
+// Modules load from global constructors, before main: without a usable
+// driver they load as null, and the first launch (or any other call) stops
+// the program with the reason, so that a program can ask kvprecCudaStatus
+// first.
 KVPREC_EXPORT CUmodule mgpuModuleLoad(void *data, size_t /*gpuBlobSize*/) {
+  if (!driver().failure.empty())
+    return nullptr;
   Driver &d = ready("mgpuModuleLoad");
   CUmodule module = nullptr;
   check(d.cuModuleLoadData(&module, data), "cuModuleLoadData");
@@ -181,6 +187,8 @@ KVPREC_EXPORT CUmodule mgpuModuleLoad(void *data, size_t /*gpuBlobSize*/) {
 /// PTX, compiled by the driver at `optLevel`; its log is printed when it
 /// fails.
 KVPREC_EXPORT CUmodule mgpuModuleLoadJIT(void *data, int optLevel) {
+  if (!driver().failure.empty())
+    return nullptr;
   Driver &d = ready("mgpuModuleLoadJIT");
   CUmodule module = nullptr;
   char log[8192] = {};

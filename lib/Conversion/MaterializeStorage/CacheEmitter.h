@@ -20,6 +20,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/IR/ImplicitLocOpBuilder.h"
@@ -121,10 +122,13 @@ private:
     OpBuilder builder = OpBuilder::atBlockEnd(&module->getRegion(0).front());
     auto fn = func::FuncOp::create(builder, module->getLoc(), name,
                                    FunctionType::get(context, inputs, results));
-    if (isPublic && !device)
+    if (isPublic && !device) {
       fn->setAttr("llvm.emit_c_interface", UnitAttr::get(context));
-    else
+    } else {
       fn.setPrivate();
+      fn->setAttr("llvm.linkage",
+                  LLVM::LinkageAttr::get(context, LLVM::Linkage::Internal));
+    }
     fn.addEntryBlock();
     return fn;
   }

@@ -14,6 +14,7 @@
 #include "kvprec/Analysis/SoftFloat.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -1017,6 +1018,11 @@ func::FuncOp createFunction(Operation *container, StringRef name,
   auto function =
       func::FuncOp::create(builder, container->getLoc(), name, type);
   function.setPrivate();
+  // Internal in LLVM too: modules compiled apart (symbol-prefix) link into
+  // one program without their shared kernel names clashing.
+  function->setAttr(
+      "llvm.linkage",
+      LLVM::LinkageAttr::get(container->getContext(), LLVM::Linkage::Internal));
   function.addEntryBlock();
   return function;
 }
