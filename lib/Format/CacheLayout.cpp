@@ -104,6 +104,25 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
     return an::Status::failure("the cache's arena needs more than " +
                                std::to_string(kMaxArenaBytes) +
                                " bytes (2^48)");
+  // The format tables index `formats`: each must have one entry per item
+  // (per item and body block for per-block bodies) naming a format.
+  const int64_t items = plan.getNumItems();
+  int64_t bodyEntries = items;
+  bool entriesOverflow =
+      plan.perBlock &&
+      __builtin_mul_overflow(items, g.getNumBodyBlocks(), &bodyEntries);
+  auto indexesFormats = [&](const std::vector<int8_t> &table, int64_t size) {
+    return int64_t(table.size()) == size &&
+           std::all_of(table.begin(), table.end(), [&](int8_t f) {
+             return f >= 0 && size_t(f) < plan.formats.size();
+           });
+  };
+  if (entriesOverflow || !indexesFormats(plan.sinkFormats, items) ||
+      !indexesFormats(plan.windowFormats, items) ||
+      !indexesFormats(plan.bodyFormats, bodyEntries))
+    return an::Status::failure(
+        "the plan's format tables do not match its geometry or name a format "
+        "it does not have");
   std::unique_ptr<ArenaLayout> layout(new ArenaLayout(plan));
   Allocator allocator;
   allocator.allocate(g.layers, 8);
@@ -130,7 +149,6 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
     return an::Status::success();
   };
 
-  const int64_t items = plan.getNumItems();
   layout->streams.resize(items);
   int64_t inheritedBytes = 0;
   for (int64_t item = 0; item < items && !allocator.failed; ++item) {

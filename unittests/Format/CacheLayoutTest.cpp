@@ -285,6 +285,24 @@ TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
   status = ArenaLayout::build(broken, layout);
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("inconsistent"), std::string::npos);
+  // Format tables that name a format the plan does not have (makePlan's
+  // per-block bodies alternate formats 2 and 3), or have the wrong size.
+  Plan unnamed = makePlan(1, 64, 8, 16, 4, 16, {f16, f16, f16},
+                          /*perBlock=*/true);
+  status = ArenaLayout::build(unnamed, layout);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("format tables"), std::string::npos);
+  Plan negative = makePlan(1, 64, 8, 16, 4, 16, {f16, f16, f16});
+  negative.sinkFormats[1] = -1;
+  EXPECT_TRUE(ArenaLayout::build(negative, layout).failed());
+  Plan short_ = makePlan(1, 64, 8, 16, 4, 16, {f16, f16, f16});
+  short_.windowFormats.pop_back();
+  EXPECT_TRUE(ArenaLayout::build(short_, layout).failed());
+  Plan blocksShort = makePlan(1, 64, 8, 16, 4, 16, {f16, f16, f16, f16},
+                              /*perBlock=*/true);
+  ASSERT_TRUE(ArenaLayout::build(blocksShort, layout).ok());
+  blocksShort.bodyFormats.pop_back();
+  EXPECT_TRUE(ArenaLayout::build(blocksShort, layout).failed());
 }
 
 // The bytes of one item and one layer, which eval-quality reports for each
@@ -315,10 +333,17 @@ TEST(PlanBytes, ItemsAndLayersAddUpToTheTotal) {
   EXPECT_EQ(plan.getTotalBytes(),
             plan.getLayerBytes(0) + plan.getLayerBytes(1));
 
-  // Per-block bodies: the blocks of each item add up the same way.
+  // Per-block bodies (makePlan alternates formats 2 and 3 over the
+  // blocks): the blocks of each item add up the same way.
+  std::vector<an::StorageFormat> blockFormats = plan.formats;
+  blockFormats.push_back(scaled(an::StorageKind::Int8,
+                                an::QuantScheme::Asymmetric,
+                                an::Granularity::TokenGroup, 16));
   Plan blocks = makePlan(/*heads=*/2, /*capacity=*/64, /*headDim=*/16,
-                         /*block=*/16, /*sink=*/4, /*window=*/16, plan.formats,
+                         /*block=*/16, /*sink=*/4, /*window=*/16, blockFormats,
                          /*perBlock=*/true);
+  std::unique_ptr<ArenaLayout> blockLayout;
+  ASSERT_TRUE(ArenaLayout::build(blocks, blockLayout).ok());
   double items = 0.0;
   for (int64_t item = 0; item < blocks.getNumItems(); ++item)
     items += blocks.getItemBytes(item);
