@@ -104,26 +104,35 @@ if step("f16") and step("i8") and step("i4"):
         f"{key[('i4', top_positions, 1, 2)]['arena_bytes'] / key[('f16', top_positions, 1, 2)]['arena_bytes']:.2f}x "
         "the bytes.\n")
 
-# The targets, checked against this run.
+# The targets, checked against this run; "met" names the thread
+# counts at which a target holds, so a target met at one of them only says so.
 top = max(positions)
+def met(vals, threads, ok):
+    held = [t for t, v in zip(threads, vals) if ok(v)]
+    if len(held) == len(vals):
+        return "yes"
+    if not held:
+        return "no"
+    return "at " + " and ".join(f"{t} thread{'s' if t > 1 else ''}" for t in held) + " only"
 def r(f, g, t):
     return key.get((f, top, g, t))
 out.append(f"\n## Against the targets ({top // 1024}K positions)\n")
 out.append("| target | result | met |")
 out.append("| --- | --- | --- |")
 for f in ("f16", "i8", "i4"):
-    vals = [r(f, 1, t)["ratio_to_stream"] for t in (1, 2) if r(f, 1, t)]
+    threads = [t for t in (1, 2) if r(f, 1, t)]
+    vals = [r(f, 1, t)["ratio_to_stream"] for t in threads]
     if vals:
         out.append(f"| {f} >= 0.70 of the streaming read (GQA 1) | "
-                   f"{' / '.join(f'{v:.2f}' for v in vals)} (1 / 2 threads) | "
-                   f"{'yes' if max(vals) >= 0.7 else 'no'} |")
+                   f"{' / '.join(f'{v:.2f}' for v in vals)} ({' / '.join(map(str, threads))} threads) | "
+                   f"{met(vals, threads, lambda v: v >= 0.7)} |")
 for f in ("f16", "i8", "i4"):
-    vals = [r(f, 4, t)["step_us"] / r(f, 1, t)["step_us"] for t in (1, 2)
-            if r(f, 4, t) and r(f, 1, t)]
+    threads = [t for t in (1, 2) if r(f, 4, t) and r(f, 1, t)]
+    vals = [r(f, 4, t)["step_us"] / r(f, 1, t)["step_us"] for t in threads]
     if vals:
         out.append(f"| {f}: GQA 4 costs at most 1.3x GQA 1 | "
-                   f"{' / '.join(f'{v:.2f}x' for v in vals)} (1 / 2 threads) | "
-                   f"{'yes' if max(vals) <= 1.3 else 'no'} |")
+                   f"{' / '.join(f'{v:.2f}x' for v in vals)} ({' / '.join(map(str, threads))} threads) | "
+                   f"{met(vals, threads, lambda v: v <= 1.3)} |")
 f16 = r("f16", 1, 2)
 for f in ("i8", "i4", "mixed"):
     x = r(f, 1, 2)
