@@ -248,20 +248,24 @@ private:
 /// pairwise tree.
 static Value sumChunks(ImplicitLocOpBuilder &b, Value v, int64_t chunk) {
   int64_t width = cast<VectorType>(v.getType()).getDimSize(0);
+  if (width <= chunk)
+    return v;
   SmallVector<Value> parts;
   for (int64_t k = 0; k < width; k += chunk)
     parts.push_back(vector::ExtractStridedSliceOp::create(
         b, v, ArrayRef<int64_t>{k}, ArrayRef<int64_t>{chunk},
         ArrayRef<int64_t>{1}));
-  while (parts.size() > 1) {
-    SmallVector<Value> next;
-    for (size_t i = 0; i + 1 < parts.size(); i += 2)
-      next.push_back(arith::AddFOp::create(b, parts[i], parts[i + 1]));
-    if (parts.size() % 2)
-      next.push_back(parts.back());
-    parts = std::move(next);
+  // Pairwise, in place: level by level, part i takes parts 2i and 2i + 1.
+  size_t count = parts.size();
+  while (count > 1) {
+    size_t next = 0;
+    for (size_t i = 0; i + 1 < count; i += 2)
+      parts[next++] = arith::AddFOp::create(b, parts[i], parts[i + 1]);
+    if (count % 2)
+      parts[next++] = parts[count - 1];
+    count = next;
   }
-  return parts[0];
+  return parts.front();
 }
 
 int64_t mlir::kvprec::getLaneChunk(int64_t width) {

@@ -174,7 +174,7 @@ LogicalResult CalibrationOp::verify() {
                          << " query heads cannot be grouped over "
                          << getKvHeads() << " KV heads";
   if (std::optional<ArrayRef<double>> sensitivity = getLayerKlSensitivity()) {
-    if (int64_t(sensitivity->size()) != getLayers())
+    if (sensitivity->size() != getLayers())
       return emitOpError() << "layer_kl_sensitivity has " << sensitivity->size()
                            << " entries for " << getLayers() << " layers";
     for (double s : *sensitivity)
