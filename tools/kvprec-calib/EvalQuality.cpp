@@ -31,10 +31,6 @@ static json::Value number(double value) {
 }
 
 namespace {
-size_t argmax(ArrayRef<float> logits) {
-  return std::max_element(logits.begin(), logits.end()) - logits.begin();
-}
-
 void writeTotals(json::OStream &json, const QualityTotals &totals) {
   json.attribute("mean_kl", number(totals.getMeanKL()));
   json.attribute("max_kl", number(totals.maxKL));

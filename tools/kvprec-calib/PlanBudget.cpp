@@ -184,7 +184,7 @@ Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
     return makeError("plan-budget: cannot create a temporary directory: " +
                      ec.message());
   std::vector<Candidate> candidates;
-  auto cleanup = make_scope_exit([&] {
+  llvm::scope_exit cleanup([&] {
     for (const Candidate &c : candidates)
       sys::fs::remove(c.path);
     sys::fs::remove(directory);

@@ -512,8 +512,9 @@ TEST(PlanSoundness, ProbabilisticCertificateHoldsAndIsTighter) {
     }
     // Per-sample sums of squared weights are what it gains from; the
     // coordinate-wise bound through attn_max_weight gains little here.
-    if (samples)
+    if (samples) {
       EXPECT_GT(tighter, 0);
+    }
   }
 }
 
