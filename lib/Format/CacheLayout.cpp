@@ -97,6 +97,11 @@ an::Status ArenaLayout::build(const certify::Plan &plan,
       g.block <= 0 || g.sink < 0 || g.window < 0 || g.sink > g.capacity ||
       g.window % g.block != 0)
     return an::Status::failure("the plan's geometry is inconsistent");
+  if (!certify::withinLayerHeadLimit(g.layers, g.heads))
+    return an::Status::failure(
+        "the cache has more than " +
+        std::to_string(certify::kMaxLayerHeadPairs) +
+        " (layer, KV head) pairs");
   // Every position and channel needs at least a bit, so larger sizes cannot
   // fit the arena; bounding them first keeps the products below exact.
   if (g.layers > kMaxArenaBytes / 8 || g.heads > kMaxArenaBytes / g.layers ||

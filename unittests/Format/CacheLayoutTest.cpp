@@ -273,6 +273,17 @@ TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
                               layout);
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("2^48"), std::string::npos);
+  // More (layer, KV head) pairs than kvprec handles: refused before any
+  // table is read or any stream laid out (the tables here are empty).
+  Plan many;
+  many.geometry = {int64_t(1) << 20, 64, 8, 16, 4, 0, 0};
+  many.formats = {f16};
+  status = ArenaLayout::build(many, layout);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("(layer, KV head) pairs"),
+            std::string::npos);
+  many.geometry.layers = certify::kMaxLayerHeadPairs / 64 + 1;
+  EXPECT_TRUE(ArenaLayout::build(many, layout).failed());
   // A channel group that does not tile the block.
   an::StorageFormat cg =
       scaled(an::StorageKind::Int8, an::QuantScheme::Symmetric,

@@ -20,6 +20,19 @@ namespace certify {
 
 using analysis::StorageFormat;
 
+/// The most (layer, KV head) pairs a cache may have. Plans, layouts and the
+/// generated tables hold entries per pair (and per K/V), and a plan can
+/// give one format for all of them in one entry, so without a limit a few
+/// bytes of IR would ask for terabytes. 2^16 is seven times the largest
+/// multi-head model in use (96 layers x 96 heads); grouped-query models
+/// have far fewer (80 x 8).
+inline constexpr int64_t kMaxLayerHeadPairs = int64_t(1) << 16;
+
+/// Whether `layers` x `heads` (both positive) is within kMaxLayerHeadPairs.
+inline bool withinLayerHeadLimit(int64_t layers, int64_t heads) {
+  return layers <= kMaxLayerHeadPairs && heads <= kMaxLayerHeadPairs / layers;
+}
+
 /// The shape of a cache and the position classes of its plan.
 struct Geometry {
   int64_t layers = 0, heads = 0, capacity = 0, headDim = 0;

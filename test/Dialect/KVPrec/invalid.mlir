@@ -226,7 +226,7 @@ func.func private @f() attributes {plan = #bad}
 
 // -----
 
-// expected-error @+1 {{plan of 1 layers x 9223372036854775807 heads overflows the number of (layer, head, K/V) entries}}
+// expected-error @+1 {{plan of 1 layers x 9223372036854775807 heads: kvprec handles at most 65536 (layer, KV head) pairs}}
 #bad = #kvprec.plan<layers = 1, heads = 9223372036854775807, capacity = 16, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 func.func private @f() attributes {plan = #bad}
 
@@ -298,6 +298,24 @@ func.func private @f() attributes {plan = #bad}
 
 // expected-error @+1 {{cache dimensions must be positive, got 2x0x64x8}}
 func.func private @f(%c: !kvprec.cache<2x0x64x8xf32>)
+
+// -----
+
+// One entry gives every (layer, KV head) its format, so without a limit a
+// few bytes would ask for 10^12 table entries.
+// expected-error @+1 {{plan of 1000000 layers x 1000000 heads: kvprec handles at most 65536 (layer, KV head) pairs}}
+#huge = #kvprec.plan<layers = 1000000, heads = 1000000, capacity = 16, block = 8, sink = 0, window = 8, formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+func.func private @f() attributes {plan = #huge}
+
+// -----
+
+// expected-error @+1 {{cache of 65537 layers x 1 KV heads: kvprec handles at most 65536 (layer, KV head) pairs}}
+func.func private @f(%c: !kvprec.cache<65537x1x64x8xf32>)
+
+// -----
+
+// The limit itself is allowed.
+func.func private @f(%c: !kvprec.cache<8192x8x64x8xf32>)
 
 // -----
 

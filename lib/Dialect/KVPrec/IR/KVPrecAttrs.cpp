@@ -487,6 +487,11 @@ PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t layers,
                  CertificateAttr certificate) {
   if (layers <= 0 || heads <= 0 || capacity <= 0)
     return emitError() << "plan layers, heads and capacity must be positive";
+  if (!::kvprec::certify::withinLayerHeadLimit(layers, heads))
+    return emitError() << "plan of " << layers << " layers x " << heads
+                       << " heads: kvprec handles at most "
+                       << ::kvprec::certify::kMaxLayerHeadPairs
+                       << " (layer, KV head) pairs";
   if (block <= 0 || block > capacity)
     return emitError() << "plan block size must be in [1, capacity " << capacity
                        << "], got " << block;
@@ -509,15 +514,9 @@ PlanAttr::verify(function_ref<InFlightDiagnostic()> emitError, int64_t layers,
       return emitError() << "plan format " << index
                          << " is not a #kvprec.format";
 
-  // Sizes from the IR: checked, a wrapped product would accept garbage.
-  std::optional<int64_t> itemCount = llvm::checkedMul<int64_t>(layers, heads);
-  if (itemCount)
-    itemCount = llvm::checkedMul<int64_t>(*itemCount, 2);
-  if (!itemCount)
-    return emitError() << "plan of " << layers << " layers x " << heads
-                       << " heads overflows the number of (layer, head, K/V) "
-                          "entries";
-  int64_t items = *itemCount;
+  // Within the limit above, so exact; the per-block count below is checked
+  // (a wrapped product would accept garbage).
+  int64_t items = layers * heads * 2;
   int64_t blocks = numBodyBlocks(capacity, sink, block);
   // -1 when the per-block entry count does not fit int64_t (no array can
   // have that many entries).

@@ -2,6 +2,8 @@
 
 #include "kvprec/Dialect/KVPrec/IR/KVPrecTypes.h"
 
+#include "kvprec/Format/Plan.h"
+
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/DialectImplementation.h"
@@ -27,6 +29,11 @@ LogicalResult CacheType::verify(function_ref<InFlightDiagnostic()> emitError,
   if (layers <= 0 || heads <= 0 || capacity <= 0 || headDim <= 0)
     return emitError() << "cache dimensions must be positive, got " << layers
                        << "x" << heads << "x" << capacity << "x" << headDim;
+  if (!::kvprec::certify::withinLayerHeadLimit(layers, heads))
+    return emitError() << "cache of " << layers << " layers x " << heads
+                       << " KV heads: kvprec handles at most "
+                       << ::kvprec::certify::kMaxLayerHeadPairs
+                       << " (layer, KV head) pairs";
   if (!isa<Float32Type, Float16Type, BFloat16Type>(elementType))
     return emitError() << "cache element type must be f32, f16 or bf16, got "
                        << elementType;

@@ -25,7 +25,11 @@ def KVPrec_CacheType : KVPrec_Type<"Cache", "cache"> {
     `!kvprec.cache<5x4x512x8xf32, #kvprec.plan<...>>`
 
     The verifier checks that the plan covers exactly this shape and that its
-    formats fit the head dimension and the logical type.
+    formats fit the head dimension and the logical type. `L x H` is at most
+    65536 (`kvprec::certify::kMaxLayerHeadPairs`): plans and layouts hold
+    entries per (layer, KV head), and one plan entry can stand for all of
+    them, so a larger type would ask for unbounded memory from a few bytes
+    of IR.
   }];
   let parameters = (ins
     "int64_t":$layers,
