@@ -40,5 +40,5 @@ func.func private @long(!kvprec.cache<1x1x16384x128xf32, #long>)
 
 #wide = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 16, sink = 0, window = 0,
     formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
-// expected-error @below {{the NVPTX lowering handles head_dim up to 1024, not 2048}}
+// expected-error @below {{head_dim 2048 exceeds 1024, the most the lowering takes}}
 func.func private @wide(!kvprec.cache<1x1x64x2048xf32, #wide>)

@@ -384,6 +384,15 @@ void MaterializeStoragePass::runOnOperation() {
       failedAny = true;
       continue;
     }
+    if (cache.getHeadDim() > kMaxLoweredHeadDim) {
+      user->emitError() << "cannot lower " << cache << ": head_dim "
+                        << cache.getHeadDim() << " exceeds "
+                        << kMaxLoweredHeadDim
+                        << ", the most the lowering takes (its kernels hold "
+                           "whole rows in registers)";
+      failedAny = true;
+      continue;
+    }
     ::kvprec::certify::Plan plan =
         cache.getPlan().getPlainPlan(cache.getHeadDim());
     LoweredCache lowered;

@@ -16,6 +16,14 @@
 
 namespace mlir::kvprec {
 
+/// The largest head_dim the lowering takes, on every target. Its kernels
+/// hold whole rows as vector<head_dim x f32> values (on the CPU) or a
+/// row's lane pieces and query rows in shared memory (on NVPTX); LLVM's
+/// compile time and memory grow with the vector width, and at head_dim
+/// 65536 one cache took minutes and gigabytes to compile. Models use 64 to
+/// 256.
+inline constexpr int64_t kMaxLoweredHeadDim = 1024;
+
 class NVPTXStorageTargetInfo;
 
 class StorageTargetInfo {
