@@ -5,7 +5,9 @@
 // with a lower nesting limit: the fuzzer parses on the main thread's
 // stack). What parses is verified, printed (generic and custom form) and
 // run through the passes that need no calibration file: uniform planning,
-// plan verification and the report.
+// plan verification and the report; then the storage materialization of
+// both targets runs on the input as written (its own plans, whatever they
+// say) and on the uniformly planned module.
 //
 //===----------------------------------------------------------------------===//
 
@@ -55,12 +57,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   llvm::raw_null_ostream sink;
   module->print(sink, mlir::OpPrintingFlags().printGenericOpForm());
   module->print(sink);
-  mlir::PassManager pm(&context);
-  if (mlir::failed(mlir::parsePassPipeline(
-          "builtin.module(kvprec-assign-precision{mode=uniform format=i8},"
-          "kvprec-report{output=/dev/null})",
-          pm)))
-    __builtin_trap();
-  (void)pm.run(*module);
+  auto runPipeline = [&](mlir::ModuleOp target, const char *pipeline) {
+    mlir::PassManager pm(&context);
+    if (mlir::failed(mlir::parsePassPipeline(pipeline, pm)))
+      __builtin_trap();
+    return pm.run(target);
+  };
+  // The lowering's input is a planned module, whoever wrote the plan.
+  static const char *const kMaterialize[] = {
+      "builtin.module(kvprec-materialize-storage{threads=2 "
+      "runtime-certificate=true})",
+      "builtin.module(kvprec-materialize-storage{target=nvptx chip=sm_90})"};
+  for (const char *pipeline : kMaterialize) {
+    mlir::OwningOpRef<mlir::ModuleOp> copy = module->clone();
+    (void)runPipeline(*copy, pipeline);
+  }
+  if (mlir::failed(runPipeline(
+          *module, "builtin.module(kvprec-assign-precision{mode=uniform "
+                   "format=i8},kvprec-report{output=/dev/null})")))
+    return 0;
+  (void)runPipeline(*module, kMaterialize[0]);
   return 0;
 }
