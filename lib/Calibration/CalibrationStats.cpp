@@ -135,16 +135,23 @@ Error validateCalibrationShape(const CalibrationShape &shape,
                      formatv("q_heads {0} is not a multiple of kv_heads {1}",
                              shape.qHeads, shape.kvHeads)
                          .str());
-  // Every tensor must be addressable; a corrupt header must not make us
-  // allocate absurd amounts of memory.
-  constexpr int64_t kMaxElements = int64_t(1) << 34;
+  // The tensors are allocated from the shape before any value is read, so
+  // a corrupt header or absurd options must not ask for absurd memory: all
+  // of them together hold at most 2^30 values (4 GiB), a hundred times the
+  // statistics of an 80-layer, 8-KV-head model at 131072 positions. (A
+  // limit per tensor of 2^34 let head_dim 10^9 through to run out of
+  // memory.)
+  constexpr int64_t kMaxTotalElements = int64_t(1) << 30;
+  int64_t total = 0;
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     std::optional<int64_t> count =
         getNumElements(getTensorShape(shape, spec.kind));
-    if (!count || *count > kMaxElements)
+    if (!count || *count > kMaxTotalElements - total)
       return makeError(context, "tensor '" + spec.name + "' with shape " +
                                     getSymbolicShape(spec.kind) +
-                                    " would be too large");
+                                    " would take the statistics past 2^30 "
+                                    "values (4 GiB)");
+    total += *count;
   }
   return Error::success();
 }

@@ -205,6 +205,11 @@ TEST(CalibrationStatsTest, RejectsMetadataProblems) {
       {"heads do not divide",
        [](SafeTensorsWriter &w) { w.setMetadata("q_heads", "5"); },
        "q_heads 5 is not a multiple of kv_heads 2"},
+      // Each tensor alone is within 2^30 values; together they are not,
+      // and nothing is allocated for them.
+      {"statistics too large",
+       [](SafeTensorsWriter &w) { w.setMetadata("head_dim", "100000000"); },
+       "would take the statistics past 2^30 values (4 GiB)"},
   };
   for (const Case &c : cases)
     EXPECT_CONTAINS(readError(writeUnchecked(dir, stats, c.edit)), c.expected)
