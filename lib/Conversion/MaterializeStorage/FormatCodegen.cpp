@@ -844,10 +844,30 @@ public:
   /// Returns the row dequantized, as loadRow does, and its bounds in
   /// `delta`.
   Value loadRowAndBound(Value r, Value &delta) {
-    if (format.kind == StorageKind::F32) {
-      delta = row.f32(0.0);
-      return loadRow(r);
+    if (!isScaled()) {
+      Value value = loadRow(r);
+      delta = elementBound(Value(), value, Value());
+      return value;
     }
+    Value codeLanes = loadCodes(r);
+    Lanes scaleRow(b, scaleLanes);
+    Value at = scaleRowAt(r);
+    Value scale = expandGroups(loadScales(scales, at, scaleRow));
+    Value zero =
+        isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow)) : Value();
+    Value codes = codeValue(codeLanes);
+    Value value = dequantizeValue(codes, scale, zero);
+    delta = elementBound(codes, value, scale);
+    return value;
+  }
+
+  /// Each element's error bound delta (never below
+  /// an::computeStoredElementErrorBound, rounded up to f32) from its code
+  /// value (f32 lanes, codeValue's; unused for unscaled formats), its
+  /// dequantized value and its scale (null for unscaled formats).
+  Value elementBound(Value codes, Value value, Value scale) {
+    if (format.kind == StorageKind::F32)
+      return row.f32(0.0);
     auto up = [](double v) -> double {
       if (v > 0 && v < 0x1p-100)
         return 0x1p-100;
@@ -863,29 +883,20 @@ public:
     const double uq = an::kQuantizeUnitRoundoff;
     const double uP = an::getDequantizerUnitRoundoff(config);
     const double etaP = an::getDequantizerMinSubnormal(config);
-    Value value;
+    Value delta;
     if (!isScaled()) {
       const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
-      value = loadRow(r);
       delta =
           fma(row.f32(up(info.unitRoundoff)), math::AbsFOp::create(b, value),
               row.f32(up(info.minSubnormal / 2)));
     } else {
-      Value codeLanes = loadCodes(r);
-      Lanes scaleRow(b, scaleLanes);
-      Value at = scaleRowAt(r);
-      Value scale = expandGroups(loadScales(scales, at, scaleRow));
-      Value zero = isAsymmetric()
-                       ? expandGroups(loadScales(zeros, at, scaleRow))
-                       : Value();
-      value = dequantize(codeLanes, scale, zero);
       Value magnitude = math::AbsFOp::create(b, value);
       if (an::isFp8Kind(format.kind)) {
         // s (u8 c + eta8/2 + 3 uq (2c + eta8)) + uP |x^| + etaP/2
         //   = c (s (u8 + 6 uq)) + s (eta8/2 + 3 uq eta8) + uP |x^| + etaP/2.
         const an::FloatFormatInfo &info = an::getFloatFormatInfo(format.kind);
         double eta8 = info.minSubnormal;
-        Value c = math::AbsFOp::create(b, codeValue(codeLanes));
+        Value c = math::AbsFOp::create(b, codes);
         Value perCode = arith::MulFOp::create(
             b, scale, row.f32(up(info.unitRoundoff + 6 * uq)));
         Value constant = fma(scale, row.f32(up(eta8 / 2 + 3 * uq * eta8)),
@@ -904,8 +915,7 @@ public:
                     fma(scale, row.f32(up(perScale)), row.f32(up(constant))));
       }
     }
-    delta = fma(delta, row.f32(up(1 + 0x1p-20)), row.f32(0x1p-100));
-    return value;
+    return fma(delta, row.f32(up(1 + 0x1p-20)), row.f32(0x1p-100));
   }
 
   /// The codes of f32 lanes `x` with per-element scale and zero point,
