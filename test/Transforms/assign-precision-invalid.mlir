@@ -23,6 +23,22 @@
 // TOL: error: kvprec-assign-precision: tolerance must be positive and finite, got -1
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 window=24" 2>&1 | FileCheck %s --check-prefix=WINDOW
 // WINDOW: error: 'kvprec.alloc' op cannot take a plan with window 24: it must be a multiple of the block size 32
+// Negative sizes other than the defaults' -1 (sink, window) and 0 (block),
+// a NaN margin, and groups that do not tile their unit (1e12 used to wrap
+// to 3567587328 in the attribute, and 3 to be written unchecked: both gave
+// output that did not parse again).
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 block=-7" 2>&1 | FileCheck %s --check-prefix=BLOCK
+// BLOCK: error: kvprec-assign-precision: block must be positive (or 0 for the default), got -7
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 sink=-5" 2>&1 | FileCheck %s --check-prefix=NEGSINK
+// NEGSINK: error: kvprec-assign-precision: sink and window must be non-negative (or -1 for the default), got sink=-5 window=-1
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16 margin=nan" 2>&1 | FileCheck %s --check-prefix=NANMARGIN
+// NANMARGIN: error: kvprec-assign-precision: margin must be finite and at least 1, got nan
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 window=32 group=3" 2>&1 | FileCheck %s --check-prefix=TGROUP
+// TGROUP: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot take group=3: token groups must divide head_dim 8
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 window=32 group=1000000000000" 2>&1 | FileCheck %s --check-prefix=HUGEGROUP
+// HUGEGROUP: error: 'kvprec.alloc' op cannot take group=1000000000000: token groups must divide head_dim 8
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 window=32 granularity=channel group=5" 2>&1 | FileCheck %s --check-prefix=CGROUP
+// CGROUP: error: 'kvprec.alloc' op cannot take group=5: channel groups must divide the block 32
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16" 2>&1 | FileCheck %s --check-prefix=CAPACITY
 // CAPACITY: error: 'kvprec.alloc' op cannot take a plan with sink 4 and window 64: the cache holds only 64 positions
 
@@ -43,7 +59,7 @@
 // LONG: toy-cache.mlir:5:10: error: 'kvprec.alloc' op cannot be certified from calibration @calibration: the cache holds 64 positions but calibration observed only 32; calibrate on longer sequences, plan a shorter cache, or state an extrapolation rule (extrapolate=worst-case margin=M)
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
 // RUN:   --kvprec-assign-precision="tolerance=1e-1 extrapolate=worst-case margin=0.5" 2>&1 | FileCheck %s --check-prefix=MARGIN
-// MARGIN: error: 'kvprec.alloc' op cannot be certified from calibration @calibration: the extrapolation margin must be finite and at least 1, got 0.5
+// MARGIN: error: kvprec-assign-precision: margin must be finite and at least 1, got 5.000000e-01
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.short.safetensors" \
 // RUN:   --kvprec-assign-precision="extrapolate=linear" 2>&1 | FileCheck %s --check-prefix=RULE
 // RULE: for the --extrapolate option: Cannot find option named 'linear'!

@@ -122,6 +122,22 @@ LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
   if (group < 0)
     return module.emitError()
            << "kvprec-assign-precision: group must be non-negative";
+  // 0 and -1 select the defaults; other negative values are mistakes, not
+  // requests for a default.
+  if (block < 0)
+    return module.emitError() << "kvprec-assign-precision: block must be "
+                                 "positive (or 0 for the default), got "
+                              << static_cast<int64_t>(block);
+  if (sink < -1 || window < -1)
+    return module.emitError()
+           << "kvprec-assign-precision: sink and window must be non-negative "
+              "(or -1 for the default), got sink="
+           << static_cast<int64_t>(sink)
+           << " window=" << static_cast<int64_t>(window);
+  if (!(margin >= 1) || !std::isfinite(margin))
+    return module.emitError() << "kvprec-assign-precision: margin must be "
+                                 "finite and at least 1, got "
+                              << margin.getValue();
   if (budget < 0 || !std::isfinite(budget))
     return module.emitError()
            << "kvprec-assign-precision: budget must be a non-negative byte "
@@ -309,6 +325,18 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
     return alloc.emitOpError()
            << "has " << geometry.layers << " layers but "
            << settings.tolerances.size() << " tolerances were given";
+
+  // A group that does not tile its unit would make every scaled format
+  // unstorable (and a group past 2^32 would wrap in the attribute).
+  if (group > 0 && mode != AssignMode::Kivi) {
+    int64_t unit = settings.channelGroups ? geometry.block : geometry.headDim;
+    if (unit % group != 0)
+      return alloc.emitOpError()
+             << "cannot take group=" << static_cast<int64_t>(group) << ": "
+             << (settings.channelGroups ? "channel groups must divide the block "
+                                        : "token groups must divide head_dim ")
+             << unit;
+  }
 
   cf::CertifyOptions certifyOptions;
   certifyOptions.logitErrorCap = logitErrorCap;
@@ -528,7 +556,24 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                  << toleranceOf(flat);
     certificate = buildCertificateAttr(context, computed->record);
   }
-  return buildPlanAttr(context, plan, certificate);
+  // Attributes and types are built unchecked: verify the plan here, so that
+  // one the dialect cannot hold is an error at the alloc, not output that
+  // fails to parse.
+  PlanAttr planAttr = buildPlanAttr(context, plan, certificate);
+  auto emitError = [&] {
+    return alloc.emitOpError() << "cannot take the plan it was given: ";
+  };
+  if (failed(PlanAttr::verify(
+          emitError, planAttr.getLayers(), planAttr.getHeads(),
+          planAttr.getCapacity(), planAttr.getBlock(), planAttr.getSink(),
+          planAttr.getWindow(), planAttr.getFormats(),
+          planAttr.getSinkFormats(), planAttr.getBodyFormats(),
+          planAttr.getWindowFormats(), planAttr.getCertificate())) ||
+      failed(CacheType::verify(emitError, cache.getLayers(), cache.getHeads(),
+                               cache.getCapacity(), cache.getHeadDim(),
+                               cache.getElementType(), planAttr)))
+    return failure();
+  return planAttr;
 }
 
 void AssignPrecisionPass::runOnOperation() {
