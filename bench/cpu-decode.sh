@@ -8,6 +8,9 @@
 #                                      every format; writes
 #                                      bench/cpu-decode/results.jsonl and
 #                                      docs/benchmarks.md
+#   bash bench/cpu-decode.sh --report  no timing: counts the loops' instructions
+#                                      again and rewrites docs/benchmarks.md
+#                                      from the recorded bench/cpu-decode/*.jsonl
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="${KVPREC_BUILD_DIR:-$ROOT/build}"
@@ -52,7 +55,12 @@ PY
   rm -f "$out"
   exit 0
 fi
-[ $# -eq 0 ] || { echo "cpu-decode: error: unknown option '$1' (expected --quick)" >&2; exit 2; }
+REPORT_ONLY=false
+if [ "${1:-}" = "--report" ]; then
+  REPORT_ONLY=true
+  shift
+fi
+[ $# -eq 0 ] || { echo "cpu-decode: error: unknown option '$1' (expected --quick or --report)" >&2; exit 2; }
 
 # Static instruction counts of the innermost loops of the generated code,
 # per format (llc -O3 -mcpu=native: what the JIT compiles for this CPU).
@@ -63,11 +71,15 @@ L=/usr/lib/llvm-22/bin
 # where the host has AVX-512F).
 AVX512=false
 grep -qw avx512f /proc/cpuinfo && AVX512=true
+# The generated kernels have internal linkage, so opt -O3 inlines them into
+# their callers and deletes them; made external here (only here), each keeps
+# an out-of-line copy whose loops are the kernel's, for counting.
 for format in f16 bf16 f8E4M3FN i8 i4 i2; do
   type="$("$BENCH" --print-type "$format" 4096)"
   echo "func.func private @uses($type)" |
     "$BUILD/bin/kvprec-opt" --kvprec-to-llvm="x86-avx512=$AVX512" |
-    "$L/mlir-translate" --mlir-to-llvmir | "$L/opt" -O3 |
+    "$L/mlir-translate" --mlir-to-llvmir |
+    sed -E 's/^define internal /define /' | "$L/opt" -O3 |
     "$L/llc" -O3 -mcpu=native -o "$BUILD/cpu-decode-$format.s"
   printf '{"format": "%s", "loops": %s}\n' "$format" \
     "$(python3 "$ROOT/bench/cpu-decode/loop-instructions.py" "$BUILD/cpu-decode-$format.s" \
@@ -76,21 +88,25 @@ for format in f16 bf16 f8E4M3FN i8 i4 i2; do
 done
 
 RESULTS="$ROOT/bench/cpu-decode/results.jsonl"
-PLAN_ARGS="$(certified_plan 512) $(certified_plan 4096) $(certified_plan 16384) $(certified_plan 65536)"
-# shellcheck disable=SC2086  # PLAN_ARGS holds whole options
-"$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 $PLAN_ARGS | tee "$RESULTS"
-# Prefetching on and off, in one process.
 PREFETCH="$ROOT/bench/cpu-decode/prefetch.jsonl"
-"$BENCH" --positions 65536 --gqa 1 --threads 1 --formats f16,i8,i4 \
-  --prefetch-distance 0,8192 --reps 9 | tee "$PREFETCH"
-# The arithmetic alone: 512 positions (2 MiB of f16 K and V) stay in L2/L3.
 COMPUTE="$ROOT/bench/cpu-decode/compute.jsonl"
-# shellcheck disable=SC2086
-"$BENCH" --positions 512 --gqa 1,4 --threads 1 --reps 9 $PLAN_ARGS | tee "$COMPUTE"
-# This core's peak rate of 512-bit fused multiply-adds: the floor under the
-# f32 arithmetic of the kernels.
 FMA="$ROOT/bench/cpu-decode/fma-peak.json"
-"$BENCH" --fma-peak | tee "$FMA"
+if $REPORT_ONLY; then
+  certified_plan 65536 >/dev/null
+else
+  PLAN_ARGS="$(certified_plan 512) $(certified_plan 4096) $(certified_plan 16384) $(certified_plan 65536)"
+  # shellcheck disable=SC2086  # PLAN_ARGS holds whole options
+  "$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 $PLAN_ARGS | tee "$RESULTS"
+  # Prefetching on and off, in one process.
+  "$BENCH" --positions 65536 --gqa 1 --threads 1 --formats f16,i8,i4 \
+    --prefetch-distance 0,8192 --reps 9 | tee "$PREFETCH"
+  # The arithmetic alone: 512 positions (2 MiB of f16 K and V) stay in L2/L3.
+  # shellcheck disable=SC2086
+  "$BENCH" --positions 512 --gqa 1,4 --threads 1 --reps 9 $PLAN_ARGS | tee "$COMPUTE"
+  # This core's peak rate of 512-bit fused multiply-adds: the floor under the
+  # f32 arithmetic of the kernels.
+  "$BENCH" --fma-peak | tee "$FMA"
+fi
 python3 "$ROOT/bench/cpu-decode/report.py" "$RESULTS" "$INSTRUCTIONS" \
   "$(lscpu | sed -n 's/^Model name: *//p') (LLVM host CPU $(/usr/lib/llvm-22/bin/llc --version | sed -n 's/^ *Host CPU: *//p'))" \
   "$PREFETCH" "$COMPUTE" --fma "$FMA" --mixed-plan "$PLANS/mixed-65536.type" \

@@ -2,6 +2,7 @@
 import argparse
 import json
 import re
+import sys
 
 parser = argparse.ArgumentParser()
 parser.add_argument("results")
@@ -196,8 +197,9 @@ out.append("\n## Where the formats are compute-bound\n")
 out.append(
     "Static instruction counts of the innermost loops of the generated code "
     "(`bench/cpu-decode/loop-instructions.py` on `llc -O3 -mcpu=native` "
-    "output of the benchmark's plans; this machine has no hardware counters "
-    "to measure them). With one query head per KV head (GQA 1), attention "
+    "output of the benchmark's plans, the kernels' linkage made external so "
+    "that their out-of-line copies survive inlining; this machine has no "
+    "hardware counters to measure them). With one query head per KV head (GQA 1), attention "
     "runs the format's fused `logits` kernel on K (FL instructions per row "
     "of 128: its loop over groups of 16 rows divided by 16) and its fused "
     "`accumulate` kernel on V (FA per row), each row dequantized in "
@@ -216,6 +218,16 @@ for f in formats:
     if f not in loops:
         continue
     lp = loops[f]
+    # A kernel missing from the assembly is a broken count, not a row to
+    # leave out (the table once came out empty when the kernels were
+    # inlined away).
+    missing = [s for s in ("_f32_load", "_load_keys", "_f32_logits",
+                           "_f32_accumulate", "tile_logits", "tile_softmax",
+                           "tile_accumulate")
+               if not any(k.endswith(s) for k in lp)]
+    if missing:
+        sys.exit(f"report: error: {f}: no loops found for "
+                 f"{', '.join(missing)} in {args.instructions}")
     def first(suffix):
         found = [v for k, v in lp.items() if k.endswith(suffix)]
         return found[0] if found else None
