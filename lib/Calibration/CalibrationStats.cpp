@@ -1,6 +1,7 @@
 //===- CalibrationStats.cpp - kvprec-calib-v1 statistics ------------------===//
 
 #include "kvprec/Calibration/CalibrationStats.h"
+#include "kvprec/Format/Plan.h"
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/Format.h"
@@ -134,6 +135,14 @@ Error validateCalibrationShape(const CalibrationShape &shape,
     return makeError(context,
                      formatv("q_heads {0} is not a multiple of kv_heads {1}",
                              shape.qHeads, shape.kvHeads)
+                         .str());
+  // The cache these statistics describe must be one kvprec can hold.
+  if (!::kvprec::certify::withinLayerHeadLimit(shape.layers, shape.kvHeads))
+    return makeError(context,
+                     formatv("{0} layers x {1} KV heads: kvprec handles at most "
+                             "{2} (layer, KV head) pairs",
+                             shape.layers, shape.kvHeads,
+                             ::kvprec::certify::kMaxLayerHeadPairs)
                          .str());
   // The tensors are allocated from the shape before any value is read, so
   // a corrupt header or absurd options must not ask for absurd memory: all

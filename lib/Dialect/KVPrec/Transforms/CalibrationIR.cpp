@@ -114,6 +114,14 @@ FailureOr<CalibrationStats> mlir::kvprec::readCalibrationOp(CalibrationOp op) {
     stats.layerKLSensitivity.assign(sensitivity->begin(), sensitivity->end());
     stats.sensitivityError = op.getSensitivityError()->convertToDouble();
   }
+  std::string context = ("kvprec.calibration @" + op.getSymName()).str();
+  // Splat attributes make huge statistics a few bytes of IR: the shape's
+  // size limits come before anything is expanded.
+  if (llvm::Error error = validateCalibrationShape(stats.shape, context)) {
+    InFlightDiagnostic diag = op.emitOpError();
+    diag << llvm::toString(std::move(error));
+    return diag;
+  }
   for (const CalibrationTensorSpec &spec : getCalibrationTensorSpecs()) {
     // The verifier already checked presence, shape and element type.
     ElementsAttr attr = op.getStat(spec.name);
@@ -126,7 +134,6 @@ FailureOr<CalibrationStats> mlir::kvprec::readCalibrationOp(CalibrationOp op) {
       return op.emitOpError()
              << "cannot read statistic '" << spec.name << "': " << error;
   }
-  std::string context = ("kvprec.calibration @" + op.getSymName()).str();
   if (llvm::Error error = validateCalibrationStats(stats, context)) {
     InFlightDiagnostic diag = op.emitOpError();
     diag << llvm::toString(std::move(error));
