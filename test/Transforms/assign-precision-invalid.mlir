@@ -39,6 +39,9 @@
 // HUGEGROUP: error: 'kvprec.alloc' op cannot take group=1000000000000: token groups must divide head_dim 8
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 window=32 granularity=channel group=5" 2>&1 | FileCheck %s --check-prefix=CGROUP
 // CGROUP: error: 'kvprec.alloc' op cannot take group=5: channel groups must divide the block 32
+// The default group (head_dim) past 32 bits wrapped to 0 and divided by it.
+// RUN: not kvprec-opt %S/Inputs/wide-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 window=32" 2>&1 | FileCheck %s --check-prefix=WIDEGROUP
+// WIDEGROUP: wide-cache.mlir:4:8: error: 'kvprec.alloc' op cannot take scaled formats with groups of 4294967296 elements: a format holds at most 4294967295 (choose group=)
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16" 2>&1 | FileCheck %s --check-prefix=CAPACITY
 // CAPACITY: error: 'kvprec.alloc' op cannot take a plan with sink 4 and window 64: the cache holds only 64 positions
 

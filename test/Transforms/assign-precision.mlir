@@ -19,6 +19,12 @@
 // RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 window=32" | FileCheck %s --check-prefix=UNIFORM
 // UNIFORM: #kvprec.plan<layers = 2, heads = 2, capacity = 64, block = 32, sink = 4, window = 32, formats = [#kvprec.format<i8, asymmetric, token_group = 8, scale = f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 
+// Uniform channel groups: the sink (4 positions, not a whole group of 8)
+// keeps the token-group form of the same format; the output parses again.
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 granularity=channel group=8 window=32" | FileCheck %s --check-prefix=UNIFORM-CG
+// RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i4 granularity=channel group=8 window=32" | kvprec-opt -o /dev/null
+// UNIFORM-CG: sink = 4, window = 32, formats = [#kvprec.format<i4, asymmetric, token_group = 8, scale = f16>, #kvprec.format<i4, asymmetric, channel_group = 8, scale = f16>], sink_formats = [0], body_formats = [1], window_formats = [1]>
+
 // With calibration it records what it achieves.
 // RUN: kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.safetensors" \
 // RUN:   --kvprec-assign-precision="mode=uniform format=f8E4M3FN scale=f32" | FileCheck %s --check-prefix=UNIFORM-CAL

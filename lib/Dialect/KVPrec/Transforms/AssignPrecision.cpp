@@ -19,6 +19,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <limits>
 
 namespace mlir::kvprec {
 #define GEN_PASS_DEF_ASSIGNPRECISION
@@ -337,6 +338,29 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
                                         : "token groups must divide head_dim ")
              << unit;
   }
+  // A format holds its group size in 32 bits; the defaults (head_dim for
+  // token groups, the block for channel groups) must fit it too, or the
+  // size would wrap (to 0: a division by zero in the byte count).
+  std::vector<an::StorageKind> planned = settings.kinds;
+  if (mode == AssignMode::Uniform)
+    if (std::optional<an::StorageKind> kind = parseStorageKind(format))
+      planned = {*kind};
+  bool anyScaled = llvm::any_of(
+      planned, [](an::StorageKind kind) { return an::isScaledKind(kind); });
+  if (anyScaled && mode != AssignMode::Kivi) {
+    constexpr int64_t kMaxGroup = std::numeric_limits<uint32_t>::max();
+    int64_t tokenGroup =
+        group > 0 && !settings.channelGroups ? group : geometry.headDim;
+    int64_t channelGroup =
+        group > 0 && settings.channelGroups ? group : geometry.block;
+    if (tokenGroup > kMaxGroup ||
+        (settings.channelGroups && channelGroup > kMaxGroup))
+      return alloc.emitOpError()
+             << "cannot take scaled formats with groups of "
+             << std::max(tokenGroup, settings.channelGroups ? channelGroup : 0)
+             << " elements: a format holds at most " << kMaxGroup
+             << " (choose group=)";
+  }
 
   cf::CertifyOptions certifyOptions;
   certifyOptions.logitErrorCap = logitErrorCap;
@@ -381,10 +405,19 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
              << format << "'";
     Settings one = settings;
     one.kinds = {*kind};
-    an::StorageFormat chosen = makeCandidates(one, geometry).back();
+    std::vector<an::StorageFormat> candidates = makeCandidates(one, geometry);
+    an::StorageFormat chosen = candidates.back();
+    // Channel groups run over positions: a sink they do not tile keeps the
+    // token-group form of the same format (makeCandidates lists it first).
+    an::StorageFormat sinkFormat = chosen;
+    if (chosen.granularity == an::Granularity::ChannelGroup &&
+        geometry.sink % chosen.groupSize != 0)
+      sinkFormat = candidates.front();
     for (cf::HeadFormats &f : headFormats)
-      for (auto &kv : f)
+      for (auto &kv : f) {
         kv.fill(chosen);
+        kv[cf::kSink] = sinkFormat;
+      }
   } else if (mode == AssignMode::Kivi) {
     an::StorageKind kind =
         bits == 2 ? an::StorageKind::Int2 : an::StorageKind::Int4;
@@ -561,7 +594,7 @@ FailureOr<PlanAttr> AssignPrecisionPass::planCache(
   // fails to parse.
   PlanAttr planAttr = buildPlanAttr(context, plan, certificate);
   auto emitError = [&] {
-    return alloc.emitOpError() << "cannot take the plan it was given: ";
+    return alloc.emitOpError() << "cannot hold the plan built for it: ";
   };
   if (failed(PlanAttr::verify(
           emitError, planAttr.getLayers(), planAttr.getHeads(),
