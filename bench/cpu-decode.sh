@@ -87,13 +87,23 @@ for format in f16 bf16 f8E4M3FN i8 i4 i2; do
          tile_logits tile_softmax tile_accumulate)" >> "$INSTRUCTIONS"
 done
 
+MACHINE="$(lscpu | sed -n 's/^Model name: *//p') (LLVM host CPU $("$L/llc" --version | sed -n 's/^ *Host CPU: *//p'))"
+# The machine the measurements were taken on: --report counts instructions
+# for this CPU, so it only re-renders measurements taken on the same kind.
+MACHINE_FILE="$ROOT/bench/cpu-decode/machine.txt"
 RESULTS="$ROOT/bench/cpu-decode/results.jsonl"
 PREFETCH="$ROOT/bench/cpu-decode/prefetch.jsonl"
 COMPUTE="$ROOT/bench/cpu-decode/compute.jsonl"
 FMA="$ROOT/bench/cpu-decode/fma-peak.json"
 if $REPORT_ONLY; then
+  recorded="$(cat "$MACHINE_FILE" 2>/dev/null || true)"
+  if [ "$recorded" != "$MACHINE" ]; then
+    echo "cpu-decode: error: --report counts instructions on $MACHINE, but the recorded measurements are from ${recorded:-an unknown machine}; run the whole benchmark here" >&2
+    exit 1
+  fi
   certified_plan 65536 >/dev/null
 else
+  echo "$MACHINE" > "$MACHINE_FILE"
   PLAN_ARGS="$(certified_plan 512) $(certified_plan 4096) $(certified_plan 16384) $(certified_plan 65536)"
   # shellcheck disable=SC2086  # PLAN_ARGS holds whole options
   "$BENCH" --positions 4096,16384,65536 --gqa 1,4 --threads 1,2 --reps 9 $PLAN_ARGS | tee "$RESULTS"
@@ -107,8 +117,7 @@ else
   # f32 arithmetic of the kernels.
   "$BENCH" --fma-peak | tee "$FMA"
 fi
-python3 "$ROOT/bench/cpu-decode/report.py" "$RESULTS" "$INSTRUCTIONS" \
-  "$(lscpu | sed -n 's/^Model name: *//p') (LLVM host CPU $(/usr/lib/llvm-22/bin/llc --version | sed -n 's/^ *Host CPU: *//p'))" \
+python3 "$ROOT/bench/cpu-decode/report.py" "$RESULTS" "$INSTRUCTIONS" "$MACHINE" \
   "$PREFETCH" "$COMPUTE" --fma "$FMA" --mixed-plan "$PLANS/mixed-65536.type" \
   --keep "$ROOT/docs/benchmarks.md" > "$PLANS/benchmarks.md"
 mv "$PLANS/benchmarks.md" "$ROOT/docs/benchmarks.md"

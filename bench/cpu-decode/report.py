@@ -27,6 +27,7 @@ def jsonl(path):
 
 rows = jsonl(args.results)
 loops = {r["format"]: r["loops"] for r in jsonl(args.instructions)}
+
 cpu = args.cpu
 prefetch = jsonl(args.prefetch)
 compute = jsonl(args.compute)
@@ -59,6 +60,11 @@ def describe_plan(path):
                 f"{c} heads {f}" if len(counts) > 1 else f for f, c in counts.items()))
     return "; ".join(described)
 formats = ["f16", "bf16", "f8E4M3FN", "i8", "i4", "i2", "mixed"]
+# Every uniform format's loops are counted (the mixed plan's are theirs).
+uncounted = [f for f in formats if f != "mixed" and f not in loops]
+if uncounted:
+    sys.exit(f"report: error: no instruction counts for "
+             f"{', '.join(uncounted)} in {args.instructions}")
 mixed_text = (
     "`mixed` is a certified plan: the one kvprec-assign-precision chooses "
     "for this shape at tolerance 0.1 from SYNTHETIC statistics (kvprec-calib "
@@ -215,7 +221,7 @@ out.append(
 out.append("| format | FL | FA | K | L | T | M + E | A | instructions/element GQA 1 | GQA 4 |")
 out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 for f in formats:
-    if f not in loops:
+    if f == "mixed":
         continue
     lp = loops[f]
     # A kernel missing from the assembly is a broken count, not a row to

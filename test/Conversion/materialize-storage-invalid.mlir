@@ -22,7 +22,7 @@ func.func @strided(%c: !kvprec.cache<1x1x8x8xf32, #f32>, %k: memref<1x1x8xf32, s
 // minutes and gigabytes, so the lowering stops at 1024.
 #wide = #kvprec.plan<layers = 1, heads = 1, capacity = 16, block = 8, sink = 0, window = 0,
     formats = [#kvprec.format<f32>], sink_formats = [0], body_formats = [0], window_formats = [0]>
-// expected-error @below {{head_dim 65536 exceeds 1024, the most the lowering takes (its kernels hold whole rows in registers)}}
+// expected-error @below {{head_dim 65536 exceeds 1024, the most the lowering takes (its kernels keep rows, or on NVPTX their lane pieces, in registers)}}
 func.func private @wide(!kvprec.cache<1x1x16x65536xf32, #wide>)
 // The limit itself lowers (no diagnostic).
 func.func private @widest(!kvprec.cache<1x1x16x1024xf32, #wide>)

@@ -282,8 +282,26 @@ TEST(CacheLayout, RefusesWhatCannotBeLaidOut) {
   ASSERT_TRUE(status.failed());
   EXPECT_NE(status.getMessage().find("(layer, KV head) pairs"),
             std::string::npos);
-  many.geometry.layers = certify::kMaxLayerHeadPairs / 64 + 1;
-  EXPECT_TRUE(ArenaLayout::build(many, layout).failed());
+  // One pair past the limit is refused for the limit (the tables are
+  // filled, so no other check could refuse it); the limit itself is laid
+  // out.
+  Plan atLimit = makePlan(8, 8, 16, 4, 0, 0, {f16, f16, f16});
+  atLimit.geometry.layers = certify::kMaxLayerHeadPairs / 8;
+  const int64_t items = atLimit.getNumItems();
+  atLimit.sinkFormats.assign(items, 0);
+  atLimit.windowFormats.assign(items, 1);
+  atLimit.bodyFormats.assign(items, 2);
+  ASSERT_TRUE(ArenaLayout::build(atLimit, layout).ok());
+  Plan past = atLimit;
+  past.geometry.heads = 9;
+  const int64_t pastItems = past.getNumItems();
+  past.sinkFormats.assign(pastItems, 0);
+  past.windowFormats.assign(pastItems, 1);
+  past.bodyFormats.assign(pastItems, 2);
+  status = ArenaLayout::build(past, layout);
+  ASSERT_TRUE(status.failed());
+  EXPECT_NE(status.getMessage().find("(layer, KV head) pairs"),
+            std::string::npos);
   // A channel group that does not tile the block.
   an::StorageFormat cg =
       scaled(an::StorageKind::Int8, an::QuantScheme::Symmetric,

@@ -388,8 +388,9 @@ void MaterializeStoragePass::runOnOperation() {
       user->emitError() << "cannot lower " << cache << ": head_dim "
                         << cache.getHeadDim() << " exceeds "
                         << kMaxLoweredHeadDim
-                        << ", the most the lowering takes (its kernels hold "
-                           "whole rows in registers)";
+                        << ", the most the lowering takes (its kernels keep "
+                           "rows, or on NVPTX their lane pieces, in "
+                           "registers)";
       failedAny = true;
       continue;
     }
