@@ -42,6 +42,16 @@
 // The default group (head_dim) past 32 bits wrapped to 0 and divided by it.
 // RUN: not kvprec-opt %S/Inputs/wide-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 window=32" 2>&1 | FileCheck %s --check-prefix=WIDEGROUP
 // WIDEGROUP: wide-cache.mlir:4:8: error: 'kvprec.alloc' op cannot take scaled formats with groups of 4294967296 elements: a format holds at most 4294967295 (choose group=)
+// Options the chosen mode does not read are refused, not ignored, and an
+// ecap whose e^ecap overflows (it gave an allocator-internal message).
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=kivi bits=2 granularity=channel group=5" 2>&1 | FileCheck %s --check-prefix=KIVIOPT
+// KIVIOPT: error: kvprec-assign-precision: mode=kivi fixes its formats (asymmetric, f16 scales, keys in channel groups of 32 positions, values in token groups of up to 32 channels); group=, granularity=, scheme=, scale= and format= do not apply
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=i8 bits=2" 2>&1 | FileCheck %s --check-prefix=BITS
+// BITS: error: kvprec-assign-precision: bits= applies to mode=kivi only
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="format=i8" 2>&1 | FileCheck %s --check-prefix=FORMATOPT
+// FORMATOPT: error: kvprec-assign-precision: format= applies to mode=uniform only (the other modes choose from formats=)
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="ecap=1e6" 2>&1 | FileCheck %s --check-prefix=ECAP
+// ECAP: error: kvprec-assign-precision: ecap must be in (0, 100], got 1.000000e+06
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-assign-precision="mode=uniform format=f16" 2>&1 | FileCheck %s --check-prefix=CAPACITY
 // CAPACITY: error: 'kvprec.alloc' op cannot take a plan with sink 4 and window 64: the cache holds only 64 positions
 

@@ -143,13 +143,33 @@ LogicalResult AssignPrecisionPass::parseSettings(Settings &settings) {
     return module.emitError()
            << "kvprec-assign-precision: budget must be a non-negative byte "
               "count";
-  if (!(logitErrorCap > 0))
-    return module.emitError()
-           << "kvprec-assign-precision: ecap must be positive";
+  // The value half's budget scales with e^-ecap and its bounds with
+  // e^ecap: past about 709 they overflow a double, and far before that a
+  // logit error allows any weight.
+  if (!(logitErrorCap > 0) || !(logitErrorCap <= 100))
+    return module.emitError() << "kvprec-assign-precision: ecap must be in "
+                                 "(0, 100], got "
+                              << logitErrorCap.getValue();
   if (mode == AssignMode::Kivi && bits != 2 && bits != 4)
     return module.emitError()
            << "kvprec-assign-precision: mode=kivi takes bits=2 or bits=4, got "
            << static_cast<int64_t>(bits);
+  // Options a mode does not read are mistakes, not silently ignored.
+  if (mode == AssignMode::Kivi &&
+      (group != 0 || granularity != GroupGranularity::Token ||
+       scheme != QuantScheme::asymmetric || scale != "f16" || !format.empty()))
+    return module.emitError()
+           << "kvprec-assign-precision: mode=kivi fixes its formats "
+              "(asymmetric, f16 scales, keys in channel groups of 32 positions, "
+              "values in token groups of up to 32 channels); group=, "
+              "granularity=, scheme=, scale= and format= do not apply";
+  if (mode != AssignMode::Kivi && bits != 4)
+    return module.emitError()
+           << "kvprec-assign-precision: bits= applies to mode=kivi only";
+  if (mode != AssignMode::Uniform && !format.empty())
+    return module.emitError()
+           << "kvprec-assign-precision: format= applies to mode=uniform "
+              "only (the other modes choose from formats=)";
   return success();
 }
 

@@ -160,7 +160,7 @@ def AssignPrecision : Pass<"kvprec-assign-precision", "::mlir::ModuleOp"> {
            "Refine every body block with its own calibrated ranges">,
     Option<"logitErrorCap", "ecap", "double", /*default=*/"0.25",
            "E_cap of error-bounds.md section 4: the largest logit error a key "
-           "format may introduce">,
+           "format may introduce, in (0, 100]">,
     Option<"extrapolate", "extrapolate", "::kvprec::certify::Extrapolation",
            /*default=*/"::kvprec::certify::Extrapolation::None",
            "What the certificate assumes past the calibrated length",
