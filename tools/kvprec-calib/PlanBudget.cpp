@@ -157,10 +157,11 @@ Error kvprec::calib::runPlanBudget(const PlanBudgetInputs &inputs,
   if (inputs.caps.empty())
     return makeError("plan-budget: --ecaps lists no cap");
   for (double cap : inputs.caps)
-    if (!(cap > 0) || !std::isfinite(cap))
-      return makeError(formatv(
-          "plan-budget: every --ecaps value must be a positive number, got {0}",
-          format("%g", cap)));
+    if (!(cap > 0) || !(cap <= 100))
+      return makeError(formatv("plan-budget: every --ecaps value must be in "
+                               "(0, 100] (kvprec-assign-precision's ecap), "
+                               "got {0}",
+                               format("%g", cap)));
   // The search owns these options; the rest pass through. Integer scales
   // shared per token or per channel (KIVI's keys) are both tried unless
   // --assign says which.
