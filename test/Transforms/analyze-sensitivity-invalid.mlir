@@ -12,3 +12,9 @@
 // RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.block.safetensors" 2>&1 \
 // RUN: | FileCheck %s --check-prefix=BLOCK
 // BLOCK: error: kvprec-import-calibration: {{.*}}block.safetensors: tensor 'position_count' element 0 [0] is 9223372036854775807, more than prompts (1) x block positions (64)
+
+// An infinite tolerance gave -inf necessary bits.
+// RUN: python3 %S/Inputs/make-calibration.py %t.ok.safetensors
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.ok.safetensors" \
+// RUN:   --kvprec-analyze-sensitivity="tolerance=inf" 2>&1 | FileCheck %s --check-prefix=INF
+// INF: error: kvprec-analyze-sensitivity: tolerance must be positive and finite

@@ -83,6 +83,13 @@
 // RUN: | not kvprec-opt --kvprec-import-calibration="file=%t.ok" 2>&1 | FileCheck %s --check-prefix=TWICE
 // TWICE: error: kvprec-import-calibration: the module already has a symbol named @calibration
 
+// An empty name printed as IR that did not parse again; a negative
+// inline-limit was taken silently.
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.ok name=" 2>&1 | FileCheck %s --check-prefix=NONAME
+// NONAME: error: kvprec-import-calibration: name= must not be empty
+// RUN: not kvprec-opt %S/Inputs/toy-cache.mlir --kvprec-import-calibration="file=%t.ok inline-limit=-5" 2>&1 | FileCheck %s --check-prefix=LIMIT
+// LIMIT: error: kvprec-import-calibration: inline-limit must be non-negative, got -5
+
 // A module without caches has nothing to calibrate.
 // RUN: echo 'module {}' | not kvprec-opt --kvprec-import-calibration="file=%t.ok" 2>&1 | FileCheck %s --check-prefix=EMPTY
 // EMPTY: error: kvprec-import-calibration: the module has no kvprec.alloc to calibrate

@@ -27,9 +27,10 @@ struct AnalyzeSensitivityPass
 
   void runOnOperation() override {
     ModuleOp module = getOperation();
-    if (!(tolerance > 0)) {
+    // An infinite tolerance gave -inf necessary bits.
+    if (!(tolerance > 0) || !std::isfinite(tolerance)) {
       module.emitError("kvprec-analyze-sensitivity: tolerance must be "
-                       "positive");
+                       "positive and finite");
       return signalPassFailure();
     }
     FailureOr<std::vector<CalibratedAlloc>> allocs =

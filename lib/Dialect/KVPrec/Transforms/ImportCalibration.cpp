@@ -27,6 +27,17 @@ struct ImportCalibrationPass
                        "--kvprec-import-calibration=\"file=STATS.safetensors\"");
       return signalPassFailure();
     }
+    // An empty symbol name prints as IR that does not parse again.
+    if (symbolName.empty()) {
+      module.emitError("kvprec-import-calibration: name= must not be empty");
+      return signalPassFailure();
+    }
+    if (inlineLimit < 0) {
+      module.emitError() << "kvprec-import-calibration: inline-limit must be "
+                            "non-negative, got "
+                         << static_cast<int64_t>(inlineLimit);
+      return signalPassFailure();
+    }
     if (SymbolTable::lookupSymbolIn(module, symbolName)) {
       module.emitError() << "kvprec-import-calibration: the module already "
                             "has a symbol named @"
