@@ -3,6 +3,7 @@
 #include "PassSupport.h"
 
 #include "kvprec/Analysis/Sensitivity.h"
+#include "kvprec/Calibration/InputFile.h"
 #include "kvprec/Certify/Plan.h"
 #include "kvprec/Dialect/KVPrec/Transforms/Passes.h"
 #include "kvprec/Dialect/KVPrec/Transforms/PlanUtils.h"
@@ -418,13 +419,17 @@ getFormatColours(ArrayRef<an::StorageFormat> formats,
   return colours;
 }
 
+/// The quality benchmark's results file as the SVG plot reads it: its path
+/// and its text.
+struct QualityResults {
+  StringRef path, text;
+};
+
 /// A plot of bytes against mean KL of the quality benchmark's plans
 /// (bench/quality/results.jsonl) for `model`, at (x, y), w x h pixels.
-static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
-                             int x0, int y0, int w, int h) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!buffer)
-    return;
+static void printQualityPlot(raw_ostream &os, const QualityResults &results,
+                             StringRef model, int x0, int y0, int w, int h) {
+  StringRef path = results.path;
   struct Point {
     std::string plan;
     double bytes, kl;
@@ -433,7 +438,7 @@ static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
   };
   std::vector<Point> points;
   SmallVector<StringRef> lines;
-  (*buffer)->getBuffer().split(lines, '\n');
+  results.text.split(lines, '\n');
   for (StringRef line : lines) {
     llvm::Expected<llvm::json::Value> value = llvm::json::parse(line);
     if (!value) {
@@ -559,7 +564,7 @@ static void printQualityPlot(raw_ostream &os, StringRef path, StringRef model,
 }
 
 static void printSvg(raw_ostream &os, const CacheReport &report,
-                     StringRef qualityPath) {
+                     const std::optional<QualityResults> &quality) {
   const cf::Plan &plan = report.plan;
   const cf::Geometry &g = plan.geometry;
   const int64_t L = g.layers, H = g.heads;
@@ -623,9 +628,9 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
       std::max(blockPanelsY + (blocks ? blockH + 60 : 0), legendBottom + 10);
   // The plot: room for a few dozen plans and, right of it, their labels.
   const int plotW = 760, plotH = 340, plotLabelsW = 180;
-  int height = plotY + (qualityPath.empty() ? 20 : plotH + 80);
+  int height = plotY + (!quality ? 20 : plotH + 80);
   width = std::max(width, left + 2 * blockPanelW + legendW);
-  if (!qualityPath.empty())
+  if (quality)
     width = std::max(width, left + 40 + plotW + plotLabelsW);
   os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width
      << "\" height=\"" << height
@@ -736,14 +741,37 @@ static void printSvg(raw_ostream &os, const CacheReport &report,
     os << "<text x=\"" << left << "\" y=\"" << blockPanelsY + blockH + 16
        << "\">columns: body blocks in position order; rows: (layer, KV "
           "head)</text>\n";
-  if (!qualityPath.empty())
-    printQualityPlot(os, qualityPath, report.model, left + 40, plotY + 30,
+  if (quality)
+    printQualityPlot(os, *quality, report.model, left + 40, plotY + 30,
                      plotW, plotH);
   os << "</svg>\n";
 }
 
 void ReportPass::runOnOperation() {
   ModuleOp module = getOperation();
+  // The quality results are read first, as every input file is: a regular
+  // file of bounded size (a missing file was ignored, and /dev/zero read
+  // until memory ran out).
+  std::unique_ptr<llvm::MemoryBuffer> qualityBuffer;
+  std::optional<QualityResults> qualityResults;
+  if (!quality.empty()) {
+    if (format != ReportFormat::Svg) {
+      module.emitError("kvprec-report: quality= plots into the SVG report; "
+                       "it takes format=svg");
+      return signalPassFailure();
+    }
+    llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> buffer =
+        ::kvprec::calib::openRegularFile(quality, "quality results file",
+                                         uint64_t(256) << 20,
+                                         /*isText=*/true);
+    if (!buffer) {
+      module.emitError() << "kvprec-report: "
+                         << llvm::toString(buffer.takeError());
+      return signalPassFailure();
+    }
+    qualityBuffer = std::move(*buffer);
+    qualityResults = QualityResults{quality, qualityBuffer->getBuffer()};
+  }
   FailureOr<std::vector<CalibratedAlloc>> allocs =
       collectCalibratedAllocs(module);
   if (failed(allocs))
@@ -875,7 +903,7 @@ void ReportPass::runOnOperation() {
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(array))) << "\n";
   } else {
     for (const CacheReport &report : reports)
-      format == ReportFormat::Svg ? printSvg(os, report, quality)
+      format == ReportFormat::Svg ? printSvg(os, report, qualityResults)
                                   : printTable(os, report);
   }
   os.flush();
