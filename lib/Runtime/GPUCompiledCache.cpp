@@ -1,23 +1,14 @@
 //===- GPUCompiledCache.cpp - a planned cache compiled for a GPU ----------===//
 
 #include "kvprec/Runtime/GPUCompiledCache.h"
+#include "CacheModule.h"
 #include "kvprec/Conversion/Passes.h"
 #include "kvprec/Dialect/KVPrec/IR/KVPrecTypes.h"
-#include "kvprec/InitKVPrec.h"
 
-#include "mlir/ExecutionEngine/CRunnerUtils.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
-#include "mlir/IR/DialectRegistry.h"
-#include "mlir/IR/MLIRContext.h"
-#include "mlir/Parser/Parser.h"
 #include "mlir/Pass/PassManager.h"
 
-#include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/TargetSelect.h"
-#include "llvm/Support/raw_ostream.h"
-
-#include <mutex>
 #include <vector>
 
 // runtime/CudaRuntime.cpp.
@@ -33,20 +24,6 @@ void mgpuStreamSynchronize(void *stream);
 using namespace kvprec::runtime;
 
 namespace {
-template <typename T, int N>
-StridedMemRefType<T, N> describe(void *data, const int64_t (&sizes)[N]) {
-  StridedMemRefType<T, N> memref;
-  memref.basePtr = static_cast<T *>(data);
-  memref.data = static_cast<T *>(data);
-  memref.offset = 0;
-  int64_t stride = 1;
-  for (int i = N - 1; i >= 0; --i) {
-    memref.sizes[i] = sizes[i];
-    memref.strides[i] = stride;
-    stride *= sizes[i];
-  }
-  return memref;
-}
 using Arena1 = StridedMemRefType<int8_t, 1>;
 using Tokens3 = StridedMemRefType<float, 3>;
 using Heads2 = StridedMemRefType<float, 2>;
@@ -119,44 +96,24 @@ llvm::Error GPUCompiledCache::checkHostCode(const std::string &cacheType,
 llvm::Expected<std::unique_ptr<GPUCompiledCache>>
 GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
                         bool load) {
-  static std::once_flag initialized;
-  std::call_once(initialized, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-    kvprec::registerKVPrecPasses();
-  });
-  mlir::DialectRegistry registry;
-  kvprec::registerKVPrecToolDialects(registry);
-  auto context = std::make_unique<mlir::MLIRContext>(registry);
-  context->loadAllAvailableDialects();
-  std::string diagnostics;
-  llvm::raw_string_ostream diagnosticStream(diagnostics);
-  llvm::SourceMgr sourceMgr;
-  mlir::SourceMgrDiagnosticHandler handler(sourceMgr, context.get(),
-                                           diagnosticStream);
-  std::string text = "func.func private @kvprec_uses(" + cacheType + ")\n";
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      mlir::parseSourceString<mlir::ModuleOp>(text, context.get());
-  if (!module)
-    return llvm::createStringError("cannot parse the cache type: " +
-                                   diagnostics);
-  auto function = *module->getOps<mlir::func::FuncOp>().begin();
-  auto cache =
-      llvm::dyn_cast<mlir::kvprec::CacheType>(function.getArgumentTypes()[0]);
-  if (!cache || !cache.getElementType().isF32())
-    return llvm::createStringError(
-        "the GPU backend takes a !kvprec.cache with element type f32");
-  mlir::PassManager pm(context.get());
-  mlir::kvprec::KVPrecToNVVMOptions options;
-  options.chip = chip;
-  mlir::kvprec::buildKVPrecToNVVMPipeline(pm, options);
-  if (mlir::failed(pm.run(*module)))
-    return llvm::createStringError("kvprec-to-nvvm failed: " + diagnostics);
+  auto parsed = detail::CacheModule::parse(cacheType, "GPU");
+  if (!parsed)
+    return parsed.takeError();
+  detail::CacheModule &cacheModule = **parsed;
+  mlir::kvprec::CacheType cache = cacheModule.getCache();
+  if (llvm::Error error =
+          cacheModule.run("kvprec-to-nvvm", [&](mlir::PassManager &pm) {
+            mlir::kvprec::KVPrecToNVVMOptions options;
+            options.chip = chip;
+            mlir::kvprec::buildKVPrecToNVVMPipeline(pm, options);
+          }))
+    return std::move(error);
 
   mlir::ExecutionEngineOptions engineOptions;
   auto transformer = mlir::makeOptimizingTransformer(2, 0, nullptr);
   engineOptions.transformer = transformer;
-  auto engine = mlir::ExecutionEngine::create(*module, engineOptions);
+  auto engine =
+      mlir::ExecutionEngine::create(cacheModule.getModule(), engineOptions);
   if (!engine)
     return engine.takeError();
   // The global constructors load the kernels' module on the device.
@@ -167,42 +124,33 @@ GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
   result->engine = std::move(*engine);
   result->kvHeads = cache.getHeads();
   result->headDim = cache.getHeadDim();
-  auto find = [&](const char *name, void *&slot) -> llvm::Error {
-    auto symbol = result->engine->lookup(
-        std::string("_mlir_ciface_kvprec_cache0_") + name);
-    if (!symbol)
-      return symbol.takeError();
-    slot = *symbol;
-    return llvm::Error::success();
-  };
-  for (auto [name, slot] :
-       {std::pair<const char *, void **>{"arena_bytes", &result->arenaBytesFn},
-        {"init", &result->initFn},
-        {"append", &result->appendFn},
-        {"attend", &result->attendFn},
-        {"load", &result->loadFn}})
-    if (llvm::Error error = find(name, *slot))
-      return std::move(error);
+  if (llvm::Error error = detail::lookupEntryPoints(
+          *result->engine, {{"arena_bytes", &result->arenaBytesFn},
+                            {"init", &result->initFn},
+                            {"append", &result->appendFn},
+                            {"attend", &result->attendFn},
+                            {"load", &result->loadFn}}))
+    return std::move(error);
   // Host code only: nothing here touches the device.
   result->arenaBytes = reinterpret_cast<int64_t (*)()>(result->arenaBytesFn)();
-  module = nullptr;
-  result->context = std::move(context);
+  result->context = cacheModule.releaseContext();
   return result;
 }
 
 int64_t GPUCompiledCache::getArenaBytes() const { return arenaBytes; }
 
 int32_t GPUCompiledCache::deviceInit(void *arena) const {
-  Arena1 a = describe<int8_t, 1>(arena, {arenaBytes});
+  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
   return reinterpret_cast<int32_t (*)(Arena1 *)>(initFn)(&a);
 }
 
 int32_t GPUCompiledCache::deviceAppend(void *arena, int64_t layer, void *keys,
                                        void *values, int64_t tokens,
                                        int64_t position) const {
-  Arena1 a = describe<int8_t, 1>(arena, {arenaBytes});
-  Tokens3 k = describe<float, 3>(keys, {tokens, kvHeads, headDim});
-  Tokens3 v = describe<float, 3>(values, {tokens, kvHeads, headDim});
+  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
+  Tokens3 k = detail::describeDense<float, 3>(keys, {tokens, kvHeads, headDim});
+  Tokens3 v =
+      detail::describeDense<float, 3>(values, {tokens, kvHeads, headDim});
   return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Tokens3 *, Tokens3 *,
                                       int64_t)>(appendFn)(&a, layer, &k, &v,
                                                           position);
@@ -211,9 +159,9 @@ int32_t GPUCompiledCache::deviceAppend(void *arena, int64_t layer, void *keys,
 int32_t GPUCompiledCache::deviceAttend(void *arena, int64_t layer, void *query,
                                        int64_t queryHeads, int64_t length,
                                        void *output, float softmaxScale) const {
-  Arena1 a = describe<int8_t, 1>(arena, {arenaBytes});
-  Heads2 q = describe<float, 2>(query, {queryHeads, headDim});
-  Heads2 o = describe<float, 2>(output, {queryHeads, headDim});
+  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
+  Heads2 q = detail::describeDense<float, 2>(query, {queryHeads, headDim});
+  Heads2 o = detail::describeDense<float, 2>(output, {queryHeads, headDim});
   return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
                                       Heads2 *, float)>(attendFn)(
       &a, layer, &q, length, &o, softmaxScale);
@@ -226,7 +174,7 @@ int32_t GPUCompiledCache::deviceAttend(void *arena, int64_t layer, void *query,
 int32_t GPUCompiledCache::init(uint8_t *arena, int64_t bytes) const {
   DeviceBuffer device(bytes);
   copyToDevice(device.pointer, arena, bytes);
-  Arena1 a = describe<int8_t, 1>(device.pointer, {bytes});
+  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
   int32_t status = reinterpret_cast<int32_t (*)(Arena1 *)>(initFn)(&a);
   copyToHost(arena, device.pointer, bytes);
   return status;
@@ -240,9 +188,11 @@ int32_t GPUCompiledCache::append(uint8_t *arena, int64_t bytes, int64_t layer,
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(k.pointer, keys, tokenBytes);
   copyToDevice(v.pointer, values, tokenBytes);
-  Arena1 a = describe<int8_t, 1>(device.pointer, {bytes});
-  Tokens3 kd = describe<float, 3>(k.pointer, {tokens, kvHeads, headDim});
-  Tokens3 vd = describe<float, 3>(v.pointer, {tokens, kvHeads, headDim});
+  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
+  Tokens3 kd =
+      detail::describeDense<float, 3>(k.pointer, {tokens, kvHeads, headDim});
+  Tokens3 vd =
+      detail::describeDense<float, 3>(v.pointer, {tokens, kvHeads, headDim});
   int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Tokens3 *,
                                                 Tokens3 *, int64_t)>(appendFn)(
       &a, layer, &kd, &vd, position);
@@ -259,9 +209,9 @@ int32_t GPUCompiledCache::attend(uint8_t *arena, int64_t bytes, int64_t layer,
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(q.pointer, query, headBytes);
   copyToDevice(o.pointer, output, headBytes);
-  Arena1 a = describe<int8_t, 1>(device.pointer, {bytes});
-  Heads2 qd = describe<float, 2>(q.pointer, {queryHeads, headDim});
-  Heads2 od = describe<float, 2>(o.pointer, {queryHeads, headDim});
+  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
+  Heads2 qd = detail::describeDense<float, 2>(q.pointer, {queryHeads, headDim});
+  Heads2 od = detail::describeDense<float, 2>(o.pointer, {queryHeads, headDim});
   int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *,
                                                 int64_t, Heads2 *, float)>(
       attendFn)(&a, layer, &qd, length, &od, softmaxScale);
@@ -284,9 +234,11 @@ int32_t GPUCompiledCache::load(uint8_t *arena, int64_t bytes, int64_t layer,
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(k.pointer, keys, tokenBytes);
   copyToDevice(v.pointer, values, tokenBytes);
-  Arena1 a = describe<int8_t, 1>(device.pointer, {bytes});
-  Tokens3 kd = describe<float, 3>(k.pointer, {tokens, kvHeads, headDim});
-  Tokens3 vd = describe<float, 3>(v.pointer, {tokens, kvHeads, headDim});
+  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
+  Tokens3 kd =
+      detail::describeDense<float, 3>(k.pointer, {tokens, kvHeads, headDim});
+  Tokens3 vd =
+      detail::describeDense<float, 3>(v.pointer, {tokens, kvHeads, headDim});
   int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, int64_t,
                                                 Tokens3 *, Tokens3 *)>(loadFn)(
       &a, layer, start, &kd, &vd);
