@@ -12,6 +12,7 @@
 #define KVPREC_LIB_RUNTIME_CACHEMODULE_H
 
 #include "kvprec/Dialect/KVPrec/IR/KVPrecTypes.h"
+#include "kvprec/Runtime/CacheCode.h"
 
 #include "mlir/ExecutionEngine/CRunnerUtils.h"
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
@@ -68,6 +69,10 @@ public:
   /// diagnostics.
   llvm::Error run(llvm::StringRef name,
                   llvm::function_ref<void(mlir::PassManager &)> build);
+  /// The same on another module of this context.
+  llvm::Error run(llvm::StringRef name,
+                  llvm::function_ref<void(mlir::PassManager &)> build,
+                  mlir::ModuleOp other);
 
   /// Drops the module and hands over the context, which the JIT-compiled
   /// code's owner keeps.
@@ -85,10 +90,12 @@ private:
   mlir::kvprec::CacheType cache;
 };
 
-/// Looks up `_mlir_ciface_kvprec_cache0_<name>` for each (name, slot).
-llvm::Error
-lookupEntryPoints(mlir::ExecutionEngine &engine,
-                  llvm::ArrayRef<std::pair<const char *, void **>> entries);
+/// Looks up `_mlir_ciface_kvprec_cache0_<name>` of every entry point
+/// (attend_certified only when `certified`), and takes the cache's head
+/// count and head dim.
+llvm::Error lookupEntryPoints(mlir::ExecutionEngine &engine,
+                              mlir::kvprec::CacheType cache, bool certified,
+                              EntryPoints &entry);
 
 } // namespace kvprec::runtime::detail
 

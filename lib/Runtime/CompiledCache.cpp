@@ -19,13 +19,6 @@
 
 using namespace kvprec::runtime;
 
-namespace {
-using Arena1 = StridedMemRefType<int8_t, 1>;
-using Tokens3 = StridedMemRefType<float, 3>;
-using Heads2 = StridedMemRefType<float, 2>;
-using Floats1 = StridedMemRefType<float, 1>;
-} // namespace
-
 Arena::Arena(int64_t bytes) : size(bytes) {
   data = static_cast<uint8_t *>(
       std::aligned_alloc(64, std::max<int64_t>((bytes + 63) / 64 * 64, 64)));
@@ -98,57 +91,32 @@ CompiledCache::compile(const std::string &cacheType, int64_t threads,
 
   std::unique_ptr<CompiledCache> result(new CompiledCache());
   result->engine = std::move(*engine);
-  result->kvHeads = cache.getHeads();
-  result->headDim = cache.getHeadDim();
   if (llvm::Error error = detail::lookupEntryPoints(
-          *result->engine, {{"arena_bytes", &result->arenaBytesFn},
-                            {"init", &result->initFn},
-                            {"append", &result->appendFn},
-                            {"attend", &result->attendFn},
-                            {"load", &result->loadFn}}))
+          *result->engine, cache, runtimeCertificate, result->entry))
     return std::move(error);
-  if (runtimeCertificate)
-    if (llvm::Error error = detail::lookupEntryPoints(
-            *result->engine,
-            {{"attend_certified", &result->attendCertifiedFn}}))
-      return std::move(error);
   result->context = cacheModule.releaseContext();
   return result;
 }
 
-int64_t CompiledCache::getArenaBytes() const {
-  return reinterpret_cast<int64_t (*)()>(arenaBytesFn)();
-}
+int64_t CompiledCache::getArenaBytes() const { return entry.callArenaBytes(); }
 
 int32_t CompiledCache::init(uint8_t *arena, int64_t arenaBytes) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  return reinterpret_cast<int32_t (*)(Arena1 *)>(initFn)(&a);
+  return entry.callInit(arena, arenaBytes);
 }
 
 int32_t CompiledCache::append(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                               const float *keys, const float *values,
                               int64_t tokens, int64_t position) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Tokens3 k = detail::describeDense<float, 3>(const_cast<float *>(keys),
-                                              {tokens, kvHeads, headDim});
-  Tokens3 v = detail::describeDense<float, 3>(const_cast<float *>(values),
-                                              {tokens, kvHeads, headDim});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Tokens3 *, Tokens3 *,
-                                      int64_t)>(appendFn)(&a, layer, &k, &v,
-                                                          position);
+  return entry.callAppend(arena, arenaBytes, layer, keys, values, tokens,
+                          position);
 }
 
 int32_t CompiledCache::attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                               const float *query, int64_t queryHeads,
                               int64_t length, float *output,
                               float softmaxScale) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Heads2 q = detail::describeDense<float, 2>(const_cast<float *>(query),
-                                             {queryHeads, headDim});
-  Heads2 o = detail::describeDense<float, 2>(output, {queryHeads, headDim});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
-                                      Heads2 *, float)>(attendFn)(
-      &a, layer, &q, length, &o, softmaxScale);
+  return entry.callAttend(arena, arenaBytes, layer, query, queryHeads, length,
+                          output, softmaxScale);
 }
 
 int32_t CompiledCache::attendCertified(uint8_t *arena, int64_t arenaBytes,
@@ -156,27 +124,15 @@ int32_t CompiledCache::attendCertified(uint8_t *arena, int64_t arenaBytes,
                                        int64_t queryHeads, int64_t length,
                                        float *output, float softmaxScale,
                                        float *bounds) const {
-  if (!attendCertifiedFn)
+  if (!entry.attendCertified)
     llvm::report_fatal_error("CompiledCache::attendCertified: the cache was "
                              "compiled without the run-time certificate");
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Heads2 q = detail::describeDense<float, 2>(const_cast<float *>(query),
-                                             {queryHeads, headDim});
-  Heads2 o = detail::describeDense<float, 2>(output, {queryHeads, headDim});
-  Floats1 b = detail::describeDense<float, 1>(bounds, {queryHeads});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
-                                      Heads2 *, float, Floats1 *)>(
-      attendCertifiedFn)(&a, layer, &q, length, &o, softmaxScale, &b);
+  return entry.callAttendCertified(arena, arenaBytes, layer, query, queryHeads,
+                                   length, output, softmaxScale, bounds);
 }
 
 int32_t CompiledCache::load(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                             int64_t start, int64_t tokens, float *keys,
                             float *values) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Tokens3 k = detail::describeDense<float, 3>(keys, {tokens, kvHeads, headDim});
-  Tokens3 v =
-      detail::describeDense<float, 3>(values, {tokens, kvHeads, headDim});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, int64_t, Tokens3 *,
-                                      Tokens3 *)>(loadFn)(&a, layer, start, &k,
-                                                          &v);
+  return entry.callLoad(arena, arenaBytes, layer, start, tokens, keys, values);
 }

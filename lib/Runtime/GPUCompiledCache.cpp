@@ -24,10 +24,6 @@ void mgpuStreamSynchronize(void *stream);
 using namespace kvprec::runtime;
 
 namespace {
-using Arena1 = StridedMemRefType<int8_t, 1>;
-using Tokens3 = StridedMemRefType<float, 3>;
-using Heads2 = StridedMemRefType<float, 2>;
-
 /// Device memory for the length of one call.
 struct DeviceBuffer {
   explicit DeviceBuffer(int64_t bytes)
@@ -122,17 +118,11 @@ GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
 
   std::unique_ptr<GPUCompiledCache> result(new GPUCompiledCache());
   result->engine = std::move(*engine);
-  result->kvHeads = cache.getHeads();
-  result->headDim = cache.getHeadDim();
   if (llvm::Error error = detail::lookupEntryPoints(
-          *result->engine, {{"arena_bytes", &result->arenaBytesFn},
-                            {"init", &result->initFn},
-                            {"append", &result->appendFn},
-                            {"attend", &result->attendFn},
-                            {"load", &result->loadFn}}))
+          *result->engine, cache, /*certified=*/false, result->entry))
     return std::move(error);
   // Host code only: nothing here touches the device.
-  result->arenaBytes = reinterpret_cast<int64_t (*)()>(result->arenaBytesFn)();
+  result->arenaBytes = result->entry.callArenaBytes();
   result->context = cacheModule.releaseContext();
   return result;
 }
@@ -140,31 +130,21 @@ GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
 int64_t GPUCompiledCache::getArenaBytes() const { return arenaBytes; }
 
 int32_t GPUCompiledCache::deviceInit(void *arena) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  return reinterpret_cast<int32_t (*)(Arena1 *)>(initFn)(&a);
+  return entry.callInit(arena, arenaBytes);
 }
 
 int32_t GPUCompiledCache::deviceAppend(void *arena, int64_t layer, void *keys,
                                        void *values, int64_t tokens,
                                        int64_t position) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Tokens3 k = detail::describeDense<float, 3>(keys, {tokens, kvHeads, headDim});
-  Tokens3 v =
-      detail::describeDense<float, 3>(values, {tokens, kvHeads, headDim});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Tokens3 *, Tokens3 *,
-                                      int64_t)>(appendFn)(&a, layer, &k, &v,
-                                                          position);
+  return entry.callAppend(arena, arenaBytes, layer, keys, values, tokens,
+                          position);
 }
 
 int32_t GPUCompiledCache::deviceAttend(void *arena, int64_t layer, void *query,
                                        int64_t queryHeads, int64_t length,
                                        void *output, float softmaxScale) const {
-  Arena1 a = detail::describeDense<int8_t, 1>(arena, {arenaBytes});
-  Heads2 q = detail::describeDense<float, 2>(query, {queryHeads, headDim});
-  Heads2 o = detail::describeDense<float, 2>(output, {queryHeads, headDim});
-  return reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *, int64_t,
-                                      Heads2 *, float)>(attendFn)(
-      &a, layer, &q, length, &o, softmaxScale);
+  return entry.callAttend(arena, arenaBytes, layer, query, queryHeads, length,
+                          output, softmaxScale);
 }
 
 // The host-array calls: the arena and the operands copied to the device and
@@ -174,8 +154,7 @@ int32_t GPUCompiledCache::deviceAttend(void *arena, int64_t layer, void *query,
 int32_t GPUCompiledCache::init(uint8_t *arena, int64_t bytes) const {
   DeviceBuffer device(bytes);
   copyToDevice(device.pointer, arena, bytes);
-  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
-  int32_t status = reinterpret_cast<int32_t (*)(Arena1 *)>(initFn)(&a);
+  int32_t status = entry.callInit(device.pointer, bytes);
   copyToHost(arena, device.pointer, bytes);
   return status;
 }
@@ -183,19 +162,13 @@ int32_t GPUCompiledCache::init(uint8_t *arena, int64_t bytes) const {
 int32_t GPUCompiledCache::append(uint8_t *arena, int64_t bytes, int64_t layer,
                                  const float *keys, const float *values,
                                  int64_t tokens, int64_t position) const {
-  int64_t tokenBytes = tokens * kvHeads * headDim * 4;
+  int64_t tokenBytes = tokens * entry.kvHeads * entry.headDim * 4;
   DeviceBuffer device(bytes), k(tokenBytes), v(tokenBytes);
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(k.pointer, keys, tokenBytes);
   copyToDevice(v.pointer, values, tokenBytes);
-  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
-  Tokens3 kd =
-      detail::describeDense<float, 3>(k.pointer, {tokens, kvHeads, headDim});
-  Tokens3 vd =
-      detail::describeDense<float, 3>(v.pointer, {tokens, kvHeads, headDim});
-  int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Tokens3 *,
-                                                Tokens3 *, int64_t)>(appendFn)(
-      &a, layer, &kd, &vd, position);
+  int32_t status = entry.callAppend(device.pointer, bytes, layer, k.pointer,
+                                    v.pointer, tokens, position);
   copyToHost(arena, device.pointer, bytes);
   return status;
 }
@@ -204,17 +177,14 @@ int32_t GPUCompiledCache::attend(uint8_t *arena, int64_t bytes, int64_t layer,
                                  const float *query, int64_t queryHeads,
                                  int64_t length, float *output,
                                  float softmaxScale) const {
-  int64_t headBytes = queryHeads * headDim * 4;
+  int64_t headBytes = queryHeads * entry.headDim * 4;
   DeviceBuffer device(bytes), q(headBytes), o(headBytes);
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(q.pointer, query, headBytes);
   copyToDevice(o.pointer, output, headBytes);
-  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
-  Heads2 qd = detail::describeDense<float, 2>(q.pointer, {queryHeads, headDim});
-  Heads2 od = detail::describeDense<float, 2>(o.pointer, {queryHeads, headDim});
-  int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, Heads2 *,
-                                                int64_t, Heads2 *, float)>(
-      attendFn)(&a, layer, &qd, length, &od, softmaxScale);
+  int32_t status =
+      entry.callAttend(device.pointer, bytes, layer, q.pointer, queryHeads,
+                       length, o.pointer, softmaxScale);
   copyToHost(output, o.pointer, headBytes);
   return status;
 }
@@ -229,19 +199,13 @@ int32_t GPUCompiledCache::attendCertified(uint8_t *, int64_t, int64_t,
 int32_t GPUCompiledCache::load(uint8_t *arena, int64_t bytes, int64_t layer,
                                int64_t start, int64_t tokens, float *keys,
                                float *values) const {
-  int64_t tokenBytes = tokens * kvHeads * headDim * 4;
+  int64_t tokenBytes = tokens * entry.kvHeads * entry.headDim * 4;
   DeviceBuffer device(bytes), k(tokenBytes), v(tokenBytes);
   copyToDevice(device.pointer, arena, bytes);
   copyToDevice(k.pointer, keys, tokenBytes);
   copyToDevice(v.pointer, values, tokenBytes);
-  Arena1 a = detail::describeDense<int8_t, 1>(device.pointer, {bytes});
-  Tokens3 kd =
-      detail::describeDense<float, 3>(k.pointer, {tokens, kvHeads, headDim});
-  Tokens3 vd =
-      detail::describeDense<float, 3>(v.pointer, {tokens, kvHeads, headDim});
-  int32_t status = reinterpret_cast<int32_t (*)(Arena1 *, int64_t, int64_t,
-                                                Tokens3 *, Tokens3 *)>(loadFn)(
-      &a, layer, start, &kd, &vd);
+  int32_t status = entry.callLoad(device.pointer, bytes, layer, start, tokens,
+                                  k.pointer, v.pointer);
   copyToHost(keys, k.pointer, tokenBytes);
   copyToHost(values, v.pointer, tokenBytes);
   return status;

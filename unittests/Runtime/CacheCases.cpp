@@ -17,6 +17,7 @@
 #include "CacheCases.h"
 
 #include "kvprec/Runtime/CompiledCache.h"
+#include "kvprec/Runtime/EmulatedGPUCache.h"
 #ifdef KVPREC_GPU_TESTS
 #include "kvprec/Runtime/GPUCompiledCache.h"
 #endif
@@ -188,7 +189,14 @@ void kvprec::testing::runCase(const Case &c) {
   // equal to the CPU's.
   std::unique_ptr<runtime::CacheCode> gpu;
   Arena gpuArena(c.gpu ? code.getArenaBytes() : 0);
-  if (c.gpu) {
+  if (c.gpu && !c.emulatedChip.empty()) {
+    auto emulated = runtime::EmulatedGPUCache::compile(text, c.emulatedChip);
+    ASSERT_TRUE(bool(emulated)) << llvm::toString(emulated.takeError());
+    gpu = std::move(*emulated);
+    ASSERT_EQ(gpu->getArenaBytes(), code.getArenaBytes());
+    std::memset(gpuArena.data, 0xA5, gpuArena.size);
+    ASSERT_EQ(gpu->init(gpuArena.data, gpuArena.size), 0);
+  } else if (c.gpu) {
 #ifdef KVPREC_GPU_TESTS
     auto compiledGPU = runtime::GPUCompiledCache::compile(text);
     ASSERT_TRUE(bool(compiledGPU)) << llvm::toString(compiledGPU.takeError());

@@ -39,6 +39,9 @@ struct Case {
   /// values, attend the reference within the same tolerance and within the
   /// CPU's run-time certificate for the same query.
   bool gpu = false;
+  /// With `gpu`: run the NVPTX lowering's code for this chip in the GPU
+  /// emulator (EmulatedGPUCache) instead of on a device.
+  std::string emulatedChip;
   /// Element j of the n-th row appended (all heads, K and V), replacing the
   /// default random data when set.
   std::function<float(std::mt19937 &, int64_t row, int64_t j)> generate;

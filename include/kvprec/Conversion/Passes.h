@@ -104,6 +104,17 @@ int64_t getSMVersion(llvm::StringRef chip);
 /// dialect whose launches call the mgpu* runtime (runtime/, docs/gpu.md).
 void buildKVPrecToNVVMPipeline(OpPassManager &pm,
                                const KVPrecToNVVMOptions &options);
+/// kvprec-to-nvvm's first half: storage materialized for target=nvptx,
+/// the device module's unused functions dropped and its vector code
+/// lowered, the kernels still gpu.func.
+void buildNVVMMaterializePipeline(OpPassManager &pm,
+                                  const KVPrecToNVVMOptions &options);
+/// Its second half, after the GPU module's vector code is lowered: the device
+/// code to NVVM and a gpu.binary, the host code to the LLVM dialect. With
+/// no gpu.module left (the GPU emulator's host code, whose gpu.binary is
+/// already made) only the host half does anything.
+void buildNVVMLoweringPipeline(OpPassManager &pm,
+                               const KVPrecToNVVMOptions &options);
 
 /// kvprec-to-llvm: materialize storage, then lower everything to the LLVM
 /// dialect (mlir-translate --mlir-to-llvmir makes LLVM IR of the result).
@@ -111,6 +122,10 @@ void buildKVPrecToNVVMPipeline(OpPassManager &pm,
 void buildKVPrecToLLVMPipeline(OpPassManager &pm,
                                const KVPrecToLLVMOptions &options);
 void buildKVPrecToLLVMPipeline(OpPassManager &pm);
+/// kvprec-to-llvm after materialization: everything to the LLVM dialect,
+/// scf.parallel through OpenMP when `threads` > 1. The GPU emulator lowers
+/// the kernels it took out of a gpu.module with it.
+void buildLLVMLoweringPipeline(OpPassManager &pm, int64_t threads);
 /// Registers the kvprec-to-llvm and kvprec-to-nvvm pipelines
 /// (registerKVPrecConversionPasses, generated, registers the passes).
 void registerKVPrecConversionPipelines();

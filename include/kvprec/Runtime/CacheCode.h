@@ -3,7 +3,8 @@
 //
 // What tests, tools and benchmarks call on a planned cache's compiled code,
 // whatever the target: the C ABI functions of docs/abi.md on host arrays.
-// CompiledCache runs them on this CPU; GPUCompiledCache on an NVIDIA GPU.
+// CompiledCache runs them on this CPU; GPUCompiledCache on an NVIDIA GPU;
+// EmulatedGPUCache runs the NVPTX lowering's kernels on this CPU.
 //
 //===----------------------------------------------------------------------===//
 
@@ -13,6 +14,33 @@
 #include <cstdint>
 
 namespace kvprec::runtime {
+
+namespace detail {
+/// The generated C entry points of one compiled cache (docs/abi.md) and
+/// the calls that describe dense arrays to them as memrefs: on the CPU and
+/// in the GPU emulator the arrays are host memory, on a GPU device memory.
+struct EntryPoints {
+  void *arenaBytes = nullptr, *init = nullptr, *append = nullptr,
+       *attend = nullptr, *attendCertified = nullptr, *load = nullptr;
+  int64_t kvHeads = 0, headDim = 0;
+
+  int64_t callArenaBytes() const;
+  int32_t callInit(void *arena, int64_t bytes) const;
+  int32_t callAppend(void *arena, int64_t bytes, int64_t layer,
+                     const void *keys, const void *values, int64_t tokens,
+                     int64_t position) const;
+  int32_t callAttend(void *arena, int64_t bytes, int64_t layer,
+                     const void *query, int64_t queryHeads, int64_t length,
+                     void *output, float softmaxScale) const;
+  /// Needs attendCertified.
+  int32_t callAttendCertified(void *arena, int64_t bytes, int64_t layer,
+                              const void *query, int64_t queryHeads,
+                              int64_t length, void *output, float softmaxScale,
+                              float *bounds) const;
+  int32_t callLoad(void *arena, int64_t bytes, int64_t layer, int64_t start,
+                   int64_t tokens, void *keys, void *values) const;
+};
+} // namespace detail
 
 class CacheCode {
 public:

@@ -57,7 +57,7 @@ public:
                  const float *query, int64_t queryHeads, int64_t length,
                  float *output, float softmaxScale) const override;
   bool hasRuntimeCertificate() const override {
-    return attendCertifiedFn != nullptr;
+    return entry.attendCertified != nullptr;
   }
   /// attend, and the run-time certificate of each query head in
   /// bounds[queryHeads]: a bound on |output - exact attention over the
@@ -74,9 +74,7 @@ private:
   CompiledCache();
   std::unique_ptr<mlir::MLIRContext> context;
   std::unique_ptr<mlir::ExecutionEngine> engine;
-  int64_t kvHeads = 0, headDim = 0;
-  void *arenaBytesFn = nullptr, *initFn = nullptr, *appendFn = nullptr,
-       *attendFn = nullptr, *attendCertifiedFn = nullptr, *loadFn = nullptr;
+  detail::EntryPoints entry;
 };
 
 /// An arena: 64-byte aligned bytes.

@@ -80,9 +80,8 @@ private:
   build(const std::string &cacheType, const std::string &chip, bool load);
   std::unique_ptr<mlir::MLIRContext> context;
   std::unique_ptr<mlir::ExecutionEngine> engine;
-  int64_t kvHeads = 0, headDim = 0, arenaBytes = 0;
-  void *arenaBytesFn = nullptr, *initFn = nullptr, *appendFn = nullptr,
-       *attendFn = nullptr, *loadFn = nullptr;
+  int64_t arenaBytes = 0;
+  detail::EntryPoints entry;
 };
 
 } // namespace kvprec::runtime

@@ -33,11 +33,16 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   materialize.storePieces = options.storePieces;
   materialize.symbolPrefix = options.symbolPrefix;
   pm.addPass(createMaterializeStorage(materialize));
+  buildLLVMLoweringPipeline(pm, options.threads);
+}
+
+void mlir::kvprec::buildLLVMLoweringPipeline(OpPassManager &pm,
+                                             int64_t threads) {
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // scf.parallel becomes OpenMP only when threads are asked for; otherwise
   // scf-to-cf runs it as a loop.
-  if (options.threads > 1)
+  if (threads > 1)
     pm.addPass(createConvertSCFToOpenMPPass());
   pm.addPass(createConvertVectorToSCFPass());
   pm.addPass(createSCFToControlFlowPass());
@@ -50,7 +55,7 @@ void mlir::kvprec::buildKVPrecToLLVMPipeline(
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createFinalizeMemRefToLLVMConversionPass());
-  if (options.threads > 1)
+  if (threads > 1)
     pm.addPass(createConvertOpenMPToLLVMPass());
   pm.addPass(createConvertToLLVMPass());
   pm.addPass(createReconcileUnrealizedCastsPass());

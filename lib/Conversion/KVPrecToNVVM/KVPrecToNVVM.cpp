@@ -37,6 +37,12 @@ std::string mlir::kvprec::getDefaultLibdevicePath() {
 
 void mlir::kvprec::buildKVPrecToNVVMPipeline(
     OpPassManager &pm, const KVPrecToNVVMOptions &options) {
+  buildNVVMMaterializePipeline(pm, options);
+  buildNVVMLoweringPipeline(pm, options);
+}
+
+void mlir::kvprec::buildNVVMMaterializePipeline(
+    OpPassManager &pm, const KVPrecToNVVMOptions &options) {
   MaterializeStorageOptions materialize;
   materialize.target = "nvptx";
   materialize.chip = options.chip;
@@ -48,6 +54,10 @@ void mlir::kvprec::buildKVPrecToNVVMPipeline(
   // emitter makes; only those the kernels reach are kept.
   pm.addNestedPass<gpu::GPUModuleOp>(createSymbolDCEPass());
   pm.addNestedPass<gpu::GPUModuleOp>(createLowerDeviceVectors());
+}
+
+void mlir::kvprec::buildNVVMLoweringPipeline(
+    OpPassManager &pm, const KVPrecToNVVMOptions &options) {
 
   // gpu-lower-to-nvvm-pipeline's common part, its target with libdevice.
   pm.addPass(createConvertNVGPUToNVVMPass());
