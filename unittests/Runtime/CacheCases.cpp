@@ -522,3 +522,38 @@ void kvprec::testing::runCase(const Case &c) {
             5);
   EXPECT_TRUE(unchanged());
 }
+
+Case kvprec::testing::gpuFormatCase(const char *format, int64_t headDim) {
+  Case c;
+  c.name = std::string(format) + " head_dim " + std::to_string(headDim);
+  c.gpu = true;
+  c.layers = 1;
+  c.headDim = headDim;
+  c.sink = 8; // Channel groups of 8 must tile the sink.
+  c.groupRatio = 1;
+  c.moreGroupRatios = {4, 8};
+  c.formats = {format};
+  return c;
+}
+
+Case kvprec::testing::gpuMixedCase() {
+  Case c;
+  c.name = "mixed";
+  c.gpu = true;
+  c.layers = 1;
+  c.heads = 2;
+  c.headDim = 128;
+  c.capacity = 300;
+  c.block = 16;
+  c.sink = 4;
+  c.window = 32;
+  c.groupRatio = 1;
+  c.moreGroupRatios = {4};
+  c.formats = {"#kvprec.format<f16>",
+               "#kvprec.format<i8, symmetric, token_group = 128, scale = f16>",
+               "#kvprec.format<i4, asymmetric, token_group = 32, scale = f16>"};
+  c.sinkFormats = "[0]";
+  c.windowFormats = "[0]";
+  c.bodyFormats = "[1, 2, 1, 2]";
+  return c;
+}

@@ -54,6 +54,30 @@ void runCase(const Case &c);
 
 inline const char *kF32 = "#kvprec.format<f32>";
 
+/// Every format and granularity the GPU tests (on a device and in the GPU
+/// emulator) run at head_dim 64 and 128.
+inline const char *kEveryGPUFormat[] = {
+    "#kvprec.format<f32>",
+    "#kvprec.format<f16>",
+    "#kvprec.format<bf16>",
+    "#kvprec.format<f8E4M3FN, symmetric, token_group = 32, scale = f16>",
+    "#kvprec.format<f8E5M2, symmetric, channel_group = 8, scale = bf16>",
+    "#kvprec.format<i8, symmetric, token_group = 64, scale = f16>",
+    "#kvprec.format<i8, asymmetric, token_group = 16, scale = f32>",
+    "#kvprec.format<i8, symmetric, channel_group = 8, scale = f16>",
+    "#kvprec.format<i4, symmetric, token_group = 32, scale = f16>",
+    "#kvprec.format<i4, asymmetric, channel_group = 8, scale = f16>",
+    "#kvprec.format<i2, asymmetric, token_group = 32, scale = f16>",
+    "#kvprec.format<i2, symmetric, channel_group = 8, scale = f32>",
+};
+
+/// The GPU tests' case for `format` (one layer, GQA 1, 4 and 8).
+Case gpuFormatCase(const char *format, int64_t headDim);
+/// The GPU tests' mixed case: f16 sink and window, int8 keys and int4
+/// values in the body, a longer cache whose splits span several tiles of
+/// different formats, and demotion across many blocks.
+Case gpuMixedCase();
+
 } // namespace kvprec::testing
 
 #endif // KVPREC_UNITTESTS_RUNTIME_CACHECASES_H

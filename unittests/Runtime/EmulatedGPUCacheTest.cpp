@@ -32,39 +32,16 @@ using namespace kvprec::testing;
 namespace emu = kvprec::runtime::detail;
 
 namespace {
-const char *kEveryFormat[] = {
-    "#kvprec.format<f32>",
-    "#kvprec.format<f16>",
-    "#kvprec.format<bf16>",
-    "#kvprec.format<f8E4M3FN, symmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<f8E5M2, symmetric, channel_group = 8, scale = bf16>",
-    "#kvprec.format<i8, symmetric, token_group = 64, scale = f16>",
-    "#kvprec.format<i8, asymmetric, token_group = 16, scale = f32>",
-    "#kvprec.format<i8, symmetric, channel_group = 8, scale = f16>",
-    "#kvprec.format<i4, symmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<i4, asymmetric, channel_group = 8, scale = f16>",
-    "#kvprec.format<i2, asymmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<i2, symmetric, channel_group = 8, scale = f32>",
-};
-
 void runFormat(const char *format, int64_t headDim, const char *chip) {
-  Case c;
-  c.name =
-      std::string(format) + " head_dim " + std::to_string(headDim) + " " + chip;
-  c.gpu = true;
+  Case c = gpuFormatCase(format, headDim);
+  c.name += std::string(" ") + chip;
   c.emulatedChip = chip;
-  c.layers = 1;
-  c.headDim = headDim;
-  c.sink = 8; // Channel groups of 8 must tile the sink.
-  c.groupRatio = 1;
-  c.moreGroupRatios = {4, 8};
-  c.formats = {format};
   runCase(c);
 }
 } // namespace
 
 TEST(EmulatedGPUCache, EveryFormatHeadDim64) {
-  for (const char *format : kEveryFormat)
+  for (const char *format : kEveryGPUFormat)
     runFormat(format, 64, "sm_80");
   emu::EmulatorCounts counts = emu::takeEmulatorCounts();
   // The attention kernels ran, with their barriers and shuffles.
@@ -74,39 +51,20 @@ TEST(EmulatedGPUCache, EveryFormatHeadDim64) {
 }
 
 TEST(EmulatedGPUCache, EveryFormatHeadDim128) {
-  for (const char *format : kEveryFormat)
+  for (const char *format : kEveryGPUFormat)
     runFormat(format, 128, "sm_80");
 }
 
 // sm_90's f8 decode is cvt.rn.f16x2.e4m3x2 / e5m2x2.
 TEST(EmulatedGPUCache, F8ThroughCvtOnSm90) {
   for (int64_t headDim : {64, 128})
-    for (const char *format : {kEveryFormat[3], kEveryFormat[4]})
+    for (const char *format : {kEveryGPUFormat[3], kEveryGPUFormat[4]})
       runFormat(format, headDim, "sm_90");
 }
 
-// The GPU test's mixed case: f16 sink and window, int8 keys and int4
-// values in the body, a longer cache whose splits span several tiles.
 TEST(EmulatedGPUCache, MixedClassesAndLongerCaches) {
-  Case c;
-  c.name = "mixed";
-  c.gpu = true;
+  Case c = gpuMixedCase();
   c.emulatedChip = "sm_80";
-  c.layers = 1;
-  c.heads = 2;
-  c.headDim = 128;
-  c.capacity = 300;
-  c.block = 16;
-  c.sink = 4;
-  c.window = 32;
-  c.groupRatio = 1;
-  c.moreGroupRatios = {4};
-  c.formats = {"#kvprec.format<f16>",
-               "#kvprec.format<i8, symmetric, token_group = 128, scale = f16>",
-               "#kvprec.format<i4, asymmetric, token_group = 32, scale = f16>"};
-  c.sinkFormats = "[0]";
-  c.windowFormats = "[0]";
-  c.bodyFormats = "[1, 2, 1, 2]";
   runCase(c);
 }
 

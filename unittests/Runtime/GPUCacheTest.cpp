@@ -27,41 +27,16 @@ namespace {
       GTEST_SKIP() << "no CUDA device: " << why;                               \
   } while (false)
 
-const char *kEveryFormat[] = {
-    "#kvprec.format<f32>",
-    "#kvprec.format<f16>",
-    "#kvprec.format<bf16>",
-    "#kvprec.format<f8E4M3FN, symmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<f8E5M2, symmetric, channel_group = 8, scale = bf16>",
-    "#kvprec.format<i8, symmetric, token_group = 64, scale = f16>",
-    "#kvprec.format<i8, asymmetric, token_group = 16, scale = f32>",
-    "#kvprec.format<i8, symmetric, channel_group = 8, scale = f16>",
-    "#kvprec.format<i4, symmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<i4, asymmetric, channel_group = 8, scale = f16>",
-    "#kvprec.format<i2, asymmetric, token_group = 32, scale = f16>",
-    "#kvprec.format<i2, symmetric, channel_group = 8, scale = f32>",
-};
-
 void runEveryFormat(int64_t headDim) {
-  for (const char *format : kEveryFormat) {
-    Case c;
-    c.name = std::string(format) + " head_dim " + std::to_string(headDim);
-    c.gpu = true;
-    c.layers = 1;
-    c.headDim = headDim;
-    c.sink = 8; // Channel groups of 8 must tile the sink.
-    c.groupRatio = 1;
-    c.moreGroupRatios = {4, 8};
-    c.formats = {format};
-    runCase(c);
-  }
+  for (const char *format : kEveryGPUFormat)
+    runCase(gpuFormatCase(format, headDim));
 }
 } // namespace
 
 // Without a device too: every format's host code compiles, JIT-links
 // against the mgpu* runtime and exposes the C ABI entry points.
 TEST(GPUCache, HostCodeLinksAgainstTheRuntime) {
-  for (const char *format : kEveryFormat)
+  for (const char *format : kEveryGPUFormat)
     for (const char *chip : {"sm_80", "sm_90"}) {
       Case c;
       c.formats = {format};
@@ -69,8 +44,8 @@ TEST(GPUCache, HostCodeLinksAgainstTheRuntime) {
       c.headDim = 64;
       llvm::Error error =
           kvprec::runtime::GPUCompiledCache::checkHostCode(typeText(c), chip);
-      EXPECT_FALSE(bool(error)) << format << " " << chip << ": "
-                                << llvm::toString(std::move(error));
+      EXPECT_FALSE(bool(error))
+          << format << " " << chip << ": " << llvm::toString(std::move(error));
     }
 }
 
@@ -84,28 +59,7 @@ TEST(GPUCache, EveryFormatHeadDim128) {
   runEveryFormat(128);
 }
 
-// Mixed classes (f16 sink and window, int8 keys and int4 values in the
-// body), per-block bodies, a longer cache whose splits span several tiles
-// of different formats, and demotion across many blocks.
 TEST(GPUCache, MixedClassesAndLongerCaches) {
   REQUIRE_GPU();
-  Case c;
-  c.name = "mixed";
-  c.gpu = true;
-  c.layers = 1;
-  c.heads = 2;
-  c.headDim = 128;
-  c.capacity = 300;
-  c.block = 16;
-  c.sink = 4;
-  c.window = 32;
-  c.groupRatio = 1;
-  c.moreGroupRatios = {4};
-  c.formats = {"#kvprec.format<f16>",
-               "#kvprec.format<i8, symmetric, token_group = 128, scale = f16>",
-               "#kvprec.format<i4, asymmetric, token_group = 32, scale = f16>"};
-  c.sinkFormats = "[0]";
-  c.windowFormats = "[0]";
-  c.bodyFormats = "[1, 2, 1, 2]";
-  runCase(c);
+  runCase(gpuMixedCase());
 }
