@@ -69,8 +69,10 @@ TEST(EmulatedGPUCache, MixedClassesAndLongerCaches) {
 }
 
 TEST(EmulatedGPUCache, RefusesAChipItDoesNotKnow) {
-  auto compiled = kvprec::runtime::EmulatedGPUCache::compile(
-      typeText(Case{.formats = {kF32}}), "sm_70");
+  Case c;
+  c.formats = {kF32};
+  auto compiled =
+      kvprec::runtime::EmulatedGPUCache::compile(typeText(c), "sm_70");
   ASSERT_FALSE(bool(compiled));
   EXPECT_NE(llvm::toString(compiled.takeError()).find("sm_70"),
             std::string::npos);
