@@ -8,6 +8,7 @@
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Parser/Parser.h"
 
+#include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/TargetSelect.h"
 
 #include <mutex>
@@ -144,6 +145,9 @@ int32_t EntryPoints::callAttendCertified(void *arena, int64_t bytes,
                                          int64_t queryHeads, int64_t length,
                                          void *output, float softmaxScale,
                                          float *bounds) const {
+  if (!attendCertified)
+    llvm::report_fatal_error("attendCertified: the cache was compiled without "
+                             "the run-time certificate");
   Arena1 a = describeDense<int8_t, 1>(arena, {bytes});
   Heads2 q = describeDense<float, 2>(in(query), {queryHeads, headDim});
   Heads2 o = describeDense<float, 2>(output, {queryHeads, headDim});

@@ -124,9 +124,6 @@ int32_t CompiledCache::attendCertified(uint8_t *arena, int64_t arenaBytes,
                                        int64_t queryHeads, int64_t length,
                                        float *output, float softmaxScale,
                                        float *bounds) const {
-  if (!entry.attendCertified)
-    llvm::report_fatal_error("CompiledCache::attendCertified: the cache was "
-                             "compiled without the run-time certificate");
   return entry.callAttendCertified(arena, arenaBytes, layer, query, queryHeads,
                                    length, output, softmaxScale, bounds);
 }

@@ -17,8 +17,8 @@ EmulatedGPUCache::EmulatedGPUCache() = default;
 EmulatedGPUCache::~EmulatedGPUCache() = default;
 
 llvm::Expected<std::unique_ptr<EmulatedGPUCache>>
-EmulatedGPUCache::compile(const std::string &cacheType,
-                          const std::string &chip) {
+EmulatedGPUCache::compile(const std::string &cacheType, const std::string &chip,
+                          bool runtimeCertificate) {
   if (mlir::kvprec::getNVVMFeatures(chip).empty())
     return llvm::createStringError("the GPU emulator runs kvprec-to-nvvm's "
                                    "code for a chip it knows (sm_80 and up), "
@@ -30,6 +30,7 @@ EmulatedGPUCache::compile(const std::string &cacheType,
   detail::CacheModule &cacheModule = **parsed;
   mlir::kvprec::KVPrecToNVVMOptions options;
   options.chip = chip;
+  options.runtimeCertificate = runtimeCertificate;
   if (llvm::Error error =
           cacheModule.run("kvprec-to-nvvm", [&](mlir::PassManager &pm) {
             mlir::kvprec::buildNVVMMaterializePipeline(pm, options);
@@ -42,7 +43,7 @@ EmulatedGPUCache::compile(const std::string &cacheType,
     return program.takeError();
   result->program = std::move(*program);
   if (llvm::Error error = detail::lookupEntryPoints(
-          *result->program->host, cacheModule.getCache(), /*certified=*/false,
+          *result->program->host, cacheModule.getCache(), runtimeCertificate,
           result->entry))
     return std::move(error);
   result->arenaBytes = result->entry.callArenaBytes();
@@ -79,11 +80,14 @@ int32_t EmulatedGPUCache::attend(uint8_t *arena, int64_t bytes, int64_t layer,
                                  output, softmaxScale));
 }
 
-int32_t EmulatedGPUCache::attendCertified(uint8_t *, int64_t, int64_t,
-                                          const float *, int64_t, int64_t,
-                                          float *, float, float *) const {
-  llvm::report_fatal_error("EmulatedGPUCache: the NVPTX lowering does not "
-                           "compute the run-time certificate");
+int32_t EmulatedGPUCache::attendCertified(uint8_t *arena, int64_t bytes,
+                                          int64_t layer, const float *query,
+                                          int64_t queryHeads, int64_t length,
+                                          float *output, float softmaxScale,
+                                          float *bounds) const {
+  return finish(entry.callAttendCertified(arena, bytes, layer, query,
+                                          queryHeads, length, output,
+                                          softmaxScale, bounds));
 }
 
 int32_t EmulatedGPUCache::load(uint8_t *arena, int64_t bytes, int64_t layer,

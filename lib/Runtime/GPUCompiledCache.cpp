@@ -71,7 +71,8 @@ GPUCompiledCache::~GPUCompiledCache() = default;
 
 llvm::Expected<std::unique_ptr<GPUCompiledCache>>
 GPUCompiledCache::compile(const std::string &cacheType,
-                          const std::string &chipName) {
+                          const std::string &chipName,
+                          bool runtimeCertificate) {
   std::string why;
   if (!isCudaDeviceAvailable(why))
     return llvm::createStringError("no CUDA device: " + why);
@@ -80,18 +81,19 @@ GPUCompiledCache::compile(const std::string &cacheType,
   // the newest it knows (the driver compiles PTX for newer devices).
   if (mlir::kvprec::getNVVMFeatures(chip).empty())
     chip = "sm_90";
-  return build(cacheType, chip, /*load=*/true);
+  return build(cacheType, chip, /*load=*/true, runtimeCertificate);
 }
 
 llvm::Error GPUCompiledCache::checkHostCode(const std::string &cacheType,
                                             const std::string &chip) {
-  auto built = build(cacheType, chip, /*load=*/false);
+  auto built =
+      build(cacheType, chip, /*load=*/false, /*runtimeCertificate=*/true);
   return built ? llvm::Error::success() : built.takeError();
 }
 
 llvm::Expected<std::unique_ptr<GPUCompiledCache>>
 GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
-                        bool load) {
+                        bool load, bool runtimeCertificate) {
   auto parsed = detail::CacheModule::parse(cacheType, "GPU");
   if (!parsed)
     return parsed.takeError();
@@ -101,6 +103,7 @@ GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
           cacheModule.run("kvprec-to-nvvm", [&](mlir::PassManager &pm) {
             mlir::kvprec::KVPrecToNVVMOptions options;
             options.chip = chip;
+            options.runtimeCertificate = runtimeCertificate;
             mlir::kvprec::buildKVPrecToNVVMPipeline(pm, options);
           }))
     return std::move(error);
@@ -119,7 +122,7 @@ GPUCompiledCache::build(const std::string &cacheType, const std::string &chip,
   std::unique_ptr<GPUCompiledCache> result(new GPUCompiledCache());
   result->engine = std::move(*engine);
   if (llvm::Error error = detail::lookupEntryPoints(
-          *result->engine, cache, /*certified=*/false, result->entry))
+          *result->engine, cache, runtimeCertificate, result->entry))
     return std::move(error);
   // Host code only: nothing here touches the device.
   result->arenaBytes = result->entry.callArenaBytes();
@@ -189,11 +192,24 @@ int32_t GPUCompiledCache::attend(uint8_t *arena, int64_t bytes, int64_t layer,
   return status;
 }
 
-int32_t GPUCompiledCache::attendCertified(uint8_t *, int64_t, int64_t,
-                                          const float *, int64_t, int64_t,
-                                          float *, float, float *) const {
-  llvm::report_fatal_error("GPUCompiledCache: the NVPTX lowering does not "
-                           "compute the run-time certificate");
+int32_t GPUCompiledCache::attendCertified(uint8_t *arena, int64_t bytes,
+                                          int64_t layer, const float *query,
+                                          int64_t queryHeads, int64_t length,
+                                          float *output, float softmaxScale,
+                                          float *bounds) const {
+  int64_t headBytes = queryHeads * entry.headDim * 4;
+  DeviceBuffer device(bytes), q(headBytes), o(headBytes),
+      b(queryHeads * int64_t(sizeof(float)));
+  copyToDevice(device.pointer, arena, bytes);
+  copyToDevice(q.pointer, query, headBytes);
+  copyToDevice(o.pointer, output, headBytes);
+  copyToDevice(b.pointer, bounds, queryHeads * int64_t(sizeof(float)));
+  int32_t status = entry.callAttendCertified(
+      device.pointer, bytes, layer, q.pointer, queryHeads, length, o.pointer,
+      softmaxScale, static_cast<float *>(b.pointer));
+  copyToHost(output, o.pointer, headBytes);
+  copyToHost(bounds, b.pointer, queryHeads * int64_t(sizeof(float)));
+  return status;
 }
 
 int32_t GPUCompiledCache::load(uint8_t *arena, int64_t bytes, int64_t layer,

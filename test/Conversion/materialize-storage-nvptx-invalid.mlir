@@ -10,17 +10,6 @@
 // CHIP: kvprec-materialize-storage: chip must be one of sm_80, sm_86, sm_87, sm_89, sm_90, sm_100, sm_101, sm_120, got 'sm_70'
 // NAME: got 'ampere'
 
-// The run-time certificate is not computed on the GPU yet.
-#f16 = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 16, sink = 0, window = 0,
-    formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
-func.func @certified(%c: !kvprec.cache<1x1x64x8xf32, #f16>, %q: memref<1x8xf32>, %o: memref<1x8xf32>, %n: index) -> f32 {
-  // expected-error @below {{the NVPTX lowering does not compute the run-time certificate yet}}
-  %b = kvprec.attend %q, %c[0] len %n into %o : memref<1x8xf32>, !kvprec.cache<1x1x64x8xf32, #f16> into memref<1x8xf32> -> f32
-  return %b : f32
-}
-
-// -----
-
 // A lane holds whole 16-element pieces of int8 codes; token groups of 24
 // neither fit one piece nor tile it.
 #i8 = #kvprec.plan<layers = 1, heads = 1, capacity = 64, block = 16, sink = 0, window = 0,

@@ -190,7 +190,8 @@ void kvprec::testing::runCase(const Case &c) {
   std::unique_ptr<runtime::CacheCode> gpu;
   Arena gpuArena(c.gpu ? code.getArenaBytes() : 0);
   if (c.gpu && !c.emulatedChip.empty()) {
-    auto emulated = runtime::EmulatedGPUCache::compile(text, c.emulatedChip);
+    auto emulated = runtime::EmulatedGPUCache::compile(
+        text, c.emulatedChip, /*runtimeCertificate=*/true);
     ASSERT_TRUE(bool(emulated)) << llvm::toString(emulated.takeError());
     gpu = std::move(*emulated);
     ASSERT_EQ(gpu->getArenaBytes(), code.getArenaBytes());
@@ -198,7 +199,8 @@ void kvprec::testing::runCase(const Case &c) {
     ASSERT_EQ(gpu->init(gpuArena.data, gpuArena.size), 0);
   } else if (c.gpu) {
 #ifdef KVPREC_GPU_TESTS
-    auto compiledGPU = runtime::GPUCompiledCache::compile(text);
+    auto compiledGPU = runtime::GPUCompiledCache::compile(
+        text, "", /*runtimeCertificate=*/true);
     ASSERT_TRUE(bool(compiledGPU)) << llvm::toString(compiledGPU.takeError());
     gpu = std::move(*compiledGPU);
     ASSERT_EQ(gpu->getArenaBytes(), code.getArenaBytes());
@@ -392,6 +394,16 @@ void kvprec::testing::runCase(const Case &c) {
         ASSERT_EQ(std::memcmp(certifiedOutput.data(), output.data(),
                               output.size() * sizeof(float)),
                   0);
+        // The GPU's certified attention (the CPU's, a thread per split and
+        // KV head): its output within its own bounds, checked below.
+        std::vector<float> gpuCertifiedOutput(q * d), gpuBounds(q, -1.0f);
+        if (gpu) {
+          ASSERT_EQ(gpu->attendCertified(gpuArena.data, gpuArena.size, layer,
+                                         query.data(), q, fill,
+                                         gpuCertifiedOutput.data(), scale,
+                                         gpuBounds.data()),
+                    0);
+        }
         if (split) {
           // Splits share the tiles, so the bounds are the same bits.
           std::vector<float> splitBounds(q);
@@ -462,6 +474,23 @@ void kvprec::testing::runCase(const Case &c) {
                 << "GPU output beyond the certificate: head " << head
                 << " length " << fill << " GQA " << ratio;
             worstRatio = std::max(worstRatio, measuredGPU / bounds[head]);
+            // The GPU's own certificate: its output within it, never below
+            // the double reference, within the stated margin of it.
+            double measuredCertified = 0;
+            for (int64_t j = 0; j < d; ++j)
+              measuredCertified =
+                  std::max(measuredCertified,
+                           std::fabs(gpuCertifiedOutput[head * d + j] -
+                                     exact.output[j]));
+            ASSERT_LE(measuredCertified, gpuBounds[head])
+                << "GPU certified output beyond its certificate: head " << head
+                << " length " << fill << " GQA " << ratio;
+            ASSERT_GE(gpuBounds[head], reference.infNorm)
+                << "GPU certificate: head " << head << " length " << fill;
+            ASSERT_LE(gpuBounds[head], modelled.infNorm * (1 + 1e-3))
+                << "GPU certificate: head " << head << " length " << fill;
+            worstRatio =
+                std::max(worstRatio, measuredCertified / gpuBounds[head]);
           }
           ASSERT_GE(bounds[head], reference.infNorm)
               << "head " << head << " length " << fill;

@@ -86,6 +86,12 @@ struct KVPrecToNVVMOptions : public PassPipelineOptions<KVPrecToNVVMOptions> {
       llvm::cl::desc("Names of the generated functions: <prefix><N>_append, "
                      "... for the N-th cache type"),
       llvm::cl::init("kvprec_cache")};
+  PassOptions::Option<bool> runtimeCertificate{
+      *this, "runtime-certificate",
+      llvm::cl::desc("Also generate P_attend_certified for every cache: the "
+                     "CPU's certified attention, one GPU thread per (split, "
+                     "KV head), not the fast kernels (docs/gpu.md)"),
+      llvm::cl::init(false)};
 };
 
 /// libdevice's default place (KVPrecToNVVMOptions::libdevice).

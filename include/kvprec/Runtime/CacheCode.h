@@ -32,7 +32,7 @@ struct EntryPoints {
   int32_t callAttend(void *arena, int64_t bytes, int64_t layer,
                      const void *query, int64_t queryHeads, int64_t length,
                      void *output, float softmaxScale) const;
-  /// Needs attendCertified.
+  /// Stops the program (report_fatal_error) without attendCertified.
   int32_t callAttendCertified(void *arena, int64_t bytes, int64_t layer,
                               const void *query, int64_t queryHeads,
                               int64_t length, void *output, float softmaxScale,

@@ -38,8 +38,11 @@ public:
   /// as kvprec-to-nvvm{chip} does up to the device code, and the kernels
   /// for this CPU. Fails with the pipeline's, the emulator's or the JIT's
   /// diagnostics.
+  /// With `runtimeCertificate`, also P_attend_certified
+  /// (kvprec-to-nvvm{runtime-certificate}).
   static llvm::Expected<std::unique_ptr<EmulatedGPUCache>>
-  compile(const std::string &cacheType, const std::string &chip = "sm_80");
+  compile(const std::string &cacheType, const std::string &chip = "sm_80",
+          bool runtimeCertificate = false);
   ~EmulatedGPUCache() override;
 
   /// The calls run the emulated kernels on the host arrays themselves (the
@@ -55,9 +58,13 @@ public:
   int32_t attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                  const float *query, int64_t queryHeads, int64_t length,
                  float *output, float softmaxScale) const override;
-  bool hasRuntimeCertificate() const override { return false; }
-  int32_t attendCertified(uint8_t *, int64_t, int64_t, const float *, int64_t,
-                          int64_t, float *, float, float *) const override;
+  bool hasRuntimeCertificate() const override {
+    return entry.attendCertified != nullptr;
+  }
+  int32_t attendCertified(uint8_t *arena, int64_t arenaBytes, int64_t layer,
+                          const float *query, int64_t queryHeads,
+                          int64_t length, float *output, float softmaxScale,
+                          float *bounds) const override;
   int32_t load(uint8_t *arena, int64_t arenaBytes, int64_t layer, int64_t start,
                int64_t tokens, float *keys, float *values) const override;
   /// Why the last call returned kEmulatorFailed.

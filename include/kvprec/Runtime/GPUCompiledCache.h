@@ -37,8 +37,11 @@ public:
   /// Compiles `cacheType` (a planned !kvprec.cache with element type f32)
   /// for `chip` (empty: the device's) and loads its kernels. Fails with the
   /// pipeline's or the JIT's diagnostics, or when no device is usable.
+  /// With `runtimeCertificate`, also P_attend_certified
+  /// (kvprec-to-nvvm{runtime-certificate}).
   static llvm::Expected<std::unique_ptr<GPUCompiledCache>>
-  compile(const std::string &cacheType, const std::string &chip = "");
+  compile(const std::string &cacheType, const std::string &chip = "",
+          bool runtimeCertificate = false);
   /// The same compilation without a device: kvprec-to-nvvm, then the host
   /// code JIT-compiled and its entry points and mgpu* calls resolved, but
   /// no kernel loaded (nothing runs). For machines without a GPU.
@@ -54,9 +57,13 @@ public:
   int32_t attend(uint8_t *arena, int64_t arenaBytes, int64_t layer,
                  const float *query, int64_t queryHeads, int64_t length,
                  float *output, float softmaxScale) const override;
-  bool hasRuntimeCertificate() const override { return false; }
-  int32_t attendCertified(uint8_t *, int64_t, int64_t, const float *, int64_t,
-                          int64_t, float *, float, float *) const override;
+  bool hasRuntimeCertificate() const override {
+    return entry.attendCertified != nullptr;
+  }
+  int32_t attendCertified(uint8_t *arena, int64_t arenaBytes, int64_t layer,
+                          const float *query, int64_t queryHeads,
+                          int64_t length, float *output, float softmaxScale,
+                          float *bounds) const override;
   int32_t load(uint8_t *arena, int64_t arenaBytes, int64_t layer, int64_t start,
                int64_t tokens, float *keys, float *values) const override;
 
@@ -77,7 +84,8 @@ public:
 private:
   GPUCompiledCache();
   static llvm::Expected<std::unique_ptr<GPUCompiledCache>>
-  build(const std::string &cacheType, const std::string &chip, bool load);
+  build(const std::string &cacheType, const std::string &chip, bool load,
+        bool runtimeCertificate);
   std::unique_ptr<mlir::MLIRContext> context;
   std::unique_ptr<mlir::ExecutionEngine> engine;
   int64_t arenaBytes = 0;

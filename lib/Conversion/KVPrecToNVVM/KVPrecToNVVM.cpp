@@ -47,6 +47,7 @@ void mlir::kvprec::buildNVVMMaterializePipeline(
   materialize.target = "nvptx";
   materialize.chip = options.chip;
   materialize.symbolPrefix = options.symbolPrefix;
+  materialize.runtimeCertificate = options.runtimeCertificate;
   pm.addPass(createMaterializeStorage(materialize));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

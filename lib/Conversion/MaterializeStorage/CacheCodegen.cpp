@@ -1262,7 +1262,7 @@ void Emitter::emitAppend(CacheFunctions &result, func::FuncOp impl) {
 }
 
 func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
-  const int64_t d = g.headDim, splits = threads;
+  const int64_t d = g.headDim;
   int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
   // Rows decoded at a time (f32): within the target's decode buffer.
   const int64_t chunkRows = std::max<int64_t>(
@@ -1273,6 +1273,11 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                            floats(),    floats(),    floats()};
   if (withCertificate)
     inputs.append({floats(), floats(), floats()});
+  // The number of splits; in device code also the scratch its buffers are
+  // carved from (attendPartBufferFloats, in that order).
+  inputs.push_back(indexType());
+  if (device)
+    inputs.push_back(arenaType());
   func::FuncOp fn = createFunction(
       prefix + (withCertificate ? "_attend_part_certified" : "_attend_part"),
       inputs, {}, false);
@@ -1292,10 +1297,9 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
     partialCertVec = args[16];
     partialRange = args[17];
   }
+  Value splits = args[withCertificate ? 18 : 15];
+  Value scratch = device ? args.back() : Value();
   Value zero = idx(hb, 0), one = idx(hb, 1);
-  auto alloc = [&](ImplicitLocOpBuilder &ab, Value n) {
-    return memref::AllocOp::create(ab, floats(), ValueRange{n});
-  };
   Value negInf = arith::ConstantFloatOp::create(
       hb, Float32Type::get(context),
       APFloat::getInf(APFloat::IEEEsingle(), true));
@@ -1305,28 +1309,36 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
   {
     Value itemK = itemOf(hb, layer, h, 0);
     Value itemV = add(hb, itemK, idx(hb, 1));
-    // Buffers of this split.
-    Value q = alloc(hb, mul(hb, group, idx(hb, d)));
-    Value acc = alloc(hb, mul(hb, group, idx(hb, d)));
-    Value logits = alloc(hb, mul(hb, group, idx(hb, tileRows)));
-    // Each tile of K, then of V, is dequantized once into
-    // `tileBuffer` for all query heads of the group.
-    Value tileBuffer = alloc(hb, idx(hb, tileRows * d));
-    Value maxima = alloc(hb, group), sums = alloc(hb, group);
-    Value rowScales = alloc(hb, idx(hb, tileRows));
+    // Buffers of this split: allocated, or views of the device scratch.
+    SmallVector<Value> buffers;
+    Value scratchOffset = zero;
+    for (Value n : attendPartBufferFloats(hb, group, withCertificate)) {
+      if (!scratch) {
+        buffers.push_back(memref::AllocOp::create(hb, floats(), ValueRange{n}));
+        continue;
+      }
+      buffers.push_back(memref::ViewOp::create(hb, floats(), scratch,
+                                               scratchOffset, ValueRange{n}));
+      scratchOffset = add(hb, scratchOffset, scratchBytes(hb, n));
+    }
+    // The group's queries and accumulators, a tile's logits; each tile of
+    // K, then of V, is dequantized once into `tileBuffer` for all query
+    // heads of the group.
+    Value q = buffers[0], acc = buffers[1], logits = buffers[2],
+          tileBuffer = buffers[3], maxima = buffers[4], sums = buffers[5],
+          rowScales = buffers[6];
     // The certificate's buffers: |q|, the computed logits, E_t, S_t, the
     // value weights, and the value error bounds.
     Value qAbs, raw, logitBounds, magnitudes, wV, wU, wG, deltaBuffer;
     if (withCertificate) {
-      Value perRow = mul(hb, group, idx(hb, tileRows));
-      qAbs = alloc(hb, mul(hb, group, idx(hb, d)));
-      raw = alloc(hb, perRow);
-      logitBounds = alloc(hb, perRow);
-      magnitudes = alloc(hb, perRow);
-      wV = alloc(hb, perRow);
-      wU = alloc(hb, perRow);
-      wG = alloc(hb, perRow);
-      deltaBuffer = alloc(hb, idx(hb, tileRows * d));
+      qAbs = buffers[7];
+      raw = buffers[8];
+      logitBounds = buffers[9];
+      magnitudes = buffers[10];
+      wV = buffers[11];
+      wU = buffers[12];
+      wG = buffers[13];
+      deltaBuffer = buffers[14];
     }
     scf::ForOp::create(
         hb, zero, group, one, ValueRange{},
@@ -1565,10 +1577,9 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
       }
     };
     // This split's contiguous range of tiles.
-    Value first =
-        arith::DivUIOp::create(hb, mul(hb, split, tiles), idx(hb, splits));
-    Value last = arith::DivUIOp::create(hb, mul(hb, add(hb, split, one), tiles),
-                                        idx(hb, splits));
+    Value first = arith::DivUIOp::create(hb, mul(hb, split, tiles), splits);
+    Value last =
+        arith::DivUIOp::create(hb, mul(hb, add(hb, split, one), tiles), splits);
     scf::ForOp::create(
         hb, first, last, one, ValueRange{},
         [&](OpBuilder &n2, Location l2, Value t, ValueRange) {
@@ -1649,14 +1660,133 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
               });
           scf::YieldOp::create(tb);
         });
-    for (Value buffer : {q, acc, logits, tileBuffer, maxima, sums, rowScales})
-      memref::DeallocOp::create(hb, buffer);
-    if (withCertificate)
-      for (Value buffer :
-           {qAbs, raw, logitBounds, magnitudes, wV, wU, wG, deltaBuffer})
+    if (!scratch)
+      for (Value buffer : buffers)
         memref::DeallocOp::create(hb, buffer);
   }
   func::ReturnOp::create(hb);
+  return fn;
+}
+
+SmallVector<Value> Emitter::attendPartBufferFloats(ImplicitLocOpBuilder &b,
+                                                   Value group,
+                                                   bool withCertificate) {
+  const int64_t d = g.headDim;
+  const int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  Value perHead = mul(b, group, idx(b, d));
+  Value perRow = mul(b, group, idx(b, tileRows));
+  Value tile = idx(b, tileRows * d);
+  // q, acc, logits, tile, maxima, sums, row scales.
+  SmallVector<Value> sizes{perHead, perHead, perRow,          tile,
+                           group,   group,   idx(b, tileRows)};
+  // |q|, the computed logits, E_t, S_t, three value weights, the bounds.
+  if (withCertificate)
+    sizes.append(
+        {perHead, perRow, perRow, perRow, perRow, perRow, perRow, tile});
+  return sizes;
+}
+
+Value Emitter::scratchBytes(ImplicitLocOpBuilder &b, Value floats) {
+  // 16-byte steps keep every buffer aligned for vector loads.
+  return mul(b, arith::CeilDivUIOp::create(b, floats, idx(b, 4)), idx(b, 16));
+}
+
+func::FuncOp Emitter::emitAttendCombine(bool withCertificate) {
+  // (partialMax, partialSum, partialAcc, [cert, certVec, range], i, group,
+  //  tiles, length, outRow, output, [bounds]): query head `i` of a group.
+  SmallVector<Type> inputs{floats(), floats(), floats()};
+  if (withCertificate)
+    inputs.append({floats(), floats(), floats()});
+  inputs.append({indexType(), indexType(), indexType(), indexType(),
+                 indexType(), heads()});
+  if (withCertificate)
+    inputs.push_back(floats());
+  func::FuncOp fn =
+      createFunction(prefix + (withCertificate ? "_attend_combine_certified"
+                                               : "_attend_combine"),
+                     inputs, {}, false);
+  Block &entry = fn.front();
+  ImplicitLocOpBuilder rb(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
+  auto args = entry.getArguments();
+  Value partialMax = args[0], partialSum = args[1], partialAcc = args[2];
+  unsigned next = 3;
+  Value partialCert, partialCertVec, partialRange;
+  if (withCertificate) {
+    partialCert = args[3];
+    partialCertVec = args[4];
+    partialRange = args[5];
+    next = 6;
+  }
+  Value i = args[next], group = args[next + 1], tiles = args[next + 2],
+        length = args[next + 3], outRow = args[next + 4],
+        output = args[next + 5];
+  Value bounds = withCertificate ? args[next + 6] : Value();
+  const int64_t d = g.headDim;
+  Value zero = idx(rb, 0), one = idx(rb, 1);
+  Value negInf = arith::ConstantFloatOp::create(
+      rb, Float32Type::get(context),
+      APFloat::getInf(APFloat::IEEEsingle(), true));
+  Value fzero = arith::ConstantFloatOp::create(rb, Float32Type::get(context),
+                                               APFloat(0.0f));
+  VectorType vt = VectorType::get({d}, f32());
+  // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M), and the
+  // output sum_t acc_t e^(m_t - M) / L: one rescale per tile, one division
+  // at the end (docs/analysis.md, the contract).
+  auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
+    VectorType single = VectorType::get({1}, f32());
+    Value e = emitExp(eb, vector::BroadcastOp::create(eb, single, v));
+    return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
+  };
+  auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
+    return add(sb, mul(sb, t, group), i);
+  };
+  auto maxLoop = scf::ForOp::create(
+      rb, zero, tiles, one, ValueRange{negInf},
+      [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
+        ImplicitLocOpBuilder sb(l2, n2);
+        Value v =
+            memref::LoadOp::create(sb, partialMax, ValueRange{slotOf(sb, s)});
+        scf::YieldOp::create(
+            sb, ValueRange{arith::MaximumFOp::create(sb, m[0], v)});
+      });
+  Value total = maxLoop.getResult(0);
+  Value zeros = arith::ConstantOp::create(
+      rb, DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
+  auto sumLoop = scf::ForOp::create(
+      rb, zero, tiles, one, ValueRange{fzero, zeros},
+      [&](OpBuilder &n2, Location l2, Value s, ValueRange acc) {
+        ImplicitLocOpBuilder sb(l2, n2);
+        Value at = slotOf(sb, s);
+        Value weight = scalarExp(
+            sb, arith::SubFOp::create(
+                    sb, memref::LoadOp::create(sb, partialMax, ValueRange{at}),
+                    total));
+        Value sum = arith::AddFOp::create(
+            sb, acc[0],
+            arith::MulFOp::create(
+                sb, weight,
+                memref::LoadOp::create(sb, partialSum, ValueRange{at})));
+        Value part = vector::LoadOp::create(
+            sb, vt, partialAcc, ValueRange{mul(sb, at, idx(sb, d))});
+        Value vec = vector::FMAOp::create(
+            sb, vector::BroadcastOp::create(sb, vt, weight), part, acc[1]);
+        scf::YieldOp::create(sb, ValueRange{sum, vec});
+      });
+  Value normalized = arith::DivFOp::create(
+      rb, sumLoop.getResult(1),
+      vector::BroadcastOp::create(rb, vt, sumLoop.getResult(0)));
+  if (withCertificate) {
+    Value bound = combineCertificate(
+        rb, {partialMax, partialSum, partialCert, partialCertVec, partialRange},
+        i, group, tiles, total, normalized, length);
+    memref::StoreOp::create(rb, bound, bounds, ValueRange{outRow});
+  }
+  Type element = cache.getElementType();
+  if (!element.isF32())
+    normalized =
+        arith::TruncFOp::create(rb, VectorType::get({d}, element), normalized);
+  vector::StoreOp::create(rb, normalized, output, ValueRange{outRow, zero});
+  func::ReturnOp::create(rb);
   return fn;
 }
 
@@ -1936,12 +2066,6 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                 certificateBuffers = {partialCert, partialCertVec,
                                       partialRange};
               }
-              Value negInf = arith::ConstantFloatOp::create(
-                  b, Float32Type::get(context),
-                  APFloat::getInf(APFloat::IEEEsingle(), true));
-              Value fzero = arith::ConstantFloatOp::create(
-                  b, Float32Type::get(context), APFloat(0.0f));
-              VectorType vt = VectorType::get({d}, f32());
               auto perHead = scf::ForOp::create(b, zero, idx(b, g.heads), one);
               b.setInsertionPointToStart(perHead.getBody());
               Value h = perHead.getInductionVar();
@@ -1957,86 +2081,28 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                         ivs[0], group,    tiles,      hasSink,      sinkRows,
                         aged,   bodyRows, partialMax, partialSum,   partialAcc};
                     llvm::append_range(operands, certificateBuffers);
+                    operands.push_back(idx(hb, splits));
                     func::CallOp::create(
                         hb, withCertificate ? attendPartCertified : attendPart,
                         operands);
                   });
-              // Combine the tiles: M = max_t m_t, L = sum_t l_t e^(m_t - M),
-              // and the output sum_t acc_t e^(m_t - M) / L: one rescale per
-              // tile, one division at the end (docs/analysis.md, the contract).
-              auto scalarExp = [&](ImplicitLocOpBuilder &eb, Value v) -> Value {
-                VectorType single = VectorType::get({1}, f32());
-                Value e =
-                    emitExp(eb, vector::BroadcastOp::create(eb, single, v));
-                return vector::ExtractOp::create(eb, e, ArrayRef<int64_t>{0});
-              };
+              // Combine the tiles of each query head of this KV head.
               scf::ForOp::create(
                   b, zero, group, one, ValueRange{},
                   [&](OpBuilder &n, Location l, Value i, ValueRange) {
                     ImplicitLocOpBuilder rb(l, n);
-                    auto slotOf = [&](ImplicitLocOpBuilder &sb, Value t) {
-                      return add(sb, mul(sb, t, group), i);
-                    };
-                    auto maxLoop = scf::ForOp::create(
-                        rb, zero, tiles, one, ValueRange{negInf},
-                        [&](OpBuilder &n2, Location l2, Value s, ValueRange m) {
-                          ImplicitLocOpBuilder sb(l2, n2);
-                          Value v = memref::LoadOp::create(
-                              sb, partialMax, ValueRange{slotOf(sb, s)});
-                          scf::YieldOp::create(
-                              sb, ValueRange{
-                                      arith::MaximumFOp::create(sb, m[0], v)});
-                        });
-                    Value total = maxLoop.getResult(0);
-                    Value zeros = arith::ConstantOp::create(
-                        rb,
-                        DenseElementsAttr::get(vt, rb.getF32FloatAttr(0.0)));
-                    auto sumLoop = scf::ForOp::create(
-                        rb, zero, tiles, one, ValueRange{fzero, zeros},
-                        [&](OpBuilder &n2, Location l2, Value s,
-                            ValueRange acc) {
-                          ImplicitLocOpBuilder sb(l2, n2);
-                          Value at = slotOf(sb, s);
-                          Value weight = scalarExp(
-                              sb, arith::SubFOp::create(
-                                      sb,
-                                      memref::LoadOp::create(sb, partialMax,
-                                                             ValueRange{at}),
-                                      total));
-                          Value sum = arith::AddFOp::create(
-                              sb, acc[0],
-                              arith::MulFOp::create(
-                                  sb, weight,
-                                  memref::LoadOp::create(sb, partialSum,
-                                                         ValueRange{at})));
-                          Value part = vector::LoadOp::create(
-                              sb, vt, partialAcc,
-                              ValueRange{mul(sb, at, idx(sb, d))});
-                          Value vec = vector::FMAOp::create(
-                              sb, vector::BroadcastOp::create(sb, vt, weight),
-                              part, acc[1]);
-                          scf::YieldOp::create(sb, ValueRange{sum, vec});
-                        });
-                    Value normalized = arith::DivFOp::create(
-                        rb, sumLoop.getResult(1),
-                        vector::BroadcastOp::create(rb, vt,
-                                                    sumLoop.getResult(0)));
-                    Value outRow = add(rb, mul(rb, h, group), i);
-                    if (withCertificate) {
-                      Value bound = combineCertificate(
-                          rb,
-                          {partialMax, partialSum, partialCert, partialCertVec,
-                           partialRange},
-                          i, group, tiles, total, normalized, length);
-                      memref::StoreOp::create(rb, bound, bounds,
-                                              ValueRange{outRow});
-                    }
-                    Type element = cache.getElementType();
-                    if (!element.isF32())
-                      normalized = arith::TruncFOp::create(
-                          rb, VectorType::get({d}, element), normalized);
-                    vector::StoreOp::create(rb, normalized, output,
-                                            ValueRange{outRow, zero});
+                    SmallVector<Value> operands{partialMax, partialSum,
+                                                partialAcc};
+                    llvm::append_range(operands, certificateBuffers);
+                    operands.append({i, group, tiles, length,
+                                     add(rb, mul(rb, h, group), i), output});
+                    if (withCertificate)
+                      operands.push_back(bounds);
+                    func::CallOp::create(rb,
+                                         withCertificate
+                                             ? attendCombineCertified
+                                             : attendCombine,
+                                         operands);
                     scf::YieldOp::create(rb);
                   });
               b.setInsertionPointAfter(perHead);
@@ -2134,9 +2200,11 @@ LogicalResult Emitter::run(CacheFunctions &result) {
   emitTileKernels();
   emitRowHelpers();
   attendPart = emitAttendPart(false);
+  attendCombine = emitAttendCombine(false);
   if (certified) {
     emitCertificateKernels();
     attendPartCertified = emitAttendPart(true);
+    attendCombineCertified = emitAttendCombine(true);
   }
   emitArenaBytes(result);
   emitInit(result);
@@ -2158,6 +2226,12 @@ LogicalResult Emitter::runDevice(DeviceFunctions &result) {
   result.init = functions.init;
   result.appendImpl = emitAppendImpl();
   result.loadImpl = emitLoadImpl();
+  if (certified) {
+    emitTileKernels();
+    emitCertificateKernels();
+    result.attendPartCertified = emitAttendPart(true);
+    result.attendCombineCertified = emitAttendCombine(true);
+  }
   return success();
 }
 

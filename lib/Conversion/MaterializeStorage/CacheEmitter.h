@@ -92,6 +92,9 @@ public:
   /// public there.
   struct DeviceFunctions {
     func::FuncOp init, appendImpl, loadImpl;
+    /// With the certificate: P_attend_part_certified (its buffers carved
+    /// from the caller's scratch) and P_attend_combine_certified.
+    func::FuncOp attendPartCertified, attendCombineCertified;
   };
   LogicalResult runDevice(DeviceFunctions &result);
 
@@ -242,6 +245,15 @@ private:
   /// The attention of one (KV head, split): its tiles, left as partial
   /// maxima, sums and accumulators.
   func::FuncOp emitAttendPart(bool withCertificate);
+  /// The f32 buffers of one (KV head, split) of attention, in floats, in
+  /// the order P_attend_part carves them from device scratch.
+  SmallVector<Value> attendPartBufferFloats(ImplicitLocOpBuilder &b,
+                                            Value group, bool withCertificate);
+  /// The scratch bytes a buffer of `floats` takes (16-byte aligned).
+  Value scratchBytes(ImplicitLocOpBuilder &b, Value floats);
+  /// P_attend_combine[_certified]: query head `i`'s output (and bound)
+  /// from the partials of its KV head's tiles, written to row `outRow`.
+  func::FuncOp emitAttendCombine(bool withCertificate);
   /// The per-tile halves of the run-time certificate (P_attend_certified).
   void emitCertificateKernels();
   /// load into `dst`, and the rows' error bounds into `bounds`.
@@ -374,7 +386,8 @@ private:
   int64_t numRuns = 0;
   func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,
       boundsAny, tileLogits, tileAbsLogits, tileAccumulate, tileSoftmax,
-      tileCertifyKeys, tileCertifyValues, attendPart, attendPartCertified;
+      tileCertifyKeys, tileCertifyValues, attendPart, attendPartCertified,
+      attendCombine, attendCombineCertified;
 };
 
 } // namespace mlir::kvprec::detail

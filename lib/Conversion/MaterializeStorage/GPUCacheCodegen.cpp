@@ -99,10 +99,12 @@ class GPUEmitter {
 public:
   GPUEmitter(ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
              an::StorageKind dequantizer, const std::string &prefix,
-             const NVPTXStorageTargetInfo &target, Operation *user)
+             const NVPTXStorageTargetInfo &target, Operation *user,
+             bool certified)
       : module(module), cache(cache), layout(layout), plan(layout.getPlan()),
         g(plan.geometry), dequantizer(dequantizer), prefix(prefix),
-        target(target), user(user), context(module.getContext()) {}
+        target(target), user(user), context(module.getContext()),
+        certified(certified) {}
 
   FailureOr<CacheFunctions> run();
 
@@ -243,7 +245,21 @@ private:
   std::unique_ptr<FormatCodegen> deviceFormats;
   std::unique_ptr<Emitter> deviceEmitter, hostEmitter;
   gpu::GPUFuncOp initKernel, appendKernel, loadKernel, splitKernel,
-      combineKernel;
+      combineKernel, certifiedPartKernel, certifiedCombineKernel;
+  /// Whether to emit P_attend_certified.
+  bool certified;
+  /// The certified attention's splits per KV head, at most (each one GPU
+  /// thread with its own scratch).
+  static constexpr int64_t kCertifiedSplits = 64;
+  /// The certified attention's partials of KV head `h`, carved from the
+  /// byte buffer `partials`: maxima, sums, accumulators, the certificate's
+  /// scalars, vectors and ranges (the CPU's buffers of one KV head).
+  SmallVector<Value> certifiedPartials(B &b, Value partials, Value h,
+                                       Value tiles, Value group);
+  /// The bytes of one KV head's partials.
+  Value certifiedPartialBytes(B &b, Value tiles, Value group);
+  SmallVector<Value> certifiedPartialFloats(B &b, Value tiles, Value group);
+  void emitCertifiedKernels(const Emitter::DeviceFunctions &device);
   /// Query heads per block, tiles per split, rows per tile (at most).
   int64_t headsPerBlock = 1, tilesPerSplit = 1, tileRows = 1;
   static constexpr int64_t kWarps = 4;
@@ -1158,6 +1174,100 @@ void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
   loadKernel = single(prefix + "_load_kernel", device.loadImpl);
 }
 
+SmallVector<Value> GPUEmitter::certifiedPartialFloats(B &b, Value tiles,
+                                                      Value group) {
+  const int64_t d = g.headDim;
+  Value slots = mul(b, tiles, group);
+  return {slots,
+          slots,
+          mul(b, slots, d),
+          mul(b, slots, 8),
+          mul(b, slots, 3 * d),
+          mul(b, tiles, 3 * d)};
+}
+
+Value GPUEmitter::certifiedPartialBytes(B &b, Value tiles, Value group) {
+  Value bytes = idx(b, 0);
+  for (Value n : certifiedPartialFloats(b, tiles, group))
+    bytes = add(b, bytes, deviceEmitter->scratchBytes(b, n));
+  return bytes;
+}
+
+SmallVector<Value> GPUEmitter::certifiedPartials(B &b, Value partials, Value h,
+                                                 Value tiles, Value group) {
+  Value offset = mul(b, h, certifiedPartialBytes(b, tiles, group));
+  SmallVector<Value> views;
+  for (Value n : certifiedPartialFloats(b, tiles, group)) {
+    views.push_back(
+        memref::ViewOp::create(b, floats(), partials, offset, ValueRange{n}));
+    offset = add(b, offset, deviceEmitter->scratchBytes(b, n));
+  }
+  return views;
+}
+
+void GPUEmitter::emitCertifiedKernels(const Emitter::DeviceFunctions &device) {
+  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
+  Location loc = module.getLoc();
+  MemRefType bytes =
+      MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
+  MemRefType heads = MemRefType::get(
+      {ShapedType::kDynamic, ShapedType::kDynamic}, cache.getElementType());
+  auto kernelOf = [&](StringRef name, ArrayRef<Type> inputs) {
+    auto kernel = gpu::GPUFuncOp::create(
+        top, loc, name, FunctionType::get(context, inputs, {}));
+    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                    UnitAttr::get(context));
+    return kernel;
+  };
+  // (arena, layer, query, scale, splits, group, tiles, hasSink, sinkRows,
+  //  aged, bodyRows, partials, scratch, slabBytes): block (split, KV head),
+  // one thread, runs the CPU's certified attention of its split with its
+  // buffers in its slab of `scratch`.
+  {
+    SmallVector<Type> inputs{bytes,   index(), heads,   f32(),   index(),
+                             index(), index(), index(), index(), index(),
+                             index(), bytes,   bytes,   index()};
+    certifiedPartKernel = kernelOf(prefix + "_attend_certified_part", inputs);
+    Block &entry = certifiedPartKernel.getBody().front();
+    B b(loc, OpBuilder::atBlockEnd(&entry));
+    ValueRange args = certifiedPartKernel.getArguments();
+    Value split = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+    Value h = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    Value splits = args[4], group = args[5], tiles = args[6];
+    SmallVector<Value> partials =
+        certifiedPartials(b, args[11], h, tiles, group);
+    Value slab = mul(b, add(b, mul(b, h, splits), split), args[13]);
+    Value scratch =
+        memref::ViewOp::create(b, bytes, args[12], slab, ValueRange{args[13]});
+    SmallVector<Value> operands{args[0], args[1], args[2], args[3],
+                                h,       split,   group,   tiles,
+                                args[7], args[8], args[9], args[10]};
+    llvm::append_range(operands, partials);
+    operands.append({splits, scratch});
+    func::CallOp::create(b, device.attendPartCertified, operands);
+    gpu::ReturnOp::create(b);
+  }
+  // (partials, tiles, group, length, output, bounds): block (KV head, query
+  // head of its group), one thread, the CPU's combine and certificate.
+  {
+    certifiedCombineKernel =
+        kernelOf(prefix + "_attend_certified_combine",
+                 {bytes, index(), index(), index(), heads, floats()});
+    Block &entry = certifiedCombineKernel.getBody().front();
+    B b(loc, OpBuilder::atBlockEnd(&entry));
+    ValueRange args = certifiedCombineKernel.getArguments();
+    Value h = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+    Value i = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+    Value tiles = args[1], group = args[2];
+    SmallVector<Value> operands =
+        certifiedPartials(b, args[0], h, tiles, group);
+    operands.append({i, group, tiles, args[3], add(b, mul(b, h, group), i),
+                     args[4], args[5]});
+    func::CallOp::create(b, device.attendCombineCertified, operands);
+    gpu::ReturnOp::create(b);
+  }
+}
+
 void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
   Location loc = module.getLoc();
   Type token = gpu::AsyncTokenType::get(context);
@@ -1268,17 +1378,61 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
         b, ValueRange{runSingle(b, loadKernel, operands, {row})});
     result.load = fn;
   }
+  // The certified kernels: one GPU thread per (split, KV head), each with
+  // its slab of scratch, then one per query head to combine.
+  auto emitCertifiedLaunches = [&](B &ab, Value &t, Value arena, Value layer,
+                                   Value query, Value softmaxScale,
+                                   Value length, Value output, Value bounds,
+                                   const Emitter::AttendTiles &tiles,
+                                   Value group) {
+    Value splits =
+        arith::MinUIOp::create(ab, tiles.tiles, idx(ab, kCertifiedSplits));
+    Value slabBytes = idx(ab, 0);
+    for (Value n :
+         deviceEmitter->attendPartBufferFloats(ab, group, /*cert=*/true))
+      slabBytes = add(ab, slabBytes, deviceEmitter->scratchBytes(ab, n));
+    MemRefType bytes =
+        MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
+    Value partials = deviceAlloc(
+        ab, t, bytes,
+        {mul(ab, certifiedPartialBytes(ab, tiles.tiles, group), g.heads)});
+    Value scratch = deviceAlloc(ab, t, bytes,
+                                {mul(ab, mul(ab, splits, slabBytes), g.heads)});
+    t = gpu::LaunchFuncOp::create(
+            ab, certifiedPartKernel,
+            gpu::KernelDim3{splits, idx(ab, g.heads), idx(ab, 1)},
+            dims(ab, 1, 1, 1), Value(),
+            ValueRange{arena, layer, query, softmaxScale, splits, group,
+                       tiles.tiles, tiles.hasSink, tiles.sinkRows, tiles.aged,
+                       tiles.bodyRows, partials, scratch, slabBytes},
+            token, ValueRange{t})
+            .getAsyncToken();
+    t = gpu::LaunchFuncOp::create(
+            ab, certifiedCombineKernel,
+            gpu::KernelDim3{idx(ab, g.heads), group, idx(ab, 1)},
+            dims(ab, 1, 1, 1), Value(),
+            ValueRange{partials, tiles.tiles, group, length, output, bounds},
+            token, ValueRange{t})
+            .getAsyncToken();
+    deviceFree(ab, t, partials);
+    deviceFree(ab, t, scratch);
+  };
   // P_attend(arena, layer, query, length, output, softmaxScale): the
   // checks of the CPU entry point (the fill count copied from the device),
-  // then the split and combine kernels.
-  {
+  // then the split and combine kernels. P_attend_certified(..., bounds):
+  // the same checks, then the certified kernels.
+  auto emitAttendHost = [&](bool withCertificate) {
+    SmallVector<Type> inputs{arenaType, index(), heads, index(), heads, f32()};
+    if (withCertificate)
+      inputs.push_back(floats());
     func::FuncOp fn =
-        create(prefix + "_attend",
-               {arenaType, index(), heads, index(), heads, f32()}, {i32()});
+        create(prefix + (withCertificate ? "_attend_certified" : "_attend"),
+               inputs, {i32()});
     B b(loc, OpBuilder::atBlockEnd(&fn.front()));
     ValueRange args = fn.getArguments();
     Value arena = args[0], layer = args[1], query = args[2], length = args[3],
           output = args[4], softmaxScale = args[5];
+    Value bounds = withCertificate ? args[6] : Value();
     Emitter &host = *hostEmitter;
     auto readFill = [&](B &rb, Value arenaValue, Value layerValue) -> Value {
       MemRefType fills = MemRefType::get({g.layers}, i64());
@@ -1291,8 +1445,14 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
       gpu::WaitOp::create(rb, Type(), ValueRange{t});
       return memref::LoadOp::create(rb, hostFills, ValueRange{layerValue});
     };
+    Value badShape = host.attendShapeMismatch(b, query, output);
+    if (withCertificate)
+      badShape = arith::OrIOp::create(b, badShape,
+                                      cmp(b, arith::CmpIPredicate::ne,
+                                          memref::DimOp::create(b, bounds, 0),
+                                          memref::DimOp::create(b, query, 0)));
     Value out = host.guardEntry(
-        b, arena, layer, host.attendShapeMismatch(b, query, output),
+        b, arena, layer, badShape,
         [&](B &gb, Value fill) -> Value {
           Value bad = arith::OrIOp::create(
               gb, cmp(gb, arith::CmpIPredicate::ne, length, fill),
@@ -1306,13 +1466,20 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
                 Value numQueries = memref::DimOp::create(ab, query, 0);
                 Value group =
                     arith::DivUIOp::create(ab, numQueries, idx(ab, g.heads));
+                Value t = gpu::WaitOp::create(ab, token, ValueRange{})
+                              .getAsyncToken();
+                if (withCertificate) {
+                  emitCertifiedLaunches(ab, t, arena, layer, query,
+                                        softmaxScale, length, output, bounds,
+                                        tiles, group);
+                  gpu::WaitOp::create(ab, Type(), ValueRange{t});
+                  return Emitter::status(ab, CacheStatus::Ok);
+                }
                 Value chunks = arith::CeilDivUIOp::create(
                     ab, group, idx(ab, headsPerBlock));
                 Value splits = arith::CeilDivUIOp::create(
                     ab, tiles.tiles, idx(ab, tilesPerSplit));
                 Value slots = mul(ab, numQueries, splits);
-                Value t = gpu::WaitOp::create(ab, token, ValueRange{})
-                              .getAsyncToken();
                 Value partMax = deviceAlloc(ab, t, floats(), {slots});
                 Value partSum = deviceAlloc(ab, t, floats(), {slots});
                 Value partAcc =
@@ -1342,8 +1509,11 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
         },
         readFill);
     func::ReturnOp::create(b, ValueRange{out});
-    result.attend = fn;
-  }
+    return fn;
+  };
+  result.attend = emitAttendHost(false);
+  if (certified)
+    result.attendCertified = emitAttendHost(true);
 }
 
 FailureOr<CacheFunctions> GPUEmitter::run() {
@@ -1355,9 +1525,9 @@ FailureOr<CacheFunctions> GPUEmitter::run() {
   deviceModule =
       gpu::GPUModuleOp::create(top, module.getLoc(), prefix + "_device");
   deviceFormats = std::make_unique<FormatCodegen>(deviceModule, target);
-  deviceEmitter = std::make_unique<Emitter>(deviceModule, cache, layout,
-                                            *deviceFormats, dequantizer, prefix,
-                                            target, /*certified=*/false);
+  deviceEmitter =
+      std::make_unique<Emitter>(deviceModule, cache, layout, *deviceFormats,
+                                dequantizer, prefix, target, certified);
   Emitter::DeviceFunctions device;
   if (failed(deviceEmitter->runDevice(device)))
     return failure();
@@ -1367,6 +1537,8 @@ FailureOr<CacheFunctions> GPUEmitter::run() {
                                           /*certified=*/false);
   emitSimpleKernels(device);
   emitAttendKernels();
+  if (certified)
+    emitCertifiedKernels(device);
   CacheFunctions result;
   emitHostFunctions(result);
   return result;
@@ -1376,10 +1548,7 @@ FailureOr<CacheFunctions> mlir::kvprec::emitGPUCacheFunctions(
     ModuleOp module, CacheType cache, const lay::ArenaLayout &layout,
     an::StorageKind dequantizer, const std::string &prefix,
     const NVPTXStorageTargetInfo &target, bool certified, Operation *user) {
-  if (certified)
-    return user->emitError()
-           << "the NVPTX lowering does not compute the run-time certificate "
-              "yet (kvprec.attend with an f32 result, or runtime-certificate)";
-  GPUEmitter emitter(module, cache, layout, dequantizer, prefix, target, user);
+  GPUEmitter emitter(module, cache, layout, dequantizer, prefix, target, user,
+                     certified);
   return emitter.run();
 }

@@ -219,19 +219,39 @@ struct AttendLowering : public CachePattern<AttendOp> {
       return success();
     }
     // The certified entry writes one bound per query head; the op's result
-    // is the largest.
+    // is the largest. On the GPU the bounds are device memory, copied back.
     Value zero = arith::ConstantIndexOp::create(rewriter, loc, 0);
     Value one = arith::ConstantIndexOp::create(rewriter, loc, 1);
     Value heads = memref::DimOp::create(rewriter, loc, op.getQuery(), 0);
-    Value bounds = memref::AllocOp::create(
-        rewriter, loc,
-        MemRefType::get({ShapedType::kDynamic}, rewriter.getF32Type()),
-        ValueRange{heads});
-    operands.push_back(bounds);
+    auto boundsType =
+        MemRefType::get({ShapedType::kDynamic}, rewriter.getF32Type());
+    Value bounds =
+        memref::AllocOp::create(rewriter, loc, boundsType, ValueRange{heads});
+    Value deviceBounds = bounds;
+    if (onDevice) {
+      Value token = startChain(rewriter, loc);
+      auto alloc = gpu::AllocOp::create(rewriter, loc, boundsType,
+                                        token.getType(), ValueRange{token},
+                                        ValueRange{heads}, ValueRange{}, false);
+      gpu::WaitOp::create(rewriter, loc, Type(),
+                          ValueRange{alloc.getAsyncToken()});
+      deviceBounds = alloc.getMemref();
+    }
+    operands.push_back(deviceBounds);
     auto call = func::CallOp::create(rewriter, loc, functions.attendCertified,
                                      operands);
     assertOk(rewriter, loc, call.getResult(0), "kvprec.attend",
              {CacheStatus::BadLength, CacheStatus::BadShape});
+    if (onDevice) {
+      Value token = startChain(rewriter, loc);
+      token = gpu::MemcpyOp::create(rewriter, loc, token.getType(),
+                                    ValueRange{token}, bounds, deviceBounds)
+                  .getAsyncToken();
+      token = gpu::DeallocOp::create(rewriter, loc, token.getType(),
+                                     ValueRange{token}, deviceBounds)
+                  .getAsyncToken();
+      gpu::WaitOp::create(rewriter, loc, Type(), ValueRange{token});
+    }
     Value initial = arith::ConstantFloatOp::create(
         rewriter, loc, rewriter.getF32Type(), APFloat(0.0f));
     auto loop = scf::ForOp::create(
