@@ -33,6 +33,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <random>
+#include <algorithm>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -423,6 +425,8 @@ struct Emulator {
   std::map<int64_t, EmulatedModule> modules;
   std::string error;
   EmulatorCounts counts;
+  /// 0: threads resume in order; otherwise the seed of a random order.
+  uint64_t schedule = 0;
 
   void fail(const std::string &message) {
     std::lock_guard<std::mutex> lock(mutex);
@@ -464,6 +468,7 @@ struct Launch {
   Fiber *current = nullptr;
   std::string error;
   EmulatorCounts counts;
+  uint64_t schedule = 0;
 #ifdef KVPREC_EMULATOR_ASAN
   const void *schedulerStack = nullptr;
   size_t schedulerStackSize = 0;
@@ -561,10 +566,22 @@ bool runBlock(Launch &l) {
         os << " thread " << t << " " << stateName(l.fibers[t].state) << ";";
     return text;
   };
+  // The order threads resume in: by thread id, or (a schedule seed) a
+  // fresh random permutation every round, so that a result that depends
+  // on the order of threads between two barriers (a race on the GPU)
+  // changes with the seed.
+  std::vector<int64_t> order(threads);
+  for (int64_t t = 0; t < threads; ++t)
+    order[t] = t;
+  std::mt19937_64 random(l.schedule ^ uint64_t(l.blockId[0] * 73856093 +
+                                              l.blockId[1] * 19349663 +
+                                              l.blockId[2] * 83492791));
   while (true) {
-    for (Fiber &f : l.fibers)
-      if (f.state == Fiber::State::Ready)
-        resume(l, f);
+    if (l.schedule)
+      std::shuffle(order.begin(), order.end(), random);
+    for (int64_t t : order)
+      if (l.fibers[t].state == Fiber::State::Ready)
+        resume(l, l.fibers[t]);
     // Every thread waits or has finished: release what can go on.
     bool progress = false;
     for (int64_t warp = 0; warp * 32 < threads; ++warp) {
@@ -646,6 +663,12 @@ std::string emu::takeEmulatorError() {
   Emulator &e = emulator();
   std::lock_guard<std::mutex> lock(e.mutex);
   return std::exchange(e.error, std::string());
+}
+
+void emu::setEmulatorSchedule(uint64_t seed) {
+  Emulator &e = emulator();
+  std::lock_guard<std::mutex> lock(e.mutex);
+  e.schedule = seed;
 }
 
 EmulatorCounts emu::takeEmulatorCounts() {
@@ -745,6 +768,10 @@ void emuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
     return;
   }
   Launch l;
+  {
+    std::lock_guard<std::mutex> lock(e.mutex);
+    l.schedule = e.schedule;
+  }
   l.kernel = f->kernel;
   l.params = params;
   l.grid[0] = gridX, l.grid[1] = gridY, l.grid[2] = gridZ;

@@ -73,6 +73,12 @@ llvm::orc::SymbolMap getEmulatorSymbols(llvm::orc::MangleAndInterner interner);
 /// call, or "" when there was none; clears it.
 std::string takeEmulatorError();
 
+/// The order the threads of a block resume in after each barrier or
+/// shuffle: 0 (the default) by thread id, any other seed a fresh random
+/// permutation per round. Kernels without races give the same bits under
+/// every order.
+void setEmulatorSchedule(uint64_t seed);
+
 /// The emulator's counts since the last call, for tests that check it ran
 /// what they think: launches, blocks, threads, block barriers and warp
 /// shuffles completed. Clears them.

@@ -16,6 +16,7 @@
 #include "GPUEmulator.h"
 
 #include "kvprec/InitKVPrec.h"
+#include "kvprec/Runtime/CompiledCache.h"
 #include "kvprec/Runtime/EmulatedGPUCache.h"
 
 #include "mlir/ExecutionEngine/CRunnerUtils.h"
@@ -24,9 +25,15 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Parser/Parser.h"
 
+#include "kvprec/Runtime/CompiledCache.h"
 #include "llvm/Support/TargetSelect.h"
 
 #include "gtest/gtest.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
 
 using namespace kvprec::testing;
 namespace emu = kvprec::runtime::detail;
@@ -104,6 +111,36 @@ module attributes {gpu.container_module} {
       memref.store %sum, %out[%at] : memref<?xf32>
       gpu.return
     }
+    // Each thread writes its id to shared memory and reads its neighbour's:
+    // without a barrier between the two (racy) what it reads depends on
+    // the order threads run in.
+    gpu.func @racy(%out: memref<?xf32>) workgroup(%buf : memref<64xf32, #gpu.address_space<workgroup>>) kernel {
+      %t = gpu.thread_id x
+      %c1 = arith.constant 1 : index
+      %c64 = arith.constant 64 : index
+      %ti = arith.index_cast %t : index to i32
+      %v = arith.sitofp %ti : i32 to f32
+      memref.store %v, %buf[%t] : memref<64xf32, #gpu.address_space<workgroup>>
+      %n = arith.addi %t, %c1 : index
+      %next = arith.remui %n, %c64 : index
+      %r = memref.load %buf[%next] : memref<64xf32, #gpu.address_space<workgroup>>
+      memref.store %r, %out[%t] : memref<?xf32>
+      gpu.return
+    }
+    gpu.func @synchronized(%out: memref<?xf32>) workgroup(%buf : memref<64xf32, #gpu.address_space<workgroup>>) kernel {
+      %t = gpu.thread_id x
+      %c1 = arith.constant 1 : index
+      %c64 = arith.constant 64 : index
+      %ti = arith.index_cast %t : index to i32
+      %v = arith.sitofp %ti : i32 to f32
+      memref.store %v, %buf[%t] : memref<64xf32, #gpu.address_space<workgroup>>
+      gpu.barrier
+      %n = arith.addi %t, %c1 : index
+      %next = arith.remui %n, %c64 : index
+      %r = memref.load %buf[%next] : memref<64xf32, #gpu.address_space<workgroup>>
+      memref.store %r, %out[%t] : memref<?xf32>
+      gpu.return
+    }
     gpu.func @partial_barrier(%out: memref<?xf32>) kernel {
       %t = gpu.thread_id x
       %c16 = arith.constant 16 : index
@@ -126,6 +163,20 @@ module attributes {gpu.container_module} {
       }
       gpu.return
     }
+  }
+  func.func @racy(%out: memref<?xf32>) attributes {llvm.emit_c_interface} {
+    %c1 = arith.constant 1 : index
+    %c64 = arith.constant 64 : index
+    gpu.launch_func @checks::@racy blocks in (%c1, %c1, %c1)
+        threads in (%c64, %c1, %c1) args(%out : memref<?xf32>)
+    return
+  }
+  func.func @synchronized(%out: memref<?xf32>) attributes {llvm.emit_c_interface} {
+    %c1 = arith.constant 1 : index
+    %c64 = arith.constant 64 : index
+    gpu.launch_func @checks::@synchronized blocks in (%c1, %c1, %c1)
+        threads in (%c64, %c1, %c1) args(%out : memref<?xf32>)
+    return
   }
   func.func @exchange(%out: memref<?xf32>) attributes {llvm.emit_c_interface} {
     %c1 = arith.constant 1 : index
@@ -218,4 +269,113 @@ TEST_F(EmulatorSemantics, ShuffleNotEveryLaneReachesIsAnError) {
   // The next launch runs afresh.
   EXPECT_EQ(run("exchange"), "");
   EXPECT_EQ(out[0], 5.0f);
+}
+
+// A race shows as results that change with the order threads run in; with
+// the barrier they do not.
+TEST_F(EmulatorSemantics, ThreadOrderExposesARace) {
+  std::vector<uint32_t> inOrder, shuffled;
+  auto bits = [&] {
+    std::vector<uint32_t> words(64);
+    std::memcpy(words.data(), out, sizeof(float) * 64);
+    return words;
+  };
+  EXPECT_EQ(run("racy"), "");
+  inOrder = bits();
+  emu::setEmulatorSchedule(7);
+  EXPECT_EQ(run("racy"), "");
+  shuffled = bits();
+  emu::setEmulatorSchedule(0);
+  EXPECT_NE(inOrder, shuffled);
+  // In order, each thread reads before its neighbour writes: the 0xFF
+  // bytes (NaN) the emulator fills workgroup memory with.
+  EXPECT_EQ(inOrder[0], 0xFFFFFFFFu);
+
+  EXPECT_EQ(run("synchronized"), "");
+  inOrder = bits();
+  emu::setEmulatorSchedule(7);
+  EXPECT_EQ(run("synchronized"), "");
+  shuffled = bits();
+  emu::setEmulatorSchedule(0);
+  EXPECT_EQ(inOrder, shuffled);
+  for (int t = 0; t < 64; ++t)
+    EXPECT_EQ(out[t], float((t + 1) % 64));
+}
+
+// The generated kernels have no such races: appends, loads and both
+// attentions give the same bits whatever order the threads run in.
+TEST(EmulatedGPUCache, SameBitsInEveryThreadOrder) {
+  Case c = gpuMixedCase();
+  c.capacity = 120;
+  auto compiled = kvprec::runtime::EmulatedGPUCache::compile(
+      typeText(c), "sm_80", /*runtimeCertificate=*/true);
+  ASSERT_TRUE(bool(compiled)) << llvm::toString(compiled.takeError());
+  const kvprec::runtime::EmulatedGPUCache &code = **compiled;
+  const int64_t d = c.headDim, heads = c.heads, tokens = 100, q = heads * 4;
+  std::mt19937 rng(99);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> keys(tokens * heads * d), values(keys.size()),
+      query(q * d);
+  for (float &x : keys)
+    x = normal(rng);
+  for (float &x : values)
+    x = normal(rng);
+  for (float &x : query)
+    x = normal(rng);
+  struct Run {
+    std::vector<uint8_t> arena;
+    std::vector<float> output, certified, bounds, loaded;
+  };
+  auto runWith = [&](uint64_t seed) {
+    emu::setEmulatorSchedule(seed);
+    Run r;
+    kvprec::runtime::Arena arena(code.getArenaBytes());
+    std::memset(arena.data, 0xA5, arena.size);
+    EXPECT_EQ(code.init(arena.data, arena.size), 0);
+    // In pieces, so that blocks leave the window between calls.
+    for (int64_t at = 0; at < tokens; at += 25)
+      EXPECT_EQ(code.append(arena.data, arena.size, 0,
+                            keys.data() + at * heads * d,
+                            values.data() + at * heads * d, 25, at),
+                0);
+    r.output.assign(q * d, 0);
+    r.certified.assign(q * d, 0);
+    r.bounds.assign(q, 0);
+    r.loaded.assign(2 * tokens * heads * d, 0);
+    float scale = 1.0f / std::sqrt(float(d));
+    EXPECT_EQ(code.attend(arena.data, arena.size, 0, query.data(), q, tokens,
+                          r.output.data(), scale),
+              0);
+    EXPECT_EQ(code.attendCertified(arena.data, arena.size, 0, query.data(), q,
+                                   tokens, r.certified.data(), scale,
+                                   r.bounds.data()),
+              0);
+    EXPECT_EQ(code.load(arena.data, arena.size, 0, 0, tokens, r.loaded.data(),
+                        r.loaded.data() + tokens * heads * d),
+              0);
+    r.arena.assign(arena.data, arena.data + arena.size);
+    emu::setEmulatorSchedule(0);
+    return r;
+  };
+  Run inOrder = runWith(0);
+  for (uint64_t seed : {1, 2}) {
+    Run other = runWith(seed);
+    EXPECT_TRUE(other.arena == inOrder.arena) << "seed " << seed;
+    EXPECT_EQ(std::memcmp(other.output.data(), inOrder.output.data(),
+                          inOrder.output.size() * sizeof(float)),
+              0)
+        << "seed " << seed;
+    EXPECT_EQ(std::memcmp(other.certified.data(), inOrder.certified.data(),
+                          inOrder.certified.size() * sizeof(float)),
+              0)
+        << "seed " << seed;
+    EXPECT_EQ(std::memcmp(other.bounds.data(), inOrder.bounds.data(),
+                          inOrder.bounds.size() * sizeof(float)),
+              0)
+        << "seed " << seed;
+    EXPECT_EQ(std::memcmp(other.loaded.data(), inOrder.loaded.data(),
+                          inOrder.loaded.size() * sizeof(float)),
+              0)
+        << "seed " << seed;
+  }
 }
