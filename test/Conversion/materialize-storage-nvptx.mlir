@@ -32,11 +32,22 @@
 // CHECK: gpu.module @kvprec_cache0_device
 // CHECK-DAG: memref.global "private" constant @kvprec_cache0_streams
 // CHECK-DAG: func.func private @kvprec_int4_sym_tg32_f16_d64_f32_store
-// CHECK-DAG: func.func private @kvprec_cache0_append_impl
+// CHECK-DAG: func.func private @kvprec_cache0_append_check
+// CHECK-DAG: func.func private @kvprec_cache0_append_store
 // CHECK-DAG: func.func private @kvprec_cache0_load_impl
+// The append: a thread per stream (2 KV heads: 4 threads) checks and dry-runs
+// its streams, the first thread chooses the status, every thread stores its
+// streams, and the first writes the fill count.
 // CHECK-LABEL: gpu.func @kvprec_cache0_append_kernel
 // CHECK-SAME: kernel
-// CHECK: func.call @kvprec_cache0_append_impl
+// CHECK: %[[TID:.+]] = gpu.thread_id x
+// CHECK: %[[THREADS:.+]] = arith.constant 4 : index
+// CHECK: func.call @kvprec_cache0_append_check({{.*}}, %[[TID]], %[[THREADS]], %{{.+}}, %[[TID]])
+// CHECK: gpu.barrier
+// CHECK: gpu.barrier
+// CHECK: gpu.barrier
+// CHECK: func.call @kvprec_cache0_append_store({{.*}}, %[[TID]], %[[THREADS]], %{{.+}}, %[[TID]])
+// CHECK: gpu.barrier
 // The attention block: the chunk's queries, the split's logits, per-warp
 // staging rows, accumulated rows and reductions in shared memory. At
 // head_dim 64 f16 and int4 lanes hold 8 and 32 elements of a row: 2 query

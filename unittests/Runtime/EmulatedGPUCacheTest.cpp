@@ -379,3 +379,61 @@ TEST(EmulatedGPUCache, SameBitsInEveryThreadOrder) {
         << "seed " << seed;
   }
 }
+
+// More streams than the append kernel's 256 threads: 130 KV heads make 260
+// streams, so threads 0 to 3 store two each. The arena equals the CPU
+// code's after every append (with window demotion), and so does load.
+TEST(EmulatedGPUCache, MoreStreamsThanAppendThreads) {
+  Case c;
+  c.layers = 1;
+  c.heads = 130;
+  c.headDim = 16;
+  c.capacity = 24;
+  c.block = 4;
+  c.sink = 0;
+  c.window = 4;
+  c.formats = {"#kvprec.format<f16>",
+               "#kvprec.format<i8, symmetric, token_group = 16, scale = f16>"};
+  c.bodyFormats = "[1]";
+  auto cpu = kvprec::runtime::CompiledCache::compile(typeText(c));
+  ASSERT_TRUE(bool(cpu)) << llvm::toString(cpu.takeError());
+  auto gpu = kvprec::runtime::EmulatedGPUCache::compile(typeText(c));
+  ASSERT_TRUE(bool(gpu)) << llvm::toString(gpu.takeError());
+  const int64_t bytes = (*cpu)->getArenaBytes(), row = c.heads * c.headDim;
+  kvprec::runtime::Arena cpuArena(bytes), gpuArena(bytes);
+  std::memset(cpuArena.data, 0xA5, bytes);
+  std::memset(gpuArena.data, 0xA5, bytes);
+  ASSERT_EQ((*cpu)->init(cpuArena.data, bytes), 0);
+  ASSERT_EQ((*gpu)->init(gpuArena.data, bytes), 0);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  int64_t fill = 0;
+  for (int64_t tokens : {3, 1, 7, 2, 9}) {
+    std::vector<float> keys(tokens * row), values(tokens * row);
+    for (float &x : keys)
+      x = normal(rng);
+    for (float &x : values)
+      x = normal(rng);
+    for (int64_t layer = 0; layer < c.layers; ++layer) {
+      ASSERT_EQ((*cpu)->append(cpuArena.data, bytes, layer, keys.data(),
+                               values.data(), tokens, fill),
+                0);
+      ASSERT_EQ((*gpu)->append(gpuArena.data, bytes, layer, keys.data(),
+                               values.data(), tokens, fill),
+                0);
+    }
+    fill += tokens;
+    ASSERT_EQ(std::memcmp(cpuArena.data, gpuArena.data, bytes), 0)
+        << "after the append that reached " << fill;
+  }
+  std::vector<float> cpuLoaded(2 * fill * row), gpuLoaded(2 * fill * row);
+  ASSERT_EQ((*cpu)->load(cpuArena.data, bytes, 0, 0, fill, cpuLoaded.data(),
+                         cpuLoaded.data() + fill * row),
+            0);
+  ASSERT_EQ((*gpu)->load(gpuArena.data, bytes, 0, 0, fill, gpuLoaded.data(),
+                         gpuLoaded.data() + fill * row),
+            0);
+  EXPECT_EQ(std::memcmp(cpuLoaded.data(), gpuLoaded.data(),
+                        cpuLoaded.size() * sizeof(float)),
+            0);
+}

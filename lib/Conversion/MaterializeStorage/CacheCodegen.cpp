@@ -1036,21 +1036,60 @@ void Emitter::emitInit(CacheFunctions &result) {
   result.init = fn;
 }
 
-func::FuncOp Emitter::emitAppendImpl() {
+func::FuncOp Emitter::emitAppendImpl(AppendKind kind) {
   // The scratch rows (a block of f32 rows, and as many for the bounds of a
   // block leaving the window) come from the caller: the CPU entry point
   // allocates them, a GPU kernel passes device memory.
-  func::FuncOp fn = createFunction(prefix + "_append_impl",
-                                   {arenaType(), indexType(), tokens(),
-                                    tokens(), indexType(), floats(), floats()},
-                                   {i32()}, false);
+  SmallVector<Type> inputs{arenaType(), indexType(), tokens(),
+                           tokens(),    indexType(), floats()};
+  if (kind != AppendKind::Check)
+    inputs.push_back(floats());
+  MemRefType ranksType =
+      MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 64));
+  if (kind != AppendKind::Whole)
+    inputs.append({indexType(), indexType(), ranksType, indexType()});
+  const char *name = kind == AppendKind::Whole   ? "_append_impl"
+                     : kind == AppendKind::Check ? "_append_check"
+                                                 : "_append_store";
+  func::FuncOp fn = createFunction(prefix + name, inputs, {i32()}, false);
   Block &entry = fn.front();
   ImplicitLocOpBuilder b(fn.getLoc(), OpBuilder::atBlockEnd(&entry));
   Value arena = entry.getArgument(0), layer = entry.getArgument(1);
   Value keys = entry.getArgument(2), values = entry.getArgument(3);
   Value position = entry.getArgument(4);
   Value scratch = entry.getArgument(5);
-  Value boundScratch = g.window > 0 ? entry.getArgument(6) : Value();
+  Value boundScratch = g.window > 0 && kind != AppendKind::Check
+                           ? entry.getArgument(6)
+                           : Value();
+  // A thread's streams, and where it reports the rank of its first failure.
+  Value firstItem, itemStep, ranks, rankSlot;
+  if (kind != AppendKind::Whole) {
+    unsigned at = kind == AppendKind::Check ? 6 : 7;
+    firstItem = entry.getArgument(at);
+    itemStep = entry.getArgument(at + 1);
+    ranks = entry.getArgument(at + 2);
+    rankSlot = entry.getArgument(at + 3);
+  }
+  // The first failure among a thread's streams: its rank in the CPU's
+  // (token, stream) order.
+  auto noteRank = [&](ImplicitLocOpBuilder &rb, Value before, Value after,
+                      Value t, Value item) {
+    if (!ranks)
+      return;
+    Value okStatus = status(rb, CacheStatus::Ok);
+    Value first = arith::AndIOp::create(
+        rb, cmp(rb, arith::CmpIPredicate::eq, before, okStatus),
+        cmp(rb, arith::CmpIPredicate::ne, after, okStatus));
+    scf::IfOp::create(rb, first, [&](OpBuilder &n, Location l) {
+      ImplicitLocOpBuilder ib(l, n);
+      Value stream = sub(ib, item, mul(ib, layer, idx(ib, 2 * g.heads)));
+      Value rank = add(ib, add(ib, mul(ib, t, idx(ib, 2 * g.heads)), stream),
+                       idx(ib, 1));
+      memref::StoreOp::create(ib, arith::IndexCastOp::create(ib, i64(), rank),
+                              ranks, ValueRange{rankSlot});
+      scf::YieldOp::create(ib);
+    });
+  };
   Value count = memref::DimOp::create(b, keys, 0);
   Value out = guardEntry(
       b, arena, layer, tokenShapeMismatch(b, keys, values),
@@ -1080,24 +1119,29 @@ func::FuncOp Emitter::emitAppendImpl() {
                 ImplicitLocOpBuilder tb(l, n);
                 Value p = add(tb, fill, t);
                 Value length = add(tb, p, idx(tb, 1));
-                Value st =
-                    forItems(tb, layer, keys, values, acc[0],
-                             [&](ImplicitLocOpBuilder &ib, Value item, Value h,
-                                 Value from, Value st) {
-                               copyIn(ib, from, t, h, scratch, idx(ib, 0));
-                               Place place = locate(ib, item, p, length);
-                               Place single = place;
-                               single.row = idx(ib, 0);
-                               // Row 0 of the run: a dry run writes nothing,
-                               // and a channel group's row must start a group.
-                               return firstFailure(
-                                   ib, st,
-                                   callStore(ib, arena, single, scratch,
-                                             idx(ib, 0), idx(ib, 1), true));
-                             });
+                Value st = forItems(
+                    tb, layer, keys, values, acc[0],
+                    [&](ImplicitLocOpBuilder &ib, Value item, Value h,
+                        Value from, Value st) {
+                      copyIn(ib, from, t, h, scratch, idx(ib, 0));
+                      Place place = locate(ib, item, p, length);
+                      Place single = place;
+                      single.row = idx(ib, 0);
+                      // Row 0 of the run: a dry run writes nothing, and a
+                      // channel group's row must start a group.
+                      Value after =
+                          firstFailure(ib, st,
+                                       callStore(ib, arena, single, scratch,
+                                                 idx(ib, 0), idx(ib, 1), true));
+                      noteRank(ib, st, after, t, item);
+                      return after;
+                    },
+                    firstItem, itemStep);
                 scf::YieldOp::create(tb, ValueRange{st});
               });
           Value dryStatus = dry.getResult(0);
+          if (kind == AppendKind::Check)
+            return dryStatus;
           Value dryOk = cmp(b, arith::CmpIPredicate::eq, dryStatus, okStatus);
           Value res = guard(b, dryOk, dryStatus, [&](ImplicitLocOpBuilder &b) {
             auto loop = scf::ForOp::create(
@@ -1129,6 +1173,7 @@ func::FuncOp Emitter::emitAppendImpl() {
                       tb, layer, keys, values, st,
                       [&](ImplicitLocOpBuilder &tb, Value item, Value h,
                           Value from, Value st) -> Value {
+                        Value before = st;
                         if (g.window > 0) {
                           Value demoted = guard(
                               tb, demote, status(tb, CacheStatus::Ok),
@@ -1198,13 +1243,16 @@ func::FuncOp Emitter::emitAppendImpl() {
                               return callStore(sb, arena, place, scratch,
                                                idx(sb, 0), idx(sb, 1), false);
                             });
-                        st = firstFailure(tb, st,
-                                          firstFailure(tb, stored, single));
-                        return st;
-                      });
-                  memref::StoreOp::create(
-                      tb, arith::IndexCastOp::create(tb, i64(), length), fills,
-                      ValueRange{layer});
+                        Value after = firstFailure(
+                            tb, st, firstFailure(tb, stored, single));
+                        noteRank(tb, before, after, t, item);
+                        return after;
+                      },
+                      firstItem, itemStep);
+                  if (kind == AppendKind::Whole)
+                    memref::StoreOp::create(
+                        tb, arith::IndexCastOp::create(tb, i64(), length),
+                        fills, ValueRange{layer});
                   scf::YieldOp::create(tb, ValueRange{st});
                 });
             return loop.getResult(0);
@@ -1219,9 +1267,11 @@ func::FuncOp Emitter::emitAppendImpl() {
 Value Emitter::forItems(
     ImplicitLocOpBuilder &b, Value layer, Value keys, Value values, Value st,
     function_ref<Value(ImplicitLocOpBuilder &, Value, Value, Value, Value)>
-        body) {
+        body,
+    Value first, Value step) {
   auto loop = scf::ForOp::create(
-      b, idx(b, 0), idx(b, 2 * g.heads), idx(b, 1), ValueRange{st},
+      b, first ? first : idx(b, 0), idx(b, 2 * g.heads),
+      step ? step : idx(b, 1), ValueRange{st},
       [&](OpBuilder &n, Location l, Value i, ValueRange acc) {
         ImplicitLocOpBuilder ib(l, n);
         Value h = arith::DivUIOp::create(ib, i, idx(ib, 2));
@@ -2069,6 +2119,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
               auto perHead = scf::ForOp::create(b, zero, idx(b, g.heads), one);
               b.setInsertionPointToStart(perHead.getBody());
               Value h = perHead.getInductionVar();
+              Value splitCount = idx(b, splits);
               // The body is a function of its own: scf-to-openmp wraps it in a
               // memref.alloca_scope, which must stay a single block.
               scf::ParallelOp::create(
@@ -2081,7 +2132,7 @@ func::FuncOp Emitter::emitAttend(bool withCertificate) {
                         ivs[0], group,    tiles,      hasSink,      sinkRows,
                         aged,   bodyRows, partialMax, partialSum,   partialAcc};
                     llvm::append_range(operands, certificateBuffers);
-                    operands.push_back(idx(hb, splits));
+                    operands.push_back(splitCount);
                     func::CallOp::create(
                         hb, withCertificate ? attendPartCertified : attendPart,
                         operands);
@@ -2224,7 +2275,8 @@ LogicalResult Emitter::runDevice(DeviceFunctions &result) {
   CacheFunctions functions;
   emitInit(functions);
   result.init = functions.init;
-  result.appendImpl = emitAppendImpl();
+  result.appendCheck = emitAppendImpl(AppendKind::Check);
+  result.appendStore = emitAppendImpl(AppendKind::Store);
   result.loadImpl = emitLoadImpl();
   if (certified) {
     emitTileKernels();

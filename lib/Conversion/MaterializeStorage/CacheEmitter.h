@@ -91,7 +91,7 @@ public:
   /// P_append_impl and P_load_impl (each for one GPU thread). Nothing is
   /// public there.
   struct DeviceFunctions {
-    func::FuncOp init, appendImpl, loadImpl;
+    func::FuncOp init, appendCheck, appendStore, loadImpl;
     /// With the certificate: P_attend_part_certified (its buffers carved
     /// from the caller's scratch) and P_attend_combine_certified.
     func::FuncOp attendPartCertified, attendCombineCertified;
@@ -333,17 +333,31 @@ private:
 
   void emitArenaBytes(CacheFunctions &result);
   void emitInit(CacheFunctions &result);
-  /// P_append_impl(<P_append's arguments>, scratch, boundScratch) -> i32:
-  /// the append with its scratch rows (getAppendScratchFloats() floats
-  /// each; boundScratch only read with a window) given by the caller.
-  func::FuncOp emitAppendImpl();
+  /// The append as one function, or in the two halves a GPU block runs
+  /// with a thread per stream (a barrier between them):
+  ///  * Whole: P_append_impl(<P_append's arguments>, scratch, boundScratch)
+  ///    -> i32, the append with its scratch rows (getAppendScratchFloats()
+  ///    floats each; boundScratch only read with a window) from the caller;
+  ///  * Check: P_append_check(<P_append's arguments>, scratch, first, step,
+  ///    ranks, slot) -> i32, the entry checks and the dry run of streams
+  ///    first, first + step, ...; a dry-run failure writes its rank
+  ///    (token * 2 * heads + stream + 1) to ranks[slot], so that the first
+  ///    failure in the CPU's order can be chosen;
+  ///  * Store: P_append_store(<P_append's arguments>, scratch,
+  ///    boundScratch, first, step, ranks, slot) -> i32, the demotions and
+  ///    stores of those streams after a successful check, without the fill
+  ///    count (the caller writes it once every stream is stored).
+  enum class AppendKind { Whole, Check, Store };
+  func::FuncOp emitAppendImpl(AppendKind kind = AppendKind::Whole);
   /// Runs `body(b, item, head, tokens, status) -> status` for the K and V
-  /// streams of every KV head of `layer` in item order, a loop at run time
-  /// (`tokens` is `keys` or `values`), from status `st`.
+  /// streams of every KV head of `layer` in item order (or streams first,
+  /// first + step, ... of the 2 x heads), a loop at run time (`tokens` is
+  /// `keys` or `values`), from status `st`.
   Value forItems(
       ImplicitLocOpBuilder &b, Value layer, Value keys, Value values, Value st,
       function_ref<Value(ImplicitLocOpBuilder &, Value, Value, Value, Value)>
-          body);
+          body,
+      Value first = Value(), Value step = Value());
   /// P_append: allocates the scratch and calls `impl`.
   void emitAppend(CacheFunctions &result, func::FuncOp impl);
   int64_t getAppendScratchFloats() const {

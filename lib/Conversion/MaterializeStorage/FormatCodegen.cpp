@@ -853,8 +853,8 @@ public:
     Lanes scaleRow(b, scaleLanes);
     Value at = scaleRowAt(r);
     Value scale = expandGroups(loadScales(scales, at, scaleRow));
-    Value zero =
-        isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow)) : Value();
+    Value zero = isAsymmetric() ? expandGroups(loadScales(zeros, at, scaleRow))
+                                : Value();
     Value codes = codeValue(codeLanes);
     Value value = dequantizeValue(codes, scale, zero);
     delta = elementBound(codes, value, scale);

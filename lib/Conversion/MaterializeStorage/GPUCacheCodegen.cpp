@@ -248,6 +248,8 @@ private:
       combineKernel, certifiedPartKernel, certifiedCombineKernel;
   /// Whether to emit P_attend_certified.
   bool certified;
+  /// P_append's threads: one per stream, at most 256.
+  int64_t appendThreads() const { return std::min<int64_t>(2 * g.heads, 256); }
   /// The certified attention's splits per KV head, at most (each one GPU
   /// thread with its own scratch).
   static constexpr int64_t kCertifiedSplits = 64;
@@ -1170,8 +1172,109 @@ void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
     return kernel;
   };
   initKernel = single(prefix + "_init_kernel", device.init);
-  appendKernel = single(prefix + "_append_kernel", device.appendImpl);
   loadKernel = single(prefix + "_load_kernel", device.loadImpl);
+
+  // P_append's kernel: one block, a thread per stream (K or V of a KV
+  // head; each thread takes every appendThreads()-th stream when there are
+  // more), each with two scratch rows of its own in `scratch`. The entry
+  // checks and the dry run of every stream first; after a barrier the
+  // first thread chooses the status the CPU's order gives (the failure of
+  // lowest (token, stream) rank); when it is Ok every thread stores its
+  // streams, and after another barrier the first thread writes the fill
+  // count and the status.
+  {
+    MemRefType bytes =
+        MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
+    MemRefType statuses = MemRefType::get({ShapedType::kDynamic}, i32());
+    MemRefType ranks = MemRefType::get({ShapedType::kDynamic}, i64());
+    FunctionType checkType = func::FuncOp(device.appendCheck).getFunctionType();
+    // (arena, layer, keys, values, position, scratch, statuses, ranks,
+    //  status)
+    SmallVector<Type> inputs(checkType.getInputs().take_front(5));
+    inputs.append({bytes, statuses, ranks, status});
+    appendKernel =
+        gpu::GPUFuncOp::create(top, loc, prefix + "_append_kernel",
+                               FunctionType::get(context, inputs, {}));
+    appendKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                          UnitAttr::get(context));
+    Block &entry = appendKernel.getBody().front();
+    B b(loc, OpBuilder::atBlockEnd(&entry));
+    ValueRange args = appendKernel.getArguments();
+    Value arena = args[0], layer = args[1], keys = args[2], values = args[3],
+          position = args[4], scratch = args[5], statusOf = args[6],
+          rankOf = args[7], word = args[8];
+    Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+    Value zero = idx(b, 0), threads = idx(b, appendThreads());
+    int64_t rowFloats = deviceEmitter->getAppendScratchFloats();
+    Value row = memref::ViewOp::create(b, floats(), scratch,
+                                       mul(b, tid, 2 * rowFloats * 4),
+                                       ValueRange{idx(b, rowFloats)});
+    Value boundRow = memref::ViewOp::create(
+        b, floats(), scratch,
+        add(b, mul(b, tid, 2 * rowFloats * 4), idx(b, rowFloats * 4)),
+        ValueRange{idx(b, rowFloats)});
+    Value okStatus = Emitter::status(b, CacheStatus::Ok);
+    Value isFirst = cmp(b, arith::CmpIPredicate::eq, tid, zero);
+    auto clearRank = [&](B &cb) {
+      memref::StoreOp::create(cb, arith::ConstantIntOp::create(cb, 0, 64),
+                              rankOf, ValueRange{tid});
+    };
+    // The status of lowest rank among the threads' failures, or Ok.
+    auto choose = [&](B &cb) -> Value {
+      auto loop = scf::ForOp::create(
+          cb, zero, threads, idx(cb, 1),
+          ValueRange{okStatus,
+                     arith::ConstantIntOp::create(
+                         cb, std::numeric_limits<int64_t>::max(), 64)},
+          [&](OpBuilder &n, Location l, Value j, ValueRange acc) {
+            B lb(l, n);
+            Value st = memref::LoadOp::create(lb, statusOf, ValueRange{j});
+            Value rank = memref::LoadOp::create(lb, rankOf, ValueRange{j});
+            Value take =
+                andI(lb, cmp(lb, arith::CmpIPredicate::ne, st, okStatus),
+                     cmp(lb, arith::CmpIPredicate::slt, rank, acc[1]));
+            scf::YieldOp::create(
+                lb,
+                ValueRange{arith::SelectOp::create(lb, take, st, acc[0]),
+                           arith::SelectOp::create(lb, take, rank, acc[1])});
+          });
+      return loop.getResult(0);
+    };
+    clearRank(b);
+    Value checked =
+        func::CallOp::create(b, device.appendCheck,
+                             ValueRange{arena, layer, keys, values, position,
+                                        row, tid, threads, rankOf, tid})
+            .getResult(0);
+    memref::StoreOp::create(b, checked, statusOf, ValueRange{tid});
+    gpu::BarrierOp::create(b);
+    ifThen(b, isFirst, [&](B &tb) {
+      memref::StoreOp::create(tb, choose(tb), word, ValueRange{idx(tb, 0)});
+    });
+    gpu::BarrierOp::create(b);
+    Value verdict = memref::LoadOp::create(b, word, ValueRange{idx(b, 0)});
+    Value ok = cmp(b, arith::CmpIPredicate::eq, verdict, okStatus);
+    // Every thread reads the verdict before the first thread rewrites it.
+    gpu::BarrierOp::create(b);
+    ifThen(b, ok, [&](B &tb) {
+      clearRank(tb);
+      Value stored = func::CallOp::create(tb, device.appendStore,
+                                          ValueRange{arena, layer, keys, values,
+                                                     position, row, boundRow,
+                                                     tid, threads, rankOf, tid})
+                         .getResult(0);
+      memref::StoreOp::create(tb, stored, statusOf, ValueRange{tid});
+    });
+    gpu::BarrierOp::create(b);
+    ifThen(b, andI(b, isFirst, ok), [&](B &tb) {
+      Value count = memref::DimOp::create(tb, keys, 0);
+      memref::StoreOp::create(
+          tb, arith::IndexCastOp::create(tb, i64(), add(tb, position, count)),
+          deviceEmitter->fillCounts(tb, arena), ValueRange{layer});
+      memref::StoreOp::create(tb, choose(tb), word, ValueRange{idx(tb, 0)});
+    });
+    gpu::ReturnOp::create(b);
+  }
 }
 
 SmallVector<Value> GPUEmitter::certifiedPartialFloats(B &b, Value tiles,
@@ -1339,27 +1442,45 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
         b, ValueRange{runSingle(b, initKernel, fn.getArguments())});
     result.init = fn;
   }
-  // P_append(arena, layer, keys, values, position): the device scratch
-  // rows of P_append_impl, then one thread.
+  // P_append(arena, layer, keys, values, position): the threads' scratch
+  // rows, statuses and ranks in device memory, then one block of
+  // appendThreads() threads.
   {
     func::FuncOp fn =
         create(prefix + "_append",
                {arenaType, index(), tokens, tokens, index()}, {i32()});
     B b(loc, OpBuilder::atBlockEnd(&fn.front()));
-    int64_t scratchFloats = deviceEmitter->getAppendScratchFloats();
-    MemRefType rows = MemRefType::get({scratchFloats}, f32());
+    int64_t threads = appendThreads();
+    int64_t scratchBytes = 2 * deviceEmitter->getAppendScratchFloats() * 4;
+    MemRefType word = MemRefType::get({1}, i32());
     Value t = gpu::WaitOp::create(b, token, ValueRange{}).getAsyncToken();
-    Value scratch = deviceAlloc(b, t, rows, {});
-    Value bounds = g.window > 0 ? deviceAlloc(b, t, rows, {}) : scratch;
+    Value scratch = deviceAlloc(
+        b, t, MemRefType::get({threads * scratchBytes}, b.getI8Type()), {});
+    Value statuses = deviceAlloc(b, t, MemRefType::get({threads}, i32()), {});
+    Value ranks = deviceAlloc(b, t, MemRefType::get({threads}, i64()), {});
+    Value status = deviceAlloc(b, t, word, {});
+    SmallVector<Value> args(fn.getArguments());
+    args.append(
+        {memref::CastOp::create(
+             b, MemRefType::get({ShapedType::kDynamic}, b.getI8Type()),
+             scratch),
+         memref::CastOp::create(
+             b, MemRefType::get({ShapedType::kDynamic}, i32()), statuses),
+         memref::CastOp::create(
+             b, MemRefType::get({ShapedType::kDynamic}, i64()), ranks),
+         status});
+    t = gpu::LaunchFuncOp::create(b, appendKernel, dims(b, 1, 1, 1),
+                                  dims(b, threads, 1, 1), Value(), args, token,
+                                  ValueRange{t})
+            .getAsyncToken();
+    Value host = memref::AllocaOp::create(b, word);
+    t = gpu::MemcpyOp::create(b, token, ValueRange{t}, host, status)
+            .getAsyncToken();
+    for (Value buffer : {scratch, statuses, ranks, status})
+      deviceFree(b, t, buffer);
     gpu::WaitOp::create(b, Type(), ValueRange{t});
-    SmallVector<Value> operands(fn.getArguments());
-    operands.push_back(memref::CastOp::create(b, floats(), scratch));
-    operands.push_back(memref::CastOp::create(b, floats(), bounds));
-    SmallVector<Value> freed{scratch};
-    if (g.window > 0)
-      freed.push_back(bounds);
     func::ReturnOp::create(
-        b, ValueRange{runSingle(b, appendKernel, operands, freed)});
+        b, ValueRange{memref::LoadOp::create(b, host, ValueRange{idx(b, 0)})});
     result.append = fn;
   }
   // P_load(arena, layer, start, keys, values).
