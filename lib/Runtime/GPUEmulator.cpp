@@ -27,6 +27,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -34,7 +35,6 @@
 #include <memory>
 #include <mutex>
 #include <random>
-#include <algorithm>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -574,8 +574,8 @@ bool runBlock(Launch &l) {
   for (int64_t t = 0; t < threads; ++t)
     order[t] = t;
   std::mt19937_64 random(l.schedule ^ uint64_t(l.blockId[0] * 73856093 +
-                                              l.blockId[1] * 19349663 +
-                                              l.blockId[2] * 83492791));
+                                               l.blockId[1] * 19349663 +
+                                               l.blockId[2] * 83492791));
   while (true) {
     if (l.schedule)
       std::shuffle(order.begin(), order.end(), random);
