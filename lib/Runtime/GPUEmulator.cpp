@@ -763,8 +763,12 @@ void emuLaunchKernel(void *function, intptr_t gridX, intptr_t gridY,
            "dynamic shared memory or extra arguments");
     return;
   }
-  if (gridX < 1 || gridY < 1 || gridZ < 1 || blockX < 1 || blockX > 1024) {
-    e.fail("mgpuLaunchKernel(" + f->name + "): grid or block out of range");
+  // CUDA's limits: a grid of at most 2^31 - 1 x 65535 x 65535 blocks of
+  // at most 1024 threads.
+  if (gridX < 1 || gridY < 1 || gridZ < 1 || gridX > 0x7FFFFFFF ||
+      gridY > 65535 || gridZ > 65535 || blockX < 1 || blockX > 1024) {
+    e.fail("mgpuLaunchKernel(" + f->name +
+           "): grid or block beyond CUDA's limits");
     return;
   }
   Launch l;

@@ -31,3 +31,11 @@ func.func private @long(!kvprec.cache<1x1x16384x128xf32, #long>)
     formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 // expected-error @below {{head_dim 2048 exceeds 1024, the most the lowering takes}}
 func.func private @wide(!kvprec.cache<1x1x64x2048xf32, #wide>)
+
+// -----
+
+// A block per KV head in a grid dimension CUDA caps at 65535.
+#wide = #kvprec.plan<layers = 1, heads = 65536, capacity = 16, block = 16, sink = 0, window = 0,
+    formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+// expected-error @below {{the NVPTX lowering launches a block per KV head in a grid dimension of at most 65535, not 65536}}
+func.func private @wide(!kvprec.cache<1x65536x16x8xf32, #wide>)

@@ -271,6 +271,13 @@ private:
 
 LogicalResult GPUEmitter::checkShapes() {
   const int64_t d = g.headDim;
+  // The attention grid's z (and the certified kernel's y) is the KV head:
+  // CUDA launches at most 65535 blocks in those dimensions.
+  if (g.heads > 65535)
+    return user->emitError()
+           << "the NVPTX lowering launches a block per KV head in a grid "
+              "dimension of at most 65535, not "
+           << g.heads;
   int64_t maxElements = 1, minSlots = target.getBlockThreads();
   for (const an::StorageFormat &format : plan.formats) {
     LaneShape s = getLaneShape(format, d);
