@@ -396,20 +396,21 @@ static Status certifyWithEnvelope(const CalibrationStats *stats,
     // with that block's calibrated ranges. Only the blocks that are body at
     // full length: the later ones are in the window at every length up to
     // the capacity, so their body formats are never used.
-    int64_t parts =
-        segment == kBody && plan.perBlock ? ceilDiv(g.getBodyTokens(), g.block)
-                                          : 1;
+    // A per-block body with a single such block is still per-block: it is
+    // narrowed to that block's ranges like any other.
+    bool blockwise = segment == kBody && plan.perBlock;
+    int64_t parts = blockwise ? ceilDiv(g.getBodyTokens(), g.block) : 1;
     // Per-block bodies narrow a copy of the envelope block by block.
     std::optional<HeadEnvelope> narrowedCopy;
-    if (parts > 1)
+    if (blockwise)
       narrowedCopy = envelope;
-    const HeadEnvelope &local = parts > 1 ? *narrowedCopy : envelope;
+    const HeadEnvelope &local = blockwise ? *narrowedCopy : envelope;
     // Blocks whose ranges calibration could not narrow share the class-wide
     // error of their format: evaluate each such format once.
     std::map<std::pair<int, int8_t>, bool> seenWide;
     for (int64_t part = 0; part < parts; ++part) {
       bool narrowed = false;
-      if (parts > 1) {
+      if (blockwise) {
         int64_t begin = g.sink + part * g.block;
         int64_t end = std::min(begin + g.block, g.capacity);
         narrowed =
@@ -418,7 +419,7 @@ static Status certifyWithEnvelope(const CalibrationStats *stats,
       }
       for (int kv = 0; kv < 2; ++kv) {
         int64_t item = plan.getItem(layer, head, kv);
-        if (parts > 1 && !narrowed) {
+        if (blockwise && !narrowed) {
           int8_t index =
               plan.bodyFormats[item * g.getNumBodyBlocks() + part];
           if (!seenWide.emplace(std::make_pair(kv, index), true).second)

@@ -150,6 +150,52 @@ TEST(ReferenceCertifier, AgreesWithTheClassCertifier) {
               compared, worstRelative, perBlockCompared, perBlockTightest);
 }
 
+TEST(ReferenceCertifier, ASingleBodyBlockIsNarrowedToItsOwnRanges) {
+  // A per-block plan whose body holds one block at full length: that
+  // block's keys are small, but a later position's key channel reaches
+  // 70000, past f16. The body is f16 (the window f32, so it is not the one
+  // that overflows): both certifiers narrow the block to its own absmax and
+  // certify it. (The class-based one used to narrow only when the body had
+  // two or more blocks, and refused this plan: a certificate fuzzer
+  // finding.)
+  calib::CalibrationStats stats = makeStats(40, 11);
+  size_t lh = stats.index(0, 0);
+  int64_t blocks = stats.shape.getNumAbsoluteBlocks();
+  stats.kChanMax[lh * 8] = 70000.0f;
+  stats.kBlockAbsMax[lh * blocks + blocks - 1] = 70000.0f;
+  Plan plan;
+  // Window 24 plus the 4 tokens of a partial block leave one body block.
+  plan.geometry = {2, 2, 40, 8, 8, 4, 24};
+  ASSERT_EQ(plan.geometry.getBodyTokens(), 8);
+  plan.formats = {an::StorageFormat::unscaled(an::StorageKind::F16),
+                  an::StorageFormat::unscaled(an::StorageKind::F32)};
+  plan.perBlock = true;
+  int64_t items = plan.getNumItems();
+  plan.sinkFormats.assign(items, 0);
+  plan.windowFormats.assign(items, 1);
+  plan.bodyFormats.assign(items * plan.geometry.getNumBodyBlocks(), 0);
+  an::StaticCertifiedBound classBound;
+  double keyLogitError = 0, reference = 0;
+  an::Status status = certifyPlanHead(stats, plan, 0, 0, CertifyOptions(),
+                                      classBound, keyLogitError);
+  ASSERT_TRUE(status.ok()) << status.getMessage();
+  ASSERT_TRUE(
+      certifyHeadByPosition(stats, plan, 0, 0, CertifyOptions(), reference)
+          .ok());
+  EXPECT_TRUE(std::isfinite(reference));
+  EXPECT_GE(classBound.infNorm, reference * (1 - 1e-12));
+  EXPECT_LE(classBound.infNorm, reference * (1 + 1e-9));
+  // A body in f16 for the block that holds the 70000 is refused by both.
+  plan.geometry = {2, 2, 40, 8, 8, 4, 0};
+  plan.bodyFormats.assign(items * plan.geometry.getNumBodyBlocks(), 0);
+  EXPECT_TRUE(certifyPlanHead(stats, plan, 0, 0, CertifyOptions(), classBound,
+                              keyLogitError)
+                  .failed());
+  EXPECT_TRUE(
+      certifyHeadByPosition(stats, plan, 0, 0, CertifyOptions(), reference)
+          .failed());
+}
+
 TEST(ReferenceCertifier, RefusesWhatTheCalibrationDoesNotCover) {
   calib::CalibrationStats stats = makeStats(32, 7);
   std::mt19937 rng(1);
