@@ -447,7 +447,6 @@ struct Fiber {
   Context context;
   char *stack = nullptr;
   State state = State::Ready;
-  int64_t thread = 0;
   uint32_t shuffleValue = 0, shuffleResult = 0;
   int32_t shuffleOffset = 0;
 };
@@ -552,7 +551,6 @@ bool runBlock(Launch &l) {
   for (int64_t t = 0; t < threads; ++t) {
     Fiber &f = l.fibers[t];
     f.state = Fiber::State::Ready;
-    f.thread = t;
     f.context.start(f.stack + kGuardBytes, kStackBytes - kGuardBytes,
                     fiberMain);
   }
@@ -847,7 +845,7 @@ void emuSetDefaultDevice(int32_t) {}
 
 int64_t emuThreadId(int32_t dimension) {
   Launch &l = launch("gpu.thread_id");
-  return dimension == 0 ? l.current->thread : 0;
+  return dimension == 0 ? l.current - l.fibers.data() : 0;
 }
 int64_t emuBlockId(int32_t dimension) {
   return launch("gpu.block_id").blockId[std::clamp(dimension, 0, 2)];
