@@ -75,6 +75,21 @@ TEST(EmulatedGPUCache, MixedClassesAndLongerCaches) {
   runCase(c);
 }
 
+TEST(EmulatedGPUCache, CertifiedSplitsSpanSeveralBlocks) {
+  // Blocks of 4 after a sink of 4: a full cache has 1 + 39 tiles, so the
+  // certified kernel runs a split per tile in two blocks of 32 threads, the
+  // second with threads past the last split.
+  Case c = gpuFormatCase(kEveryGPUFormat[6], 64);
+  c.name += " 40 tiles";
+  c.capacity = 160;
+  c.block = 4;
+  c.sink = 4;
+  c.window = 8;
+  c.moreGroupRatios.clear();
+  c.emulatedChip = "sm_80";
+  runCase(c);
+}
+
 TEST(EmulatedGPUCache, RefusesAChipItDoesNotKnow) {
   Case c;
   c.formats = {kF32};

@@ -250,9 +250,13 @@ private:
   bool certified;
   /// P_append's threads: one per stream, at most 256.
   int64_t appendThreads() const { return std::min<int64_t>(2 * g.heads, 256); }
-  /// The certified attention's splits per KV head, at most (each one GPU
-  /// thread with its own scratch).
-  static constexpr int64_t kCertifiedSplits = 64;
+  /// The certified attention's threads: one per split, each with a slab of
+  /// scratch of its own, in blocks of kCertifiedBlockThreads. A split per
+  /// tile while their slabs fit in kCertifiedScratchBytes, and never fewer
+  /// than kCertifiedMinSplits (or the tiles) per KV head.
+  static constexpr int64_t kCertifiedBlockThreads = 32;
+  static constexpr int64_t kCertifiedMinSplits = 64;
+  static constexpr int64_t kCertifiedScratchBytes = int64_t(256) << 20;
   /// The certified attention's partials of KV head `h`, carved from the
   /// byte buffer `partials`: maxima, sums, accumulators, the certificate's
   /// scalars, vectors and ranges (the CPU's buffers of one KV head).
@@ -1330,9 +1334,10 @@ void GPUEmitter::emitCertifiedKernels(const Emitter::DeviceFunctions &device) {
     return kernel;
   };
   // (arena, layer, query, scale, splits, group, tiles, hasSink, sinkRows,
-  //  aged, bodyRows, partials, scratch, slabBytes): block (split, KV head),
-  // one thread, runs the CPU's certified attention of its split with its
-  // buffers in its slab of `scratch`.
+  //  aged, bodyRows, partials, scratch, slabBytes): blocks (splits / 32,
+  // KV head) of 32 threads, a thread per split, each running the CPU's
+  // certified attention of its split with its buffers in its slab of
+  // `scratch`.
   {
     SmallVector<Type> inputs{bytes,   index(), heads,   f32(),   index(),
                              index(), index(), index(), index(), index(),
@@ -1341,20 +1346,27 @@ void GPUEmitter::emitCertifiedKernels(const Emitter::DeviceFunctions &device) {
     Block &entry = certifiedPartKernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
     ValueRange args = certifiedPartKernel.getArguments();
-    Value split = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+    Value split =
+        add(b,
+            mul(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                kCertifiedBlockThreads),
+            gpu::ThreadIdOp::create(b, gpu::Dimension::x));
     Value h = gpu::BlockIdOp::create(b, gpu::Dimension::y);
     Value splits = args[4], group = args[5], tiles = args[6];
-    SmallVector<Value> partials =
-        certifiedPartials(b, args[11], h, tiles, group);
-    Value slab = mul(b, add(b, mul(b, h, splits), split), args[13]);
-    Value scratch =
-        memref::ViewOp::create(b, bytes, args[12], slab, ValueRange{args[13]});
-    SmallVector<Value> operands{args[0], args[1], args[2], args[3],
-                                h,       split,   group,   tiles,
-                                args[7], args[8], args[9], args[10]};
-    llvm::append_range(operands, partials);
-    operands.append({splits, scratch});
-    func::CallOp::create(b, device.attendPartCertified, operands);
+    // The last block's threads past the splits have nothing to do.
+    ifThen(b, lt(b, split, splits), [&](B &tb) {
+      SmallVector<Value> partials =
+          certifiedPartials(tb, args[11], h, tiles, group);
+      Value slab = mul(tb, add(tb, mul(tb, h, splits), split), args[13]);
+      Value scratch = memref::ViewOp::create(tb, bytes, args[12], slab,
+                                             ValueRange{args[13]});
+      SmallVector<Value> operands{args[0], args[1], args[2], args[3],
+                                  h,       split,   group,   tiles,
+                                  args[7], args[8], args[9], args[10]};
+      llvm::append_range(operands, partials);
+      operands.append({splits, scratch});
+      func::CallOp::create(tb, device.attendPartCertified, operands);
+    });
     gpu::ReturnOp::create(b);
   }
   // (partials, tiles, group, length, output, bounds): block (KV head, query
@@ -1513,12 +1525,18 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
                                    Value length, Value output, Value bounds,
                                    const Emitter::AttendTiles &tiles,
                                    Value group) {
-    Value splits =
-        arith::MinUIOp::create(ab, tiles.tiles, idx(ab, kCertifiedSplits));
     Value slabBytes = idx(ab, 0);
     for (Value n :
          deviceEmitter->attendPartBufferFloats(ab, group, /*cert=*/true))
       slabBytes = add(ab, slabBytes, deviceEmitter->scratchBytes(ab, n));
+    // A split per tile, as far as the scratch budget allows. (A slab is a
+    // few floats per element of the group's queries and of a tile: times
+    // at most 65535 KV heads, far from overflowing.)
+    Value affordable = arith::DivUIOp::create(
+        ab, idx(ab, kCertifiedScratchBytes), mul(ab, slabBytes, g.heads));
+    Value splits = arith::MinUIOp::create(
+        ab, tiles.tiles,
+        arith::MaxUIOp::create(ab, affordable, idx(ab, kCertifiedMinSplits)));
     MemRefType bytes =
         MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
     Value partials = deviceAlloc(
@@ -1528,8 +1546,10 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
                                 {mul(ab, mul(ab, splits, slabBytes), g.heads)});
     t = gpu::LaunchFuncOp::create(
             ab, certifiedPartKernel,
-            gpu::KernelDim3{splits, idx(ab, g.heads), idx(ab, 1)},
-            dims(ab, 1, 1, 1), Value(),
+            gpu::KernelDim3{arith::CeilDivUIOp::create(
+                                ab, splits, idx(ab, kCertifiedBlockThreads)),
+                            idx(ab, g.heads), idx(ab, 1)},
+            dims(ab, kCertifiedBlockThreads, 1, 1), Value(),
             ValueRange{arena, layer, query, softmaxScale, splits, group,
                        tiles.tiles, tiles.hasSink, tiles.sinkRows, tiles.aged,
                        tiles.bodyRows, partials, scratch, slabBytes},
