@@ -1346,11 +1346,10 @@ void GPUEmitter::emitCertifiedKernels(const Emitter::DeviceFunctions &device) {
     Block &entry = certifiedPartKernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
     ValueRange args = certifiedPartKernel.getArguments();
-    Value split =
-        add(b,
-            mul(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
-                kCertifiedBlockThreads),
-            gpu::ThreadIdOp::create(b, gpu::Dimension::x));
+    Value split = add(b,
+                      mul(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
+                          kCertifiedBlockThreads),
+                      gpu::ThreadIdOp::create(b, gpu::Dimension::x));
     Value h = gpu::BlockIdOp::create(b, gpu::Dimension::y);
     Value splits = args[4], group = args[5], tiles = args[6];
     // The last block's threads past the splits have nothing to do.
