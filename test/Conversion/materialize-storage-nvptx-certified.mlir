@@ -1,11 +1,12 @@
 // The run-time certificate on the NVPTX target: kvprec.attend with an f32
 // result (or runtime-certificate) makes P_attend_certified, host code that
-// launches the CPU's certified attention on the GPU, one thread per (split,
-// KV head) with its buffers carved from device scratch, then one thread per
-// query head for the combine and the certificate (docs/gpu.md).
+// launches the certified split kernel (a block per query head, split and
+// KV head: the output's partials and the certificate's terms in the same
+// pass) and the certified combine (a block per query head, a thread per
+// channel), docs/gpu.md.
 // RUN: kvprec-opt %s --kvprec-materialize-storage="target=nvptx chip=sm_80" | FileCheck %s
-// The whole lowering, with ptxas assembling the certified kernels (which
-// spill: they are the CPU's vector code, one thread each).
+// The whole lowering, with ptxas assembling the certified kernels
+// (kvprec-to-nvvm-formats.test checks their spills for every format).
 // RUN: %if libdevice && ptxas %{ kvprec-opt %s --kvprec-to-nvvm="chip=sm_80 format=bin" | FileCheck %s --check-prefix=BIN %}
 
 #plan = #kvprec.plan<layers = 1, heads = 2, capacity = 64, block = 16, sink = 4, window = 16,
@@ -28,18 +29,17 @@ func.func @certified(%c: !cache, %q: memref<4x32xf32>, %o: memref<4x32xf32>, %n:
   return %b : f32
 }
 
-// The device module: the CPU's certified attention and combine, and the
-// kernels that run them.
+// The device module: the two certified kernels beside the others, none of
+// the CPU's certified functions.
 // CHECK: gpu.module @kvprec_cache0_device
-// CHECK-DAG: func.func private @kvprec_cache0_attend_part_certified({{.*}}, %{{.+}}: index, %{{.+}}: memref<?xi8>)
-// CHECK-DAG: func.func private @kvprec_cache0_attend_combine_certified(
-// CHECK-DAG: gpu.func @kvprec_cache0_attend_certified_part({{.*}}) kernel
-// CHECK-DAG: gpu.func @kvprec_cache0_attend_certified_combine({{.*}}) kernel
-// The host function: the same checks as P_attend, then a thread per (split,
-// KV head) and one per query head.
+// CHECK-NOT: attend_part_certified
+// CHECK-DAG: gpu.func @kvprec_cache0_attend_split_certified({{.*}}) workgroup({{.*}}) kernel
+// CHECK-DAG: gpu.func @kvprec_cache0_attend_combine_certified({{.*}}) workgroup({{.*}}) kernel
+// The host function: the same checks as P_attend, then a block per (query
+// head, split, KV head) of 128 threads, and one per (KV head, query head).
 // CHECK-LABEL: func.func @kvprec_cache0_attend_certified(
-// CHECK: gpu.launch_func async {{.*}} @kvprec_cache0_device::@kvprec_cache0_attend_certified_part blocks in ({{.*}}, %{{.+}}, %{{.+}}) threads in (%{{.+}}, %{{.+}}, %{{.+}})
-// CHECK: gpu.launch_func async {{.*}} @kvprec_cache0_device::@kvprec_cache0_attend_certified_combine
+// CHECK: gpu.launch_func async {{.*}} @kvprec_cache0_device::@kvprec_cache0_attend_split_certified blocks in (%{{.+}}, %{{.+}}, %c2{{.*}}) threads in (%c128{{.*}}, %{{.+}}, %{{.+}})
+// CHECK: gpu.launch_func async {{.*}} @kvprec_cache0_device::@kvprec_cache0_attend_combine_certified blocks in (%c2{{.*}}, %{{.+}}, %{{.+}}) threads in (%c128{{.*}}, %{{.+}}, %{{.+}})
 
 // BIN: gpu.binary @kvprec_cache0_device
 // BIN-SAME: bin = "

@@ -75,10 +75,11 @@ TEST(EmulatedGPUCache, MixedClassesAndLongerCaches) {
   runCase(c);
 }
 
-TEST(EmulatedGPUCache, CertifiedSplitsSpanSeveralBlocks) {
-  // Blocks of 4 after a sink of 4: a full cache has 1 + 39 tiles, so the
-  // certified kernel runs a split per tile in two blocks of 32 threads, the
-  // second with threads past the last split.
+TEST(EmulatedGPUCache, CertifiedAttentionOverSeveralSplits) {
+  // Blocks of 4 after a sink of 4: a full cache has 1 + 39 tiles. The
+  // certified split kernel takes at most 32 tiles a split for int8 at
+  // head_dim 64 (the 32 row slots of its lanes), so at the longer lengths
+  // its combine joins two splits, the second one partly full.
   Case c = gpuFormatCase(kEveryGPUFormat[6], 64);
   c.name += " 40 tiles";
   c.capacity = 160;

@@ -88,9 +88,9 @@ struct KVPrecToNVVMOptions : public PassPipelineOptions<KVPrecToNVVMOptions> {
       llvm::cl::init("kvprec_cache")};
   PassOptions::Option<bool> runtimeCertificate{
       *this, "runtime-certificate",
-      llvm::cl::desc("Also generate P_attend_certified for every cache: the "
-                     "CPU's certified attention, one GPU thread per (split, "
-                     "KV head), not the fast kernels (docs/gpu.md)"),
+      llvm::cl::desc("Also generate P_attend_certified for every cache: "
+                     "attention with its run-time certificate computed in "
+                     "the same pass (docs/gpu.md)"),
       llvm::cl::init(false)};
 };
 

@@ -1327,11 +1327,8 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
                            floats(),    floats(),    floats()};
   if (withCertificate)
     inputs.append({floats(), floats(), floats()});
-  // The number of splits; in device code also the scratch its buffers are
-  // carved from (attendPartBufferFloats, in that order).
+  // The number of splits.
   inputs.push_back(indexType());
-  if (device)
-    inputs.push_back(arenaType());
   func::FuncOp fn = createFunction(
       prefix + (withCertificate ? "_attend_part_certified" : "_attend_part"),
       inputs, {}, false);
@@ -1352,7 +1349,6 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
     partialRange = args[17];
   }
   Value splits = args[withCertificate ? 18 : 15];
-  Value scratch = device ? args.back() : Value();
   Value zero = idx(hb, 0), one = idx(hb, 1);
   Value negInf = arith::ConstantFloatOp::create(
       hb, Float32Type::get(context),
@@ -1363,18 +1359,10 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
   {
     Value itemK = itemOf(hb, layer, h, 0);
     Value itemV = add(hb, itemK, idx(hb, 1));
-    // Buffers of this split: allocated, or views of the device scratch.
+    // Buffers of this split.
     SmallVector<Value> buffers;
-    Value scratchOffset = zero;
-    for (Value n : attendPartBufferFloats(hb, group, withCertificate)) {
-      if (!scratch) {
-        buffers.push_back(memref::AllocOp::create(hb, floats(), ValueRange{n}));
-        continue;
-      }
-      buffers.push_back(memref::ViewOp::create(hb, floats(), scratch,
-                                               scratchOffset, ValueRange{n}));
-      scratchOffset = add(hb, scratchOffset, scratchBytes(hb, n));
-    }
+    for (Value n : attendPartBufferFloats(hb, group, withCertificate))
+      buffers.push_back(memref::AllocOp::create(hb, floats(), ValueRange{n}));
     // The group's queries and accumulators, a tile's logits; each tile of
     // K, then of V, is dequantized once into `tileBuffer` for all query
     // heads of the group.
@@ -1714,9 +1702,8 @@ func::FuncOp Emitter::emitAttendPart(bool withCertificate) {
               });
           scf::YieldOp::create(tb);
         });
-    if (!scratch)
-      for (Value buffer : buffers)
-        memref::DeallocOp::create(hb, buffer);
+    for (Value buffer : buffers)
+      memref::DeallocOp::create(hb, buffer);
   }
   func::ReturnOp::create(hb);
   return fn;
@@ -1847,13 +1834,19 @@ func::FuncOp Emitter::emitAttendCombine(bool withCertificate) {
 Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
                                   const CertificatePartials &parts, Value i,
                                   Value group, Value tiles, Value total,
-                                  Value normalized, Value length) {
+                                  Value normalized, Value length, Value channel,
+                                  int64_t width) {
   const int64_t d = g.headDim;
-  const int64_t tileRows = std::max<int64_t>({g.block, g.sink, 1});
+  if (width == 0)
+    width = d;
+  const int64_t tileRows =
+      std::max<int64_t>({g.block, g.sink, 1, certificatePartRows});
   const double u = 0x1p-24, theta = 4 * u;
-  VectorType vt = VectorType::get({d}, f32());
+  VectorType vt = VectorType::get({width}, f32());
   VectorType one = VectorType::get({1}, f32());
   Value zero = idx(b, 0), step = idx(b, 1);
+  if (!channel)
+    channel = zero;
   auto fc = [&](ImplicitLocOpBuilder &cb, double v) -> Value {
     return arith::ConstantFloatOp::create(cb, Float32Type::get(context),
                                           APFloat(float(v)));
@@ -1943,16 +1936,21 @@ Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
         auto vecAt = [&](int k) -> Value {
           return vector::LoadOp::create(
               sb, vt, parts.vec,
-              ValueRange{mul(sb, add(sb, mul(sb, at, idx(sb, 3)), idx(sb, k)),
-                             idx(sb, d))});
+              ValueRange{
+                  add(sb,
+                      mul(sb, add(sb, mul(sb, at, idx(sb, 3)), idx(sb, k)),
+                          idx(sb, d)),
+                      channel)});
         };
         Value rangeSlot = t;
         auto rangeAt = [&](int k) -> Value {
           return vector::LoadOp::create(
               sb, vt, parts.range,
-              ValueRange{
+              ValueRange{add(
+                  sb,
                   mul(sb, add(sb, mul(sb, rangeSlot, idx(sb, 3)), idx(sb, k)),
-                      idx(sb, d))});
+                      idx(sb, d)),
+                  channel)});
         };
         next[W] = vector::FMAOp::create(sb, splat(sb, w), vecAt(0), acc[W]);
         next[U] = vector::FMAOp::create(
@@ -2282,12 +2280,6 @@ LogicalResult Emitter::runDevice(DeviceFunctions &result) {
   result.appendCheck = emitAppendImpl(AppendKind::Check);
   result.appendStore = emitAppendImpl(AppendKind::Store);
   result.loadImpl = emitLoadImpl();
-  if (certified) {
-    emitTileKernels();
-    emitCertificateKernels();
-    result.attendPartCertified = emitAttendPart(true);
-    result.attendCombineCertified = emitAttendCombine(true);
-  }
   return success();
 }
 

@@ -92,9 +92,6 @@ public:
   /// public there.
   struct DeviceFunctions {
     func::FuncOp init, appendCheck, appendStore, loadImpl;
-    /// With the certificate: P_attend_part_certified (its buffers carved
-    /// from the caller's scratch) and P_attend_combine_certified.
-    func::FuncOp attendPartCertified, attendCombineCertified;
   };
   LogicalResult runDevice(DeviceFunctions &result);
 
@@ -246,10 +243,11 @@ private:
   /// maxima, sums and accumulators.
   func::FuncOp emitAttendPart(bool withCertificate);
   /// The f32 buffers of one (KV head, split) of attention, in floats, in
-  /// the order P_attend_part carves them from device scratch.
+  /// the order P_attend_part uses them.
   SmallVector<Value> attendPartBufferFloats(ImplicitLocOpBuilder &b,
                                             Value group, bool withCertificate);
-  /// The scratch bytes a buffer of `floats` takes (16-byte aligned).
+  /// The bytes a buffer of `floats` takes in a region of several (16-byte
+  /// aligned).
   Value scratchBytes(ImplicitLocOpBuilder &b, Value floats);
   /// P_attend_combine[_certified]: query head `i`'s output (and bound)
   /// from the partials of its KV head's tiles, written to row `outRow`.
@@ -370,11 +368,14 @@ private:
   };
   /// The run-time certificate of query head `i` of the KV head whose tiles'
   /// partials `parts` hold, M = `total` its largest logit and `normalized`
-  /// its f32 output.
+  /// its f32 output: over every channel, or (`width` > 0) over the `width`
+  /// channels from `channel`, `normalized` holding just those (a GPU
+  /// thread's).
   Value combineCertificate(ImplicitLocOpBuilder &b,
                            const CertificatePartials &parts, Value i,
                            Value group, Value tiles, Value total,
-                           Value normalized, Value length);
+                           Value normalized, Value length, Value channel = {},
+                           int64_t width = 0);
   /// P_load_impl(<P_load's arguments>, row) -> i32, `row` a head_dim f32
   /// scratch row from the caller.
   func::FuncOp emitLoadImpl();
@@ -396,6 +397,10 @@ private:
   bool certified;
   /// Emitting into a GPU module (runDevice): no public C interfaces.
   bool device = false;
+  /// The most rows one part of the certified combine's partials sums (its
+  /// rounding margin): a tile's, or where device kernels write a split of
+  /// several tiles per part, theirs (GPUEmitter sets it).
+  int64_t certificatePartRows = 0;
   std::string itemsName, runsName, groupsName, directName;
   int64_t numRuns = 0;
   func::FuncOp storeAny, loadAny, loadKeysAny, logitsAny, accumulateAny,

@@ -1069,6 +1069,14 @@ Value mlir::kvprec::emitDequantizeValues(ImplicitLocOpBuilder &b,
   return k.dequantizeValue(values, scale, zero);
 }
 
+Value mlir::kvprec::emitElementBounds(ImplicitLocOpBuilder &b,
+                                      const an::StorageFormat &format,
+                                      StorageKind dequantizer, Value codes,
+                                      Value value, Value scale) {
+  KernelEmitter k(b, format, getLaneCount(value), dequantizer);
+  return k.elementBound(codes, value, scale);
+}
+
 Value mlir::kvprec::emitWidenScales(ImplicitLocOpBuilder &b,
                                     const an::StorageFormat &format,
                                     Value raw) {

@@ -129,6 +129,14 @@ Value emitDequantizeValues(ImplicitLocOpBuilder &b,
                            const ::kvprec::analysis::StorageFormat &format,
                            ::kvprec::analysis::StorageKind dequantizer,
                            Value values, Value scale, Value zero);
+/// Each element's error bound delta (the bounds kernel's: never below
+/// an::computeStoredElementErrorBound, rounded up to f32) from its code
+/// value lanes (emitCodeValues'; null for unscaled formats), its
+/// dequantized value lanes and its scale lanes (null for unscaled formats).
+Value emitElementBounds(ImplicitLocOpBuilder &b,
+                        const ::kvprec::analysis::StorageFormat &format,
+                        ::kvprec::analysis::StorageKind dequantizer,
+                        Value codes, Value value, Value scale);
 /// Scale or zero-point lanes as stored (i16 lanes for f16 and bf16 scales,
 /// f32 lanes for f32) widened to f32.
 Value emitWidenScales(ImplicitLocOpBuilder &b,

@@ -71,7 +71,11 @@ struct LaneShape {
   int64_t slots(int64_t threads) const { return threads / lanes; }
 };
 
-LaneShape getLaneShape(const an::StorageFormat &format, int64_t headDim) {
+/// `maxElements` > 0 narrows the pieces until a lane holds at most that
+/// many elements where it can (the certified kernel's registers: it keeps
+/// eight rows of them).
+LaneShape getLaneShape(const an::StorageFormat &format, int64_t headDim,
+                       int64_t maxElements = 0) {
   LaneShape s;
   s.bits = an::getBitWidth(format.kind);
   s.fields = s.bits >= 8 ? 1 : 8 / s.bits;
@@ -79,17 +83,22 @@ LaneShape getLaneShape(const an::StorageFormat &format, int64_t headDim) {
   s.width = 16;
   while (s.rowBytes % s.width)
     s.width /= 2;
-  s.pieces = s.rowBytes / s.width;
-  if (s.pieces <= 32) {
-    s.chunks = 1;
-    s.lanes = int64_t(llvm::PowerOf2Ceil(s.pieces));
-  } else {
-    s.lanes = 32;
-    s.chunks = llvm::divideCeil(s.pieces, 32);
+  for (;;) {
+    s.pieces = s.rowBytes / s.width;
+    if (s.pieces <= 32) {
+      s.chunks = 1;
+      s.lanes = int64_t(llvm::PowerOf2Ceil(s.pieces));
+    } else {
+      s.lanes = 32;
+      s.chunks = llvm::divideCeil(s.pieces, 32);
+    }
+    s.perField = s.bits >= 8 ? s.width * 8 / s.bits : s.width;
+    s.elements = s.chunks * s.fields * s.perField;
+    if (maxElements <= 0 || s.elements <= maxElements || s.width == 1 ||
+        s.pieces * 2 > 32)
+      return s;
+    s.width /= 2;
   }
-  s.perField = s.bits >= 8 ? s.width * 8 / s.bits : s.width;
-  s.elements = s.chunks * s.fields * s.perField;
-  return s;
 }
 } // namespace
 
@@ -195,25 +204,23 @@ private:
 
   LogicalResult checkShapes();
   void emitAttendKernels();
+  /// P_attend_split, or with the certificate P_attend_split_certified.
+  gpu::GPUFuncOp emitSplitKernel(bool withCertificate);
   void emitSimpleKernels(const Emitter::DeviceFunctions &device);
   void emitHostFunctions(CacheFunctions &result);
 
   /// The place and rows of tile `t` of stream `item` (the CPU attention's
   /// tiles: the sink when it holds rows, then one per block).
+  /// With `arena`, also the tile's inherited bound (a re-quantized body
+  /// block's; 0 elsewhere).
   struct Tile {
     Place place;
     Value rows;
+    Value inherited = {};
   };
   Tile tileAt(B &b, Value item, Value t, Value hasSink, Value sinkRows,
-              Value aged, Value bodyRows);
+              Value aged, Value bodyRows, Value arena = {});
 
-  /// The lanes' view of one tile's rows of a format.
-  struct Slice {
-    const an::StorageFormat *format;
-    LaneShape shape;
-    Value arena, place_code, place_scale, place_zero, firstRow;
-    Value lane; // tid % lanes
-  };
   /// Element index (in the row) of (chunk, field, 0) of `lane`.
   Value elementBase(B &b, const LaneShape &s, Value lane, int64_t chunk,
                     int64_t field);
@@ -222,9 +229,11 @@ private:
   /// The lane's elements of row `r` of a run (f32, shape.elements lanes in
   /// (chunk, field, k) order): dequantized, or for keys whose scale folds
   /// the code values (the row's scale in `rowScale`).
+  /// With `delta`, also each element's error bound in the same order
+  /// (emitElementBounds; dequantized values, so not with a folded scale).
   Value decodeRow(B &b, const an::StorageFormat &format, const LaneShape &s,
                   const Place &place, Value arena, Value r, Value lane,
-                  bool forKeys, Value *rowScale);
+                  bool forKeys, Value *rowScale, Value *delta = nullptr);
   /// The lane's query values (or any shared f32 row `base`) in the same
   /// order.
   Value loadLaneRow(B &b, const LaneShape &s, Value sharedBuffer, Value base,
@@ -245,29 +254,30 @@ private:
   std::unique_ptr<FormatCodegen> deviceFormats;
   std::unique_ptr<Emitter> deviceEmitter, hostEmitter;
   gpu::GPUFuncOp initKernel, appendKernel, loadKernel, splitKernel,
-      combineKernel, certifiedPartKernel, certifiedCombineKernel;
+      combineKernel, certifiedSplitKernel, certifiedCombineKernel;
   /// Whether to emit P_attend_certified.
   bool certified;
   /// P_append's threads: one per stream, at most 256.
   int64_t appendThreads() const { return std::min<int64_t>(2 * g.heads, 256); }
-  /// The certified attention's threads: one per split, each with a slab of
-  /// scratch of its own, in blocks of kCertifiedBlockThreads. A split per
-  /// tile while their slabs fit in kCertifiedScratchBytes, and never fewer
-  /// than kCertifiedMinSplits (or the tiles) per KV head.
-  static constexpr int64_t kCertifiedBlockThreads = 32;
-  static constexpr int64_t kCertifiedMinSplits = 64;
-  static constexpr int64_t kCertifiedScratchBytes = int64_t(256) << 20;
-  /// The certified attention's partials of KV head `h`, carved from the
-  /// byte buffer `partials`: maxima, sums, accumulators, the certificate's
-  /// scalars, vectors and ranges (the CPU's buffers of one KV head).
+  /// The certified attention's partials of KV head `h` over `splits`
+  /// splits, carved from the byte buffer `partials`: maxima, sums,
+  /// accumulators, the certificate's scalars, vectors and ranges (the
+  /// layout of the CPU's certified combine, a split in place of a tile).
   SmallVector<Value> certifiedPartials(B &b, Value partials, Value h,
-                                       Value tiles, Value group);
+                                       Value splits, Value group);
   /// The bytes of one KV head's partials.
-  Value certifiedPartialBytes(B &b, Value tiles, Value group);
-  SmallVector<Value> certifiedPartialFloats(B &b, Value tiles, Value group);
-  void emitCertifiedKernels(const Emitter::DeviceFunctions &device);
+  Value certifiedPartialBytes(B &b, Value splits, Value group);
+  SmallVector<Value> certifiedPartialFloats(B &b, Value splits, Value group);
+  void emitCertifiedCombineKernel();
   /// Query heads per block, tiles per split, rows per tile (at most).
   int64_t headsPerBlock = 1, tilesPerSplit = 1, tileRows = 1;
+  /// Tiles per split of P_attend_split_certified.
+  int64_t certifiedTilesPerSplit = 0;
+  /// Elements a lane of P_attend_split_certified holds of a row, at most
+  /// (it keeps eight rows of them: values, bounds and six sums).
+  static constexpr int64_t kCertifiedElements = 16;
+  /// Static shared memory a block may take.
+  static constexpr int64_t kSharedBytes = 48 * 1024;
   static constexpr int64_t kWarps = 4;
 };
 
@@ -283,6 +293,7 @@ LogicalResult GPUEmitter::checkShapes() {
               "dimension of at most 65535, not "
            << g.heads;
   int64_t maxElements = 1, minSlots = target.getBlockThreads();
+  int64_t certifiedMinSlots = minSlots;
   for (const an::StorageFormat &format : plan.formats) {
     LaneShape s = getLaneShape(format, d);
     if (s.bits < 8 && d % s.fields != 0)
@@ -290,17 +301,23 @@ LogicalResult GPUEmitter::checkShapes() {
              << "the NVPTX lowering needs head_dim " << d
              << " to be a multiple of " << s.fields << " for "
              << an::getStorageKindName(format.kind) << " codes";
-    if (an::isScaled(format) &&
-        format.granularity == an::Granularity::TokenGroup &&
-        format.groupSize % s.perField != 0 &&
-        s.perField % format.groupSize != 0)
-      return user->emitError()
-             << "the NVPTX lowering cannot split token groups of "
-             << format.groupSize << " over lanes of " << s.perField
-             << " elements (" << an::getStorageKindName(format.kind)
-             << ", head_dim " << d << ")";
+    SmallVector<LaneShape, 2> shapes{s};
+    if (certified)
+      shapes.push_back(getLaneShape(format, d, kCertifiedElements));
+    for (const LaneShape &shape : shapes)
+      if (an::isScaled(format) &&
+          format.granularity == an::Granularity::TokenGroup &&
+          format.groupSize % shape.perField != 0 &&
+          shape.perField % format.groupSize != 0)
+        return user->emitError()
+               << "the NVPTX lowering cannot split token groups of "
+               << format.groupSize << " over lanes of " << shape.perField
+               << " elements (" << an::getStorageKindName(format.kind)
+               << ", head_dim " << d << ")";
     maxElements = std::max(maxElements, s.elements);
     minSlots = std::min(minSlots, s.slots(target.getBlockThreads()));
+    certifiedMinSlots = std::min(certifiedMinSlots,
+                                 shapes.back().slots(target.getBlockThreads()));
   }
   if (maxElements > target.getAccumulatorRegisters())
     return user->emitError()
@@ -327,19 +344,42 @@ LogicalResult GPUEmitter::checkShapes() {
   // split than one tile holds (the contract's depth per block).
   tilesPerSplit = std::max<int64_t>(
       1, std::min(logitFloats / (tileRows * headsPerBlock), minSlots));
+  if (certified) {
+    // P_attend_split_certified (one query head): the query, staging,
+    // accumulator, W U G and range rows, the reductions, then four arrays
+    // of row slots in what is left.
+    int64_t fixedFloats =
+        d * (1 + kWarps + 1 + 3 + 3) + kWarps + 2 + kWarps * 8;
+    int64_t slotFloats =
+        std::min(logitFloats, (kSharedBytes / 4 - fixedFloats) / 4);
+    if (slotFloats < tileRows)
+      return user->emitError()
+             << "the NVPTX run-time certificate keeps a tile's rows in "
+                "shared memory: head_dim "
+             << d << " leaves room for " << std::max<int64_t>(slotFloats, 0)
+             << " rows of " << kSharedBytes / 1024 << " KiB, not the "
+             << tileRows << " of a tile (block and sink)";
+    certifiedTilesPerSplit = std::max<int64_t>(
+        1, std::min(slotFloats / tileRows, certifiedMinSlots));
+  }
   return success();
 }
 
 GPUEmitter::Tile GPUEmitter::tileAt(B &b, Value item, Value t, Value hasSink,
-                                    Value sinkRows, Value aged,
-                                    Value bodyRows) {
+                                    Value sinkRows, Value aged, Value bodyRows,
+                                    Value arena) {
   Emitter &e = *deviceEmitter;
   Value zero = idx(b, 0);
   Value isSink = andI(b, cmp(b, arith::CmpIPredicate::eq, t, zero),
                       cmp(b, arith::CmpIPredicate::ne, hasSink, zero));
   auto pick = [&](B &pb, const Place &p, Value rows) {
-    scf::YieldOp::create(
-        pb, ValueRange{p.format, p.code, p.scale, p.zero, p.row, rows});
+    SmallVector<Value> fields{p.format, p.code, p.scale, p.zero, p.row, rows};
+    if (arena)
+      fields.push_back(p.inherited ? Value(memref::LoadOp::create(
+                                         pb, e.f32At(pb, arena, p.inherited),
+                                         ValueRange{idx(pb, 0)}))
+                                   : fconst(pb, 0.0f));
+    scf::YieldOp::create(pb, fields);
   };
   auto op = scf::IfOp::create(
       b, isSink,
@@ -368,7 +408,8 @@ GPUEmitter::Tile GPUEmitter::tileAt(B &b, Value item, Value t, Value hasSink,
       });
   return {{op.getResult(0), op.getResult(1), op.getResult(2), op.getResult(3),
            op.getResult(4)},
-          op.getResult(5)};
+          op.getResult(5),
+          arena ? op.getResult(6) : Value()};
 }
 
 Value GPUEmitter::elementBase(B &b, const LaneShape &s, Value lane,
@@ -408,8 +449,8 @@ Value GPUEmitter::loadLaneRow(B &b, const LaneShape &s, Value sharedBuffer,
 
 Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
                             const LaneShape &s, const Place &place, Value arena,
-                            Value r, Value lane, bool forKeys,
-                            Value *rowScale) {
+                            Value r, Value lane, bool forKeys, Value *rowScale,
+                            Value *delta) {
   const int64_t d = g.headDim;
   Type i8 = b.getI8Type(), i16 = b.getI16Type();
   Value row = add(b, place.row, r);
@@ -449,6 +490,8 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
   Value result = arith::ConstantOp::create(
       b, DenseElementsAttr::get(VectorType::get({s.elements}, f32()),
                                 b.getF32FloatAttr(0.0f)));
+  assert(!(delta && folds) && "bounds are of dequantized values");
+  Value deltaResult = result;
   // The scale (or zero point) lanes of `count` elements from `element`
   // of the row, widened to f32.
   auto scaleLanesAt = [&](B &tb, Value view, Value element,
@@ -485,7 +528,8 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
 
   for (int64_t c = 0; c < s.chunks; ++c) {
     Value active = pieceActive(b, s, lane, c);
-    SmallVector<Type> fieldTypes(s.fields, laneF32);
+    // The fields' values, then (with `delta`) their bounds.
+    SmallVector<Type> fieldTypes(delta ? 2 * s.fields : s.fields, laneF32);
     SmallVector<Value> fieldValues =
         ifElseZero(b, active, fieldTypes, [&](B &tb) {
           Value piece = add(tb, mul(tb, lane, 1), idx(tb, c * s.lanes));
@@ -514,7 +558,7 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
             Value four = vector::ShuffleOp::create(tb, load, zeroBytes, pad);
             words = vector::BitCastOp::create(tb, wordType, four);
           }
-          SmallVector<Value> out;
+          SmallVector<Value> out, bounds;
           if (format.kind == an::StorageKind::F32) {
             out.push_back(vector::BitCastOp::create(tb, laneF32, words));
           } else if (format.kind == an::StorageKind::F16 ||
@@ -525,7 +569,11 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
             Value halves = vector::BitCastOp::create(
                 tb, VectorType::get({s.perField}, half), words);
             out.push_back(arith::ExtFOp::create(tb, laneF32, halves));
-          } else {
+          }
+          if (!scaled && delta)
+            bounds.push_back(emitElementBounds(tb, format, dequantizer, Value(),
+                                               out[0], Value()));
+          if (scaled) {
             // Code lanes (i32), field by field.
             SmallVector<Value> codeFields;
             int64_t lanesPerWord = 4 * s.fields;
@@ -630,16 +678,26 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
                                : Value();
               out.push_back(emitDequantizeValues(tb, format, dequantizer,
                                                  values, scale, zero));
+              if (delta)
+                bounds.push_back(emitElementBounds(tb, format, dequantizer,
+                                                   values, out.back(), scale));
             }
           }
+          llvm::append_range(out, bounds);
           return out;
         });
-    for (int64_t f = 0; f < s.fields; ++f)
-      result = vector::InsertStridedSliceOp::create(
-          b, fieldValues[f], result,
-          ArrayRef<int64_t>{(c * s.fields + f) * s.perField},
-          ArrayRef<int64_t>{1});
+    for (int64_t f = 0; f < s.fields; ++f) {
+      SmallVector<int64_t, 1> at{(c * s.fields + f) * s.perField};
+      result = vector::InsertStridedSliceOp::create(b, fieldValues[f], result,
+                                                    at, ArrayRef<int64_t>{1});
+      if (delta)
+        deltaResult = vector::InsertStridedSliceOp::create(
+            b, fieldValues[s.fields + f], deltaResult, at,
+            ArrayRef<int64_t>{1});
+    }
   }
+  if (delta)
+    *delta = deltaResult;
   if (rowScale) {
     if (folds) {
       Value one = vector::LoadOp::create(b, VectorType::get({1}, scaleElement),
@@ -653,10 +711,16 @@ Value GPUEmitter::decodeRow(B &b, const an::StorageFormat &format,
   return result;
 }
 
-void GPUEmitter::emitAttendKernels() {
-  const int64_t d = g.headDim, GC = headsPerBlock, TR = tileRows;
+gpu::GPUFuncOp GPUEmitter::emitSplitKernel(bool withCertificate) {
+  const int64_t d = g.headDim, TR = tileRows;
+  // The certified kernel takes one query head per block (its per-head
+  // terms would pass the registers otherwise) and fewer tiles per split
+  // (four arrays of row slots).
+  const int64_t GC = withCertificate ? 1 : headsPerBlock;
+  const int64_t splitTiles =
+      withCertificate ? certifiedTilesPerSplit : tilesPerSplit;
   const int64_t threads = target.getBlockThreads();
-  const int64_t logitSlots = tilesPerSplit * TR * GC;
+  const int64_t logitSlots = splitTiles * TR * GC;
   Type element = cache.getElementType();
   MemRefType arenaType =
       MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
@@ -668,32 +732,64 @@ void GPUEmitter::emitAttendKernels() {
   // P_attend_split(arena, layer, query, softmaxScale, group, tiles, hasSink,
   //                sinkRows, aged, bodyRows, splits, partMax, partSum,
   //                partAcc), grid (chunks, splits, KV heads).
-  SmallVector<Type> inputs{arenaType, index(),  heads,    f32(),   index(),
-                           index(),   index(),  index(),  index(), index(),
-                           index(),   floats(), floats(), floats()};
+  // P_attend_split_certified(<the same to splits>, partials): one query
+  // head per block, grid (group, splits, KV heads); its partials and the
+  // certificate's in the layout of the CPU's certified combine
+  // (certifiedPartials, the splits in place of its tiles).
+  SmallVector<Type> inputs{arenaType, index(), heads,   f32(),
+                           index(),   index(), index(), index(),
+                           index(),   index(), index()};
+  if (withCertificate)
+    inputs.push_back(arenaType);
+  else
+    inputs.append({floats(), floats(), floats()});
   // Shared memory: the chunk's queries, the split's logits (then weights),
   // per-warp staging rows, the accumulated rows, and the block's
-  // reductions (per warp and head, then max and sum per head).
+  // reductions (per warp and head, then max and sum per head). The
+  // certificate's: E_t (then wV), S_t (then wU) and wG per row slot, the
+  // block's W, U, G rows and its min V^, max V^, max deltaV rows, and the
+  // warps' eight key terms.
   SmallVector<Type> workgroup{shared(GC * d), shared(logitSlots),
                               shared(kWarps * GC * d), shared(GC * d),
                               shared(kWarps * GC + 2 * GC)};
-  splitKernel =
-      gpu::GPUFuncOp::create(top, loc, prefix + "_attend_split",
-                             FunctionType::get(context, inputs, {}), workgroup);
-  splitKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                       UnitAttr::get(context));
+  if (withCertificate)
+    workgroup.append({shared(logitSlots), shared(logitSlots),
+                      shared(logitSlots), shared(3 * d), shared(3 * d),
+                      shared(kWarps * 8)});
+  gpu::GPUFuncOp kernel = gpu::GPUFuncOp::create(
+      top, loc,
+      prefix + (withCertificate ? "_attend_split_certified" : "_attend_split"),
+      FunctionType::get(context, inputs, {}), workgroup);
+  kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                  UnitAttr::get(context));
   {
-    Block &entry = splitKernel.getBody().front();
+    Block &entry = kernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
-    ValueRange args = splitKernel.getArguments();
+    ValueRange args = kernel.getArguments();
     Value arena = args[0], layer = args[1], query = args[2],
           softmaxScale = args[3], group = args[4], tiles = args[5],
           hasSink = args[6], sinkRows = args[7], aged = args[8],
-          bodyRows = args[9], splits = args[10], partMax = args[11],
-          partSum = args[12], partAcc = args[13];
-    ArrayRef<BlockArgument> smem = splitKernel.getWorkgroupAttributions();
+          bodyRows = args[9], splits = args[10];
+    Value partMax, partSum, partAcc, partials;
+    if (withCertificate) {
+      partials = args[11];
+    } else {
+      partMax = args[11];
+      partSum = args[12];
+      partAcc = args[13];
+    }
+    ArrayRef<BlockArgument> smem = kernel.getWorkgroupAttributions();
     Value qs = smem[0], logits = smem[1], stage = smem[2], accs = smem[3],
           red = smem[4];
+    Value keyBounds, magnitudes, growths, certVecs, ranges, keyTerms;
+    if (withCertificate) {
+      keyBounds = smem[5];
+      magnitudes = smem[6];
+      growths = smem[7];
+      certVecs = smem[8];
+      ranges = smem[9];
+      keyTerms = smem[10];
+    }
     Value zero = idx(b, 0), one = idx(b, 1), step = idx(b, threads);
     Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
     Value chunk = gpu::BlockIdOp::create(b, gpu::Dimension::x);
@@ -725,12 +821,30 @@ void GPUEmitter::emitAttendKernels() {
     });
     loop(b, tid, idx(b, logitSlots), step, [&](B &lb, Value at) {
       memref::StoreOp::create(lb, negInf, logits, ValueRange{at});
+      if (withCertificate)
+        for (Value slots : {keyBounds, magnitudes, growths})
+          memref::StoreOp::create(lb, fzero, slots, ValueRange{at});
     });
+    if (withCertificate) {
+      // W, U, G from 0; min V^ from +inf, max V^ from -inf, max deltaV
+      // from 0.
+      Value posInf = fconst(b, std::numeric_limits<float>::infinity());
+      loop(b, tid, idx(b, d), step, [&](B &lb, Value j) {
+        for (int64_t k = 0; k < 3; ++k)
+          memref::StoreOp::create(lb, fzero, certVecs,
+                                  ValueRange{add(lb, j, idx(lb, k * d))});
+        memref::StoreOp::create(lb, posInf, ranges, ValueRange{j});
+        memref::StoreOp::create(lb, negInf, ranges,
+                                ValueRange{add(lb, j, idx(lb, d))});
+        memref::StoreOp::create(lb, fzero, ranges,
+                                ValueRange{add(lb, j, idx(lb, 2 * d))});
+      });
+    }
     gpu::BarrierOp::create(b);
 
-    Value first = mul(b, split, tilesPerSplit);
+    Value first = mul(b, split, splitTiles);
     Value last =
-        arith::MinUIOp::create(b, tiles, add(b, first, idx(b, tilesPerSplit)));
+        arith::MinUIOp::create(b, tiles, add(b, first, idx(b, splitTiles)));
     Value itemK = deviceEmitter->itemOf(b, layer, h, 0);
     Value itemV = add(b, itemK, one);
 
@@ -767,7 +881,8 @@ void GPUEmitter::emitAttendKernels() {
             for (size_t f = 0; f < plan.formats.size(); ++f) {
               Block &block = sw.getCaseRegions()[f].emplaceBlock();
               B sb(l, OpBuilder::atBlockEnd(&block));
-              LaneShape shape = getLaneShape(plan.formats[f], d);
+              LaneShape shape = getLaneShape(
+                  plan.formats[f], d, withCertificate ? kCertifiedElements : 0);
               // runBody yields (next tile, outer values).
               SmallVector<Value> out = runBody(sb, int64_t(f), shape, a);
               scf::YieldOp::create(sb, out);
@@ -795,23 +910,30 @@ void GPUEmitter::emitAttendKernels() {
       SmallVector<Value> init{start};
       llvm::append_range(init, carried);
       // The before region forwards (t, carried..., the tile's place and
-      // rows) to the body and out of the loop.
+      // rows, and for the certificate its inherited bound) to the body and
+      // out of the loop.
+      const int64_t fields = withCertificate ? 7 : 6;
+      SmallVector<Type> tileTypes(6, index());
+      if (withCertificate)
+        tileTypes.push_back(f32());
       SmallVector<Type> afterTypes = types;
-      for (int k = 0; k < 6; ++k)
-        afterTypes.push_back(index());
+      llvm::append_range(afterTypes, tileTypes);
       auto whileOp = scf::WhileOp::create(
           rb, afterTypes, init,
           [&](OpBuilder &n, Location l, ValueRange a) {
             B cb(l, n);
             Value inRange = lt(cb, a[0], last);
             // The tile's place, only looked up inside the range.
-            SmallVector<Value> found = ifElseZero(
-                cb, inRange, SmallVector<Type>(6, index()), [&](B &tb) {
-                  Tile t =
-                      tileAt(tb, item, a[0], hasSink, sinkRows, aged, bodyRows);
-                  return SmallVector<Value>{t.place.format, t.place.code,
+            SmallVector<Value> found =
+                ifElseZero(cb, inRange, tileTypes, [&](B &tb) {
+                  Tile t = tileAt(tb, item, a[0], hasSink, sinkRows, aged,
+                                  bodyRows, withCertificate ? arena : Value());
+                  SmallVector<Value> fields{t.place.format, t.place.code,
                                             t.place.scale,  t.place.zero,
                                             t.place.row,    t.rows};
+                  if (t.inherited)
+                    fields.push_back(t.inherited);
+                  return fields;
                 });
             Value same =
                 andI(cb, inRange,
@@ -822,12 +944,13 @@ void GPUEmitter::emitAttendKernels() {
           },
           [&](OpBuilder &n, Location l, ValueRange a) {
             B wb(l, n);
-            ValueRange place = a.take_back(6);
+            ValueRange place = a.take_back(fields);
             Tile tile{{place[0], place[1], place[2], place[3], place[4]},
-                      place[5]};
+                      place[5],
+                      withCertificate ? place[6] : Value()};
             SmallVector<Value> next{add(wb, a[0], idx(wb, 1))};
-            llvm::append_range(
-                next, perTile(wb, a[0], tile, a.drop_front().drop_back(6)));
+            llvm::append_range(next, perTile(wb, a[0], tile,
+                                             a.drop_front().drop_back(fields)));
             scf::YieldOp::create(wb, next);
           });
       return SmallVector<Value>(
@@ -849,6 +972,14 @@ void GPUEmitter::emitAttendKernels() {
           SmallVector<Value> qv;
           for (int64_t i = 0; i < GC; ++i)
             qv.push_back(loadLaneRow(sb, s, qs, idx(sb, i * d), lane));
+          VectorType laneVec = VectorType::get({s.elements}, f32());
+          // The lanes' sum of `v` over the row (each slot's lanes).
+          auto rowSum = [&](B &rb, Value v) {
+            Value p = emitLaneSum(rb, v);
+            for (int64_t off = s.lanes / 2; off >= 1; off /= 2)
+              p = arith::AddFOp::create(rb, p, shuffleXor(rb, p, off));
+            return p;
+          };
           SmallVector<Value> run = tilesOfFormat(
               sb, itemK, int64_t(f), a[0], a.drop_front(),
               [&](B &tb, Value t, const Tile &tile,
@@ -860,36 +991,72 @@ void GPUEmitter::emitAttendKernels() {
                       B rb(l, n);
                       Value r = add(rb, r0, slot);
                       Value active = lt(rb, r, tile.rows);
+                      // The certificate takes the dequantized keys (no
+                      // folded scale) and their bounds.
                       SmallVector<Value> decoded = ifElseZero(
                           rb, active,
-                          {VectorType::get({s.elements}, f32()), f32()},
+                          {laneVec, withCertificate ? laneVec : f32()},
                           [&](B &ab) {
+                            if (withCertificate) {
+                              Value delta;
+                              Value v = decodeRow(
+                                  ab, format, s, tile.place, arena, r, lane,
+                                  /*forKeys=*/false, nullptr, &delta);
+                              delta = arith::AddFOp::create(
+                                  ab, delta,
+                                  vector::BroadcastOp::create(ab, laneVec,
+                                                              tile.inherited));
+                              return SmallVector<Value>{v, delta};
+                            }
                             Value scale;
                             Value v = decodeRow(ab, format, s, tile.place,
                                                 arena, r, lane,
                                                 /*forKeys=*/true, &scale);
                             return SmallVector<Value>{v, scale};
                           });
-                      Value vals = decoded[0], rowScale = decoded[1];
+                      Value vals = decoded[0];
+                      Value rowScale = withCertificate ? Value() : decoded[1];
                       SmallVector<Value> next;
                       Value isLead =
                           andI(rb, active,
                                cmp(rb, arith::CmpIPredicate::eq, lane, zero));
                       for (int64_t i = 0; i < GC; ++i) {
-                        Value p = emitLaneSum(
-                            rb, arith::MulFOp::create(rb, qv[i], vals));
-                        for (int64_t off = s.lanes / 2; off >= 1; off /= 2)
-                          p = arith::AddFOp::create(rb, p,
-                                                    shuffleXor(rb, p, off));
-                        Value logit = arith::MulFOp::create(
-                            rb, arith::MulFOp::create(rb, p, rowScale),
-                            softmaxScale);
+                        Value p =
+                            rowSum(rb, arith::MulFOp::create(rb, qv[i], vals));
+                        if (rowScale)
+                          p = arith::MulFOp::create(rb, p, rowScale);
+                        Value logit =
+                            arith::MulFOp::create(rb, p, softmaxScale);
+                        Value at = add(rb, mul(rb, add(rb, tileBase, r), GC),
+                                       idx(rb, i));
                         ifThen(rb, isLead, [&](B &wb) {
-                          Value at = add(wb, mul(wb, add(wb, tileBase, r), GC),
-                                         idx(wb, i));
                           memref::StoreOp::create(wb, logit, logits,
                                                   ValueRange{at});
                         });
+                        if (withCertificate) {
+                          // E_t = scale sum_j |q_j| deltaK_tj and S_t =
+                          // scale sum_j |q_j K^_tj|, as the CPU's
+                          // P_tile_abs_logits forms them.
+                          Value bound = arith::MulFOp::create(
+                              rb,
+                              rowSum(rb,
+                                     arith::MulFOp::create(
+                                         rb, math::AbsFOp::create(rb, qv[i]),
+                                         decoded[1])),
+                              softmaxScale);
+                          Value magnitude = arith::MulFOp::create(
+                              rb,
+                              rowSum(rb, math::AbsFOp::create(
+                                             rb, arith::MulFOp::create(
+                                                     rb, qv[i], vals))),
+                              softmaxScale);
+                          ifThen(rb, isLead, [&](B &wb) {
+                            memref::StoreOp::create(wb, bound, keyBounds,
+                                                    ValueRange{at});
+                            memref::StoreOp::create(wb, magnitude, magnitudes,
+                                                    ValueRange{at});
+                          });
+                        }
                         Value candidate =
                             arith::SelectOp::create(rb, isLead, logit, negInf);
                         next.push_back(
@@ -933,17 +1100,91 @@ void GPUEmitter::emitAttendKernels() {
         myMax = arith::SelectOp::create(
             b, cmp(b, arith::CmpIPredicate::eq, head, idx(b, i)), splitMax[i],
             myMax);
+      // With the certificate (one head per block) each thread also sums
+      // and maximizes the key terms of its slots, those of the CPU's
+      // P_tile_certify_keys: A1 = sum p E, A2 = sum p e^E E, A3 = sum p
+      // e^E phi(E), Emax, B1 = sum p c, B2 = sum p phi(c), Cmax and the
+      // largest dot-product error, with dot_t = gamma_{d+2} S_t and c_t =
+      // dot_t + u (m - logit_t); and it leaves the value half's row weights
+      // wV = p e^{2E}, wU = p e^c and wG = e^E in the slots of E, S and wG.
+      auto isMaxTerm = [](int k) { return k == 3 || k == 6 || k == 7; };
+      SmallVector<Value> init{fzero};
+      if (withCertificate)
+        init.append(8, fzero);
+      const double u = 0x1p-24;
+      float gammaDot = float((double(d) + 2) * u / (1 - (double(d) + 2) * u));
+      gammaDot =
+          std::nextafter(gammaDot, std::numeric_limits<float>::infinity());
+      auto scalarOf = [&](B &eb, Value x, Value (*fn)(B &, Value)) {
+        VectorType single = VectorType::get({1}, f32());
+        return Value(vector::ExtractOp::create(
+            eb, fn(eb, vector::BroadcastOp::create(eb, single, x)),
+            ArrayRef<int64_t>{0}));
+      };
       auto sums = scf::ForOp::create(
-          b, tid, idx(b, logitSlots), step, ValueRange{fzero},
+          b, tid, idx(b, logitSlots), step, init,
           [&](OpBuilder &n, Location l, Value at, ValueRange acc) {
             B lb(l, n);
             Value x = memref::LoadOp::create(lb, logits, ValueRange{at});
             Value w = scalarExp(lb, arith::SubFOp::create(lb, x, myMax));
             memref::StoreOp::create(lb, w, logits, ValueRange{at});
-            scf::YieldOp::create(
-                lb, ValueRange{arith::AddFOp::create(lb, acc[0], w)});
+            SmallVector<Value> next{arith::AddFOp::create(lb, acc[0], w)};
+            if (withCertificate) {
+              // Slots no row filled (logit -inf) add nothing.
+              Value filled = arith::CmpFOp::create(
+                  lb, arith::CmpFPredicate::OGT, x, negInf);
+              Value e = memref::LoadOp::create(lb, keyBounds, ValueRange{at});
+              Value dot = arith::MulFOp::create(
+                  lb, memref::LoadOp::create(lb, magnitudes, ValueRange{at}),
+                  fconst(lb, gammaDot));
+              Value c =
+                  math::FmaOp::create(lb, fconst(lb, float(u)),
+                                      arith::SubFOp::create(lb, myMax, x), dot);
+              Value grow = scalarOf(lb, e, emitExp);
+              Value pg = arith::MulFOp::create(lb, w, grow);
+              Value terms[8] = {
+                  arith::MulFOp::create(lb, w, e),
+                  arith::MulFOp::create(lb, pg, e),
+                  arith::MulFOp::create(lb, pg, scalarOf(lb, e, emitExpm1)),
+                  e,
+                  arith::MulFOp::create(lb, w, c),
+                  arith::MulFOp::create(lb, w, scalarOf(lb, c, emitExpm1)),
+                  c,
+                  dot};
+              for (int k = 0; k < 8; ++k) {
+                Value term =
+                    arith::SelectOp::create(lb, filled, terms[k], fzero);
+                next.push_back(
+                    isMaxTerm(k)
+                        ? Value(arith::MaximumFOp::create(lb, acc[1 + k], term))
+                        : Value(arith::AddFOp::create(lb, acc[1 + k], term)));
+              }
+              Value weights[3] = {
+                  arith::MulFOp::create(lb, pg, grow),
+                  arith::MulFOp::create(lb, w, scalarOf(lb, c, emitExp)), grow};
+              Value slots[3] = {keyBounds, magnitudes, growths};
+              for (int k = 0; k < 3; ++k)
+                memref::StoreOp::create(
+                    lb, arith::SelectOp::create(lb, filled, weights[k], fzero),
+                    slots[k], ValueRange{at});
+            }
+            scf::YieldOp::create(lb, next);
           });
       Value sum = sums.getResult(0);
+      if (withCertificate)
+        for (int k = 0; k < 8; ++k) {
+          Value v = sums.getResult(1 + k);
+          for (int64_t off = 16; off >= 1; off /= 2) {
+            Value other = shuffleXor(b, v, off);
+            v = isMaxTerm(k) ? Value(arith::MaximumFOp::create(b, v, other))
+                             : Value(arith::AddFOp::create(b, v, other));
+          }
+          ifThen(b, cmp(b, arith::CmpIPredicate::eq, lane32, zero), [&](B &wb) {
+            memref::StoreOp::create(
+                wb, v, keyTerms,
+                ValueRange{add(wb, mul(wb, warp, 8), idx(wb, k))});
+          });
+        }
       for (int64_t off = 16; off >= GC; off /= 2)
         sum = arith::AddFOp::create(b, sum, shuffleXor(b, sum, off));
       ifThen(b, lt(b, lane32, idx(b, GC)), [&](B &wb) {
@@ -987,7 +1228,18 @@ void GPUEmitter::emitAttendKernels() {
           VectorType laneVec = VectorType::get({s.elements}, f32());
           Value zeros = arith::ConstantOp::create(
               sb, DenseElementsAttr::get(laneVec, sb.getF32FloatAttr(0.0f)));
+          // The accumulators; with the certificate (GC = 1) also W = sum
+          // wV deltaV, U = sum wU |V^|, G = max wG deltaV, and the rows'
+          // min V^, max V^ and max deltaV.
+          enum { kW = 1, kU, kG, kLo, kHi, kDmax, kCertified };
           SmallVector<Value> accInit(GC, zeros);
+          if (withCertificate) {
+            accInit.append(3, zeros);
+            for (float v : {std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 0.0f})
+              accInit.push_back(arith::ConstantOp::create(
+                  sb, DenseElementsAttr::get(laneVec, sb.getF32FloatAttr(v))));
+          }
           SmallVector<Value> run = tilesOfFormat(
               sb, itemV, int64_t(f), a[0], accInit,
               [&](B &tb, Value t, const Tile &tile,
@@ -999,23 +1251,59 @@ void GPUEmitter::emitAttendKernels() {
                       B rb(l, n);
                       Value r = add(rb, r0, slot);
                       Value active = lt(rb, r, tile.rows);
-                      Value vals =
-                          ifElseZero(rb, active, {laneVec}, [&](B &ab) {
-                            return SmallVector<Value>{decodeRow(
+                      SmallVector<Type> decodedTypes(withCertificate ? 2 : 1,
+                                                     laneVec);
+                      SmallVector<Value> decoded =
+                          ifElseZero(rb, active, decodedTypes, [&](B &ab) {
+                            Value delta;
+                            Value v = decodeRow(
                                 ab, format, s, tile.place, arena, r, lane,
-                                /*forKeys=*/false, nullptr)};
-                          })[0];
+                                /*forKeys=*/false, nullptr,
+                                withCertificate ? &delta : nullptr);
+                            if (!withCertificate)
+                              return SmallVector<Value>{v};
+                            delta = arith::AddFOp::create(
+                                ab, delta,
+                                vector::BroadcastOp::create(ab, laneVec,
+                                                            tile.inherited));
+                            return SmallVector<Value>{v, delta};
+                          });
+                      Value vals = decoded[0];
                       Value rowAt = mul(rb, add(rb, tileBase, r), GC);
-                      SmallVector<Value> next;
-                      for (int64_t i = 0; i < GC; ++i) {
-                        Value w = ifElseZero(rb, active, {f32()}, [&](B &ab) {
-                          return SmallVector<Value>{memref::LoadOp::create(
-                              ab, logits,
-                              ValueRange{add(ab, rowAt, idx(ab, i))})};
+                      auto slotValue = [&](Value from, Value at) {
+                        Value v = ifElseZero(rb, active, {f32()}, [&](B &ab) {
+                          return SmallVector<Value>{
+                              memref::LoadOp::create(ab, from, ValueRange{at})};
                         })[0];
+                        return Value(
+                            vector::BroadcastOp::create(rb, laneVec, v));
+                      };
+                      SmallVector<Value> next;
+                      for (int64_t i = 0; i < GC; ++i)
                         next.push_back(vector::FMAOp::create(
-                            rb, vector::BroadcastOp::create(rb, laneVec, w),
+                            rb, slotValue(logits, add(rb, rowAt, idx(rb, i))),
                             vals, acc[i]));
+                      if (withCertificate) {
+                        Value delta = decoded[1];
+                        next.push_back(vector::FMAOp::create(
+                            rb, slotValue(keyBounds, rowAt), delta, acc[kW]));
+                        next.push_back(vector::FMAOp::create(
+                            rb, slotValue(magnitudes, rowAt),
+                            math::AbsFOp::create(rb, vals), acc[kU]));
+                        next.push_back(arith::MaximumFOp::create(
+                            rb, acc[kG],
+                            arith::MulFOp::create(rb, slotValue(growths, rowAt),
+                                                  delta)));
+                        next.push_back(arith::SelectOp::create(
+                            rb, active,
+                            arith::MinimumFOp::create(rb, acc[kLo], vals),
+                            acc[kLo]));
+                        next.push_back(arith::SelectOp::create(
+                            rb, active,
+                            arith::MaximumFOp::create(rb, acc[kHi], vals),
+                            acc[kHi]));
+                        next.push_back(
+                            arith::MaximumFOp::create(rb, acc[kDmax], delta));
                       }
                       scf::YieldOp::create(rb, next);
                     });
@@ -1064,9 +1352,112 @@ void GPUEmitter::emitAttendKernels() {
             memref::StoreOp::create(lb, total, accs, ValueRange{at});
           });
           gpu::BarrierOp::create(sb);
+          if (!withCertificate)
+            return SmallVector<Value>{next};
+          // The certificate's rows the same way, one at a time through the
+          // staging rows, each joined with its kind: sums for W and U,
+          // minima for min V^, maxima for the rest.
+          for (int k = kW; k < kCertified; ++k) {
+            auto join = [&](B &jb, Value x, Value y) -> Value {
+              if (k == kW || k == kU)
+                return arith::AddFOp::create(jb, x, y);
+              if (k == kLo)
+                return arith::MinimumFOp::create(jb, x, y);
+              return arith::MaximumFOp::create(jb, x, y);
+            };
+            SmallVector<Value> lanesOut;
+            for (int64_t e = 0; e < s.elements; ++e) {
+              Value x = vector::ExtractOp::create(sb, run[1 + k],
+                                                  ArrayRef<int64_t>{e});
+              for (int64_t off = s.lanes; off < 32; off *= 2)
+                x = join(sb, x, shuffleXor(sb, x, off));
+              lanesOut.push_back(x);
+            }
+            Value reducedRow =
+                vector::FromElementsOp::create(sb, laneVec, lanesOut);
+            ifThen(sb, leads, [&](B &wb) {
+              for (int64_t c = 0; c < s.chunks; ++c)
+                for (int64_t fl = 0; fl < s.fields; ++fl) {
+                  Value piece = vector::ExtractStridedSliceOp::create(
+                      wb, reducedRow,
+                      ArrayRef<int64_t>{(c * s.fields + fl) * s.perField},
+                      ArrayRef<int64_t>{s.perField}, ArrayRef<int64_t>{1});
+                  ifThen(wb, pieceActive(wb, s, lane, c), [&](B &pb) {
+                    Value at = add(pb, mul(pb, warp, d),
+                                   elementBase(pb, s, lane, c, fl));
+                    vector::StoreOp::create(pb, piece, stage, ValueRange{at});
+                  });
+                }
+            });
+            gpu::BarrierOp::create(sb);
+            Value target = k <= kG ? certVecs : ranges;
+            int64_t base = (k <= kG ? k - kW : k - kLo) * d;
+            loop(sb, tid, idx(sb, d), step, [&](B &lb, Value j) {
+              Value at = add(lb, j, idx(lb, base));
+              Value total = memref::LoadOp::create(lb, target, ValueRange{at});
+              for (int64_t w = 0; w < kWarps; ++w)
+                total = join(
+                    lb, total,
+                    memref::LoadOp::create(
+                        lb, stage, ValueRange{add(lb, idx(lb, w * d), j)}));
+              memref::StoreOp::create(lb, total, target, ValueRange{at});
+            });
+            gpu::BarrierOp::create(sb);
+          }
           return SmallVector<Value>{next};
         });
 
+    if (withCertificate) {
+      // The CPU's certified combine reads (KV head, split, query head)
+      // slots: maximum, sum, accumulator, the eight key terms and W, U, G;
+      // and per (KV head, split) the value ranges, which every block of
+      // the split computes alike and the first writes.
+      SmallVector<Value> views =
+          certifiedPartials(b, partials, h, splits, group);
+      Value slotAt = add(b, mul(b, split, group), chunk);
+      loop(b, tid, idx(b, d), step, [&](B &lb, Value j) {
+        memref::StoreOp::create(
+            lb, memref::LoadOp::create(lb, accs, ValueRange{j}), views[2],
+            ValueRange{add(lb, mul(lb, slotAt, d), j)});
+      });
+      loop(b, tid, idx(b, 3 * d), step, [&](B &lb, Value k) {
+        memref::StoreOp::create(
+            lb, memref::LoadOp::create(lb, certVecs, ValueRange{k}), views[4],
+            ValueRange{add(lb, mul(lb, slotAt, 3 * d), k)});
+      });
+      ifThen(b, cmp(b, arith::CmpIPredicate::eq, chunk, zero), [&](B &cb) {
+        loop(cb, tid, idx(cb, 3 * d), step, [&](B &lb, Value k) {
+          memref::StoreOp::create(
+              lb, memref::LoadOp::create(lb, ranges, ValueRange{k}), views[5],
+              ValueRange{add(lb, mul(lb, split, 3 * d), k)});
+        });
+      });
+      ifThen(b, cmp(b, arith::CmpIPredicate::eq, tid, zero), [&](B &wb) {
+        memref::StoreOp::create(
+            wb, memref::LoadOp::create(wb, red, ValueRange{idx(wb, kWarps)}),
+            views[0], ValueRange{slotAt});
+        memref::StoreOp::create(
+            wb,
+            memref::LoadOp::create(wb, red, ValueRange{idx(wb, kWarps + 1)}),
+            views[1], ValueRange{slotAt});
+        for (int k = 0; k < 8; ++k) {
+          bool isMax = k == 3 || k == 6 || k == 7;
+          Value v =
+              memref::LoadOp::create(wb, keyTerms, ValueRange{idx(wb, k)});
+          for (int64_t w = 1; w < kWarps; ++w) {
+            Value other = memref::LoadOp::create(
+                wb, keyTerms, ValueRange{idx(wb, w * 8 + k)});
+            v = isMax ? Value(arith::MaximumFOp::create(wb, v, other))
+                      : Value(arith::AddFOp::create(wb, v, other));
+          }
+          memref::StoreOp::create(
+              wb, v, views[3],
+              ValueRange{add(wb, mul(wb, slotAt, 8), idx(wb, k))});
+        }
+      });
+      gpu::ReturnOp::create(b);
+      return kernel;
+    }
     // The split's partials of each query head of the chunk.
     loop(b, tid, idx(b, GC * d), step, [&](B &lb, Value at) {
       Value i = arith::DivUIOp::create(lb, at, idx(lb, d));
@@ -1093,6 +1484,20 @@ void GPUEmitter::emitAttendKernels() {
     });
     gpu::ReturnOp::create(b);
   }
+  return kernel;
+}
+
+void GPUEmitter::emitAttendKernels() {
+  const int64_t d = g.headDim;
+  const int64_t threads = target.getBlockThreads();
+  Type element = cache.getElementType();
+  MemRefType heads =
+      MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, element);
+  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
+  Location loc = module.getLoc();
+  splitKernel = emitSplitKernel(/*withCertificate=*/false);
+  if (certified)
+    certifiedSplitKernel = emitSplitKernel(/*withCertificate=*/true);
 
   // P_attend_combine(output, splits, partMax, partSum, partAcc), one block
   // per query head: M = max_s m_s, L = sum_s l_s e^(m_s - M),
@@ -1288,30 +1693,30 @@ void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
   }
 }
 
-SmallVector<Value> GPUEmitter::certifiedPartialFloats(B &b, Value tiles,
+SmallVector<Value> GPUEmitter::certifiedPartialFloats(B &b, Value splits,
                                                       Value group) {
   const int64_t d = g.headDim;
-  Value slots = mul(b, tiles, group);
+  Value slots = mul(b, splits, group);
   return {slots,
           slots,
           mul(b, slots, d),
           mul(b, slots, 8),
           mul(b, slots, 3 * d),
-          mul(b, tiles, 3 * d)};
+          mul(b, splits, 3 * d)};
 }
 
-Value GPUEmitter::certifiedPartialBytes(B &b, Value tiles, Value group) {
+Value GPUEmitter::certifiedPartialBytes(B &b, Value splits, Value group) {
   Value bytes = idx(b, 0);
-  for (Value n : certifiedPartialFloats(b, tiles, group))
+  for (Value n : certifiedPartialFloats(b, splits, group))
     bytes = add(b, bytes, deviceEmitter->scratchBytes(b, n));
   return bytes;
 }
 
 SmallVector<Value> GPUEmitter::certifiedPartials(B &b, Value partials, Value h,
-                                                 Value tiles, Value group) {
-  Value offset = mul(b, h, certifiedPartialBytes(b, tiles, group));
+                                                 Value splits, Value group) {
+  Value offset = mul(b, h, certifiedPartialBytes(b, splits, group));
   SmallVector<Value> views;
-  for (Value n : certifiedPartialFloats(b, tiles, group)) {
+  for (Value n : certifiedPartialFloats(b, splits, group)) {
     views.push_back(
         memref::ViewOp::create(b, floats(), partials, offset, ValueRange{n}));
     offset = add(b, offset, deviceEmitter->scratchBytes(b, n));
@@ -1319,74 +1724,122 @@ SmallVector<Value> GPUEmitter::certifiedPartials(B &b, Value partials, Value h,
   return views;
 }
 
-void GPUEmitter::emitCertifiedKernels(const Emitter::DeviceFunctions &device) {
+void GPUEmitter::emitCertifiedCombineKernel() {
+  const int64_t d = g.headDim, threads = target.getBlockThreads();
   OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
   Location loc = module.getLoc();
+  Type element = cache.getElementType();
   MemRefType bytes =
       MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
-  MemRefType heads = MemRefType::get(
-      {ShapedType::kDynamic, ShapedType::kDynamic}, cache.getElementType());
-  auto kernelOf = [&](StringRef name, ArrayRef<Type> inputs) {
-    auto kernel = gpu::GPUFuncOp::create(
-        top, loc, name, FunctionType::get(context, inputs, {}));
-    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                    UnitAttr::get(context));
-    return kernel;
+  MemRefType heads =
+      MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, element);
+  // P_attend_combine_certified(partials, splits, group, length, output,
+  // bounds), a block per (KV head, query head of its group), a thread per
+  // channel: the CPU's certified combine (the splits in place of its tiles)
+  // channel by channel, the same arithmetic per channel, the bound the
+  // largest over the channels (shuffles, then the warps' maxima in shared
+  // memory).
+  certifiedCombineKernel = gpu::GPUFuncOp::create(
+      top, loc, prefix + "_attend_combine_certified",
+      FunctionType::get(
+          context, {bytes, index(), index(), index(), heads, floats()}, {}),
+      TypeRange{shared(kWarps)});
+  certifiedCombineKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                                  UnitAttr::get(context));
+  Block &entry = certifiedCombineKernel.getBody().front();
+  B b(loc, OpBuilder::atBlockEnd(&entry));
+  ValueRange args = certifiedCombineKernel.getArguments();
+  Value splits = args[1], group = args[2], length = args[3], output = args[4],
+        bounds = args[5];
+  Value warpMaxima = certifiedCombineKernel.getWorkgroupAttributions()[0];
+  Value h = gpu::BlockIdOp::create(b, gpu::Dimension::x);
+  Value i = gpu::BlockIdOp::create(b, gpu::Dimension::y);
+  Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
+  Value zero = idx(b, 0), one = idx(b, 1);
+  Value row = add(b, mul(b, h, group), i);
+  SmallVector<Value> views = certifiedPartials(b, args[0], h, splits, group);
+  Value partMax = views[0], partSum = views[1], partAcc = views[2];
+  Emitter::CertificatePartials parts{partMax, partSum, views[3], views[4],
+                                     views[5]};
+  auto slotOf = [&](B &sb, Value s) { return add(sb, mul(sb, s, group), i); };
+  Value negInf = fconst(b, -std::numeric_limits<float>::infinity());
+  Value fzero = fconst(b, 0.0f);
+  // M, and L = sum_s l_s e^(m_s - M), as the CPU's combine forms them.
+  auto maxLoop = scf::ForOp::create(
+      b, zero, splits, one, ValueRange{negInf},
+      [&](OpBuilder &n, Location l, Value s, ValueRange m) {
+        B sb(l, n);
+        Value v =
+            memref::LoadOp::create(sb, partMax, ValueRange{slotOf(sb, s)});
+        scf::YieldOp::create(
+            sb, ValueRange{arith::MaximumFOp::create(sb, m[0], v)});
+      });
+  Value total = maxLoop.getResult(0);
+  auto weightOf = [&](B &sb, Value at) {
+    return scalarExp(
+        sb,
+        arith::SubFOp::create(
+            sb, memref::LoadOp::create(sb, partMax, ValueRange{at}), total));
   };
-  // (arena, layer, query, scale, splits, group, tiles, hasSink, sinkRows,
-  //  aged, bodyRows, partials, scratch, slabBytes): blocks (splits / 32,
-  // KV head) of 32 threads, a thread per split, each running the CPU's
-  // certified attention of its split with its buffers in its slab of
-  // `scratch`.
-  {
-    SmallVector<Type> inputs{bytes,   index(), heads,   f32(),   index(),
-                             index(), index(), index(), index(), index(),
-                             index(), bytes,   bytes,   index()};
-    certifiedPartKernel = kernelOf(prefix + "_attend_certified_part", inputs);
-    Block &entry = certifiedPartKernel.getBody().front();
-    B b(loc, OpBuilder::atBlockEnd(&entry));
-    ValueRange args = certifiedPartKernel.getArguments();
-    Value split = add(b,
-                      mul(b, gpu::BlockIdOp::create(b, gpu::Dimension::x),
-                          kCertifiedBlockThreads),
-                      gpu::ThreadIdOp::create(b, gpu::Dimension::x));
-    Value h = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    Value splits = args[4], group = args[5], tiles = args[6];
-    // The last block's threads past the splits have nothing to do.
-    ifThen(b, lt(b, split, splits), [&](B &tb) {
-      SmallVector<Value> partials =
-          certifiedPartials(tb, args[11], h, tiles, group);
-      Value slab = mul(tb, add(tb, mul(tb, h, splits), split), args[13]);
-      Value scratch = memref::ViewOp::create(tb, bytes, args[12], slab,
-                                             ValueRange{args[13]});
-      SmallVector<Value> operands{args[0], args[1], args[2], args[3],
-                                  h,       split,   group,   tiles,
-                                  args[7], args[8], args[9], args[10]};
-      llvm::append_range(operands, partials);
-      operands.append({splits, scratch});
-      func::CallOp::create(tb, device.attendPartCertified, operands);
-    });
-    gpu::ReturnOp::create(b);
-  }
-  // (partials, tiles, group, length, output, bounds): block (KV head, query
-  // head of its group), one thread, the CPU's combine and certificate.
-  {
-    certifiedCombineKernel =
-        kernelOf(prefix + "_attend_certified_combine",
-                 {bytes, index(), index(), index(), heads, floats()});
-    Block &entry = certifiedCombineKernel.getBody().front();
-    B b(loc, OpBuilder::atBlockEnd(&entry));
-    ValueRange args = certifiedCombineKernel.getArguments();
-    Value h = gpu::BlockIdOp::create(b, gpu::Dimension::x);
-    Value i = gpu::BlockIdOp::create(b, gpu::Dimension::y);
-    Value tiles = args[1], group = args[2];
-    SmallVector<Value> operands =
-        certifiedPartials(b, args[0], h, tiles, group);
-    operands.append({i, group, tiles, args[3], add(b, mul(b, h, group), i),
-                     args[4], args[5]});
-    func::CallOp::create(b, device.attendCombineCertified, operands);
-    gpu::ReturnOp::create(b);
-  }
+  auto sumLoop = scf::ForOp::create(
+      b, zero, splits, one, ValueRange{fzero},
+      [&](OpBuilder &n, Location l, Value s, ValueRange acc) {
+        B sb(l, n);
+        Value at = slotOf(sb, s);
+        Value sum = arith::AddFOp::create(
+            sb, acc[0],
+            arith::MulFOp::create(
+                sb, weightOf(sb, at),
+                memref::LoadOp::create(sb, partSum, ValueRange{at})));
+        scf::YieldOp::create(sb, ValueRange{sum});
+      });
+  Value sum = sumLoop.getResult(0);
+  VectorType single = VectorType::get({1}, f32());
+  auto channels = scf::ForOp::create(
+      b, tid, idx(b, d), idx(b, threads), ValueRange{fzero},
+      [&](OpBuilder &n, Location l, Value j, ValueRange largest) {
+        B cb(l, n);
+        auto accLoop = scf::ForOp::create(
+            cb, zero, splits, one, ValueRange{fzero},
+            [&](OpBuilder &n2, Location l2, Value s, ValueRange acc) {
+              B sb(l2, n2);
+              Value at = slotOf(sb, s);
+              Value part = memref::LoadOp::create(
+                  sb, partAcc, ValueRange{add(sb, mul(sb, at, d), j)});
+              scf::YieldOp::create(
+                  sb, ValueRange{math::FmaOp::create(sb, weightOf(sb, at), part,
+                                                     acc[0])});
+            });
+        Value out = arith::DivFOp::create(cb, accLoop.getResult(0), sum);
+        Value bound = deviceEmitter->combineCertificate(
+            cb, parts, i, group, splits, total,
+            vector::BroadcastOp::create(cb, single, out), length, j, 1);
+        if (!element.isF32())
+          out = arith::TruncFOp::create(cb, element, out);
+        memref::StoreOp::create(cb, out, output, ValueRange{row, j});
+        scf::YieldOp::create(
+            cb, ValueRange{arith::MaximumFOp::create(cb, largest[0], bound)});
+      });
+  Value largest = channels.getResult(0);
+  for (int64_t off = 16; off >= 1; off /= 2)
+    largest =
+        arith::MaximumFOp::create(b, largest, shuffleXor(b, largest, off));
+  Value lane32 = arith::RemUIOp::create(b, tid, idx(b, 32));
+  ifThen(b, cmp(b, arith::CmpIPredicate::eq, lane32, zero), [&](B &wb) {
+    memref::StoreOp::create(
+        wb, largest, warpMaxima,
+        ValueRange{arith::DivUIOp::create(wb, tid, idx(wb, 32))});
+  });
+  gpu::BarrierOp::create(b);
+  ifThen(b, cmp(b, arith::CmpIPredicate::eq, tid, zero), [&](B &wb) {
+    Value v = memref::LoadOp::create(wb, warpMaxima, ValueRange{zero});
+    for (int64_t w = 1; w < kWarps; ++w)
+      v = arith::MaximumFOp::create(
+          wb, v,
+          memref::LoadOp::create(wb, warpMaxima, ValueRange{idx(wb, w)}));
+    memref::StoreOp::create(wb, v, bounds, ValueRange{row});
+  });
+  gpu::ReturnOp::create(b);
 }
 
 void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
@@ -1517,52 +1970,37 @@ void GPUEmitter::emitHostFunctions(CacheFunctions &result) {
         b, ValueRange{runSingle(b, loadKernel, operands, {row})});
     result.load = fn;
   }
-  // The certified kernels: one GPU thread per (split, KV head), each with
-  // its slab of scratch, then one per query head to combine.
+  // P_attend_certified's kernels: the certified split kernel, a block per
+  // (query head, split, KV head), then the certified combine.
   auto emitCertifiedLaunches = [&](B &ab, Value &t, Value arena, Value layer,
                                    Value query, Value softmaxScale,
                                    Value length, Value output, Value bounds,
                                    const Emitter::AttendTiles &tiles,
                                    Value group) {
-    Value slabBytes = idx(ab, 0);
-    for (Value n :
-         deviceEmitter->attendPartBufferFloats(ab, group, /*cert=*/true))
-      slabBytes = add(ab, slabBytes, deviceEmitter->scratchBytes(ab, n));
-    // A split per tile, as far as the scratch budget allows. (A slab is a
-    // few floats per element of the group's queries and of a tile: times
-    // at most 65535 KV heads, far from overflowing.)
-    Value affordable = arith::DivUIOp::create(
-        ab, idx(ab, kCertifiedScratchBytes), mul(ab, slabBytes, g.heads));
-    Value splits = arith::MinUIOp::create(
-        ab, tiles.tiles,
-        arith::MaxUIOp::create(ab, affordable, idx(ab, kCertifiedMinSplits)));
     MemRefType bytes =
         MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
+    Value splits = arith::CeilDivUIOp::create(ab, tiles.tiles,
+                                              idx(ab, certifiedTilesPerSplit));
     Value partials = deviceAlloc(
         ab, t, bytes,
-        {mul(ab, certifiedPartialBytes(ab, tiles.tiles, group), g.heads)});
-    Value scratch = deviceAlloc(ab, t, bytes,
-                                {mul(ab, mul(ab, splits, slabBytes), g.heads)});
+        {mul(ab, certifiedPartialBytes(ab, splits, group), g.heads)});
     t = gpu::LaunchFuncOp::create(
-            ab, certifiedPartKernel,
-            gpu::KernelDim3{arith::CeilDivUIOp::create(
-                                ab, splits, idx(ab, kCertifiedBlockThreads)),
-                            idx(ab, g.heads), idx(ab, 1)},
-            dims(ab, kCertifiedBlockThreads, 1, 1), Value(),
-            ValueRange{arena, layer, query, softmaxScale, splits, group,
-                       tiles.tiles, tiles.hasSink, tiles.sinkRows, tiles.aged,
-                       tiles.bodyRows, partials, scratch, slabBytes},
+            ab, certifiedSplitKernel,
+            gpu::KernelDim3{group, splits, idx(ab, g.heads)},
+            dims(ab, target.getBlockThreads(), 1, 1), Value(),
+            ValueRange{arena, layer, query, softmaxScale, group, tiles.tiles,
+                       tiles.hasSink, tiles.sinkRows, tiles.aged,
+                       tiles.bodyRows, splits, partials},
             token, ValueRange{t})
             .getAsyncToken();
     t = gpu::LaunchFuncOp::create(
             ab, certifiedCombineKernel,
             gpu::KernelDim3{idx(ab, g.heads), group, idx(ab, 1)},
-            dims(ab, 1, 1, 1), Value(),
-            ValueRange{partials, tiles.tiles, group, length, output, bounds},
-            token, ValueRange{t})
+            dims(ab, target.getBlockThreads(), 1, 1), Value(),
+            ValueRange{partials, splits, group, length, output, bounds}, token,
+            ValueRange{t})
             .getAsyncToken();
     deviceFree(ab, t, partials);
-    deviceFree(ab, t, scratch);
   };
   // P_attend(arena, layer, query, length, output, softmaxScale): the
   // checks of the CPU entry point (the fill count copied from the device),
@@ -1672,9 +2110,12 @@ FailureOr<CacheFunctions> GPUEmitter::run() {
   deviceModule =
       gpu::GPUModuleOp::create(top, module.getLoc(), prefix + "_device");
   deviceFormats = std::make_unique<FormatCodegen>(deviceModule, target);
-  deviceEmitter =
-      std::make_unique<Emitter>(deviceModule, cache, layout, *deviceFormats,
-                                dequantizer, prefix, target, certified);
+  // Device code takes none of the CPU's certified attention: the GPU's is
+  // its own kernels (only combineCertificate's arithmetic is shared).
+  deviceEmitter = std::make_unique<Emitter>(
+      deviceModule, cache, layout, *deviceFormats, dequantizer, prefix, target,
+      /*certified=*/false);
+  deviceEmitter->certificatePartRows = certifiedTilesPerSplit * tileRows;
   Emitter::DeviceFunctions device;
   if (failed(deviceEmitter->runDevice(device)))
     return failure();
@@ -1685,7 +2126,7 @@ FailureOr<CacheFunctions> GPUEmitter::run() {
   emitSimpleKernels(device);
   emitAttendKernels();
   if (certified)
-    emitCertifiedKernels(device);
+    emitCertifiedCombineKernel();
   CacheFunctions result;
   emitHostFunctions(result);
   return result;

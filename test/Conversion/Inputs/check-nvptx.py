@@ -2,7 +2,7 @@
 --ptxas, what ptxas makes of it).
 
     check-nvptx.py --kvprec-opt BIN --extract SCRIPT --inputs DIR --out PREFIX
-                   [--ptxas BIN] CASE...
+                   [--ptxas BIN] [--certificate] CASE...
 
 CASE is NAME:CHIP (DIR/nvptx-NAME.mlir for sm_CHIP). For each case:
   * kvprec-opt --kvprec-to-nvvm="chip=sm_CHIP" succeeds and the gpu.binary
@@ -14,7 +14,11 @@ CASE is NAME:CHIP (DIR/nvptx-NAME.mlir for sm_CHIP). For each case:
     e5m2x2 on sm_90 and through integer operations on sm_80 (no cvt from
     an f8 type there);
   * with --ptxas: `ptxas -arch=sm_CHIP -v` accepts the module, no function
-    spills, and the attention kernels have no stack frame.
+    spills, and the attention kernels have no stack frame;
+  * with --certificate the lowering has runtime-certificate=true, and the
+    certified split kernel (*_attend_split_certified) must be there and
+    pass the split kernel's checks but the 128-bit loads (it narrows its
+    pieces to at most 16 elements a lane).
 Prints one line per case."""
 import argparse
 import re
@@ -27,6 +31,7 @@ parser.add_argument("--extract", required=True)
 parser.add_argument("--inputs", required=True)
 parser.add_argument("--out", required=True)
 parser.add_argument("--ptxas")
+parser.add_argument("--certificate", action="store_true")
 parser.add_argument("cases", nargs="+")
 args = parser.parse_args()
 
@@ -50,8 +55,11 @@ for case in args.cases:
     name, chip = case.split(":")
     source = "%s/nvptx-%s.mlir" % (args.inputs, name)
     lowered = "%s.%s.sm_%s.mlir" % (args.out, name, chip)
+    options = "chip=sm_%s" % chip
+    if args.certificate:
+        options += " runtime-certificate=true"
     run = subprocess.run([args.kvprec_opt, source,
-                          '--kvprec-to-nvvm=chip=sm_%s' % chip, "-o", lowered],
+                          "--kvprec-to-nvvm=%s" % options, "-o", lowered],
                          capture_output=True, text=True)
     if run.returncode:
         fail("%s: kvprec-to-nvvm failed:\n%s" % (case, run.stderr))
@@ -66,15 +74,21 @@ for case in args.cases:
         fail("%s: the PTX is not for sm_%s" % (case, chip))
     seen = set()
     for kernel, body in kernels(ptx):
-        role = next((r for r in ("_attend_split", "_attend_combine")
+        role = next((r for r in ("_attend_split", "_attend_combine",
+                                 "_attend_split_certified")
                      if kernel.endswith(r)), None)
         if not role:
             continue
         seen.add(role)
         if re.search(r"\.local|ld\.local|st\.local", body):
             fail("%s: %s uses local memory" % (case, kernel))
-        if role == "_attend_split":
-            for pattern in (r"ld\.global(\.nc)?\.v4\.", r"shfl\.sync\.bfly"):
+        if role in ("_attend_split", "_attend_split_certified"):
+            # The certified kernel narrows its pieces where a lane would
+            # hold more than 16 elements, so only the other loads 128 bits.
+            patterns = [r"shfl\.sync\.bfly"]
+            if role == "_attend_split":
+                patterns.append(r"ld\.global(\.nc)?\.v4\.")
+            for pattern in patterns:
                 if not re.search(pattern, body):
                     fail("%s: %s has no %s" % (case, kernel, pattern))
             if name.startswith("f8"):
@@ -83,9 +97,13 @@ for case in args.cases:
                     fail("%s: no cvt.rn.f16x2 from f8 on sm_90" % case)
                 if chip != "90" and re.search(r"cvt\.[^\s]*e[45]m[23]", body):
                     fail("%s: an f8 cvt on sm_%s" % (case, chip))
-    if seen != {"_attend_split", "_attend_combine"}:
+    expected = {"_attend_split", "_attend_combine"}
+    if args.certificate:
+        expected.add("_attend_split_certified")
+    if seen != expected:
         fail("%s: attention kernels missing (found %s)" % (case, sorted(seen)))
-    line = "%s sm_%s: PTX checked" % (name, chip)
+    line = "%s sm_%s%s: PTX checked" % (
+        name, chip, " certified" if args.certificate else "")
     if args.ptxas:
         assembled = subprocess.run([args.ptxas, "-arch=sm_%s" % chip, "-v",
                                     ptx_path, "-o", prefix + ".cubin"],
@@ -103,7 +121,8 @@ for case in args.cases:
                 fail("%s: %s spills (%s bytes stored, %s loaded)"
                      % (case, function, stores, loads))
             if int(stack) and function.endswith(("_attend_split",
-                                                 "_attend_combine")):
+                                                 "_attend_combine",
+                                                 "_attend_split_certified")):
                 fail("%s: %s has a %s-byte stack frame" % (case, function, stack))
         line += ", ptxas: %d functions, 0 bytes of spills" % len(blocks)
     print(line)
