@@ -7,7 +7,8 @@
 #       (a machine with the kvprec build and ptxas) compiles every case of
 #       bench/gpu-decode/cases.py ahead of time, for the GPU with
 #       kvprec-to-nvvm{chip=sm_90 format=bin} (cubins for the H100 and H200)
-#       and for the CPU with kvprec-to-llvm, links
+#       and for the CPU with kvprec-to-llvm, both with the run-time
+#       certificate (P_attend_certified), links
 #       them into bench/gpu-decode/gpu-check.cpp with the runtime of runtime/,
 #       and packs .gpu/gpu-bundle.tar.xz (git-ignored; the device tool
 #       carries `.gpu`). A few minutes. It then runs the bundle's self-test
@@ -62,7 +63,8 @@ bundle() {
   compile_case() {
     local i=$1 c="$work/cases/case_$1"
     # Cubins (ptxas here): nothing to JIT-compile when the program starts.
-    "$OPT" "$c.mlir" --kvprec-to-nvvm="chip=sm_90 format=bin symbol-prefix=gpu${i}_" |
+    "$OPT" "$c.mlir" \
+      --kvprec-to-nvvm="chip=sm_90 format=bin symbol-prefix=gpu${i}_ runtime-certificate=true" |
       "$L/mlir-translate" --mlir-to-llvmir |
       "$L/llc" -O2 -filetype=obj -relocation-model=pic -o "$c.gpu.o"
     "$OPT" "$c.mlir" \

@@ -139,14 +139,14 @@ def main():
                        'int64_t, Heads2 *, float);' % p)
             inc.append('extern "C" int32_t %sload(Arena1 *, int64_t, int64_t, '
                        'Tokens3 *, Tokens3 *);' % p)
-        inc.append('extern "C" int32_t _mlir_ciface_cpu%d_0_attend_certified('
-                   'Arena1 *, int64_t, Heads2 *, int64_t, Heads2 *, float, '
-                   'Floats1 *);' % i)
+            inc.append('extern "C" int32_t %sattend_certified(Arena1 *, int64_t, '
+                       'Heads2 *, int64_t, Heads2 *, float, Floats1 *);' % p)
     inc.append("static const CaseEntry kCases[] = {")
     for i, c in enumerate(cases):
         def entry(side):
             p = "_mlir_ciface_%s%d_0_" % (side, i)
-            return "{%sarena_bytes, %sinit, %sappend, %sattend, %sload}" % ((p,) * 5)
+            return ("{%sarena_bytes, %sinit, %sappend, %sattend, %sload, "
+                    "%sattend_certified}" % ((p,) * 6))
         plan = "{}"
         if c["kind"] == "check":
             items = c["layers"] * c["heads"] * 2
@@ -159,12 +159,11 @@ def main():
                 c["block"], c["sink"], c["window"],
                 ", ".join(format_cpp(f) for f in c["formats"]),
                 expand(c["sinks"]), expand(c["windows"]), expand(c["bodies"])))
-        inc.append('  {"%s", %s, %d, %d, %d, %s, %s, '
-                   '_mlir_ciface_cpu%d_0_attend_certified, %s},' % (
+        inc.append('  {"%s", %s, %d, %d, %d, %s, %s, %s},' % (
                        c["name"].replace('"', "'"),
                        "true" if c["kind"] == "check" else "false",
                        c["capacity"], c["heads"], c["head_dim"], entry("gpu"),
-                       entry("cpu"), i, plan))
+                       entry("cpu"), plan))
     inc.append("};")
     with open(out + "/cases.inc", "w") as f:
         f.write("\n".join(inc) + "\n")

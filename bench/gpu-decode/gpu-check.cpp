@@ -84,6 +84,10 @@ struct Functions {
   int32_t (*append)(Arena1 *, int64_t, Tokens3 *, Tokens3 *, int64_t);
   int32_t (*attend)(Arena1 *, int64_t, Heads2 *, int64_t, Heads2 *, float);
   int32_t (*load)(Arena1 *, int64_t, int64_t, Tokens3 *, Tokens3 *);
+  /// P_attend_certified (both sides are compiled with the run-time
+  /// certificate).
+  int32_t (*attendCertified)(Arena1 *, int64_t, Heads2 *, int64_t, Heads2 *,
+                             float, Floats1 *);
 };
 struct PlanText {
   cf::Geometry geometry;
@@ -95,8 +99,6 @@ struct CaseEntry {
   bool check;
   int64_t capacity, heads, headDim;
   Functions gpu, cpu;
-  int32_t (*attendCertified)(Arena1 *, int64_t, Heads2 *, int64_t, Heads2 *,
-                             float, Floats1 *);
   PlanText plan;
 };
 
@@ -335,9 +337,22 @@ Failure runCheck(const CaseEntry &entry) {
         Heads2 qc = describe<float, 2>(query.data(), {q, d});
         Heads2 oc = describe<float, 2>(cpuOut.data(), {q, d});
         Floats1 bc = describe<float, 1>(bounds.data(), {q});
-        if (int32_t s =
-                c.attendCertified(&cpuA, layer, &qc, fill, &oc, scale, &bc))
+        if (int32_t s = c.cpu.attendCertified(&cpuA, layer, &qc, fill, &oc,
+                                              scale, &bc))
           return {"CPU certified attend failed: status " + std::to_string(s)};
+        // The GPU's certified attention: its output and its own bounds.
+        std::vector<float> gpuCertifiedOut(q * d), gpuBounds(q);
+        {
+          Device dcert(q * d * 4), dbounds(q * 4);
+          Heads2 cg = describe<float, 2>(dcert.pointer, {q, d});
+          Floats1 bg = describe<float, 1>(dbounds.pointer, {q});
+          if (int32_t s = c.gpu.attendCertified(&gpuA, layer, &qg, fill, &cg,
+                                                scale, &bg))
+            return {"GPU certified attend failed: status " +
+                    std::to_string(s)};
+          dcert.toHost(gpuCertifiedOut.data());
+          dbounds.toHost(gpuBounds.data());
+        }
         for (int64_t head = 0; head < q; ++head) {
           int64_t kvHead = head / ratio;
           const cf::EmulatedStream &ks =
@@ -393,6 +408,56 @@ Failure runCheck(const CaseEntry &entry) {
                     std::to_string(measured) + ", bound " +
                     std::to_string(bounds[head])};
           worst = std::max(worst, measured / bounds[head]);
+          // The GPU's certificate (CacheCases.cpp's checks): its output
+          // within it; the bound never below the double-precision
+          // reference of its streaming form, and within 1e-3 of that form
+          // with the code's block-wise inherited bounds.
+          double measuredCertified = 0;
+          for (int64_t j = 0; j < d; ++j)
+            measuredCertified = std::max(
+                measuredCertified,
+                std::fabs(gpuCertifiedOut[head * d + j] - exact.output[j]));
+          std::vector<double> queryD(query.begin() + head * d,
+                                     query.begin() + (head + 1) * d);
+          an::KernelRoundingModel model;
+          model.numRescales = 1;
+          an::StreamingCertificate reference, modelled;
+          auto blockwise = [&](const cf::EmulatedStream &stream) {
+            an::Matrix errors = stream.getErrorBounds();
+            const std::vector<double> &inherited = stream.getInheritedBounds();
+            for (int64_t begin = g.sink; begin < fill; begin += g.block) {
+              int64_t end = std::min(fill, begin + g.block);
+              double largest = 0;
+              for (int64_t i = begin * d; i < end * d; ++i)
+                largest = std::max(largest, inherited[i]);
+              for (int64_t i = begin * d; i < end * d; ++i)
+                errors.values[i] += largest - inherited[i];
+            }
+            return errors;
+          };
+          if (an::computeStreamingCertificate(
+                  queryD, ks.getStored(), vs.getStored(), ks.getErrorBounds(),
+                  vs.getErrorBounds(), double(scale), model, reference)
+                  .failed() ||
+              an::computeStreamingCertificate(
+                  queryD, ks.getStored(), vs.getStored(), blockwise(ks),
+                  blockwise(vs), double(scale), model, modelled)
+                  .failed())
+            return {"the streaming certificate's reference failed"};
+          std::string where = "GQA " + std::to_string(ratio) + " head " +
+                              std::to_string(head) + " length " +
+                              std::to_string(fill);
+          if (!(measuredCertified <= gpuBounds[head]))
+            return {"GPU certified attention beyond its own certificate: " +
+                    where + ": error " + std::to_string(measuredCertified) +
+                    ", bound " + std::to_string(gpuBounds[head])};
+          if (!(gpuBounds[head] >= reference.infNorm) ||
+              !(gpuBounds[head] <= modelled.infNorm * (1 + 1e-3)))
+            return {"GPU certificate off its reference: " + where +
+                    ": bound " + std::to_string(gpuBounds[head]) +
+                    ", reference " + std::to_string(reference.infNorm) +
+                    ", block-wise " + std::to_string(modelled.infNorm)};
+          worst = std::max(worst, measuredCertified / gpuBounds[head]);
           ++attended;
         }
       }
@@ -492,34 +557,53 @@ int runBench(int reps) {
       Heads2 qg = describe<float, 2>(dq.pointer, {q, d});
       Heads2 og = describe<float, 2>(dout.pointer, {q, d});
       float scale = 1.0f / std::sqrt(float(d));
-      std::vector<double> kernelMs, wallMs;
-      for (int r = 0; r < reps + 2; ++r) {
-        kvprecKernelTiming(1);
-        double start = seconds();
-        if (c.gpu.attend(&a, 0, &qg, capacity, &og, scale))
-          return 1;
-        double wall = (seconds() - start) * 1e3;
-        int64_t launches = 0;
-        double kernels = kvprecKernelTimeMs(&launches);
-        kvprecKernelTiming(0);
-        if (r < 2)
-          continue; // Warm-up (the first also JIT-compiles the PTX).
-        kernelMs.push_back(kernels);
-        wallMs.push_back(wall);
-      }
-      std::sort(kernelMs.begin(), kernelMs.end());
-      std::sort(wallMs.begin(), wallMs.end());
-      double kernel = kernelMs[kernelMs.size() / 2];
-      double wall = wallMs[wallMs.size() / 2];
+      Device dbounds(q * 4);
+      Floats1 bg = describe<float, 1>(dbounds.pointer, {q});
+      // The median kernel time and wall time of `call` over `reps` runs
+      // after two warm-ups (the first also JIT-compiles the PTX).
+      auto time = [&](auto call, double &kernel, double &wall) {
+        std::vector<double> kernelMs, wallMs;
+        for (int r = 0; r < reps + 2; ++r) {
+          kvprecKernelTiming(1);
+          double start = seconds();
+          if (call())
+            return false;
+          double elapsed = (seconds() - start) * 1e3;
+          int64_t launches = 0;
+          double kernels = kvprecKernelTimeMs(&launches);
+          kvprecKernelTiming(0);
+          if (r < 2)
+            continue;
+          kernelMs.push_back(kernels);
+          wallMs.push_back(elapsed);
+        }
+        std::sort(kernelMs.begin(), kernelMs.end());
+        std::sort(wallMs.begin(), wallMs.end());
+        kernel = kernelMs[kernelMs.size() / 2];
+        wall = wallMs[wallMs.size() / 2];
+        return true;
+      };
+      double kernel = 0, wall = 0, certifiedKernel = 0, certifiedWall = 0;
+      if (!time([&] { return c.gpu.attend(&a, 0, &qg, capacity, &og, scale); },
+                kernel, wall) ||
+          !time(
+              [&] {
+                return c.gpu.attendCertified(&a, 0, &qg, capacity, &og, scale,
+                                             &bg);
+              },
+              certifiedKernel, certifiedWall))
+        return 1;
       double gbps = double(bytes) / (kernel * 1e-3) / 1e9;
       // A copy reads and writes each byte.
       double copyGbps = 2.0 * double(bytes) / (copyMs * 1e-3) / 1e9;
       std::printf("{\"format\": \"%s\", \"positions\": %lld, \"gqa\": %lld, "
                   "\"arena_bytes\": %lld, \"kernel_us\": %.2f, "
                   "\"step_us\": %.2f, \"gbps\": %.1f, \"copy_gbps\": %.1f, "
-                  "\"ratio_to_copy\": %.3f}\n",
+                  "\"ratio_to_copy\": %.3f, \"certified_kernel_us\": %.2f, "
+                  "\"certified_step_us\": %.2f}\n",
                   c.name, (long long)capacity, (long long)gqa, (long long)bytes,
-                  kernel * 1e3, wall * 1e3, gbps, copyGbps, gbps / copyGbps);
+                  kernel * 1e3, wall * 1e3, gbps, copyGbps, gbps / copyGbps,
+                  certifiedKernel * 1e3, certifiedWall * 1e3);
       std::fflush(stdout);
     }
   }

@@ -58,6 +58,26 @@ def section(directory):
                 cells.append("" if not r else "%.1f, %.0f, %.2f" % (
                     r["kernel_us"], r["gbps"], r["ratio_to_copy"]))
             out.append("| %s | %s |" % (f, " | ".join(cells)))
+    if any("certified_kernel_us" in r for r in bench):
+        out.append("\n### The run-time certificate\n")
+        out.append("P_attend_certified (the certificate computed in the same "
+                   "pass as the output, docs/gpu.md) against P_attend on the "
+                   "same cache and query: kernel us, and its time over "
+                   "P_attend's.\n")
+        for gqa in (1, 4):
+            out.append("| format, GQA %d | " % gqa + " | ".join(
+                "%dK" % (p // 1024) for p in positions) + " |")
+            out.append("| --- |" + " ---: |" * len(positions))
+            for f in formats:
+                cells = []
+                for p in positions:
+                    r = key.get((f, p, gqa))
+                    cells.append("" if not r or "certified_kernel_us" not in r
+                                 else "%.1f, %.2fx" % (
+                                     r["certified_kernel_us"],
+                                     r["certified_kernel_us"] / r["kernel_us"]))
+                out.append("| %s | %s |" % (f, " | ".join(cells)))
+            out.append("")
     if positions:
         top = max(positions)
         out.append("\n### Against the targets (%dK positions, GQA 1)\n" % (top // 1024))
