@@ -337,8 +337,8 @@ Failure runCheck(const CaseEntry &entry) {
         Heads2 qc = describe<float, 2>(query.data(), {q, d});
         Heads2 oc = describe<float, 2>(cpuOut.data(), {q, d});
         Floats1 bc = describe<float, 1>(bounds.data(), {q});
-        if (int32_t s = c.cpu.attendCertified(&cpuA, layer, &qc, fill, &oc,
-                                              scale, &bc))
+        if (int32_t s =
+                c.cpu.attendCertified(&cpuA, layer, &qc, fill, &oc, scale, &bc))
           return {"CPU certified attend failed: status " + std::to_string(s)};
         // The GPU's certified attention: its output and its own bounds.
         std::vector<float> gpuCertifiedOut(q * d), gpuBounds(q);
@@ -348,8 +348,7 @@ Failure runCheck(const CaseEntry &entry) {
           Floats1 bg = describe<float, 1>(dbounds.pointer, {q});
           if (int32_t s = c.gpu.attendCertified(&gpuA, layer, &qg, fill, &cg,
                                                 scale, &bg))
-            return {"GPU certified attend failed: status " +
-                    std::to_string(s)};
+            return {"GPU certified attend failed: status " + std::to_string(s)};
           dcert.toHost(gpuCertifiedOut.data());
           dbounds.toHost(gpuBounds.data());
         }
@@ -453,10 +452,10 @@ Failure runCheck(const CaseEntry &entry) {
                     ", bound " + std::to_string(gpuBounds[head])};
           if (!(gpuBounds[head] >= reference.infNorm) ||
               !(gpuBounds[head] <= modelled.infNorm * (1 + 1e-3)))
-            return {"GPU certificate off its reference: " + where +
-                    ": bound " + std::to_string(gpuBounds[head]) +
-                    ", reference " + std::to_string(reference.infNorm) +
-                    ", block-wise " + std::to_string(modelled.infNorm)};
+            return {"GPU certificate off its reference: " + where + ": bound " +
+                    std::to_string(gpuBounds[head]) + ", reference " +
+                    std::to_string(reference.infNorm) + ", block-wise " +
+                    std::to_string(modelled.infNorm)};
           worst = std::max(worst, measuredCertified / gpuBounds[head]);
           ++attended;
         }
@@ -561,13 +560,18 @@ int runBench(int reps) {
       Floats1 bg = describe<float, 1>(dbounds.pointer, {q});
       // The median kernel time and wall time of `call` over `reps` runs
       // after two warm-ups (the first also JIT-compiles the PTX).
-      auto time = [&](auto call, double &kernel, double &wall) {
+      auto time = [&](const char *what, auto call, double &kernel,
+                      double &wall) {
         std::vector<double> kernelMs, wallMs;
         for (int r = 0; r < reps + 2; ++r) {
           kvprecKernelTiming(1);
           double start = seconds();
-          if (call())
+          if (int32_t status = call()) {
+            kvprecKernelTiming(0);
+            std::fprintf(stderr, "gpu-check: %s: %s failed: status %d\n",
+                         c.name, what, status);
             return false;
+          }
           double elapsed = (seconds() - start) * 1e3;
           int64_t launches = 0;
           double kernels = kvprecKernelTimeMs(&launches);
@@ -584,9 +588,12 @@ int runBench(int reps) {
         return true;
       };
       double kernel = 0, wall = 0, certifiedKernel = 0, certifiedWall = 0;
-      if (!time([&] { return c.gpu.attend(&a, 0, &qg, capacity, &og, scale); },
-                kernel, wall) ||
+      if (!time(
+              "attend",
+              [&] { return c.gpu.attend(&a, 0, &qg, capacity, &og, scale); },
+              kernel, wall) ||
           !time(
+              "attend_certified",
               [&] {
                 return c.gpu.attendCertified(&a, 0, &qg, capacity, &og, scale,
                                              &bg);

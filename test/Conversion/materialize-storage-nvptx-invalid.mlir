@@ -39,3 +39,12 @@ func.func private @wide(!kvprec.cache<1x1x64x2048xf32, #wide>)
     formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
 // expected-error @below {{the NVPTX lowering launches a block per KV head in a grid dimension of at most 65535, not 65536}}
 func.func private @wide(!kvprec.cache<1x65536x16x8xf32, #wide>)
+
+// -----
+
+// The splits of a full cache in a grid dimension CUDA caps at 65535: 2^24
+// positions in blocks of 1, 128 tiles a split.
+#many = #kvprec.plan<layers = 1, heads = 1, capacity = 16777216, block = 1, sink = 0, window = 0,
+    formats = [#kvprec.format<f16>], sink_formats = [0], body_formats = [0], window_formats = [0]>
+// expected-error @below {{the NVPTX lowering launches a block per split of 128 tiles in a grid dimension of at most 65535: 16777216 tiles (capacity 16777216, block 1) need 131072}}
+func.func private @many(!kvprec.cache<1x1x16777216x8xf32, #many>)

@@ -91,6 +91,97 @@ TEST(EmulatedGPUCache, CertifiedAttentionOverSeveralSplits) {
   runCase(c);
 }
 
+// Logits that overflow f32, on the CPU and on the GPU: a row whose logit
+// is -inf still counts in the certificate (its inf terms leave the bound
+// to the hull bound, on both), and an output that is NaN (every logit
+// +inf, so inf - inf) has no bound.
+TEST(EmulatedGPUCache, CertificateWhenLogitsOverflow) {
+  const int64_t d = 64, tokens = 8;
+  const char *type =
+      "!kvprec.cache<1x1x16x64xf32, #kvprec.plan<layers = 1, heads = 1, "
+      "capacity = 16, block = 4, sink = 0, window = 0, formats = "
+      "[#kvprec.format<f32>], sink_formats = [0], body_formats = [0], "
+      "window_formats = [0]>>";
+  auto cpu = kvprec::runtime::CompiledCache::compile(
+      type, /*threads=*/1, /*runtimeCertificate=*/true);
+  ASSERT_TRUE(bool(cpu)) << llvm::toString(cpu.takeError());
+  auto gpu = kvprec::runtime::EmulatedGPUCache::compile(
+      type, "sm_80", /*runtimeCertificate=*/true);
+  ASSERT_TRUE(bool(gpu)) << llvm::toString(gpu.takeError());
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> keys(tokens * d), values(tokens * d), query(d);
+  for (float &x : values)
+    x = normal(rng);
+  for (float &x : query)
+    x = normal(rng);
+  query[0] = 3e38f;
+  // Bounds of (CPU, GPU) for keys whose channel 0 is `channel0(row)`.
+  auto boundsWith = [&](auto channel0, float *outputs) {
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int64_t j = 0; j < d; ++j)
+        keys[t * d + j] = j == 0 ? channel0(t) : normal(rng);
+    std::pair<float, float> bounds;
+    int side = 0;
+    for (const kvprec::runtime::CacheCode *code :
+         {static_cast<const kvprec::runtime::CacheCode *>(cpu->get()),
+          static_cast<const kvprec::runtime::CacheCode *>(gpu->get())}) {
+      kvprec::runtime::Arena arena(code->getArenaBytes());
+      EXPECT_EQ(code->init(arena.data, arena.size), 0);
+      EXPECT_EQ(code->append(arena.data, arena.size, 0, keys.data(),
+                             values.data(), tokens, 0),
+                0);
+      float bound = -1;
+      EXPECT_EQ(code->attendCertified(arena.data, arena.size, 0, query.data(),
+                                      1, tokens, outputs + side * d, 0.125f,
+                                      &bound),
+                0);
+      (side ? bounds.second : bounds.first) = bound;
+      ++side;
+    }
+    return bounds;
+  };
+  std::vector<float> outputs(2 * d);
+  // Row 3's logit is -3e38 * 3e38 = -inf; the others' channel 0 is 0.
+  auto [cpuBound, gpuBound] = boundsWith(
+      [](int64_t t) { return t == 3 ? -3e38f : 0.0f; }, outputs.data());
+  // The output: softmax over the other rows, computed in double.
+  std::vector<double> logits(tokens, 0.0);
+  double largest = -INFINITY;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (t == 3)
+      continue;
+    for (int64_t j = 1; j < d; ++j)
+      logits[t] += double(query[j]) * keys[t * d + j] * 0.125;
+    largest = std::max(largest, logits[t]);
+  }
+  double total = 0;
+  for (int64_t t = 0; t < tokens; ++t)
+    total += t == 3 ? 0.0 : std::exp(logits[t] - largest);
+  double error[2] = {0, 0};
+  for (int64_t j = 0; j < d; ++j) {
+    double exact = 0;
+    for (int64_t t = 0; t < tokens; ++t)
+      if (t != 3)
+        exact += std::exp(logits[t] - largest) / total * values[t * d + j];
+    for (int side = 0; side < 2; ++side)
+      error[side] =
+          std::max(error[side], std::fabs(outputs[side * d + j] - exact));
+  }
+  EXPECT_TRUE(std::isfinite(cpuBound)) << cpuBound;
+  EXPECT_LE(error[0], cpuBound);
+  EXPECT_LE(error[1], gpuBound);
+  // Both the hull bound: the same quantity up to f32 rounding.
+  EXPECT_NEAR(gpuBound, cpuBound, 1e-3 * cpuBound);
+  // Every logit +inf: a NaN output, and no bound.
+  auto [cpuNaN, gpuNaN] =
+      boundsWith([](int64_t) { return 3e38f; }, outputs.data());
+  EXPECT_TRUE(std::isnan(outputs[0])) << outputs[0];
+  EXPECT_TRUE(std::isnan(outputs[d])) << outputs[d];
+  EXPECT_EQ(cpuNaN, INFINITY);
+  EXPECT_EQ(gpuNaN, INFINITY);
+}
+
 TEST(EmulatedGPUCache, RefusesAChipItDoesNotKnow) {
   Case c;
   c.formats = {kF32};

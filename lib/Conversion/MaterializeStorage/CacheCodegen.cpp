@@ -2047,6 +2047,13 @@ Value Emitter::combineCertificate(ImplicitLocOpBuilder &b,
                                    math::AbsFOp::create(b, normalized),
                                    vc(b, info.minSubnormal / 2)));
   }
+  // A NaN output (a logit that overflowed to inf makes inf - inf) has no
+  // bound, whatever the hull says.
+  perComponent = arith::SelectOp::create(
+      b,
+      arith::CmpFOp::create(b, arith::CmpFPredicate::UNO, normalized,
+                            normalized),
+      vc(b, std::numeric_limits<float>::infinity()), perComponent);
   Value bound = vector::ReductionOp::create(b, vector::CombiningKind::MAXIMUMF,
                                             perComponent);
   Value isNaN =

@@ -24,6 +24,11 @@
 //    contract's arithmetic (docs/analysis.md), with splits in place of
 //    blocks; a split is at most GC rows per thread of one tile's rows, so
 //    each sum's depth stays within the contract's min(B, T) + T/B.
+////  * with the run-time certificate, P_attend_split_certified (the split
+//    kernel with one query head per block, also forming the certificate's
+//    terms of its rows in the same pass) and P_attend_combine_certified (a
+//    thread per channel: the CPU's combine and combineCertificate), the
+//    certificate of docs/lowering.md with splits in place of tiles.
 //
 // Tiles are visited in runs of one format (an scf.while per format inside
 // an scf.index_switch), so the registers of a format's lane layout live
@@ -73,7 +78,7 @@ struct LaneShape {
 
 /// `maxElements` > 0 narrows the pieces until a lane holds at most that
 /// many elements where it can (the certified kernel's registers: it keeps
-/// eight rows of them).
+/// nine rows of them).
 LaneShape getLaneShape(const an::StorageFormat &format, int64_t headDim,
                        int64_t maxElements = 0) {
   LaneShape s;
@@ -274,7 +279,8 @@ private:
   /// Tiles per split of P_attend_split_certified.
   int64_t certifiedTilesPerSplit = 0;
   /// Elements a lane of P_attend_split_certified holds of a row, at most
-  /// (it keeps eight rows of them: values, bounds and six sums).
+  /// (it keeps nine rows of them: values, bounds, the accumulator and the
+  /// certificate's six).
   static constexpr int64_t kCertifiedElements = 16;
   /// Static shared memory a block may take.
   static constexpr int64_t kSharedBytes = 48 * 1024;
@@ -346,10 +352,11 @@ LogicalResult GPUEmitter::checkShapes() {
       1, std::min(logitFloats / (tileRows * headsPerBlock), minSlots));
   if (certified) {
     // P_attend_split_certified (one query head): the query, staging,
-    // accumulator, W U G and range rows, the reductions, then four arrays
-    // of row slots in what is left.
+    // accumulator, W U G and range rows, the reductions, 16 bytes of
+    // alignment for each of its 11 buffers, then four arrays of row slots
+    // in what is left.
     int64_t fixedFloats =
-        d * (1 + kWarps + 1 + 3 + 3) + kWarps + 2 + kWarps * 8;
+        d * (1 + kWarps + 1 + 3 + 3) + kWarps + 2 + kWarps * 8 + 4 * 11;
     int64_t slotFloats =
         std::min(logitFloats, (kSharedBytes / 4 - fixedFloats) / 4);
     if (slotFloats < tileRows)
@@ -362,6 +369,16 @@ LogicalResult GPUEmitter::checkShapes() {
     certifiedTilesPerSplit = std::max<int64_t>(
         1, std::min(slotFloats / tileRows, certifiedMinSlots));
   }
+  // The splits of a full cache are a grid's y dimension (at most 65535).
+  int64_t tiles =
+      (g.sink > 0 ? 1 : 0) + llvm::divideCeil(g.capacity - g.sink, g.block);
+  for (int64_t perSplit : {tilesPerSplit, certifiedTilesPerSplit})
+    if (perSplit > 0 && llvm::divideCeil(tiles, perSplit) > 65535)
+      return user->emitError()
+             << "the NVPTX lowering launches a block per split of " << perSplit
+             << " tiles in a grid dimension of at most 65535: " << tiles
+             << " tiles (capacity " << g.capacity << ", block " << g.block
+             << ") need " << llvm::divideCeil(tiles, perSplit);
   return success();
 }
 
@@ -821,9 +838,14 @@ gpu::GPUFuncOp GPUEmitter::emitSplitKernel(bool withCertificate) {
     });
     loop(b, tid, idx(b, logitSlots), step, [&](B &lb, Value at) {
       memref::StoreOp::create(lb, negInf, logits, ValueRange{at});
-      if (withCertificate)
-        for (Value slots : {keyBounds, magnitudes, growths})
+      if (withCertificate) {
+        // S_t of -1 marks a slot no row fills (a row's is >= 0, inf or
+        // NaN).
+        memref::StoreOp::create(lb, fconst(lb, -1.0f), magnitudes,
+                                ValueRange{at});
+        for (Value slots : {keyBounds, growths})
           memref::StoreOp::create(lb, fzero, slots, ValueRange{at});
+      }
     });
     if (withCertificate) {
       // W, U, G from 0; min V^ from +inf, max V^ from -inf, max deltaV
@@ -1130,13 +1152,17 @@ gpu::GPUFuncOp GPUEmitter::emitSplitKernel(bool withCertificate) {
             memref::StoreOp::create(lb, w, logits, ValueRange{at});
             SmallVector<Value> next{arith::AddFOp::create(lb, acc[0], w)};
             if (withCertificate) {
-              // Slots no row filled (logit -inf) add nothing.
+              // Slots no row filled add nothing. A row's logit may be
+              // -inf or NaN after an overflow: it counts, and its inf or
+              // NaN terms leave the formula to the hull bound, as on the
+              // CPU.
+              Value magnitude =
+                  memref::LoadOp::create(lb, magnitudes, ValueRange{at});
               Value filled = arith::CmpFOp::create(
-                  lb, arith::CmpFPredicate::OGT, x, negInf);
+                  lb, arith::CmpFPredicate::UGE, magnitude, fzero);
               Value e = memref::LoadOp::create(lb, keyBounds, ValueRange{at});
-              Value dot = arith::MulFOp::create(
-                  lb, memref::LoadOp::create(lb, magnitudes, ValueRange{at}),
-                  fconst(lb, gammaDot));
+              Value dot =
+                  arith::MulFOp::create(lb, magnitude, fconst(lb, gammaDot));
               Value c =
                   math::FmaOp::create(lb, fconst(lb, float(u)),
                                       arith::SubFOp::create(lb, myMax, x), dot);
