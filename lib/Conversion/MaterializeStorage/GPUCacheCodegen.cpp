@@ -207,6 +207,19 @@ private:
     return vector::ExtractOp::create(b, e, ArrayRef<int64_t>{0});
   }
 
+  /// A kernel `name` of `inputs` with `workgroup` buffers, at the end of the
+  /// device module.
+  gpu::GPUFuncOp createKernel(StringRef name, TypeRange inputs,
+                              TypeRange workgroup = {}) {
+    OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
+    auto kernel = gpu::GPUFuncOp::create(top, module.getLoc(), name,
+                                         FunctionType::get(context, inputs, {}),
+                                         workgroup);
+    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                    UnitAttr::get(context));
+    return kernel;
+  }
+
   LogicalResult checkShapes();
   void emitAttendKernels();
   /// P_attend_split, or with the certificate P_attend_split_certified.
@@ -743,7 +756,6 @@ gpu::GPUFuncOp GPUEmitter::emitSplitKernel(bool withCertificate) {
       MemRefType::get({ShapedType::kDynamic}, IntegerType::get(context, 8));
   MemRefType heads =
       MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, element);
-  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
   Location loc = module.getLoc();
 
   // P_attend_split(arena, layer, query, softmaxScale, group, tiles, hasSink,
@@ -773,12 +785,9 @@ gpu::GPUFuncOp GPUEmitter::emitSplitKernel(bool withCertificate) {
     workgroup.append({shared(logitSlots), shared(logitSlots),
                       shared(logitSlots), shared(3 * d), shared(3 * d),
                       shared(kWarps * 8)});
-  gpu::GPUFuncOp kernel = gpu::GPUFuncOp::create(
-      top, loc,
+  gpu::GPUFuncOp kernel = createKernel(
       prefix + (withCertificate ? "_attend_split_certified" : "_attend_split"),
-      FunctionType::get(context, inputs, {}), workgroup);
-  kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                  UnitAttr::get(context));
+      inputs, workgroup);
   {
     Block &entry = kernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
@@ -1519,7 +1528,6 @@ void GPUEmitter::emitAttendKernels() {
   Type element = cache.getElementType();
   MemRefType heads =
       MemRefType::get({ShapedType::kDynamic, ShapedType::kDynamic}, element);
-  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
   Location loc = module.getLoc();
   splitKernel = emitSplitKernel(/*withCertificate=*/false);
   if (certified)
@@ -1528,12 +1536,8 @@ void GPUEmitter::emitAttendKernels() {
   // P_attend_combine(output, splits, partMax, partSum, partAcc), one block
   // per query head: M = max_s m_s, L = sum_s l_s e^(m_s - M),
   // out = sum_s acc_s e^(m_s - M) / L, the splits in order.
-  combineKernel = gpu::GPUFuncOp::create(
-      top, loc, prefix + "_attend_combine",
-      FunctionType::get(context, {heads, index(), floats(), floats(), floats()},
-                        {}));
-  combineKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                         UnitAttr::get(context));
+  combineKernel = createKernel(prefix + "_attend_combine",
+                               {heads, index(), floats(), floats(), floats()});
   {
     Block &entry = combineKernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
@@ -1586,7 +1590,6 @@ void GPUEmitter::emitAttendKernels() {
 }
 
 void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
-  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
   Location loc = module.getLoc();
   MemRefType status = MemRefType::get({1}, i32());
   // A kernel whose first thread calls `callee` with the kernel's arguments
@@ -1594,10 +1597,7 @@ void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
   auto single = [&](StringRef name, func::FuncOp callee) {
     SmallVector<Type> inputs(callee.getFunctionType().getInputs());
     inputs.push_back(status);
-    auto kernel = gpu::GPUFuncOp::create(
-        top, loc, name, FunctionType::get(context, inputs, {}));
-    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                    UnitAttr::get(context));
+    gpu::GPUFuncOp kernel = createKernel(name, inputs);
     Block &entry = kernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
     Value tid = gpu::ThreadIdOp::create(b, gpu::Dimension::x);
@@ -1634,11 +1634,7 @@ void GPUEmitter::emitSimpleKernels(const Emitter::DeviceFunctions &device) {
     //  status)
     SmallVector<Type> inputs(checkType.getInputs().take_front(5));
     inputs.append({bytes, statuses, ranks, status});
-    appendKernel =
-        gpu::GPUFuncOp::create(top, loc, prefix + "_append_kernel",
-                               FunctionType::get(context, inputs, {}));
-    appendKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                          UnitAttr::get(context));
+    appendKernel = createKernel(prefix + "_append_kernel", inputs);
     Block &entry = appendKernel.getBody().front();
     B b(loc, OpBuilder::atBlockEnd(&entry));
     ValueRange args = appendKernel.getArguments();
@@ -1752,7 +1748,6 @@ SmallVector<Value> GPUEmitter::certifiedPartials(B &b, Value partials, Value h,
 
 void GPUEmitter::emitCertifiedCombineKernel() {
   const int64_t d = g.headDim, threads = target.getBlockThreads();
-  OpBuilder top = OpBuilder::atBlockEnd(deviceModule.getBody());
   Location loc = module.getLoc();
   Type element = cache.getElementType();
   MemRefType bytes =
@@ -1765,13 +1760,9 @@ void GPUEmitter::emitCertifiedCombineKernel() {
   // channel by channel, the same arithmetic per channel, the bound the
   // largest over the channels (shuffles, then the warps' maxima in shared
   // memory).
-  certifiedCombineKernel = gpu::GPUFuncOp::create(
-      top, loc, prefix + "_attend_combine_certified",
-      FunctionType::get(
-          context, {bytes, index(), index(), index(), heads, floats()}, {}),
-      TypeRange{shared(kWarps)});
-  certifiedCombineKernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
-                                  UnitAttr::get(context));
+  certifiedCombineKernel = createKernel(
+      prefix + "_attend_combine_certified",
+      {bytes, index(), index(), index(), heads, floats()}, {shared(kWarps)});
   Block &entry = certifiedCombineKernel.getBody().front();
   B b(loc, OpBuilder::atBlockEnd(&entry));
   ValueRange args = certifiedCombineKernel.getArguments();
