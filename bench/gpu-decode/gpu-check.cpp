@@ -421,26 +421,14 @@ Failure runCheck(const CaseEntry &entry) {
           an::KernelRoundingModel model;
           model.numRescales = 1;
           an::StreamingCertificate reference, modelled;
-          auto blockwise = [&](const cf::EmulatedStream &stream) {
-            an::Matrix errors = stream.getErrorBounds();
-            const std::vector<double> &inherited = stream.getInheritedBounds();
-            for (int64_t begin = g.sink; begin < fill; begin += g.block) {
-              int64_t end = std::min(fill, begin + g.block);
-              double largest = 0;
-              for (int64_t i = begin * d; i < end * d; ++i)
-                largest = std::max(largest, inherited[i]);
-              for (int64_t i = begin * d; i < end * d; ++i)
-                errors.values[i] += largest - inherited[i];
-            }
-            return errors;
-          };
           if (an::computeStreamingCertificate(
                   queryD, ks.getStored(), vs.getStored(), ks.getErrorBounds(),
                   vs.getErrorBounds(), double(scale), model, reference)
                   .failed() ||
               an::computeStreamingCertificate(
-                  queryD, ks.getStored(), vs.getStored(), blockwise(ks),
-                  blockwise(vs), double(scale), model, modelled)
+                  queryD, ks.getStored(), vs.getStored(),
+                  ks.getBlockwiseErrorBounds(), vs.getBlockwiseErrorBounds(),
+                  double(scale), model, modelled)
                   .failed())
             return {"the streaming certificate's reference failed"};
           std::string where = "GQA " + std::to_string(ratio) + " head " +

@@ -140,3 +140,18 @@ an::Status EmulatedStream::append(const float *values) {
           std::to_string(length));
   return an::Status::success();
 }
+
+an::Matrix EmulatedStream::getBlockwiseErrorBounds() const {
+  const certify::Geometry &g = plan.geometry;
+  const int64_t length = getLength();
+  an::Matrix bounds = errorBounds;
+  for (int64_t begin = g.sink; begin < length; begin += g.block) {
+    int64_t end = std::min(length, begin + g.block);
+    double largest = 0;
+    for (int64_t i = begin * headDim; i < end * headDim; ++i)
+      largest = std::max(largest, sourceBound[i]);
+    for (int64_t i = begin * headDim; i < end * headDim; ++i)
+      bounds.values[i] += largest - sourceBound[i];
+  }
+  return bounds;
+}

@@ -432,25 +432,14 @@ void kvprec::testing::runCase(const Case &c) {
                           k.getErrorBounds(), v.getErrorBounds(), double(scale),
                           model, reference)
                           .ok());
-          // The generated code keeps one inherited bound per re-quantized
-          // block (CacheLayout.h), the largest of its elements'.
-          auto blockwise = [&](const cf::EmulatedStream &stream) {
-            an::Matrix bounds = stream.getErrorBounds();
-            const std::vector<double> &inherited = stream.getInheritedBounds();
-            for (int64_t begin = c.sink; begin < fill; begin += c.block) {
-              int64_t end = std::min(fill, begin + c.block);
-              double largest = 0;
-              for (int64_t i = begin * d; i < end * d; ++i)
-                largest = std::max(largest, inherited[i]);
-              for (int64_t i = begin * d; i < end * d; ++i)
-                bounds.values[i] += largest - inherited[i];
-            }
-            return bounds;
-          };
+          // The same with the inherited bounds the generated code keeps
+          // (one per re-quantized block).
           an::StreamingCertificate modelled;
           ASSERT_TRUE(an::computeStreamingCertificate(
-                          queryD, k.getStored(), v.getStored(), blockwise(k),
-                          blockwise(v), double(scale), model, modelled)
+                          queryD, k.getStored(), v.getStored(),
+                          k.getBlockwiseErrorBounds(),
+                          v.getBlockwiseErrorBounds(), double(scale), model,
+                          modelled)
                           .ok());
           an::AttentionResult exact =
               an::computeAttention(scaledQuery, k.getExact(), v.getExact());

@@ -60,6 +60,10 @@ public:
   /// the storage a re-quantized element was re-quantized from (0 for
   /// elements quantized from their fp32 values).
   const std::vector<double> &getInheritedBounds() const { return sourceBound; }
+  /// getErrorBounds() as the generated code keeps the inherited part: one
+  /// inherited bound per block of the plan after the sink, the largest of
+  /// its elements' (CacheLayout.h).
+  analysis::Matrix getBlockwiseErrorBounds() const;
   /// Elements whose |stored - exact| exceeded their bound when stored (a
   /// check of the quantizer; always 0 for a sound one).
   uint64_t getElementBoundViolations() const { return boundViolations; }
